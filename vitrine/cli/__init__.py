@@ -1,0 +1,13 @@
+"""Console entry point: `vitrine --help` lists every command group."""
+
+from vitrine.cli.app import app
+
+# Each module registers its commands on the app (or a group of it) when imported.
+from vitrine.cli import stack as _stack  # noqa: F401,E402  up, worker, api, demo, tenant, db
+from vitrine.cli import vision as _vision  # noqa: F401,E402  models, embed, detect, eval/bench vision
+from vitrine.cli import experiment as _experiment  # noqa: F401,E402  experiment ..., bench stats
+
+
+def main() -> None:
+    """Run the `vitrine` command."""
+    app()

@@ -1,0 +1,58 @@
+"""The `vitrine` command tree: one Typer app and its sub-groups, filled by the modules beside it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from vitrine.settings import Settings
+
+app = typer.Typer(
+    help="vitrine: visual recommendations with built-in A/B experiments.\n\n"
+    "Settings come from VITRINE_* environment variables; see README.md for the table.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+tenant_app = typer.Typer(help="Create and list tenants (retailers) and their keys.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema: migrations.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Catalog ingestion: bulk import, dead letters, replay.", no_args_is_help=True)
+experiment_app = typer.Typer(help="Experiments: create, start, stop, report, simulate.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: print figures as a table (or one JSON object with --json).",
+                        no_args_is_help=True)
+eval_app = typer.Typer(help="Quality evaluations: print figures as a table (or JSON with --json).",
+                       no_args_is_help=True)
+
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(experiment_app, name="experiment")
+app.add_typer(bench_app, name="bench")
+app.add_typer(eval_app, name="eval")
+
+
+def load_settings() -> Settings:
+    """Build and validate the settings once, or exit with one clear line."""
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic ValidationError: show it without a traceback wall
+        fail(f"invalid settings: {exc}")
+
+
+def fail(message: str, code: int = 1) -> "typer.Exit":
+    """Print one error line to stderr and exit non-zero."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Plain, timestamped logs on stderr."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""CLI commands for experiment (registered on vitrine.cli.app)."""

@@ -1,0 +1,1 @@
+"""CLI commands for vision (registered on vitrine.cli.app)."""

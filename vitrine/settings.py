@@ -1,0 +1,91 @@
+"""The one settings object of vitrine: built once, validated at start-up, passed in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STACK_FILE = "stack.json"
+
+
+class Settings(BaseSettings):
+    """Every knob of vitrine, read from `VITRINE_*` environment variables (or a `.env` file)."""
+
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path(".vitrine"), description="State of the embedded stack, model caches, exports")
+    kafka_bootstrap: str = Field("", description="host:port[,host:port]; empty = the embedded broker of `vitrine up`")
+    kafka_port: int = Field(0, description="Port of the embedded broker; 0 = a free port")
+    database_url: str = Field("", description="postgresql+psycopg://...; empty = the embedded Postgres of `vitrine up`")
+    topic_prefix: str = Field("", description="Prefix for every topic name (isolates tests or environments)")
+    app_id: str = Field("vitrine", description="faust application id (consumer group)")
+    topic_partitions: int = Field(4, ge=1, description="Partitions of the catalog and interaction topics")
+
+    api_host: str = Field("127.0.0.1", description="API bind address")
+    api_port: int = Field(8000, description="API port")
+    worker_web_port: int = Field(6066, description="faust worker web/metrics port")
+    admin_key: SecretStr = Field(SecretStr(""), description="Secret for admin endpoints; empty = admin API off")
+
+    embedder: str = Field("efficientnet-lite0", description="Embedder backend: efficientnet-lite0 | clip")
+    detector: str = Field("whole-image", description="Detector backend: whole-image | yolo")
+    clip_model: str = Field("ViT-B-32", description="open_clip model name")
+    clip_pretrained: str = Field("laion2b_s34b_b79k", description="open_clip pretrained tag or a local checkpoint path")
+    yolo_weights: str = Field("yolo11n.pt", description="YOLO hub name or local .pt/.onnx path")
+    torch_threads: int = Field(0, ge=0, description="torch/onnxruntime intra-op threads; 0 = all cores")
+    embed_batch_size: int = Field(32, ge=1, description="Images per embedder call")
+    # --- vision (owned by vision/; add vision knobs in this block) ---
+    use_onnx: bool = Field(True, description="Run embedders through an exported ONNX graph when onnxruntime is present")
+    detect_min_score: float = Field(0.25, ge=0, le=1, description="Drop detections below this score")
+    detect_min_area: float = Field(0.01, ge=0, le=1, description="Drop boxes smaller than this fraction of the image")
+    detect_max_items: int = Field(8, ge=1, description="Most items kept per image (whole image included)")
+    # --- end vision ---
+
+    fetch_allow_private: bool = Field(
+        False, description="Allow image URLs on loopback/private addresses (tests and the demo only)"
+    )
+    fetch_timeout_s: float = Field(10.0, gt=0, description="Image fetch connect+read timeout")
+    max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted")
+    webhook_tolerance_s: int = Field(300, gt=0, description="Accepted clock skew of signed webhooks")
+
+    @field_validator("kafka_bootstrap", "database_url")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+    @property
+    def stack_file(self) -> Path:
+        return self.data_dir / STACK_FILE
+
+    def uses_embedded_kafka(self) -> bool:
+        return not self.kafka_bootstrap
+
+    def uses_embedded_postgres(self) -> bool:
+        return not self.database_url
+
+    def resolved(self) -> "Settings":
+        """Fill empty broker/database addresses from the running embedded stack (`vitrine up`)."""
+        if self.kafka_bootstrap and self.database_url:
+            return self
+        if not self.stack_file.exists():
+            missing = [n for n, v in (("VITRINE_KAFKA_BOOTSTRAP", self.kafka_bootstrap),
+                                      ("VITRINE_DATABASE_URL", self.database_url)) if not v]
+            raise StackNotRunning(
+                f"no embedded stack is running under {self.data_dir.resolve()} "
+                f"(start it with `vitrine up`) and {', '.join(missing)} not set"
+            )
+        stack = json.loads(self.stack_file.read_text())
+        return self.model_copy(update={
+            "kafka_bootstrap": self.kafka_bootstrap or stack["kafka_bootstrap"],
+            "database_url": self.database_url or stack["database_url"],
+        })
+
+    def topic(self, name: str) -> str:
+        """The full topic name for a logical topic (prefix applied)."""
+        return f"{self.topic_prefix}{name}"
+
+
+class StackNotRunning(RuntimeError):
+    """Raised when no broker/database address is configured and no embedded stack runs."""
