@@ -1,0 +1,100 @@
+"""Experiment definitions: arms with weights and a traffic fraction, validated loudly."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+WEIGHT_TOLERANCE = 1e-6  # weights must sum to 1 within this (0.1 + 0.2 + 0.7 is not exactly 1.0)
+METRICS = ("ctr", "conversion", "revenue_per_user", "click_through", "ctr_per_user")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm and its share of the experiment's traffic."""
+
+    name: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class ExperimentDefinition:
+    """What assignment and analysis need to know about one experiment.
+
+    Invalid definitions raise ValueError with a precise message at construction, so a bad
+    experiment can never start assigning users.
+    """
+
+    key: str
+    arms: tuple[Arm, ...]
+    salt: str = ""
+    traffic_fraction: float = 1.0
+    hash_version: int = 1
+    primary_metric: str = "ctr"
+    started_at: datetime | None = None
+    stopped_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        validate_arms(self.arms)
+        tf = self.traffic_fraction
+        if not (isinstance(tf, (int, float)) and math.isfinite(tf) and 0.0 < tf <= 1.0):
+            raise ValueError(f"experiment {self.key!r}: traffic_fraction must be in (0, 1], got {tf!r}")
+        if self.primary_metric not in METRICS:
+            raise ValueError(f"experiment {self.key!r}: primary_metric {self.primary_metric!r} "
+                             f"is not one of {', '.join(METRICS)}")
+
+    @property
+    def seed(self) -> str:
+        """The hash seed: the salt, or the key when no salt is set (as GrowthBook's hashAttribute seed)."""
+        return self.salt or self.key
+
+    @property
+    def arm_names(self) -> tuple[str, ...]:
+        """Arm names in configured order; the first arm is the control."""
+        return tuple(a.name for a in self.arms)
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """Arm weights in configured order."""
+        return tuple(a.weight for a in self.arms)
+
+    @property
+    def control(self) -> str:
+        """The control arm (the first one)."""
+        return self.arms[0].name
+
+    @classmethod
+    def from_row(cls, key: str, arms: Iterable[Mapping[str, Any]], **kwargs: Any) -> "ExperimentDefinition":
+        """Build from the JSON arms of the `experiments` table: [{"name", "weight"}, ...]."""
+        parsed = []
+        for i, a in enumerate(arms):
+            if not isinstance(a, Mapping) or "name" not in a or "weight" not in a:
+                raise ValueError(f"experiment {key!r}: arm #{i} must be an object with 'name' and 'weight', got {a!r}")
+            parsed.append(Arm(str(a["name"]), a["weight"]))
+        return cls(key=key, arms=tuple(parsed), **kwargs)
+
+
+def validate_arms(arms: tuple[Arm, ...]) -> None:
+    """Raise ValueError unless arms are >= 2, uniquely named, with finite weights >= 0 summing to 1."""
+    if len(arms) < 2:
+        raise ValueError(f"an experiment needs at least 2 arms, got {len(arms)}")
+    names = [a.name for a in arms]
+    if any(not isinstance(n, str) or not n.strip() for n in names):
+        raise ValueError(f"arm names must be non-empty strings, got {names!r}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"arm names must be unique; duplicated: {', '.join(dupes)}")
+    for a in arms:
+        w = a.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ValueError(f"arm {a.name!r}: weight must be a finite number, got {w!r}")
+        if w < 0:
+            raise ValueError(f"arm {a.name!r}: weight must be >= 0, got {w!r}")
+    total = math.fsum(a.weight for a in arms)
+    if abs(total - 1.0) > WEIGHT_TOLERANCE:
+        raise ValueError(f"arm weights must sum to 1 (within {WEIGHT_TOLERANCE:g}), "
+                         f"got {total!r} from {[a.weight for a in arms]!r}")
+    if not any(a.weight > 0 for a in arms):
+        raise ValueError("at least one arm must have a positive weight")

@@ -1,0 +1,117 @@
+"""Means per user (e.g. revenue per user): Welch's unequal-variance t-test from sufficient stats."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+from statsmodels.stats.weightstats import _tconfint_generic, _tstat_generic
+
+from experiments.result import (
+    ErrorCode,
+    Estimate,
+    TestResult,
+    all_finite,
+    delta_method_lift,
+    neutral_result,
+)
+from experiments.stats import SampleMeanStatistic
+
+METHOD = "Welch t-test"
+
+
+def welch_dof(var_mean_c: float, n_c: int, var_mean_t: float, n_t: int) -> float:
+    """Welch-Satterthwaite degrees of freedom, as statsmodels `CompareMeans.dof_satt`."""
+    num = (var_mean_c + var_mean_t) ** 2
+    den = var_mean_c ** 2 / (n_c - 1) + var_mean_t ** 2 / (n_t - 1)
+    return num / den if den > 0 else float(n_c + n_t - 2)
+
+
+def welch_result(method: str, mean_c: float, var_mean_c: float, n_c: int,
+                 mean_t: float, var_mean_t: float, n_t: int, alpha: float) -> TestResult:
+    """A Welch t-test from means and variances of the means (shared by means and CUPED).
+
+    Wraps statsmodels `_tstat_generic` / `_tconfint_generic`, the helpers behind
+    `CompareMeans.ttest_ind(usevar="unequal")` and `tconfint_diff`.
+    """
+    if n_c == 0 or n_t == 0:
+        return neutral_result(method, ErrorCode.ZERO_USERS, mean_c, mean_t)
+    if n_c < 2 or n_t < 2:
+        return neutral_result(method, ErrorCode.TOO_FEW_USERS, mean_c, mean_t)
+    se = math.sqrt(var_mean_c + var_mean_t)
+    if not all_finite(mean_c, mean_t, se):
+        return neutral_result(method, ErrorCode.INVALID_INPUT, mean_c, mean_t)
+    if se == 0:
+        return neutral_result(method, ErrorCode.ZERO_VARIANCE, mean_c, mean_t)
+    dof = welch_dof(var_mean_c, n_c, var_mean_t, n_t)
+    t, p = _tstat_generic(mean_t, mean_c, se, dof, "two-sided", diff=0)
+    lo, hi = _tconfint_generic(mean_t - mean_c, se, dof, alpha, "two-sided")
+    error, lift, lift_ci = None, 0.0, (0.0, 0.0)
+    if mean_c == 0:
+        error = ErrorCode.ZERO_DENOMINATOR  # lift undefined; difference and p stay valid
+    else:
+        lift, lift_var = delta_method_lift(mean_c, mean_t, var_mean_c, var_mean_t)
+        lift_ci = _tconfint_generic(lift, math.sqrt(lift_var), dof, alpha, "two-sided")
+    if not all_finite(t, p, lo, hi, lift, *lift_ci):
+        return neutral_result(method, ErrorCode.INVALID_INPUT, mean_c, mean_t)
+    return TestResult(method, mean_c, mean_t, mean_t - mean_c, (float(lo), float(hi)), lift,
+                      (float(lift_ci[0]), float(lift_ci[1])), float(p), float(t), error)
+
+
+def mean_estimate(mean_c: float, var_mean_c: float, n_c: int,
+                  mean_t: float, var_mean_t: float, n_t: int) -> Estimate:
+    """The Estimate (difference, lift and their variances) behind a comparison of means."""
+    lift_defined = mean_c != 0
+    lift, lift_var = (delta_method_lift(mean_c, mean_t, var_mean_c, var_mean_t)
+                      if lift_defined else (0.0, 0.0))
+    return Estimate(mean_c, mean_t, mean_t - mean_c, var_mean_c + var_mean_t, lift, lift_var,
+                    n_c + n_t, lift_defined)
+
+
+@dataclass(frozen=True)
+class WelchTTest:
+    """Difference in means per user with unequal variances (revenue per user, per-user CTR).
+
+    Equivalent to statsmodels `CompareMeans(d1, d2).ttest_ind(usevar="unequal")` and
+    scipy `ttest_ind_from_stats(equal_var=False)`, computed from n, sum, sum of squares.
+    """
+
+    control: SampleMeanStatistic
+    treatment: SampleMeanStatistic
+    alpha: float = 0.05
+
+    @cached_property
+    def result(self) -> TestResult:
+        """The full result; neutral with an error code on degenerate data."""
+        c, t = self.control, self.treatment
+        if c.n < 0 or t.n < 0 or not all_finite(c.sum, c.sum_squares, t.sum, t.sum_squares):
+            return neutral_result(METHOD, ErrorCode.INVALID_INPUT)
+        return welch_result(METHOD, c.mean, c.variance_of_mean, c.n,
+                            t.mean, t.variance_of_mean, t.n, self.alpha)
+
+    @property
+    def error(self) -> ErrorCode | None:
+        """The error code of the result, or None."""
+        return self.result.error
+
+    def estimate(self) -> Estimate | None:
+        """Difference and lift with their variances, for confidence sequences."""
+        if self.result.error not in (None, ErrorCode.ZERO_DENOMINATOR):
+            return None
+        c, t = self.control, self.treatment
+        return mean_estimate(c.mean, c.variance_of_mean, c.n, t.mean, t.variance_of_mean, t.n)
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p-value of H0: equal means."""
+        return self.result.p_value
+
+    @property
+    def confidence_interval(self) -> tuple[float, float]:
+        """CI of treatment mean - control mean."""
+        return self.result.effect_ci
+
+    def compute_result(self) -> TestResult:
+        """The result (gbstats naming)."""
+        return self.result

@@ -1,0 +1,51 @@
+"""Adjusted p-values for several arms or metrics: Holm (FWER) and Benjamini-Hochberg (FDR)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from statsmodels.stats.multitest import multipletests
+
+# statsmodels method name -> the label every report shows next to adjusted p-values.
+CORRECTIONS = {
+    "holm": "Holm step-down (controls the family-wise error rate)",
+    "fdr_bh": "Benjamini-Hochberg (controls the false discovery rate)",
+}
+
+
+@dataclass(frozen=True)
+class AdjustedPValues:
+    """Raw and adjusted p-values of one family of tests, with the method that adjusted them."""
+
+    method: str
+    label: str
+    alpha: float
+    p_values: tuple[float, ...]
+    adjusted: tuple[float, ...]
+    reject: tuple[bool, ...]
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict."""
+        return {"method": self.method, "label": self.label, "alpha": self.alpha,
+                "p_values": list(self.p_values), "adjusted": list(self.adjusted),
+                "reject": list(self.reject)}
+
+
+def adjust_p_values(p_values: Sequence[float], method: str = "holm", alpha: float = 0.05) -> AdjustedPValues:
+    """Adjust a family of p-values with statsmodels `multipletests` (method 'holm' or 'fdr_bh').
+
+    Degenerate tests carry p = 1 (neutral) and stay in the family, which is conservative.
+    """
+    if method not in CORRECTIONS:
+        raise ValueError(f"unknown correction {method!r}; expected one of {sorted(CORRECTIONS)}")
+    ps = tuple(float(p) for p in p_values)
+    bad = [p for p in ps if not (math.isfinite(p) and 0.0 <= p <= 1.0)]
+    if bad:
+        raise ValueError(f"p-values must be finite and in [0, 1], got {bad}")
+    if not ps:
+        return AdjustedPValues(method, CORRECTIONS[method], alpha, (), (), ())
+    reject, adjusted, _, _ = multipletests(ps, alpha=alpha, method=method)
+    return AdjustedPValues(method, CORRECTIONS[method], alpha, ps,
+                           tuple(float(p) for p in adjusted), tuple(bool(r) for r in reject))

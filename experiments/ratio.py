@@ -1,0 +1,100 @@
+"""CTR as a ratio metric with the user as unit: delta-method z-test.
+
+Clicks / exposures pooled over impressions would treat impressions as independent;
+one user's impressions are correlated, so the variance is taken over users with the
+delta method (Deng et al. 2018, "Applying the Delta Method in Metric Analytics").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+from statsmodels.stats.weightstats import _zconfint_generic, _zstat_generic
+
+from experiments.result import (
+    ErrorCode,
+    Estimate,
+    TestResult,
+    all_finite,
+    delta_method_lift,
+    neutral_result,
+)
+from experiments.stats import RatioStatistic
+
+METHOD = "delta-method z-test (ratio)"
+
+
+@dataclass(frozen=True)
+class DeltaMethodRatioTest:
+    """Treatment vs control ratio of per-user sums (CTR = clicks / exposures).
+
+    Var(ratio) comes from `RatioStatistic.variance_of_ratio`; the z statistic and CIs
+    wrap statsmodels `_zstat_generic` / `_zconfint_generic` (the helpers of `ztest`).
+    """
+
+    control: RatioStatistic
+    treatment: RatioStatistic
+    alpha: float = 0.05
+
+    @property
+    def error(self) -> ErrorCode | None:
+        """The reason no test exists, or None."""
+        c, t = self.control, self.treatment
+        if c.n < 0 or t.n < 0:
+            return ErrorCode.INVALID_INPUT
+        if c.n == 0 or t.n == 0:
+            return ErrorCode.ZERO_USERS
+        if c.n < 2 or t.n < 2:
+            return ErrorCode.TOO_FEW_USERS
+        if c.denominator.sum <= 0 or t.denominator.sum <= 0:
+            return ErrorCode.ZERO_DENOMINATOR
+        if c.variance_of_ratio + t.variance_of_ratio <= 0:
+            return ErrorCode.ZERO_VARIANCE
+        return None
+
+    def estimate(self) -> Estimate | None:
+        """Difference and lift of the ratios with delta-method variances."""
+        if self.error is not None:
+            return None
+        c, t = self.control, self.treatment
+        rc, rt, vc, vt = c.ratio, t.ratio, c.variance_of_ratio, t.variance_of_ratio
+        lift_defined = rc != 0
+        lift, lift_var = delta_method_lift(rc, rt, vc, vt) if lift_defined else (0.0, 0.0)
+        return Estimate(rc, rt, rt - rc, vc + vt, lift, lift_var, c.n + t.n, lift_defined)
+
+    @cached_property
+    def result(self) -> TestResult:
+        """The full result; neutral with an error code on degenerate data."""
+        c, t = self.control, self.treatment
+        if self.error is not None:
+            return neutral_result(METHOD, self.error, c.ratio, t.ratio)
+        est = self.estimate()
+        se = math.sqrt(est.effect_variance)
+        z, p = _zstat_generic(est.treatment_value, est.control_value, se, "two-sided", diff=0)
+        lo, hi = _zconfint_generic(est.effect, se, self.alpha, "two-sided")
+        error, lift_ci = None, (0.0, 0.0)
+        if not est.lift_defined:
+            error = ErrorCode.ZERO_DENOMINATOR
+        else:
+            lift_ci = _zconfint_generic(est.lift, math.sqrt(est.lift_variance), self.alpha, "two-sided")
+        if not all_finite(z, p, lo, hi, *lift_ci):
+            return neutral_result(METHOD, ErrorCode.INVALID_INPUT, c.ratio, t.ratio)
+        return TestResult(METHOD, est.control_value, est.treatment_value, est.effect,
+                          (float(lo), float(hi)), est.lift, (float(lift_ci[0]), float(lift_ci[1])),
+                          float(p), float(z), error)
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p-value of H0: equal ratios."""
+        return self.result.p_value
+
+    @property
+    def confidence_interval(self) -> tuple[float, float]:
+        """CI of treatment ratio - control ratio."""
+        return self.result.effect_ci
+
+    def compute_result(self) -> TestResult:
+        """The result (gbstats naming)."""
+        return self.result

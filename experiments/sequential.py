@@ -1,0 +1,118 @@
+"""Peeking-safe analysis: always-valid confidence sequences (normal mixture).
+
+The asymptotic confidence sequence of Waudby-Smith et al. (2023, "Time-uniform central
+limit theory", eq. 14), built on the normal-mixture boundary of Howard et al. (2021);
+it is what GrowthBook's `SequentialTwoSidedTTest` uses. With N units so far and
+per-unit variance s^2 = N Var(estimate):
+
+    estimate +- s sqrt( 2 (N rho^2 + 1) / (N^2 rho^2) * log( sqrt(N rho^2 + 1) / alpha ) )
+
+holds for all N simultaneously with probability >= 1 - alpha, so a dashboard may be
+refreshed daily without inflating false positives.
+
+Tuning parameter: `tuning_n` (GrowthBook's `sequential_tuning_parameter`, default 5000)
+is the total sample size at which the sequence is tightest; rho is chosen for it:
+rho^2 = (-2 log alpha + log(-2 log alpha + 1)) / tuning_n. Set it near the planned
+sample size; a wrong guess only widens intervals, it never breaks the guarantee.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Protocol
+
+from experiments.result import ErrorCode, Estimate, TestResult, neutral_result
+
+DEFAULT_TUNING_N = 5000
+
+
+class _HasEstimate(Protocol):
+    alpha: float
+
+    def estimate(self) -> Estimate | None: ...
+
+    def compute_result(self) -> TestResult: ...
+
+
+def mixture_rho(alpha: float, tuning_n: float) -> float:
+    """The mixture parameter that makes the sequence tightest at `tuning_n` units."""
+    la = -2.0 * math.log(alpha)
+    return math.sqrt((la + math.log(la + 1.0)) / tuning_n)
+
+
+def sequence_halfwidth(variance: float, n: int, alpha: float, tuning_n: float) -> float:
+    """Half-width of the always-valid CI for an estimate with this variance after n units."""
+    rho2 = mixture_rho(alpha, tuning_n) ** 2
+    s2 = variance * n
+    return math.sqrt(s2 * 2.0 * (n * rho2 + 1.0) / (n * n * rho2) * math.log(math.sqrt(n * rho2 + 1.0) / alpha))
+
+
+def always_valid_p_value(effect: float, variance: float, n: int, alpha: float, tuning_n: float) -> float:
+    """The smallest level at which the confidence sequence (same rho) excludes 0, capped at 1.
+
+    Solving |effect| = halfwidth(a) for a gives
+    a = sqrt(N rho^2 + 1) exp(-effect^2 N rho^2 / (2 Var (N rho^2 + 1))).
+    """
+    if variance <= 0 or n <= 0:
+        return 1.0
+    rho2 = mixture_rho(alpha, tuning_n) ** 2
+    k = n * rho2 + 1.0
+    exponent = -effect * effect * n * rho2 / (2.0 * variance * k)
+    return min(1.0, math.sqrt(k) * math.exp(exponent))
+
+
+@dataclass(frozen=True)
+class SequentialTest:
+    """An always-valid version of a fixed-horizon test (any class with `estimate()`).
+
+    `p_value` and the CIs stay valid under continuous monitoring; the point estimates
+    are those of the wrapped test.
+    """
+
+    test: _HasEstimate
+    tuning_n: float = DEFAULT_TUNING_N
+
+    @property
+    def alpha(self) -> float:
+        """The level of the wrapped test."""
+        return self.test.alpha
+
+    @cached_property
+    def result(self) -> TestResult:
+        """Always-valid result; the wrapped test's neutral result on degenerate data."""
+        base = self.test.compute_result()
+        est = self.test.estimate()
+        method = f"sequential {base.method} (normal-mixture CS, tuning_n={self.tuning_n:g})"
+        if est is None:
+            return neutral_result(method, base.error or ErrorCode.INVALID_INPUT,
+                                  base.control_value, base.treatment_value)
+        if est.effect_variance <= 0:
+            return neutral_result(method, ErrorCode.ZERO_VARIANCE, est.control_value, est.treatment_value)
+        hw = sequence_halfwidth(est.effect_variance, est.n, self.alpha, self.tuning_n)
+        p = always_valid_p_value(est.effect, est.effect_variance, est.n, self.alpha, self.tuning_n)
+        lift_ci, error = (0.0, 0.0), None
+        if est.lift_defined and est.lift_variance > 0:
+            lhw = sequence_halfwidth(est.lift_variance, est.n, self.alpha, self.tuning_n)
+            lift_ci = (est.lift - lhw, est.lift + lhw)
+        elif not est.lift_defined:
+            error = ErrorCode.ZERO_DENOMINATOR
+        z = est.effect / math.sqrt(est.effect_variance)
+        return TestResult(method, est.control_value, est.treatment_value, est.effect,
+                          (est.effect - hw, est.effect + hw), est.lift if est.lift_defined else 0.0,
+                          lift_ci, p, z, error)
+
+    @property
+    def p_value(self) -> float:
+        """Always-valid two-sided p-value."""
+        return self.result.p_value
+
+    @property
+    def confidence_interval(self) -> tuple[float, float]:
+        """Always-valid CI of treatment - control."""
+        return self.result.effect_ci
+
+    def compute_result(self) -> TestResult:
+        """The result (gbstats naming)."""
+        return self.result

@@ -1,0 +1,250 @@
+"""Sufficient statistics: what the loader computes in SQL and every test consumes.
+
+The unit is the user (the unit of randomisation). Each statistic keeps only sums,
+sums of squares and cross-products, so 10M events reduce to a few numbers per arm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from datetime import date
+
+
+@dataclass(frozen=True)
+class ProportionStatistic:
+    """`successes` of `n` units had the outcome (e.g. purchasers among exposed users)."""
+
+    n: int
+    successes: int
+
+    @property
+    def mean(self) -> float:
+        """The proportion successes / n (0 when n is 0)."""
+        return self.successes / self.n if self.n > 0 else 0.0
+
+    @property
+    def variance(self) -> float:
+        """The Bernoulli variance p (1 - p) of one unit."""
+        p = self.mean
+        return p * (1.0 - p)
+
+    @property
+    def is_valid(self) -> bool:
+        """Counts are non-negative and successes <= n."""
+        return self.n >= 0 and 0 <= self.successes <= self.n
+
+
+@dataclass(frozen=True)
+class SampleMeanStatistic:
+    """Per-unit values x_i summarised as n, sum x_i and sum x_i^2."""
+
+    n: int
+    sum: float
+    sum_squares: float
+
+    @property
+    def mean(self) -> float:
+        """The sample mean (0 when n is 0)."""
+        return self.sum / self.n if self.n > 0 else 0.0
+
+    @property
+    def variance(self) -> float:
+        """The unbiased sample variance (ddof=1); 0 when n < 2, never negative."""
+        if self.n < 2:
+            return 0.0
+        # Cancellation can make a constant sample slightly negative; clamp.
+        return max((self.sum_squares - self.sum * self.sum / self.n) / (self.n - 1), 0.0)
+
+    @property
+    def variance_of_mean(self) -> float:
+        """Var(mean) = s^2 / n."""
+        return self.variance / self.n if self.n > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class RatioStatistic:
+    """A ratio of per-unit sums, e.g. CTR = sum clicks_i / sum exposures_i over users i.
+
+    `sum_products` is sum x_i y_i of numerator and denominator, needed for the
+    delta method (correlated impressions of one user).
+    """
+
+    numerator: SampleMeanStatistic
+    denominator: SampleMeanStatistic
+    sum_products: float
+
+    @property
+    def n(self) -> int:
+        """Number of units (users)."""
+        return self.numerator.n
+
+    @property
+    def ratio(self) -> float:
+        """sum numerator / sum denominator (0 when the denominator is 0)."""
+        return self.numerator.sum / self.denominator.sum if self.denominator.sum else 0.0
+
+    @property
+    def covariance(self) -> float:
+        """Sample covariance of numerator and denominator per unit (ddof=1)."""
+        n = self.n
+        if n < 2:
+            return 0.0
+        return (self.sum_products - self.numerator.sum * self.denominator.sum / n) / (n - 1)
+
+    @property
+    def variance_of_ratio(self) -> float:
+        """Delta-method Var(ybar / xbar) = (s_y^2 - 2 r s_xy + r^2 s_x^2) / (n xbar^2)."""
+        n, xbar = self.n, self.denominator.mean
+        if n < 2 or xbar == 0:
+            return 0.0
+        r = self.numerator.mean / xbar
+        v = (self.numerator.variance - 2 * r * self.covariance + r * r * self.denominator.variance)
+        return max(v, 0.0) / (n * xbar * xbar)
+
+
+@dataclass(frozen=True)
+class RegressionAdjustedStatistic:
+    """A post-period metric y with a pre-period covariate x per unit, for CUPED."""
+
+    post: SampleMeanStatistic
+    pre: SampleMeanStatistic
+    sum_products: float
+
+    @property
+    def n(self) -> int:
+        """Number of units (users)."""
+        return self.post.n
+
+    @property
+    def covariance(self) -> float:
+        """Sample covariance of y and x (ddof=1)."""
+        n = self.n
+        if n < 2:
+            return 0.0
+        return (self.sum_products - self.post.sum * self.pre.sum / n) / (n - 1)
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """Everything the analysis needs about one arm, with the user as the unit.
+
+    Per-user x = exposures, y = attributed clicks, r = revenue, c = y / x; the
+    `pre_*` fields describe the same users before the experiment (CUPED covariate).
+    """
+
+    arm: str
+    users: int = 0
+    exposures: int = 0
+    exposures_sum_squares: float = 0.0
+    clicks: int = 0
+    clicks_sum_squares: float = 0.0
+    clicks_exposures_sum_products: float = 0.0
+    clickers: int = 0
+    click_rate_sum: float = 0.0
+    click_rate_sum_squares: float = 0.0
+    purchasers: int = 0
+    revenue_sum: float = 0.0
+    revenue_sum_squares: float = 0.0
+    pre_active_users: int = 0  # users with any event in the pre-period
+    pre_purchasers: int = 0
+    pre_and_post_purchasers: int = 0
+    pre_revenue_sum: float = 0.0
+    pre_revenue_sum_squares: float = 0.0
+    revenue_pre_revenue_sum_products: float = 0.0
+
+    @property
+    def conversion(self) -> ProportionStatistic:
+        """Purchasers among exposed users."""
+        return ProportionStatistic(self.users, self.purchasers)
+
+    @property
+    def click_through(self) -> ProportionStatistic:
+        """Users who clicked at least once among exposed users."""
+        return ProportionStatistic(self.users, self.clickers)
+
+    @property
+    def ctr(self) -> RatioStatistic:
+        """Clicks / exposures as a ratio of per-user sums (delta method)."""
+        return RatioStatistic(
+            numerator=SampleMeanStatistic(self.users, self.clicks, self.clicks_sum_squares),
+            denominator=SampleMeanStatistic(self.users, self.exposures, self.exposures_sum_squares),
+            sum_products=self.clicks_exposures_sum_products,
+        )
+
+    @property
+    def ctr_per_user(self) -> SampleMeanStatistic:
+        """The mean over users of each user's own clicks / exposures."""
+        return SampleMeanStatistic(self.users, self.click_rate_sum, self.click_rate_sum_squares)
+
+    @property
+    def revenue_per_user(self) -> SampleMeanStatistic:
+        """Revenue per exposed user (users without a purchase count as 0)."""
+        return SampleMeanStatistic(self.users, self.revenue_sum, self.revenue_sum_squares)
+
+    @property
+    def has_pre_period(self) -> bool:
+        """True when some users of this arm were active before the experiment."""
+        return self.pre_active_users > 0
+
+    @property
+    def revenue_cuped(self) -> RegressionAdjustedStatistic:
+        """Revenue per user with pre-period revenue per user as covariate."""
+        return RegressionAdjustedStatistic(
+            post=self.revenue_per_user,
+            pre=SampleMeanStatistic(self.users, self.pre_revenue_sum, self.pre_revenue_sum_squares),
+            sum_products=self.revenue_pre_revenue_sum_products,
+        )
+
+    @property
+    def conversion_cuped(self) -> RegressionAdjustedStatistic:
+        """Conversion (0/1 per user) with pre-period purchase (0/1) as covariate."""
+        # For 0/1 values sum == sum of squares, and sum x y counts users with both.
+        return RegressionAdjustedStatistic(
+            post=SampleMeanStatistic(self.users, self.purchasers, self.purchasers),
+            pre=SampleMeanStatistic(self.users, self.pre_purchasers, self.pre_purchasers),
+            sum_products=self.pre_and_post_purchasers,
+        )
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict of the raw sums."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_mapping(cls, arm: str, row: dict) -> "ArmStats":
+        """Build from a mapping with (a subset of) the field names; NULL sums become 0."""
+        kwargs = {}
+        for f in fields(cls):
+            if f.name == "arm" or f.name not in row:
+                continue
+            v = row[f.name]
+            kwargs[f.name] = (0 if v is None else (int(v) if f.type == "int" else float(v)))
+        return cls(arm=arm, **kwargs)
+
+
+@dataclass(frozen=True)
+class DailyArmStats:
+    """The cumulative statistics of one arm as they stood at the end of `day` (UTC)."""
+
+    day: date
+    stats: ArmStats
+
+
+@dataclass(frozen=True)
+class ExperimentStats:
+    """All arms of one experiment, plus the data-quality counts the report shows."""
+
+    key: str
+    arms: tuple[ArmStats, ...]
+    multi_arm_users: int = 0  # users exposed to more than one arm: excluded from `arms`
+    daily: tuple[DailyArmStats, ...] = field(default=())
+
+    def arm(self, name: str) -> ArmStats:
+        """The stats of arm `name` (an empty ArmStats when the arm has no users yet)."""
+        for a in self.arms:
+            if a.arm == name:
+                return a
+        return ArmStats(arm=name)
+
+    def with_daily(self, daily: tuple[DailyArmStats, ...]) -> "ExperimentStats":
+        """A copy carrying a per-day series."""
+        return replace(self, daily=tuple(daily))
