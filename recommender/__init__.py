@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): catalog webhooks, storefront recommendations, interaction events."""

@@ -1,0 +1,51 @@
+"""create_app(settings): the FastAPI application, with its resources opened in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from db.session import create_db_engine, session_factory
+from recommender.routes import catalog, recommendations
+from streams.producer import EventProducer
+from vitrine import __version__
+from vitrine.components import build_embedder
+from vitrine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API for resolved settings (broker and database addresses filled in)."""
+    if not settings.kafka_bootstrap or not settings.database_url:
+        raise ValueError("create_app needs resolved settings (call settings.resolved())")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.engine = create_db_engine(settings.database_url)
+        app.state.sessions = session_factory(app.state.engine)
+        app.state.producer = EventProducer(settings.kafka_bootstrap, client_id=f"{settings.app_id}-api")
+        await app.state.producer.start()
+        log.info("api ready: kafka %s, embedder %s", settings.kafka_bootstrap, app.state.embedder.model_key)
+        try:
+            yield
+        finally:
+            await app.state.producer.stop()
+            app.state.engine.dispose()
+
+    app = FastAPI(title="vitrine", version=__version__, lifespan=lifespan,
+                  description="Visual recommendations with built-in A/B experiments.")
+    app.state.settings = settings
+    # Created, not loaded: the API needs the model's key and dimension; weights load on first use.
+    app.state.embedder = build_embedder(settings)
+    app.include_router(catalog.router)
+    app.include_router(recommendations.router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    return app
+

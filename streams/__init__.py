@@ -1,0 +1,1 @@
+"""Kafka side of vitrine: event schemas, topics, producer, the faust worker and its agents."""

@@ -1,0 +1,162 @@
+"""Commands that run the system: up, worker, api, demo; plus tenant and db administration."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import typer
+
+from vitrine.cli.app import app, db_app, fail, load_settings, setup_logging, tenant_app
+from vitrine.settings import Settings, StackNotRunning
+
+log = logging.getLogger("vitrine")
+
+
+def resolved_settings(settings: Settings | None = None) -> Settings:
+    """Settings with broker and database addresses, or exit with one line saying what is missing."""
+    settings = settings or load_settings()
+    try:
+        return settings.resolved()
+    except StackNotRunning as exc:
+        fail(str(exc))
+
+
+@app.command()
+def up(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Start the embedded broker and Postgres (unless configured), migrate, create topics; Ctrl-C stops."""
+    from vitrine.stack import EmbeddedStack, StackError
+
+    setup_logging(verbose)
+    settings = load_settings()
+    stack = EmbeddedStack(settings)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        resolved = stack.start()
+    except StackError as exc:
+        fail(str(exc))
+    typer.echo(f"kafka     {resolved.kafka_bootstrap}{'  (embedded tansu)' if stack.broker else ''}")
+    typer.echo(f"postgres  {resolved.database_url}{'  (embedded)' if stack.postgres else ''}")
+    typer.echo(f"data dir  {settings.data_dir.resolve()}")
+    if not (stack.broker or stack.postgres):
+        typer.echo("both services are external: nothing to keep running.")
+        return
+    typer.echo("ready; Ctrl-C or SIGTERM stops both.")
+    try:
+        stopping.wait()
+    finally:
+        typer.echo("stopping...")
+        stack.stop()
+        typer.echo("stopped.")
+
+
+@app.command()
+def worker(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Run the faust stream processor (catalog ingestion) against the configured or embedded stack."""
+    import faust
+
+    from streams.worker import create_worker
+    from vitrine.stack import StackError, prepare
+
+    setup_logging(verbose)
+    settings = resolved_settings()
+    try:
+        prepare(settings)
+    except StackError as exc:
+        fail(str(exc))
+    faust_app = create_worker(settings)
+    faust.Worker(faust_app, loglevel="DEBUG" if verbose else "INFO", quiet=True,
+                 redirect_stdouts=False).execute_from_commandline()
+
+
+@app.command()
+def api(verbose: bool = typer.Option(False, "--verbose", "-v"),
+        port: int = typer.Option(None, help="Override VITRINE_API_PORT")) -> None:
+    """Serve the HTTP API (catalog webhooks, recommendations) with uvicorn."""
+    import uvicorn
+
+    from recommender.app import create_app
+    from vitrine.stack import StackError, check_database
+
+    setup_logging(verbose)
+    settings = resolved_settings()
+    try:
+        check_database(settings.database_url)
+    except StackError as exc:
+        fail(str(exc))
+    uvicorn.run(create_app(settings), host=settings.api_host, port=port or settings.api_port,
+                log_level="debug" if verbose else "info", access_log=verbose)
+
+
+@tenant_app.command("create")
+def tenant_create(name: str, tenant_id: str = typer.Option(None, "--id", help="Slug; default from NAME")) -> None:
+    """Create a tenant and print its storefront key, admin key and webhook secret (shown once)."""
+    from db.session import create_db_engine, session_factory
+    from db.tenants import create_tenant
+
+    settings = resolved_settings()
+    engine = create_db_engine(settings.database_url)
+    try:
+        with session_factory(engine).begin() as session:
+            creds = create_tenant(session, name, tenant_id)
+    except ValueError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    typer.echo(f"tenant          {creds.tenant_id}")
+    typer.echo(f"storefront key  {creds.storefront_key}")
+    typer.echo(f"admin key       {creds.admin_key}")
+    typer.echo(f"webhook secret  {creds.webhook_secret}")
+    typer.echo("store these now: only digests of the keys are kept.")
+
+
+@tenant_app.command("list")
+def tenant_list() -> None:
+    """List tenants with their catalog counts."""
+    from sqlalchemy import select
+
+    from db.catalog import catalog_counts
+    from db.models import Tenant
+    from db.session import create_db_engine, session_factory
+
+    settings = resolved_settings()
+    engine = create_db_engine(settings.database_url)
+    with session_factory(engine)() as session:
+        tenants = session.scalars(select(Tenant).order_by(Tenant.id)).all()
+        typer.echo(f"{'tenant':<24} {'products':>9} {'images ok':>10} {'failed':>7} {'items':>7}")
+        for t in tenants:
+            c = catalog_counts(session, t.id)
+            typer.echo(f"{t.id:<24} {c['products']:>9} {c['images_ok']:>10} {c['images_failed']:>7} {c['items']:>7}")
+    engine.dispose()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply database migrations (runs automatically in `vitrine up` and `vitrine worker`)."""
+    from db.migrate import upgrade
+    from vitrine.stack import StackError, check_database
+
+    settings = resolved_settings()
+    try:
+        check_database(settings.database_url)
+    except StackError as exc:
+        fail(str(exc))
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@app.command()
+def demo(products: int = typer.Option(8, min=2, max=8, help="How many sample products to ingest"),
+         serve: bool = typer.Option(False, help="Keep everything running after the demo (Ctrl-C stops)"),
+         verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """The main job, end to end on the embedded stack: ingest sample products, ask for recommendations."""
+    from vitrine.demo import run_demo
+
+    setup_logging(verbose)
+    try:
+        run_demo(load_settings(), n_products=products, serve=serve)
+    except RuntimeError as exc:
+        fail(str(exc))
