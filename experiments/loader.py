@@ -1,0 +1,295 @@
+"""The one I/O module: interaction events in Postgres -> per-arm sufficient statistics.
+
+All aggregation runs inside Postgres (one round trip, a handful of rows back), so 10M
+events never travel to Python. The unit is the user: a user's arm is the arm of their
+exposures in the experiment; users exposed to more than one arm are excluded and counted
+(`ExperimentStats.multi_arm_users`), as GrowthBook does with "multiple exposures".
+
+Attribution (which clicks and purchases count for the arm) is an explicit parameter:
+- mode "request": the click/purchase carries the request_id of one of that user's
+  exposures in this experiment (exact, needs storefronts to echo request ids);
+- mode "window": any click/purchase of the user within `window_hours` after their first
+  exposure in the experiment (robust when purchases lose the request id).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+
+from experiments.definition import ExperimentDefinition
+from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
+
+MULTIPLE = "__multiple__"  # pseudo-arm row carrying the count of multi-arm users
+DEFAULT_PRE_PERIOD_DAYS = 14
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Which clicks and purchases count for an exposed user's arm."""
+
+    mode: str = "request"  # "request" | "window"
+    window_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("request", "window"):
+            raise ValueError(f"attribution mode must be 'request' or 'window', got {self.mode!r}")
+        if not (math.isfinite(self.window_hours) and self.window_hours > 0):
+            raise ValueError(f"attribution window_hours must be > 0, got {self.window_hours!r}")
+
+
+# Exposures of the experiment inside its analysis window.
+_EXPOSURES = """
+exp_events AS (
+    SELECT user_id, arm, request_id, occurred_at
+    FROM interaction_events
+    WHERE tenant_id = :tenant AND experiment = :key AND type = 'exposure'
+      AND (CAST(:start AS timestamptz) IS NULL OR occurred_at >= CAST(:start AS timestamptz))
+      AND (CAST(:end AS timestamptz) IS NULL OR occurred_at < CAST(:end AS timestamptz))
+),
+users AS (
+    SELECT user_id, min(arm) AS arm, count(DISTINCT arm) AS n_arms,
+           count(*) AS exposures, min(occurred_at) AS first_exposure
+    FROM exp_events GROUP BY user_id
+)"""
+
+# Attributed outcome events, one row per event (user_id, type, value, occurred_at).
+_OUTCOMES = {
+    "request": """
+outcome_events AS (
+    SELECT o.user_id, o.type, o.value, o.occurred_at
+    FROM interaction_events o
+    JOIN (SELECT DISTINCT user_id, request_id FROM exp_events WHERE request_id IS NOT NULL) r
+      ON o.request_id = r.request_id AND o.user_id = r.user_id
+    WHERE o.tenant_id = :tenant AND o.type IN ('click', 'purchase')
+)""",
+    "window": """
+outcome_events AS (
+    SELECT o.user_id, o.type, o.value, o.occurred_at
+    FROM interaction_events o
+    JOIN users u ON o.user_id = u.user_id
+    WHERE o.tenant_id = :tenant AND o.type IN ('click', 'purchase')
+      AND o.occurred_at >= u.first_exposure
+      AND o.occurred_at < u.first_exposure + make_interval(secs => :window_s)
+)""",
+}
+
+# Pre-period activity of the same users (CUPED covariates): any event before the start.
+_PRE = """
+pre_bounds AS (
+    SELECT coalesce(CAST(:start AS timestamptz), (SELECT min(first_exposure) FROM users)) AS pre_end
+),
+pre AS (
+    SELECT o.user_id,
+           bool_or(o.type = 'purchase') AS pre_purchased,
+           coalesce(sum(o.value) FILTER (WHERE o.type = 'purchase'), 0)::float8 AS pre_rev
+    FROM interaction_events o
+    JOIN users u ON o.user_id = u.user_id
+    CROSS JOIN pre_bounds b
+    WHERE :pre_days > 0 AND o.tenant_id = :tenant
+      AND o.occurred_at >= b.pre_end - make_interval(days => :pre_days)
+      AND o.occurred_at < b.pre_end
+    GROUP BY o.user_id
+)"""
+
+_TOTALS = """
+outcomes AS (
+    SELECT user_id,
+           count(*) FILTER (WHERE type = 'click') AS clicks,
+           count(*) FILTER (WHERE type = 'purchase') AS purchases,
+           coalesce(sum(value) FILTER (WHERE type = 'purchase'), 0)::float8 AS revenue
+    FROM outcome_events GROUP BY user_id
+),
+per_user AS (
+    SELECT u.arm, u.exposures::float8 AS x, coalesce(o.clicks, 0)::float8 AS y,
+           coalesce(o.purchases, 0) > 0 AS purchased, coalesce(o.revenue, 0) AS rev,
+           p.user_id IS NOT NULL AS pre_active, coalesce(p.pre_purchased, false) AS pre_purchased,
+           coalesce(p.pre_rev, 0) AS pre_rev
+    FROM users u
+    LEFT JOIN outcomes o ON o.user_id = u.user_id
+    LEFT JOIN pre p ON p.user_id = u.user_id
+    WHERE u.n_arms = 1
+)
+SELECT arm,
+       count(*) AS users,
+       sum(x) AS exposures, sum(x * x) AS exposures_sum_squares,
+       sum(y) AS clicks, sum(y * y) AS clicks_sum_squares,
+       sum(x * y) AS clicks_exposures_sum_products,
+       count(*) FILTER (WHERE y > 0) AS clickers,
+       sum(y / x) AS click_rate_sum, sum((y / x) * (y / x)) AS click_rate_sum_squares,
+       count(*) FILTER (WHERE purchased) AS purchasers,
+       sum(rev) AS revenue_sum, sum(rev * rev) AS revenue_sum_squares,
+       count(*) FILTER (WHERE pre_active) AS pre_active_users,
+       count(*) FILTER (WHERE pre_purchased) AS pre_purchasers,
+       count(*) FILTER (WHERE pre_purchased AND purchased) AS pre_and_post_purchasers,
+       sum(pre_rev) AS pre_revenue_sum, sum(pre_rev * pre_rev) AS pre_revenue_sum_squares,
+       sum(rev * pre_rev) AS revenue_pre_revenue_sum_products
+FROM per_user GROUP BY arm
+UNION ALL
+SELECT :multiple AS arm, count(*) AS users, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM users WHERE n_arms > 1
+"""
+
+# Per-day cumulative stats: per user and day, the change of each per-user function
+# (x, x^2, y/x, ...) since the user's previous active day; summing these changes over
+# days <= D gives exactly the arm's sums as they stood at the end of day D.
+_DAILY = """
+user_day_events AS (
+    SELECT e.user_id, (e.occurred_at AT TIME ZONE 'UTC')::date AS day,
+           1 AS x, 0 AS y, 0 AS purch, 0::float8 AS rev
+    FROM exp_events e
+    UNION ALL
+    SELECT o.user_id,
+           -- an outcome stamped before the first exposure (clock skew) counts on that day
+           greatest((o.occurred_at AT TIME ZONE 'UTC')::date, (u.first_exposure AT TIME ZONE 'UTC')::date),
+           0, (o.type = 'click')::int, (o.type = 'purchase')::int,
+           CASE WHEN o.type = 'purchase' THEN coalesce(o.value, 0) ELSE 0 END
+    FROM outcome_events o JOIN users u ON u.user_id = o.user_id
+),
+user_days AS (
+    SELECT d.user_id, d.day, sum(d.x) AS x, sum(d.y) AS y, sum(d.purch) AS purch, sum(d.rev) AS rev
+    FROM user_day_events d JOIN users u ON u.user_id = d.user_id
+    WHERE u.n_arms = 1
+    GROUP BY d.user_id, d.day
+),
+cum AS (
+    SELECT user_id, day,
+           sum(x) OVER w::float8 AS cx, sum(y) OVER w::float8 AS cy,
+           sum(purch) OVER w AS cp, sum(rev) OVER w::float8 AS cr,
+           row_number() OVER w AS k
+    FROM user_days WINDOW w AS (PARTITION BY user_id ORDER BY day)
+),
+deltas AS (
+    SELECT user_id, day, k, cx, cy, cp, cr,
+           lag(cx, 1, 0::float8) OVER w AS px, lag(cy, 1, 0::float8) OVER w AS py,
+           lag(cp, 1, 0::bigint) OVER w AS pp, lag(cr, 1, 0::float8) OVER w AS pr
+    FROM cum WINDOW w AS (PARTITION BY user_id ORDER BY day)
+)
+SELECT u.arm, d.day,
+       count(*) FILTER (WHERE d.k = 1) AS users,
+       sum(d.cx - d.px) AS exposures, sum(d.cx * d.cx - d.px * d.px) AS exposures_sum_squares,
+       sum(d.cy - d.py) AS clicks, sum(d.cy * d.cy - d.py * d.py) AS clicks_sum_squares,
+       sum(d.cx * d.cy - d.px * d.py) AS clicks_exposures_sum_products,
+       sum((d.cy > 0)::int - (d.py > 0)::int) AS clickers,
+       sum(d.cy / d.cx - CASE WHEN d.px > 0 THEN d.py / d.px ELSE 0 END) AS click_rate_sum,
+       sum((d.cy / d.cx) ^ 2 - CASE WHEN d.px > 0 THEN (d.py / d.px) ^ 2 ELSE 0 END)
+           AS click_rate_sum_squares,
+       sum((d.cp > 0)::int - (d.pp > 0)::int) AS purchasers,
+       sum(d.cr - d.pr) AS revenue_sum, sum(d.cr * d.cr - d.pr * d.pr) AS revenue_sum_squares,
+       count(*) FILTER (WHERE d.k = 1 AND p.user_id IS NOT NULL) AS pre_active_users,
+       count(*) FILTER (WHERE d.k = 1 AND p.pre_purchased) AS pre_purchasers,
+       sum(CASE WHEN p.pre_purchased THEN (d.cp > 0)::int - (d.pp > 0)::int ELSE 0 END)
+           AS pre_and_post_purchasers,
+       sum(CASE WHEN d.k = 1 THEN coalesce(p.pre_rev, 0) ELSE 0 END) AS pre_revenue_sum,
+       sum(CASE WHEN d.k = 1 THEN coalesce(p.pre_rev, 0) ^ 2 ELSE 0 END) AS pre_revenue_sum_squares,
+       sum((d.cr - d.pr) * coalesce(p.pre_rev, 0)) AS revenue_pre_revenue_sum_products
+FROM deltas d
+JOIN users u ON u.user_id = d.user_id
+LEFT JOIN pre p ON p.user_id = d.user_id
+GROUP BY u.arm, d.day
+ORDER BY d.day, u.arm
+"""
+
+
+def _params(tenant_id: str, key: str, attribution: Attribution, start: datetime | None,
+            end: datetime | None, pre_period_days: int) -> dict[str, Any]:
+    return {"tenant": tenant_id, "key": key, "start": start, "end": end,
+            "window_s": float(attribution.window_hours) * 3600.0,
+            "pre_days": int(pre_period_days), "multiple": MULTIPLE}
+
+
+def totals_sql(attribution: Attribution) -> str:
+    """The SQL of `load_arm_stats` for this attribution mode (for EXPLAIN and review)."""
+    return "WITH " + ",".join([_EXPOSURES, _OUTCOMES[attribution.mode], _PRE, _TOTALS])
+
+
+def daily_sql(attribution: Attribution) -> str:
+    """The SQL of `load_daily_stats` for this attribution mode."""
+    return "WITH " + ",".join([_EXPOSURES, _OUTCOMES[attribution.mode], _PRE, _DAILY])
+
+
+def load_definition(conn: Any, tenant_id: str, key: str) -> ExperimentDefinition | None:
+    """The experiment's definition from the `experiments` table, or None if it does not exist."""
+    row = conn.execute(text(
+        "SELECT key, arms, traffic_fraction, salt, hash_version, primary_metric, started_at, stopped_at "
+        "FROM experiments WHERE tenant_id = :tenant AND key = :key"),
+        {"tenant": tenant_id, "key": key}).mappings().first()
+    if row is None:
+        return None
+    return ExperimentDefinition.from_row(
+        row["key"], row["arms"], salt=row["salt"] or "", traffic_fraction=row["traffic_fraction"],
+        hash_version=row["hash_version"], primary_metric=row["primary_metric"],
+        started_at=row["started_at"], stopped_at=row["stopped_at"])
+
+
+def load_arm_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
+                   start: datetime | None = None, end: datetime | None = None,
+                   pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS) -> ExperimentStats:
+    """Per-arm sufficient statistics of exposures in [start, end) (None = unbounded).
+
+    `conn` is a SQLAlchemy Connection or Session; the caller owns the transaction.
+    """
+    rows = conn.execute(text(totals_sql(attribution)),
+                        _params(tenant_id, key, attribution, start, end, pre_period_days)).mappings().all()
+    multiple = 0
+    arms = []
+    for row in rows:
+        if row["arm"] == MULTIPLE:
+            multiple = int(row["users"])
+        else:
+            arms.append(ArmStats.from_mapping(row["arm"], dict(row)))
+    return ExperimentStats(key=key, arms=tuple(sorted(arms, key=lambda a: a.arm)), multi_arm_users=multiple)
+
+
+def load_daily_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
+                     start: datetime | None = None, end: datetime | None = None,
+                     pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS) -> tuple[DailyArmStats, ...]:
+    """Cumulative per-arm statistics at the end of each UTC day (what a daily peek saw)."""
+    rows = conn.execute(text(daily_sql(attribution)),
+                        _params(tenant_id, key, attribution, start, end, pre_period_days)).mappings().all()
+    return cumulate_daily([(r["arm"], r["day"], dict(r)) for r in rows])
+
+
+def cumulate_daily(increments: list[tuple[str, date, dict]]) -> tuple[DailyArmStats, ...]:
+    """Turn per-day increments into cumulative per-arm stats for every day in range (pure)."""
+    if not increments:
+        return ()
+    arms = sorted({a for a, _, _ in increments})
+    first, last = min(d for _, d, _ in increments), max(d for _, d, _ in increments)
+    by_key = {(a, d): ArmStats.from_mapping(a, row) for a, d, row in increments}
+    running = {a: ArmStats(arm=a) for a in arms}
+    out: list[DailyArmStats] = []
+    day = first
+    while day <= last:
+        for a in arms:
+            inc = by_key.get((a, day))
+            if inc is not None:
+                running[a] = _add(running[a], inc)
+            out.append(DailyArmStats(day, running[a]))
+        day += timedelta(days=1)
+    return tuple(out)
+
+
+def _add(a: ArmStats, b: ArmStats) -> ArmStats:
+    changes = {f.name: getattr(a, f.name) + getattr(b, f.name) for f in fields(ArmStats) if f.name != "arm"}
+    return replace(a, **changes)
+
+
+def load_experiment_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
+                          daily: bool = False, pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS
+                          ) -> tuple[ExperimentDefinition | None, ExperimentStats]:
+    """Definition plus stats, bounded by the experiment's started_at / stopped_at when set."""
+    definition = load_definition(conn, tenant_id, key)
+    start = definition.started_at if definition else None
+    end = definition.stopped_at if definition else None
+    stats = load_arm_stats(conn, tenant_id, key, attribution=attribution, start=start, end=end,
+                           pre_period_days=pre_period_days)
+    if daily:
+        stats = stats.with_daily(load_daily_stats(conn, tenant_id, key, attribution=attribution,
+                                                  start=start, end=end, pre_period_days=pre_period_days))
+    return definition, stats
