@@ -28,6 +28,7 @@ class CupedTTest:
     control: RegressionAdjustedStatistic
     treatment: RegressionAdjustedStatistic
     alpha: float = 0.05
+    METHOD = METHOD
 
     @cached_property
     def theta(self) -> float:

@@ -80,6 +80,7 @@ class WelchTTest:
     control: SampleMeanStatistic
     treatment: SampleMeanStatistic
     alpha: float = 0.05
+    METHOD = METHOD
 
     @cached_property
     def result(self) -> TestResult:
@@ -97,9 +98,9 @@ class WelchTTest:
 
     def estimate(self) -> Estimate | None:
         """Difference and lift with their variances, for confidence sequences."""
-        if self.result.error not in (None, ErrorCode.ZERO_DENOMINATOR):
-            return None
         c, t = self.control, self.treatment
+        if c.n < 2 or t.n < 2 or not all_finite(c.sum, c.sum_squares, t.sum, t.sum_squares):
+            return None
         return mean_estimate(c.mean, c.variance_of_mean, c.n, t.mean, t.variance_of_mean, t.n)
 
     @property

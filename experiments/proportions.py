@@ -27,6 +27,7 @@ class TwoProportionZTest:
     control: ProportionStatistic
     treatment: ProportionStatistic
     alpha: float = 0.05
+    METHOD = METHOD
 
     @property
     def error(self) -> ErrorCode | None:
@@ -58,14 +59,23 @@ class TwoProportionZTest:
                         c.n + t.n, lift_defined)
 
     @cached_property
+    def _z_and_p(self) -> tuple[float, float]:
+        # Kept apart from the CIs so simulations that only need p stay fast.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            z, p = proportions_ztest([self.treatment.successes, self.control.successes],
+                                     [self.treatment.n, self.control.n])
+        return float(z), float(p)
+
+    @cached_property
     def result(self) -> TestResult:
         """The full result; neutral with an error code on degenerate counts."""
         c, t = self.control, self.treatment
         if self.error is not None:
             return neutral_result(METHOD, self.error, c.mean, t.mean)
+        z, p = self._z_and_p
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            z, p = proportions_ztest([t.successes, c.successes], [t.n, c.n])
             diff_lo, diff_hi = confint_proportions_2indep(
                 t.successes, t.n, c.successes, c.n, compare="diff", method="newcomb", alpha=self.alpha)
             error, lift, lift_ci = None, 0.0, (0.0, 0.0)
@@ -95,7 +105,10 @@ class TwoProportionZTest:
     @property
     def p_value(self) -> float:
         """Two-sided p-value of H0: equal proportions."""
-        return self.result.p_value
+        if self.error is not None:
+            return 1.0
+        p = self._z_and_p[1]
+        return p if all_finite(p) else 1.0
 
     @property
     def confidence_interval(self) -> tuple[float, float]:

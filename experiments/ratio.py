@@ -37,6 +37,7 @@ class DeltaMethodRatioTest:
     control: RatioStatistic
     treatment: RatioStatistic
     alpha: float = 0.05
+    METHOD = METHOD
 
     @property
     def error(self) -> ErrorCode | None:

@@ -30,6 +30,7 @@ DEFAULT_TUNING_N = 5000
 
 class _HasEstimate(Protocol):
     alpha: float
+    METHOD: str
 
     def estimate(self) -> Estimate | None: ...
 
@@ -82,10 +83,10 @@ class SequentialTest:
     @cached_property
     def result(self) -> TestResult:
         """Always-valid result; the wrapped test's neutral result on degenerate data."""
-        base = self.test.compute_result()
         est = self.test.estimate()
-        method = f"sequential {base.method} (normal-mixture CS, tuning_n={self.tuning_n:g})"
+        method = f"sequential {self.test.METHOD} (normal-mixture CS, tuning_n={self.tuning_n:g})"
         if est is None:
+            base = self.test.compute_result()
             return neutral_result(method, base.error or ErrorCode.INVALID_INPUT,
                                   base.control_value, base.treatment_value)
         if est.effect_variance <= 0:

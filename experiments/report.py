@@ -1,0 +1,186 @@
+"""The experiment report: one JSON-serialisable structure, and its text-table rendering.
+
+Order of trust: SRM first (a broken split invalidates everything below it), then per
+metric and arm: n, value with CI, lift vs control with CI, p-value, adjusted p-value
+(labelled with its correction), significance, and power figures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from experiments.definition import ExperimentDefinition
+from experiments.metrics import METRICS, arm_value, metric_power
+from experiments.multiple import adjust_p_values
+from experiments.power import DEFAULT_POWER, DEFAULT_TARGET_MDE
+from experiments.result import TestResult
+from experiments.sequential import DEFAULT_TUNING_N, SequentialTest
+from experiments.srm import check_srm
+from experiments.stats import ArmStats, ExperimentStats
+
+DEFAULT_METRICS = ("ctr", "ctr_per_user", "conversion", "revenue_per_user")
+
+
+def _arms(definition: ExperimentDefinition | None, stats: ExperimentStats) -> list[tuple[str, float]]:
+    """(name, weight) in configured order; unexpected arms in the data get weight 0 (-> SRM)."""
+    if definition is not None:
+        named = list(zip(definition.arm_names, definition.weights))
+    else:
+        names = sorted(a.arm for a in stats.arms)
+        if "baseline" in names:  # the project's conventional control
+            names.remove("baseline")
+            names.insert(0, "baseline")
+        named = [(n, 1.0 / len(names)) for n in names] if names else []
+    known = {n for n, _ in named}
+    named += [(a.arm, 0.0) for a in stats.arms if a.arm not in known]
+    return named
+
+
+def build_report(definition: ExperimentDefinition | None, stats: ExperimentStats, *,
+                 alpha: float = 0.05, correction: str = "holm", metrics: Sequence[str] = DEFAULT_METRICS,
+                 sequential: bool = False, tuning_n: float = DEFAULT_TUNING_N, cuped: bool = True,
+                 power: float = DEFAULT_POWER, target_relative_mde: float = DEFAULT_TARGET_MDE,
+                 days_elapsed: float | None = None, tenant_id: str | None = None) -> dict[str, Any]:
+    """The full report as plain dicts, lists, strings and finite floats (JSON-ready)."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
+    arms = _arms(definition, stats)
+    warnings: list[str] = []
+    if len(arms) < 2:
+        warnings.append("fewer than two arms have data: nothing to compare")
+    control = arms[0][0] if arms else "baseline"
+    arm_stats = {name: stats.arm(name) for name, _ in arms}
+    srm = check_srm([arm_stats[n].users for n, _ in arms], [w for _, w in arms]) if len(arms) >= 2 else None
+    if srm is not None and srm.mismatch:
+        warnings.append(f"SAMPLE RATIO MISMATCH (p = {srm.p_value:.2g} < {srm.threshold}): the split does not "
+                        "match the weights; do not trust the results below until the cause is found")
+    if stats.multi_arm_users:
+        warnings.append(f"{stats.multi_arm_users} users were exposed to several arms and are excluded")
+    if days_elapsed is None and stats.daily:
+        days_elapsed = float(len({d.day for d in stats.daily}))
+    c = arm_stats.get(control, ArmStats(arm=control))
+    per_day = c.users / days_elapsed if days_elapsed and days_elapsed > 0 else 0.0
+    use_cuped = cuped and all(arm_stats[n].has_pre_period for n, _ in arms) and bool(arms)
+
+    metric_blocks, family = [], []
+    for name in metrics:
+        metric = METRICS[name]
+        rows, power_rows = [], []
+        for arm_name, weight in arms:
+            s = arm_stats[arm_name]
+            value, ci = arm_value(metric, s, alpha)
+            row: dict[str, Any] = {"arm": arm_name, "is_control": arm_name == control, "weight": weight,
+                                   "n": s.users, "value": value, "ci": list(ci)}
+            if arm_name != control:
+                test = metric.make_test(c, s, alpha, use_cuped and metric.cuped_capable)
+                result: TestResult = (SequentialTest(test, tuning_n) if sequential else test).compute_result()
+                row.update(method=result.method, effect=result.effect, effect_ci=list(result.effect_ci),
+                           lift=result.lift, lift_ci=list(result.lift_ci), p_value=result.p_value,
+                           error=result.error.value if result.error else None)
+                family.append((len(metric_blocks), len(rows), result))
+                pw = metric_power(metric, c, s, alpha, power, target_relative_mde, per_day)
+                row["power"] = pw.to_dict()
+            rows.append(row)
+        metric_blocks.append({"name": name, "label": metric.label, "primary": bool(
+            definition is not None and definition.primary_metric == name),
+            "cuped": use_cuped and metric.cuped_capable, "rows": rows})
+
+    adjusted = adjust_p_values([r.p_value for _, _, r in family], correction, alpha)
+    for (mi, ri, result), p_adj in zip(family, adjusted.adjusted):
+        row = metric_blocks[mi]["rows"][ri]
+        row["p_value_adjusted"] = p_adj
+        row["significant"] = result.error is None and p_adj < alpha
+    return _clean({
+        "experiment": stats.key,
+        "tenant": tenant_id,
+        "control": control,
+        "primary_metric": definition.primary_metric if definition else None,
+        "alpha": alpha,
+        "analysis": (f"sequential (always-valid normal-mixture confidence sequences, tuning_n={tuning_n:g})"
+                     if sequential else "fixed-horizon"),
+        "cuped": use_cuped,
+        "days_elapsed": days_elapsed,
+        "arms": [{"name": n, "weight": w, "users": arm_stats[n].users} for n, w in arms],
+        "srm": srm.to_dict() if srm else None,
+        "multi_arm_users": stats.multi_arm_users,
+        "correction": {"method": adjusted.method, "label": adjusted.label,
+                       "family": f"{len(family)} comparisons: every treatment arm vs {control} "
+                                 f"on every metric in this report"},
+        "power_settings": {"power": power, "target_relative_mde": target_relative_mde},
+        "warnings": warnings,
+        "metrics": metric_blocks,
+    })
+
+
+def _clean(x: Any) -> Any:
+    """Guarantee strict JSON: no NaN/inf survives (they become None)."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _pct(x: float | None, signed: bool = True) -> str:
+    return "-" if x is None else (f"{x:+.2%}" if signed else f"{x:.2%}")
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.4f}" if abs(x) < 1000 else f"{x:,.1f}"
+
+
+def _p(x: float | None) -> str:
+    return "-" if x is None else ("<0.0001" if x < 1e-4 else f"{x:.4f}")
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """The report as fixed-width text tables (what `vitrine experiment report` prints)."""
+    out = []
+    head = f"Experiment {report['experiment']}"
+    if report.get("tenant"):
+        head += f" (tenant {report['tenant']})"
+    out.append(head)
+    out.append(f"control: {report['control']}   primary metric: {report['primary_metric'] or '-'}   "
+               f"alpha: {report['alpha']}   analysis: {report['analysis']}"
+               + ("   CUPED: on" if report["cuped"] else ""))
+    srm = report["srm"]
+    if srm:
+        exp = "/".join(f"{e:,.0f}" for e in srm["expected"])
+        obs = "/".join(f"{o:,}" for o in srm["observed"])
+        out.append(f"SRM: {srm['status'].upper()} (chi-square p = {_p(srm['p_value'])}, threshold "
+                   f"{srm['threshold']}; users observed {obs}, expected {exp})")
+    for w in report["warnings"]:
+        out.append(f"WARNING: {w}")
+    out.append(f"adjusted p: {report['correction']['label']}; family: {report['correction']['family']}")
+    for m in report["metrics"]:
+        out.append("")
+        title = m["label"] + (" [primary]" if m["primary"] else "") + (" [CUPED]" if m["cuped"] else "")
+        out.append(title)
+        cols = ["arm", "n", "value", "CI", "lift", "lift CI", "p", "p adj", "sig", "note"]
+        table = [cols]
+        for r in m["rows"]:
+            ci = f"[{_num(r['ci'][0])}, {_num(r['ci'][1])}]"
+            if r["is_control"]:
+                table.append([r["arm"], f"{r['n']:,}", _num(r["value"]), ci, "(control)", "", "", "", "", ""])
+                continue
+            note = r["error"] or ""
+            pw = r.get("power") or {}
+            if not pw.get("error"):
+                note = (note + " " if note else "") + f"MDE {_pct(pw.get('mde_relative'), False)}"
+                if pw.get("required_n_control"):
+                    days = pw.get("days_remaining")
+                    note += (f", {_pct(pw['target_relative_mde'], False)} needs {pw['required_n_control']:,}/arm"
+                             + (f" (~{days:.1f} d more)" if days else ""))
+            table.append([r["arm"], f"{r['n']:,}", _num(r["value"]), ci, _pct(r["lift"]),
+                          f"[{_pct(r['lift_ci'][0])}, {_pct(r['lift_ci'][1])}]", _p(r["p_value"]),
+                          _p(r.get("p_value_adjusted")), "yes" if r.get("significant") else "no", note])
+        widths = [max(len(str(row[i])) for row in table) for i in range(len(cols))]
+        for row in table:
+            out.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    return "\n".join(out) + "\n"

@@ -1,0 +1,213 @@
+"""Seeded A/A and A/B simulations that check the tests' error rates end to end.
+
+Everything runs through the real test classes (no re-implemented formulas), so the
+figures validate the code the report uses:
+- conversion, fixed horizon: A/A false-positive rate and A/B empirical vs theoretical power;
+- conversion under daily peeking: "stop at the first p < alpha" with the naive z-test
+  (inflated) vs the always-valid sequential test (must stay <= alpha);
+- CTR with heterogeneous users (per-user draws): the user-level delta method keeps the A/A
+  rate near alpha, while treating impressions as independent inflates it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from statsmodels.stats.proportion import proportion_confint
+
+from experiments.power import proportion_test_power
+from experiments.proportions import TwoProportionZTest
+from experiments.ratio import DeltaMethodRatioTest
+from experiments.sequential import SequentialTest
+from experiments.stats import ArmStats, ProportionStatistic
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """What to simulate; `users` is the total over both arms at the last day of a run."""
+
+    runs: int = 2000
+    users: int = 40000
+    days: int = 14
+    baseline_rate: float = 0.05
+    effect: float = 0.10  # relative lift of the treatment in A/B runs
+    alpha: float = 0.05
+    seed: int = 20261121
+    tuning_n: float = 0.0  # sequential tuning parameter; 0 = `users` (the planned sample size)
+    ctr_users: int = 4000  # users per arm in the per-user CTR runs
+    ctr_mean: float = 0.10
+    ctr_beta_concentration: float = 2.0  # Beta(a, b) with a + b = this: small = very heterogeneous users
+    exposures_mean: float = 5.0  # 1 + Poisson(mean - 1) exposures per user
+
+    def __post_init__(self) -> None:
+        if self.runs < 1 or self.users < 4 or self.days < 1 or self.ctr_users < 2:
+            raise ValueError("runs >= 1, users >= 4, days >= 1 and ctr_users >= 2 are required")
+        if not (0 < self.baseline_rate < 1 and 0 < self.baseline_rate * (1 + self.effect) < 1):
+            raise ValueError("baseline_rate and baseline_rate * (1 + effect) must be in (0, 1)")
+        if not 0 < self.alpha < 1:
+            raise ValueError("alpha must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """An estimated rate with its 95 % Wilson interval over the runs."""
+
+    rate: float
+    ci: tuple[float, float]
+    hits: int
+    runs: int
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """The figures of one simulation, JSON-ready through `to_dict`."""
+
+    settings: SimulationSettings
+    aa_fpr: Rate
+    ab_power: Rate
+    ab_power_theoretical: float
+    peeking_fpr_naive: Rate
+    peeking_fpr_sequential: Rate
+    ab_power_sequential: Rate
+    ctr_aa_fpr_delta_method: Rate
+    ctr_aa_fpr_naive_impressions: Rate
+    seconds: float
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict, including the machine it ran on."""
+        d = asdict(self)
+        d["settings"]["tuning_n"] = effective_tuning_n(self.settings)
+        d["machine"] = machine()
+        return d
+
+
+def machine() -> dict:
+    """Where a figure was measured."""
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+
+
+def effective_tuning_n(s: SimulationSettings) -> float:
+    """The sequential tuning parameter used: the planned total sample size unless set."""
+    return s.tuning_n or float(s.users)
+
+
+def _rate(hits: int, runs: int) -> Rate:
+    lo, hi = proportion_confint(hits, runs, alpha=0.05, method="wilson")
+    return Rate(hits / runs, (float(lo), float(hi)), int(hits), int(runs))
+
+
+def _daily_counts(rng: np.random.Generator, s: SimulationSettings, rate_t: float) -> tuple[np.ndarray, ...]:
+    """Cumulative users and conversions per (run, day) for control and treatment."""
+    per_arm_day = np.full(s.days, s.users // 2 // s.days)
+    per_arm_day[: (s.users // 2) % s.days] += 1  # spread the remainder, total = users // 2
+    n = np.cumsum(per_arm_day)
+    conv_c = np.cumsum(rng.binomial(per_arm_day, s.baseline_rate, size=(s.runs, s.days)), axis=1)
+    conv_t = np.cumsum(rng.binomial(per_arm_day, rate_t, size=(s.runs, s.days)), axis=1)
+    return n, conv_c, conv_t
+
+
+def fixed_horizon_rejection_rate(settings: SimulationSettings, treatment_rate: float) -> Rate:
+    """Share of runs where the z-test at the last day rejects (FPR when rates are equal)."""
+    s = settings
+    rng = np.random.default_rng(s.seed)
+    n, conv_c, conv_t = _daily_counts(rng, s, treatment_rate)
+    hits = sum(TwoProportionZTest(ProportionStatistic(int(n[-1]), int(conv_c[r, -1])),
+                                  ProportionStatistic(int(n[-1]), int(conv_t[r, -1])), s.alpha).p_value < s.alpha
+               for r in range(s.runs))
+    return _rate(hits, s.runs)
+
+
+def _conversion_runs(rng: np.random.Generator, s: SimulationSettings, rate_t: float
+                     ) -> tuple[int, int, int, int]:
+    """(final-day rejections, naive ever-rejected, sequential ever-rejected, runs)."""
+    n, conv_c, conv_t = _daily_counts(rng, s, rate_t)
+    tuning = effective_tuning_n(s)
+    final = naive_ever = seq_ever = 0
+    for r in range(s.runs):
+        naive_hit = seq_hit = False
+        for d in range(s.days):
+            test = TwoProportionZTest(ProportionStatistic(int(n[d]), int(conv_c[r, d])),
+                                      ProportionStatistic(int(n[d]), int(conv_t[r, d])), s.alpha)
+            p = test.p_value
+            naive_hit = naive_hit or p < s.alpha
+            seq_hit = seq_hit or SequentialTest(test, tuning).p_value < s.alpha
+            if d == s.days - 1 and p < s.alpha:
+                final += 1
+        naive_ever += naive_hit
+        seq_ever += seq_hit
+    return final, naive_ever, seq_ever, s.runs
+
+
+def _ctr_arm(rng: np.random.Generator, s: SimulationSettings, arm: str) -> ArmStats:
+    """Per-user draws: heterogeneous CTR ~ Beta, exposures 1 + Poisson, clicks ~ Binomial."""
+    a = s.ctr_mean * s.ctr_beta_concentration
+    b = (1 - s.ctr_mean) * s.ctr_beta_concentration
+    x = 1 + rng.poisson(s.exposures_mean - 1, size=s.ctr_users)
+    y = rng.binomial(x, rng.beta(a, b, size=s.ctr_users))
+    xf, yf = x.astype(float), y.astype(float)
+    return ArmStats(arm=arm, users=s.ctr_users, exposures=int(x.sum()), exposures_sum_squares=float((xf * xf).sum()),
+                    clicks=int(y.sum()), clicks_sum_squares=float((yf * yf).sum()),
+                    clicks_exposures_sum_products=float((xf * yf).sum()), clickers=int((y > 0).sum()))
+
+
+def _ctr_runs(rng: np.random.Generator, s: SimulationSettings) -> tuple[int, int]:
+    """A/A CTR runs: rejections of the delta-method test and of the impression-level z-test."""
+    delta = naive = 0
+    for _ in range(s.runs):
+        c, t = _ctr_arm(rng, s, "a"), _ctr_arm(rng, s, "b")
+        delta += DeltaMethodRatioTest(c.ctr, t.ctr, s.alpha).p_value < s.alpha
+        naive += TwoProportionZTest(ProportionStatistic(c.exposures, c.clicks),
+                                    ProportionStatistic(t.exposures, t.clicks), s.alpha).p_value < s.alpha
+    return delta, naive
+
+
+def simulate(settings: SimulationSettings) -> SimulationResult:
+    """Run all simulations with one seed; deterministic for given settings."""
+    s = settings
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(s.seed)
+    aa_final, aa_naive, aa_seq, runs = _conversion_runs(rng, s, s.baseline_rate)
+    rate_t = s.baseline_rate * (1 + s.effect)
+    ab_final, _, ab_seq, _ = _conversion_runs(rng, s, rate_t)
+    ctr_delta, ctr_naive = _ctr_runs(rng, s)
+    theory = proportion_test_power(s.baseline_rate, rate_t, s.users // 2, 1.0, s.alpha)
+    return SimulationResult(
+        settings=s,
+        aa_fpr=_rate(aa_final, runs),
+        ab_power=_rate(ab_final, runs),
+        ab_power_theoretical=theory,
+        peeking_fpr_naive=_rate(aa_naive, runs),
+        peeking_fpr_sequential=_rate(aa_seq, runs),
+        ab_power_sequential=_rate(ab_seq, runs),
+        ctr_aa_fpr_delta_method=_rate(ctr_delta, s.runs),
+        ctr_aa_fpr_naive_impressions=_rate(ctr_naive, s.runs),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def render_text(r: SimulationResult) -> str:
+    """The figures as aligned text lines."""
+    s = r.settings
+
+    def fmt(x: Rate) -> str:
+        return f"{x.rate:.4f}  [95% CI {x.ci[0]:.4f}, {x.ci[1]:.4f}]  ({x.hits}/{x.runs})"
+
+    lines = [
+        f"settings: runs={s.runs} users={s.users} (both arms) days={s.days} baseline={s.baseline_rate} "
+        f"effect={s.effect:+.0%} alpha={s.alpha} seed={s.seed} tuning_n={effective_tuning_n(s):g}",
+        f"A/A false-positive rate, fixed horizon (z-test)      {fmt(r.aa_fpr)}",
+        f"A/B power, fixed horizon: empirical                  {fmt(r.ab_power)}",
+        f"A/B power, fixed horizon: theoretical (NormalIndPower) {r.ab_power_theoretical:.4f}",
+        f"A/A FPR with daily peeking, naive z-test             {fmt(r.peeking_fpr_naive)}",
+        f"A/A FPR with daily peeking, sequential (always valid) {fmt(r.peeking_fpr_sequential)}",
+        f"A/B power with daily peeking, sequential             {fmt(r.ab_power_sequential)}",
+        f"CTR A/A FPR, user-level delta method ({s.ctr_users}/arm)   {fmt(r.ctr_aa_fpr_delta_method)}",
+        f"CTR A/A FPR, impressions as independent (wrong)      {fmt(r.ctr_aa_fpr_naive_impressions)}",
+        f"seconds: {r.seconds:.1f}",
+    ]
+    return "\n".join(lines) + "\n"
