@@ -1,0 +1,31 @@
+"""Helpers shared by tests: child processes with the test's settings, waiting for conditions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from vitrine.settings import Settings
+
+
+def settings_env(s: Settings) -> dict[str, str]:
+    """The environment that makes a `vitrine` child process use the same settings."""
+    return {
+        "VITRINE_DATA_DIR": str(s.data_dir), "VITRINE_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "VITRINE_DATABASE_URL": s.database_url, "VITRINE_TOPIC_PREFIX": s.topic_prefix,
+        "VITRINE_APP_ID": s.app_id, "VITRINE_TOPIC_PARTITIONS": str(s.topic_partitions),
+        "VITRINE_WORKER_WEB_PORT": str(s.worker_web_port), "VITRINE_API_PORT": str(s.api_port),
+        "VITRINE_FETCH_ALLOW_PRIVATE": str(s.fetch_allow_private).lower(),
+        "VITRINE_FETCH_TIMEOUT_S": str(s.fetch_timeout_s),
+    }
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 60.0, interval_s: float = 0.2, what: str = ""):
+    """Poll `condition` until it returns something truthy; fail the test with `what` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what or condition}")
