@@ -1,1 +1,222 @@
-"""CLI commands for experiment (registered on vitrine.cli.app)."""
+"""CLI commands for experiment analysis: `experiment report`, `experiment simulate`, `bench stats`."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+import typer
+
+from vitrine.cli.app import bench_app, experiment_app, fail, load_settings
+
+BENCH_TENANT = "bench-stats"
+
+
+def _engine():
+    """An Engine on the configured (or embedded, running) database, or exit with one line."""
+    from sqlalchemy import create_engine
+
+    from vitrine.settings import StackNotRunning
+
+    try:
+        url = load_settings().resolved().database_url
+    except StackNotRunning as exc:
+        fail(str(exc))
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is the installed driver
+    return create_engine(url)
+
+
+def _days_elapsed(definition) -> float | None:
+    if definition is None or definition.started_at is None:
+        return None
+    end = definition.stopped_at or datetime.now(timezone.utc)
+    return max((end - definition.started_at).total_seconds() / 86400.0, 0.0) or None
+
+
+@experiment_app.command("report")
+def report(
+    key: str = typer.Argument(..., help="Experiment key"),
+    tenant: str = typer.Option(..., "--tenant", "-t", help="Tenant id"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the API's structure)"),
+    attribution: str = typer.Option("request", help="request: same request_id as an exposure; "
+                                    "window: within --window-hours after the first exposure"),
+    window_hours: float = typer.Option(24.0, help="Attribution window for --attribution window"),
+    alpha: float = typer.Option(0.05, min=1e-6, max=0.5),
+    correction: str = typer.Option("holm", help="Adjusted p-values: holm (FWER) or fdr_bh (FDR)"),
+    sequential: bool = typer.Option(False, "--sequential", help="Always-valid (peeking-safe) p-values and CIs"),
+    tuning_n: float = typer.Option(0.0, help="Sequential tuning parameter (0 = planned sample size or 5000)"),
+    cuped: bool = typer.Option(True, "--cuped/--no-cuped", help="CUPED when pre-period data exists"),
+    pre_days: int = typer.Option(14, min=0, help="Pre-period length for CUPED covariates (0 = none)"),
+    target_mde: float = typer.Option(0.05, help="Relative MDE the sample-size figure is computed for"),
+) -> None:
+    """Per metric and arm: n, value, CI, lift, p, adjusted p, significance, SRM, power."""
+    from experiments.loader import Attribution, load_experiment_stats
+    from experiments.report import build_report, render_text
+    from experiments.sequential import DEFAULT_TUNING_N
+
+    try:
+        attr = Attribution(attribution, window_hours)
+    except ValueError as exc:
+        fail(str(exc))
+    engine = _engine()
+    try:
+        with engine.connect() as conn:
+            definition, stats = load_experiment_stats(conn, tenant, key, attribution=attr, pre_period_days=pre_days)
+            planned = None
+            if definition is not None:
+                from sqlalchemy import text
+
+                planned = conn.execute(text("SELECT planned_sample_size FROM experiments "
+                                            "WHERE tenant_id = :t AND key = :k"), {"t": tenant, "k": key}).scalar()
+    except ValueError as exc:  # an invalid stored definition (weights) is reported, not a traceback
+        fail(f"experiment {key!r}: {exc}")
+    finally:
+        engine.dispose()
+    if definition is None and not stats.arms:
+        fail(f"experiment {key!r} of tenant {tenant!r} not found and has no exposures")
+    try:
+        result = build_report(definition, stats, alpha=alpha, correction=correction, sequential=sequential,
+                              tuning_n=tuning_n or planned or DEFAULT_TUNING_N, cuped=cuped,
+                              target_relative_mde=target_mde, days_elapsed=_days_elapsed(definition),
+                              tenant_id=tenant)
+    except ValueError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(result, allow_nan=False) if as_json else render_text(result), nl=as_json)
+
+
+@experiment_app.command("simulate")
+def simulate(
+    runs: int = typer.Option(2000, min=1, help="Simulated experiments per scenario"),
+    users: int = typer.Option(40000, min=4, help="Users per experiment (both arms) at the last day"),
+    days: int = typer.Option(14, min=1, help="Days per experiment (one peek per day)"),
+    effect: float = typer.Option(0.10, help="Relative lift of the treatment in A/B runs"),
+    baseline: float = typer.Option(0.05, help="Control conversion rate"),
+    alpha: float = typer.Option(0.05),
+    seed: int = typer.Option(20261121),
+    tuning_n: float = typer.Option(0.0, help="Sequential tuning parameter (0 = --users)"),
+    ctr_users: int = typer.Option(4000, min=2, help="Users per arm in the per-user CTR runs"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object with settings and machine"),
+) -> None:
+    """A/A and A/B simulations: FPR, empirical vs theoretical power, peeking naive vs sequential."""
+    from experiments.simulate import SimulationSettings, render_text
+    from experiments.simulate import simulate as run
+
+    try:
+        settings = SimulationSettings(runs=runs, users=users, days=days, effect=effect, baseline_rate=baseline,
+                                      alpha=alpha, seed=seed, tuning_n=tuning_n, ctr_users=ctr_users)
+    except ValueError as exc:
+        fail(str(exc))
+    result = run(settings)
+    typer.echo(json.dumps(result.to_dict(), allow_nan=False) if as_json else render_text(result), nl=as_json)
+
+
+# --- bench stats ---------------------------------------------------------------------------
+
+# Synthetic events straight into Postgres: pairs of events per request (an exposure, then an
+# exposure, click, add_to_cart or purchase), ~20 events per user, users split by parity,
+# spread over 14 days. Pseudo-random but fixed by setseed.
+_GENERATE = """
+INSERT INTO interaction_events (tenant_id, event_id, type, user_id, request_id, product_id,
+                                experiment, arm, value, payload, occurred_at)
+SELECT :tenant, :key || '-' || g,
+       CASE WHEN g % 2 = 0 OR rnd < 0.60 THEN 'exposure' WHEN rnd < 0.90 THEN 'click'
+            WHEN rnd < 0.96 THEN 'add_to_cart' ELSE 'purchase' END,
+       'u' || u, 'r' || q, 'p' || (q % 5000), :key,
+       CASE WHEN u % 2 = 0 THEN 'baseline' ELSE 'visual' END,
+       CASE WHEN g % 2 = 1 AND rnd >= 0.96 THEN round((rnd * 1000)::numeric % 97, 2)::float8 END,
+       '{}'::jsonb,
+       CAST(:start AS timestamptz) + (q::float8 / :requests) * interval '14 days'
+           + (g % 2) * interval '1 minute'
+FROM (SELECT g, g / 2 AS q, ((g / 2) * 7919) % :users AS u, random() AS rnd
+      FROM generate_series(0, :n - 1) AS g) s
+"""
+
+
+def _prepare_bench(engine, n: int, fresh: bool) -> tuple[str, float | None]:
+    """Make sure experiment bench-stats-N holds exactly N events; returns (key, seconds generating)."""
+    from sqlalchemy import text
+
+    key = f"bench-stats-{n}"
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO tenants (id, name, storefront_key_hash, admin_key_hash, webhook_secret, default_arm) "
+            "VALUES (:t, 'stats benchmark', :s, :a, 'unused', 'baseline') ON CONFLICT (id) DO NOTHING"),
+            {"t": BENCH_TENANT, "s": "bench-stats-storefront-unused", "a": "bench-stats-admin-unused"})
+        conn.execute(text(
+            "INSERT INTO experiments (tenant_id, key, placement, status, arms, traffic_fraction, salt, hash_version, "
+            "primary_metric, guardrails, started_at) VALUES (:t, :k, 'similar', 'stopped', "
+            "'[{\"name\": \"baseline\", \"weight\": 0.5}, {\"name\": \"visual\", \"weight\": 0.5}]'::jsonb, 1.0, :k, "
+            "1, 'ctr', '[]'::jsonb, :start) ON CONFLICT (tenant_id, key) DO NOTHING"),
+            {"t": BENCH_TENANT, "k": key, "start": start})
+        have = conn.execute(text("SELECT count(*) FROM interaction_events WHERE tenant_id = :t AND experiment = :k"),
+                            {"t": BENCH_TENANT, "k": key}).scalar()
+    if have == n and not fresh:
+        return key, None
+    t0 = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM interaction_events WHERE tenant_id = :t AND experiment = :k"),
+                     {"t": BENCH_TENANT, "k": key})
+        conn.execute(text("SELECT setseed(0.42)"))
+        conn.execute(text(_GENERATE), {"tenant": BENCH_TENANT, "key": key, "start": start, "n": n,
+                                       "requests": max(n // 2, 1), "users": max(n // 20, 2)})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE interaction_events"))
+    return key, time.perf_counter() - t0
+
+
+@bench_app.command("stats")
+def bench_stats(
+    events: str = typer.Option("1000000,10000000", help="Comma-separated event counts"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object with the figures and the machine"),
+    daily: bool = typer.Option(True, "--daily/--no-daily", help="Also time the per-day series"),
+    fresh: bool = typer.Option(False, "--fresh", help="Regenerate events even if already there"),
+    cleanup: bool = typer.Option(False, "--cleanup", help="Delete the generated events afterwards"),
+) -> None:
+    """Time loader (SQL aggregation in Postgres) + analysis for N synthetic interaction events."""
+    from sqlalchemy import text
+
+    from experiments.loader import load_experiment_stats
+    from experiments.report import build_report
+    from experiments.simulate import machine
+
+    try:
+        sizes = [int(x.replace("_", "")) for x in events.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--events must be comma-separated integers, got {events!r}")
+    engine = _engine()
+    rows = []
+    try:
+        for n in sizes:
+            key, gen_s = _prepare_bench(engine, n, fresh)
+            with engine.connect() as conn:
+                t0 = time.perf_counter()
+                definition, stats = load_experiment_stats(conn, BENCH_TENANT, key)
+                t1 = time.perf_counter()
+                build_report(definition, stats)
+                t2 = time.perf_counter()
+                daily_s = None
+                if daily:
+                    load_experiment_stats(conn, BENCH_TENANT, key, daily=True)
+                    daily_s = time.perf_counter() - t2 - (t1 - t0)  # daily query alone (approx.)
+            rows.append({"events": n, "users": sum(a.users for a in stats.arms), "generate_s": gen_s,
+                         "load_s": t1 - t0, "analysis_s": t2 - t1, "total_s": t2 - t0, "daily_s": daily_s})
+            if cleanup:
+                with engine.begin() as conn:
+                    conn.execute(text("DELETE FROM interaction_events WHERE tenant_id = :t AND experiment = :k"),
+                                 {"t": BENCH_TENANT, "k": key})
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps({"benchmark": "stats", "goal": "10M events analysed in < 10 s",
+                               "machine": machine(), "results": rows}))
+        return
+    typer.echo(f"{'events':>12} {'users':>10} {'generate s':>11} {'load s':>8} {'analysis s':>11} "
+               f"{'total s':>8} {'daily s':>8}")
+    for r in rows:
+        gen = f"{r['generate_s']:.1f}" if r["generate_s"] is not None else "reused"
+        dly = f"{r['daily_s']:.2f}" if r["daily_s"] is not None else "-"
+        typer.echo(f"{r['events']:>12,} {r['users']:>10,} {gen:>11} {r['load_s']:>8.2f} {r['analysis_s']:>11.3f} "
+                   f"{r['total_s']:>8.2f} {dly:>8}")
