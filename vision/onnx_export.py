@@ -56,7 +56,9 @@ def export_onnx(module, example, path: Path, opset: int = OPSET) -> dict:
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        # Grad stays enabled: under no_grad, nn.MultiheadAttention takes a fused fast path
+        # (aten::_native_multi_head_attention) that has no ONNX export.
+        with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # exporter chatter about constant folding; verified below
             torch.onnx.export(module, (example,), str(tmp), **kwargs)
         runner = OnnxRunner(tmp, threads=0)
