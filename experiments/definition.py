@@ -41,6 +41,11 @@ class ExperimentDefinition:
         tf = self.traffic_fraction
         if not (isinstance(tf, (int, float)) and math.isfinite(tf) and 0.0 < tf <= 1.0):
             raise ValueError(f"experiment {self.key!r}: traffic_fraction must be in (0, 1], got {tf!r}")
+        from experiments.assignment import HASHES  # assignment imports this module
+
+        if self.hash_version not in HASHES:
+            raise ValueError(f"experiment {self.key!r}: unknown hash_version {self.hash_version!r}; "
+                             f"known: {sorted(HASHES)}")
         if self.primary_metric not in METRICS:
             raise ValueError(f"experiment {self.key!r}: primary_metric {self.primary_metric!r} "
                              f"is not one of {', '.join(METRICS)}")

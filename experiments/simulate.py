@@ -197,17 +197,19 @@ def render_text(r: SimulationResult) -> str:
     def fmt(x: Rate) -> str:
         return f"{x.rate:.4f}  [95% CI {x.ci[0]:.4f}, {x.ci[1]:.4f}]  ({x.hits}/{x.runs})"
 
-    lines = [
-        f"settings: runs={s.runs} users={s.users} (both arms) days={s.days} baseline={s.baseline_rate} "
-        f"effect={s.effect:+.0%} alpha={s.alpha} seed={s.seed} tuning_n={effective_tuning_n(s):g}",
-        f"A/A false-positive rate, fixed horizon (z-test)      {fmt(r.aa_fpr)}",
-        f"A/B power, fixed horizon: empirical                  {fmt(r.ab_power)}",
-        f"A/B power, fixed horizon: theoretical (NormalIndPower) {r.ab_power_theoretical:.4f}",
-        f"A/A FPR with daily peeking, naive z-test             {fmt(r.peeking_fpr_naive)}",
-        f"A/A FPR with daily peeking, sequential (always valid) {fmt(r.peeking_fpr_sequential)}",
-        f"A/B power with daily peeking, sequential             {fmt(r.ab_power_sequential)}",
-        f"CTR A/A FPR, user-level delta method ({s.ctr_users}/arm)   {fmt(r.ctr_aa_fpr_delta_method)}",
-        f"CTR A/A FPR, impressions as independent (wrong)      {fmt(r.ctr_aa_fpr_naive_impressions)}",
-        f"seconds: {r.seconds:.1f}",
+    figures = [
+        ("A/A false-positive rate, fixed horizon (z-test)", fmt(r.aa_fpr)),
+        ("A/B power, fixed horizon: empirical", fmt(r.ab_power)),
+        ("A/B power, fixed horizon: theoretical (NormalIndPower)", f"{r.ab_power_theoretical:.4f}"),
+        ("A/A FPR under daily peeking: naive z-test", fmt(r.peeking_fpr_naive)),
+        ("A/A FPR under daily peeking: sequential (always valid)", fmt(r.peeking_fpr_sequential)),
+        ("A/B power under daily peeking: sequential", fmt(r.ab_power_sequential)),
+        (f"CTR A/A FPR: user-level delta method ({s.ctr_users}/arm)", fmt(r.ctr_aa_fpr_delta_method)),
+        ("CTR A/A FPR: impressions as independent (wrong)", fmt(r.ctr_aa_fpr_naive_impressions)),
     ]
+    width = max(len(name) for name, _ in figures)
+    lines = [f"settings: runs={s.runs} users={s.users} (both arms) days={s.days} baseline={s.baseline_rate} "
+             f"effect={s.effect:+.0%} alpha={s.alpha} seed={s.seed} tuning_n={effective_tuning_n(s):g}"]
+    lines += [f"{name.ljust(width)}  {value}" for name, value in figures]
+    lines.append(f"seconds: {r.seconds:.1f}")
     return "\n".join(lines) + "\n"
