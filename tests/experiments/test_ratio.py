@@ -1,0 +1,67 @@
+"""CTR with the user as unit: delta-method variance vs an independent linearisation on raw data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from experiments.ratio import DeltaMethodRatioTest
+from experiments.result import ErrorCode
+from experiments.stats import RatioStatistic, SampleMeanStatistic
+
+
+def users(seed: int, n: int, ctr: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = 1 + rng.poisson(4, n)
+    y = rng.binomial(x, rng.beta(ctr * 2, (1 - ctr) * 2, n))
+    return x.astype(float), y.astype(float)
+
+
+def ratio_stat(x: np.ndarray, y: np.ndarray) -> RatioStatistic:
+    return RatioStatistic(SampleMeanStatistic(len(y), y.sum(), (y * y).sum()),
+                          SampleMeanStatistic(len(x), x.sum(), (x * x).sum()), float((x * y).sum()))
+
+
+def linearised_variance(x: np.ndarray, y: np.ndarray) -> float:
+    # Deng et al. (2018) eq. 4 written as a linearisation: Var(ybar/xbar) ~ Var(y - r x) / (n xbar^2).
+    r = y.sum() / x.sum()
+    return np.var(y - r * x, ddof=1) / (len(x) * x.mean() ** 2)
+
+
+def test_delta_variance_equals_linearisation_on_raw_data():
+    x, y = users(1, 3000, 0.1)
+    assert ratio_stat(x, y).variance_of_ratio == pytest.approx(linearised_variance(x, y), rel=1e-10)
+
+
+def test_z_test_against_independent_computation():
+    (xc, yc), (xt, yt) = users(2, 3000, 0.10), users(3, 3000, 0.11)
+    r = DeltaMethodRatioTest(ratio_stat(xc, yc), ratio_stat(xt, yt)).compute_result()
+    diff = yt.sum() / xt.sum() - yc.sum() / xc.sum()
+    se = np.sqrt(linearised_variance(xc, yc) + linearised_variance(xt, yt))
+    assert r.effect == pytest.approx(diff, rel=1e-12)
+    assert r.p_value == pytest.approx(2 * norm.sf(abs(diff / se)), rel=1e-9)
+    assert r.effect_ci == pytest.approx((diff - 1.959963984540054 * se, diff + 1.959963984540054 * se), rel=1e-9)
+
+
+def test_delta_method_ci_is_wider_than_impression_level_when_users_differ():
+    # Heterogeneous users make impressions of one user correlated: the honest CI is wider.
+    x, y = users(4, 3000, 0.1)
+    r = y.sum() / x.sum()
+    impressions_var = r * (1 - r) / x.sum()
+    assert ratio_stat(x, y).variance_of_ratio > 1.5 * impressions_var
+
+
+def test_degenerate_ratios():
+    empty = RatioStatistic(SampleMeanStatistic(0, 0, 0), SampleMeanStatistic(0, 0, 0), 0)
+    x, y = users(5, 100, 0.1)
+    ok = ratio_stat(x, y)
+    assert DeltaMethodRatioTest(empty, ok).compute_result().error == ErrorCode.ZERO_USERS
+    one = RatioStatistic(SampleMeanStatistic(1, 1, 1), SampleMeanStatistic(1, 2, 4), 2)
+    assert DeltaMethodRatioTest(one, ok).compute_result().error == ErrorCode.TOO_FEW_USERS
+    no_exposures = RatioStatistic(SampleMeanStatistic(5, 0, 0), SampleMeanStatistic(5, 0, 0), 0)
+    assert DeltaMethodRatioTest(no_exposures, ok).compute_result().error == ErrorCode.ZERO_DENOMINATOR
+    # every user: 2 exposures, 1 click -> ratio 0.5 with zero variance in both arms
+    const = RatioStatistic(SampleMeanStatistic(5, 5, 5), SampleMeanStatistic(5, 10, 20), 10)
+    r = DeltaMethodRatioTest(const, const).compute_result()
+    assert r.error == ErrorCode.ZERO_VARIANCE and r.p_value == 1.0 and r.control_value == 0.5
