@@ -16,7 +16,7 @@ from sqlalchemy import text
 from db.embedded import EmbeddedPostgres
 from db.migrate import upgrade
 from db.session import create_db_engine
-from streams.embedded_broker import EmbeddedBroker
+from streams.embedded_broker import EmbeddedBroker, port_open
 from streams.topics import ensure_topics
 from vitrine.settings import Settings
 
@@ -91,6 +91,7 @@ def prepare(settings: Settings) -> None:
     """Check both dependencies, run migrations and create topics (idempotent)."""
     check_database(settings.database_url)
     upgrade(settings.database_url)
+    check_kafka(settings.kafka_bootstrap)
     try:
         ensure_topics(settings)
     except Exception as exc:
@@ -108,6 +109,15 @@ def check_database(url: str, timeout_s: int = 5) -> None:
         raise StackError(f"Postgres at {where} is unreachable: {str(exc).splitlines()[0]}") from None
     finally:
         engine.dispose()
+
+
+def check_kafka(bootstrap: str, timeout_s: float = 3.0) -> None:
+    """Fail fast if no bootstrap address accepts a TCP connection (kafka clients retry for ~30 s)."""
+    for hostport in bootstrap.split(","):
+        host, _, port = hostport.strip().rpartition(":")
+        if port.isdigit() and port_open(host.strip("[]") or "localhost", int(port), timeout=timeout_s):
+            return
+    raise StackError(f"Kafka at {bootstrap} is unreachable: no bootstrap address accepts connections")
 
 
 def _alive(pid: int) -> bool:
