@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,38 @@ class ArmStats:
     def to_dict(self) -> dict:
         """A JSON-serialisable dict of the raw sums."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_users(cls, arm: str, exposures: Sequence[float], clicks: Sequence[float],
+                   revenue: Sequence[float] | None = None, pre_revenue: Sequence[float] | None = None,
+                   pre_active: Sequence[bool] | None = None) -> "ArmStats":
+        """Sum per-user values (one entry per user, exposures >= 1) into sufficient statistics.
+
+        What the loader's SQL computes, for tests, simulations and in-memory data. A user
+        converts when their revenue is > 0; with `pre_revenue`, pre-period purchase = pre > 0.
+        """
+        n = len(exposures)
+        rev = list(revenue) if revenue is not None else [0.0] * n
+        pre = list(pre_revenue) if pre_revenue is not None else [0.0] * n
+        active = list(pre_active) if pre_active is not None else [p > 0 for p in pre]
+        if not (len(clicks) == len(rev) == len(pre) == len(active) == n):
+            raise ValueError("per-user sequences must all have one entry per user")
+        if any(x <= 0 for x in exposures):
+            raise ValueError("every user in an arm has at least one exposure")
+        ctr = [y / x for x, y in zip(exposures, clicks)]
+        return cls(
+            arm=arm, users=n, exposures=int(sum(exposures)), exposures_sum_squares=float(sum(x * x for x in exposures)),
+            clicks=int(sum(clicks)), clicks_sum_squares=float(sum(y * y for y in clicks)),
+            clicks_exposures_sum_products=float(sum(x * y for x, y in zip(exposures, clicks))),
+            clickers=sum(1 for y in clicks if y > 0), click_rate_sum=float(sum(ctr)),
+            click_rate_sum_squares=float(sum(c * c for c in ctr)),
+            purchasers=sum(1 for r in rev if r > 0), revenue_sum=float(sum(rev)),
+            revenue_sum_squares=float(sum(r * r for r in rev)),
+            pre_active_users=sum(1 for a in active if a), pre_purchasers=sum(1 for p in pre if p > 0),
+            pre_and_post_purchasers=sum(1 for p, r in zip(pre, rev) if p > 0 and r > 0),
+            pre_revenue_sum=float(sum(pre)), pre_revenue_sum_squares=float(sum(p * p for p in pre)),
+            revenue_pre_revenue_sum_products=float(sum(p * r for p, r in zip(pre, rev))),
+        )
 
     @classmethod
     def from_mapping(cls, arm: str, row: dict) -> "ArmStats":

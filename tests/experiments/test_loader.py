@@ -171,3 +171,23 @@ def test_unknown_experiment_gives_no_arms(engine):
         stats = load_arm_stats(conn, T, "nope")
     assert stats.arms == () and stats.multi_arm_users == 0
     assert stats.arm("baseline").users == 0
+
+
+def test_cli_report_reads_the_database(engine, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from vitrine.cli.app import app
+    import vitrine.cli.experiment  # noqa: F401  registers the commands
+
+    monkeypatch.setenv("VITRINE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    out = runner.invoke(app, ["experiment", "report", "exp1", "--tenant", T, "--json"])
+    assert out.exit_code == 0, out.output
+    rep = json.loads(out.output)
+    assert rep["experiment"] == "exp1" and rep["tenant"] == T and rep["multi_arm_users"] == 1
+    assert [a["users"] for a in rep["arms"]] == [2, 2]
+    text_out = runner.invoke(app, ["experiment", "report", "exp1", "--tenant", T, "--attribution", "window"])
+    assert text_out.exit_code == 0 and text_out.output.index("SRM:") < text_out.output.index("arm ")
+    missing = runner.invoke(app, ["experiment", "report", "nope", "--tenant", T])
+    assert missing.exit_code == 1 and "not found" in missing.output

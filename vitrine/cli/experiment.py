@@ -19,8 +19,10 @@ def _engine():
 
     from vitrine.settings import StackNotRunning
 
+    settings = load_settings()
     try:
-        url = load_settings().resolved().database_url
+        # Only Postgres is needed here: a configured URL is enough, no broker required.
+        url = settings.database_url or settings.resolved().database_url
     except StackNotRunning as exc:
         fail(str(exc))
     if url.startswith("postgresql://") or url.startswith("postgres://"):
