@@ -160,3 +160,23 @@ def demo(products: int = typer.Option(8, min=2, max=8, help="How many sample pro
         run_demo(load_settings(), n_products=products, serve=serve)
     except RuntimeError as exc:
         fail(str(exc))
+
+
+@app.command()
+def config(markdown: bool = typer.Option(False, help="Print the settings table as Markdown (for the README)")) -> None:
+    """Show every setting: its environment variable, effective value (secrets masked) and meaning."""
+    settings = load_settings()
+    rows = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if hasattr(value, "get_secret_value"):
+            value = "(set)" if value.get_secret_value() else "(empty)"
+        rows.append((f"VITRINE_{name.upper()}", str(value), field.description or ""))
+    if markdown:
+        typer.echo("| variable | default | meaning |\n| --- | --- | --- |")
+        for var, value, doc in rows:
+            typer.echo(f"| `{var}` | `{value}` | {doc.replace('|', '/')} |")
+        return
+    width = max(len(r[0]) for r in rows)
+    for var, value, doc in rows:
+        typer.echo(f"{var:<{width}}  {value:<36}  {doc}")
