@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -169,7 +171,8 @@ class EfficientNetLite0Embedder(Embedder):
         if not Path(path).is_file():
             raise ModelLoadError(f"efficientnet-lite0 weights not found at {path}")
         try:
-            net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path))
+            with contextlib.redirect_stdout(sys.stderr):  # the package print()s; stdout may carry JSON
+                net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path))
         except Exception as exc:
             raise ModelLoadError(f"efficientnet-lite0 weights at {path} do not load: {exc}") from exc
         return _pooled_features_class()(net).eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -87,14 +88,18 @@ class YoloDetector(Detector):
 
     def _load(self) -> None:
         prepare_ultralytics(self.cache_dir / "ultralytics")
-        path = self._resolve_weights()
+        with contextlib.redirect_stdout(sys.stderr):  # first import announces its settings file on stdout
+            path = self._resolve_weights()
         try:
             import torch
-            from ultralytics import YOLO
+
+            with contextlib.redirect_stdout(sys.stderr):
+                from ultralytics import YOLO
 
             if self.threads > 0:
                 torch.set_num_threads(self.threads)
-            model = YOLO(str(path), task="detect")
+            with contextlib.redirect_stdout(sys.stderr):  # its banner goes to stdout, which may carry JSON
+                model = YOLO(str(path), task="detect")
         except Exception as exc:
             raise ModelLoadError(f"YOLO weights {path} do not load: {exc}") from exc
         self._model = model

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     detect_min_score: float = Field(0.25, ge=0, le=1, description="Drop detections below this score")
     detect_min_area: float = Field(0.01, ge=0, le=1, description="Drop boxes smaller than this fraction of the image")
     detect_max_items: int = Field(8, ge=1, description="Most items kept per image (whole image included)")
+    detect_iou_threshold: float = Field(0.7, gt=0, le=1, description="Boxes overlapping a kept box above this IoU are duplicates")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="Largest decoded image accepted (width x height)")
+    fashion_mnist_dir: Path = Field(Path("/usr/share/datasets/fashion-mnist"),
+                                    description="Fashion-MNIST IDX files (Debian package dataset-fashion-mnist)")
     # --- end vision ---
 
     fetch_allow_private: bool = Field(

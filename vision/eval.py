@@ -1,0 +1,83 @@
+"""Retrieval quality: leave-one-out mAP@k and recall@k where relevance is "same label"; a raw-pixel baseline."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+MAP_KS = (5, 10)
+RECALL_KS = (1, 5, 10)
+RAW_SIDE = 32  # the raw-pixel baseline compares 32x32 greyscale thumbnails
+
+
+def retrieval_scores(vectors: np.ndarray, labels: Sequence, *, map_ks: Sequence[int] = MAP_KS,
+                     recall_ks: Sequence[int] = RECALL_KS) -> dict:
+    """Every item queries all the others by cosine similarity; scores overall and per label.
+
+    recall@k: share of queries with at least one same-label item in their top k (the "Recall@K"
+    of product-retrieval papers). mAP@k: mean over queries of AP@k = sum_{i<=k} P@i * rel_i /
+    min(k, number of other same-label items). Queries whose label has no other item are skipped.
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    labels = np.asarray(labels)
+    n = len(labels)
+    if vectors.shape[0] != n:
+        raise ValueError("one label per vector")
+    k_max = min(max([*map_ks, *recall_ks]), n - 1)
+    if k_max < 1:
+        raise ValueError("need at least two items")
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    ranked = _top_k(unit, k_max)
+    rel = labels[ranked] == labels[:, None]  # (n, k_max): is the i-th neighbour relevant?
+    n_rel = np.array([np.count_nonzero(labels == lab) - 1 for lab in labels])
+    precision_at = np.cumsum(rel, axis=1) / np.arange(1, k_max + 1)
+    per_query = {}
+    for k in map_ks:
+        kk = min(k, k_max)
+        ap = (precision_at[:, :kk] * rel[:, :kk]).sum(axis=1) / np.maximum(np.minimum(kk, n_rel), 1)
+        per_query[f"mAP@{k}"] = ap
+    for k in recall_ks:
+        per_query[f"R@{k}"] = rel[:, :min(k, k_max)].any(axis=1).astype(np.float64)
+    valid = n_rel > 0
+
+    def summarise(mask: np.ndarray) -> dict:
+        mask = mask & valid
+        out = {name: float(v[mask].mean()) if mask.any() else float("nan") for name, v in per_query.items()}
+        out["queries"] = int(mask.sum())
+        return out
+
+    return {
+        "overall": summarise(np.ones(n, dtype=bool)),
+        "per_class": {str(lab): summarise(labels == lab) for lab in _ordered_unique(labels)},
+    }
+
+
+def raw_pixel_vectors(images: Sequence[Image.Image], side: int = RAW_SIDE) -> np.ndarray:
+    """The baseline: each image as a side x side greyscale thumbnail, flattened (cosine compares them)."""
+    return np.stack([np.asarray(im.convert("L").resize((side, side), Image.BILINEAR), dtype=np.float32).ravel()
+                     for im in images])
+
+
+def _top_k(unit: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+    # Blocked so 20k-image evaluations do not build a 20k x 20k similarity matrix at once.
+    n = unit.shape[0]
+    out = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, block):
+        sims = unit[start:start + block] @ unit.T
+        rows = np.arange(sims.shape[0])
+        sims[rows, rows + start] = -np.inf  # leave-one-out: a query never retrieves itself
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
+        out[start:start + block] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def _ordered_unique(labels: np.ndarray) -> list:
+    seen, out = set(), []
+    for lab in labels.tolist():
+        if lab not in seen:
+            seen.add(lab)
+            out.append(lab)
+    return sorted(out, key=str) if all(isinstance(x, str) for x in out) else sorted(out)
