@@ -32,6 +32,7 @@ class ItemPolicy:
     min_score: float = 0.25
     min_area: float = 0.01
     max_items: int = 8
+    iou_threshold: float = 0.7
 
 
 class Indexer:
@@ -39,13 +40,14 @@ class Indexer:
 
     def __init__(self, *, sessions: sessionmaker[Session], embedder, detector, fetcher: ImageFetcher,
                  policy: ItemPolicy = ItemPolicy(), max_image_bytes: int = 20 * 1024 * 1024,
-                 executor: ThreadPoolExecutor | None = None):
+                 max_image_pixels: int = 40_000_000, executor: ThreadPoolExecutor | None = None):
         self.sessions = sessions
         self.embedder = embedder
         self.detector = detector
         self.fetcher = fetcher
         self.policy = policy
         self.max_image_bytes = max_image_bytes
+        self.max_image_pixels = max_image_pixels
         # One model thread: torch already uses every core inside one call.
         self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-model")
 
@@ -93,6 +95,7 @@ class Indexer:
 
     def _process_images(self, fetched: list[tuple[str, bytes | FetchError]],
                         known: dict[str, str]) -> list[ImageResult]:
+        p = self.policy
         results: list[ImageResult] = []
         todo: list[tuple[ImageResult, list]] = []
         for pos, (url, data) in enumerate(fetched):
@@ -100,7 +103,7 @@ class Indexer:
                 results.append(ImageResult(url, pos, "failed", reason=data.reason))
                 continue
             try:
-                loaded = load_image(data, max_bytes=self.max_image_bytes)
+                loaded = load_image(data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
             except ImageError as exc:
                 results.append(ImageResult(url, pos, "failed", reason=str(exc)))
                 continue
@@ -110,8 +113,8 @@ class Indexer:
             if known.get(url) == loaded.content_hash:
                 continue  # same URL, same pixels: keep the stored items, skip the models
             detections = self.detector.detect([loaded.image])[0]
-            crops = extract_items(loaded.image, detections, min_score=self.policy.min_score,
-                                  min_area=self.policy.min_area, max_items=self.policy.max_items)
+            crops = extract_items(loaded.image, detections, min_score=p.min_score, min_area=p.min_area,
+                                  max_items=p.max_items, iou_threshold=p.iou_threshold)
             todo.append((res, crops))
         all_crops = [c for _, crops in todo for c in crops]
         vectors = self.embedder.embed([c.crop for c in all_crops]) if all_crops else []

@@ -78,8 +78,9 @@ def create_worker(settings: Settings) -> faust.App:
                                allow_private=settings.fetch_allow_private)
         indexer = Indexer(
             sessions=sessions, embedder=embedder, detector=detector, fetcher=fetcher,
-            policy=ItemPolicy(settings.detect_min_score, settings.detect_min_area, settings.detect_max_items),
-            max_image_bytes=settings.max_image_bytes,
+            policy=ItemPolicy(settings.detect_min_score, settings.detect_min_area, settings.detect_max_items,
+                              settings.detect_iou_threshold),
+            max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels,
         )
         try:
             async for key, value in stream.items():
