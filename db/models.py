@@ -189,3 +189,13 @@ class InteractionEvent(Base):
     payload: Mapped[dict] = mapped_column(JSONB, nullable=False, default=dict)  # e.g. products shown
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     received_at: Mapped[datetime] = _now()
+
+
+class EventReceipt(Base):
+    """A catalog event id the API has accepted; the same id again is acknowledged, not re-sent."""
+
+    __tablename__ = "event_receipts"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    received_at: Mapped[datetime] = _now()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from db.session import create_db_engine, session_factory
-from recommender.routes import catalog, recommendations
+from prometheus_client import make_asgi_app
+
+from recommender import metrics
+from recommender.routes import catalog, recommendations, shopify
 from streams.producer import EventProducer
 from vitrine import __version__
 from vitrine.components import build_embedder
@@ -26,7 +30,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.engine = create_db_engine(settings.database_url)
         app.state.sessions = session_factory(app.state.engine)
-        app.state.producer = EventProducer(settings.kafka_bootstrap, client_id=f"{settings.app_id}-api")
+        app.state.producer = EventProducer(settings.kafka_bootstrap, client_id=f"{settings.app_id}-api",
+                                           ack_timeout_s=settings.kafka_ack_timeout_s)
         await app.state.producer.start()
         log.info("api ready: kafka %s, embedder %s", settings.kafka_bootstrap, app.state.embedder.model_key)
         try:
@@ -41,7 +46,18 @@ def create_app(settings: Settings) -> FastAPI:
     # Created, not loaded: the API needs the model's key and dimension; weights load on first use.
     app.state.embedder = build_embedder(settings)
     app.include_router(catalog.router)
+    app.include_router(shopify.router)
     app.include_router(recommendations.router)
+    app.mount("/metrics", make_asgi_app())
+
+    @app.middleware("http")
+    async def observe_latency(request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        if route is not None:  # unknown paths would make unbounded label values
+            metrics.REQUEST_LATENCY.labels(route.path, request.method).observe(time.perf_counter() - start)
+        return response
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict:

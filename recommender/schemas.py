@@ -13,6 +13,7 @@ class CatalogBatch(BaseModel):
 
 class Accepted(BaseModel):
     accepted: list[str] = Field(description="Event ids acknowledged by Kafka")
+    duplicates: list[str] = Field(default_factory=list, description="Event ids accepted before; not sent again")
 
 
 class RecommendedItem(BaseModel):

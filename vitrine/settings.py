@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="Prefix for every topic name (isolates tests or environments)")
     app_id: str = Field("vitrine", description="faust application id (consumer group)")
     topic_partitions: int = Field(4, ge=1, description="Partitions of the catalog and interaction topics")
+    kafka_ack_timeout_s: float = Field(10.0, gt=0, description="How long the API waits for Kafka to acknowledge")
 
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8000, description="API port")

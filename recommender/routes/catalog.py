@@ -8,17 +8,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
 from db.models import Tenant
 from db.tenants import active_webhook_secrets
-from recommender import signing
-from recommender.deps import ProducerDep, SettingsDep
+from recommender import ingress, signing
+from recommender.deps import SettingsDep
+from recommender.metrics import REJECTED
 from recommender.schemas import Accepted, Problem
 from streams.events import CatalogEvent
-from streams.producer import BrokerUnavailable
-from streams.topics import PRODUCT_EVENTS
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
@@ -28,7 +26,26 @@ MAX_BATCH = 500
 _events = TypeAdapter(list[CatalogEvent])
 
 
-def _load_tenant(request: Request, tenant_id: str) -> Tenant | None:
+def reject(status: int, reason: str, detail) -> HTTPException:
+    """An HTTP error for a refused webhook, counted by reason."""
+    REJECTED.labels(reason).inc()
+    return HTTPException(status, detail)
+
+
+async def read_capped_body(request: Request, limit: int) -> bytes:
+    """The raw body (needed for the HMAC), refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise reject(413, "too_large", f"body is {declared} bytes; the limit is {limit}")
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise reject(413, "too_large", f"body is over the {limit} byte limit")
+    return bytes(buf)
+
+
+def load_tenant(request: Request, tenant_id: str) -> Tenant | None:
     with request.app.state.sessions() as session:
         return session.get(Tenant, tenant_id)
 
@@ -40,29 +57,21 @@ def _load_tenant(request: Request, tenant_id: str) -> Tenant | None:
     summary="Receive signed catalog events (one event, a list, or {\"events\": [...]})",
 )
 async def catalog_events(
-    request: Request, settings: SettingsDep, producer: ProducerDep,
+    request: Request, settings: SettingsDep,
     x_vitrine_tenant: Annotated[str, Header(description="Tenant id")],
     x_vitrine_signature: Annotated[str | None, Header(description="t=<unix>,v1=<hex HMAC-SHA256>")] = None,
 ):
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise HTTPException(413, f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-    tenant = await run_in_threadpool(_load_tenant, request, x_vitrine_tenant)
+    body = await read_capped_body(request, MAX_BODY_BYTES)
+    tenant = await run_in_threadpool(load_tenant, request, x_vitrine_tenant)
     if tenant is None:
-        raise HTTPException(404, f"unknown tenant {x_vitrine_tenant!r}")
+        raise reject(404, "unknown_tenant", f"unknown tenant {x_vitrine_tenant!r}")
     try:
         signing.verify(x_vitrine_signature, body, active_webhook_secrets(tenant),
                        tolerance_s=settings.webhook_tolerance_s)
     except signing.SignatureError as exc:
-        raise HTTPException(401, str(exc)) from None
+        raise reject(401, "signature", str(exc)) from None
     events = _parse(body, tenant.id)
-    try:
-        await producer.send_many(settings.topic(PRODUCT_EVENTS.name), [(e.key, e) for e in events])
-    except BrokerUnavailable as exc:
-        log.warning("catalog events of %s not accepted: %s", tenant.id, exc)
-        return JSONResponse({"detail": "event broker unavailable; nothing was accepted, retry later"},
-                            status_code=503, headers={"Retry-After": "5"})
-    return Accepted(accepted=[e.event_id for e in events])
+    return await ingress.accept(request, tenant.id, events, source="webhook")
 
 
 def _parse(body: bytes, tenant_id: str) -> list[CatalogEvent]:
@@ -70,21 +79,21 @@ def _parse(body: bytes, tenant_id: str) -> list[CatalogEvent]:
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HTTPException(422, f"malformed JSON: {exc}") from None
+        raise reject(422, "malformed_json", f"malformed JSON: {exc}") from None
     items = doc.get("events") if isinstance(doc, dict) and "events" in doc else doc
     items = items if isinstance(items, list) else [items]
     if not items:
-        raise HTTPException(422, "no events in the body")
+        raise reject(422, "invalid", "no events in the body")
     if len(items) > MAX_BATCH:
-        raise HTTPException(413, f"{len(items)} events in one batch; the limit is {MAX_BATCH}")
+        raise reject(413, "too_large", f"{len(items)} events in one batch; the limit is {MAX_BATCH}")
     try:
         events = _events.validate_python(items)
     except ValidationError as exc:
-        raise HTTPException(422, [
+        raise reject(422, "invalid", [
             {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
         ]) from None
     for i, e in enumerate(events):
         if e.tenant_id != tenant_id:
-            raise HTTPException(422, [{"loc": [i, "tenant_id"], "msg": f"does not match the signed tenant "
+            raise reject(422, "invalid", [{"loc": [i, "tenant_id"], "msg": f"does not match the signed tenant "
                                        f"{tenant_id!r}", "type": "tenant_mismatch"}])
     return events

@@ -76,7 +76,82 @@ def test_accepted_events_are_on_the_topic_keyed_by_product(api, settings):
     client, creds = api
     body = json.dumps({"events": [event("p1"), event("p2")]}).encode()
     resp = post(client, body, creds.webhook_secret)
-    assert resp.status_code == 202 and resp.json() == {"accepted": ["e-p1", "e-p2"]}
+    assert resp.status_code == 202 and resp.json() == {"accepted": ["e-p1", "e-p2"], "duplicates": []}
     msgs = produced(settings)
     assert sorted(m["_key"] for m in msgs) == ["acme:p1", "acme:p2"]
     assert {m["product"]["title"] for m in msgs} == {"Shirt"}
+
+
+def test_the_same_event_twice_is_accepted_once(api, settings):
+    client, creds = api
+    body = json.dumps(event("p1")).encode()
+    assert post(client, body, creds.webhook_secret).json() == {"accepted": ["e-p1"], "duplicates": []}
+    # A retry (new signature, same event id) and a batch repeating it are acknowledged, not re-sent.
+    assert post(client, body, creds.webhook_secret).json() == {"accepted": [], "duplicates": ["e-p1"]}
+    batch = json.dumps([event("p1"), event("p2"), event("p2")]).encode()
+    assert post(client, batch, creds.webhook_secret).json() == {"accepted": ["e-p2"], "duplicates": ["e-p1"]}
+    assert sorted(m["event_id"] for m in produced(settings)) == ["e-p1", "e-p2"]
+
+
+def test_oversized_bodies_are_refused_before_parsing(api):
+    client, creds = api
+    huge = b"[" + b" " * (5 * 1024 * 1024) + b"]"
+    assert post(client, huge, creds.webhook_secret).status_code == 413
+    many = json.dumps([event(f"p{i}") for i in range(501)]).encode()
+    resp = post(client, many, creds.webhook_secret)
+    assert resp.status_code == 413 and "limit is 500" in resp.text
+
+
+def test_rotated_secret_keeps_working_during_the_grace_period(api, sessions):
+    from datetime import datetime, timedelta, timezone
+
+    from db.models import Tenant
+    client, creds = api
+    with sessions.begin() as s:
+        t = s.get(Tenant, "acme")
+        t.webhook_secret_previous, t.webhook_secret = t.webhook_secret, "whsec_new"
+        t.webhook_secret_previous_expires_at = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert post(client, json.dumps(event("p1")).encode(), creds.webhook_secret).status_code == 202
+    assert post(client, json.dumps(event("p2")).encode(), "whsec_new").status_code == 202
+    with sessions.begin() as s:
+        s.get(Tenant, "acme").webhook_secret_previous_expires_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+    assert post(client, json.dumps(event("p3")).encode(), creds.webhook_secret).status_code == 401
+
+
+def test_broker_down_answers_503_with_retry_after_and_the_retry_is_accepted(settings, sessions, tmp_path):
+    from streams.embedded_broker import EmbeddedBroker
+    from streams.topics import ensure_topics
+    with sessions.begin() as s:
+        creds = create_tenant(s, "Acme", "acme")
+    own = EmbeddedBroker(log_path=tmp_path / "broker.log").start()  # a broker of our own, to stop
+    port = own.port
+    local = settings.model_copy(update={"kafka_bootstrap": own.bootstrap, "kafka_ack_timeout_s": 2.0})
+    ensure_topics(local)
+    body = json.dumps(event("p1")).encode()
+    with TestClient(create_app(local)) as client:
+        own.stop()
+        resp = post(client, body, creds.webhook_secret)
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+        assert "nothing was accepted" in resp.text
+        restarted = EmbeddedBroker(port, log_path=tmp_path / "broker2.log").start()
+        try:
+            ensure_topics(local)
+            retry = post(client, body, creds.webhook_secret)  # the claim was released: accepted now
+            assert retry.status_code == 202 and retry.json()["accepted"] == ["e-p1"]
+        finally:
+            restarted.stop()
+
+
+def test_api_exposes_prometheus_metrics(api):
+    client, creds = api
+
+    def malformed_count() -> float:
+        for line in client.get("/metrics/").text.splitlines():
+            if line.startswith('vitrine_api_rejected_requests_total{reason="malformed_json"}'):
+                return float(line.split()[-1])
+        return 0.0
+    before = malformed_count()
+    post(client, b"{", creds.webhook_secret)
+    assert malformed_count() == before + 1
+    text = client.get("/metrics/").text
+    assert "vitrine_api_request_seconds_bucket" in text
