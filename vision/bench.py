@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from importlib import metadata
 import os
 import platform
 import resource
@@ -103,11 +104,13 @@ def machine_info() -> dict:
             "platform": platform.platform(),
             # Shared machines: a busy neighbour halves the figures; the reader should see that.
             "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
-    for module in ("torch", "onnxruntime", "open_clip", "ultralytics", "numpy", "PIL"):
+    # Versions from package metadata: importing ultralytics here would configure it before vision does.
+    for key, dist in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("open_clip", "open_clip_torch"),
+                      ("ultralytics", "ultralytics"), ("numpy", "numpy"), ("pillow", "pillow")):
         try:
-            info[module] = __import__(module).__version__
-        except Exception:  # not installed, or no version attribute
-            info[module] = None
+            info[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            info[key] = None
     try:
         import torch
 

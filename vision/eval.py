@@ -12,9 +12,9 @@ RECALL_KS = (1, 5, 10)
 RAW_SIDE = 32  # the raw-pixel baseline compares 32x32 greyscale thumbnails
 
 
-def retrieval_scores(vectors: np.ndarray, labels: Sequence, *, map_ks: Sequence[int] = MAP_KS,
-                     recall_ks: Sequence[int] = RECALL_KS) -> dict:
-    """Every item queries all the others by cosine similarity; scores overall and per label.
+def retrieval_scores(vectors: np.ndarray, labels: Sequence, *, metric: str = "cosine",
+                     map_ks: Sequence[int] = MAP_KS, recall_ks: Sequence[int] = RECALL_KS) -> dict:
+    """Every item queries all the others by `metric` (cosine | euclidean); scores overall and per label.
 
     recall@k: share of queries with at least one same-label item in their top k (the "Recall@K"
     of product-retrieval papers). mAP@k: mean over queries of AP@k = sum_{i<=k} P@i * rel_i /
@@ -28,8 +28,12 @@ def retrieval_scores(vectors: np.ndarray, labels: Sequence, *, map_ks: Sequence[
     k_max = min(max([*map_ks, *recall_ks]), n - 1)
     if k_max < 1:
         raise ValueError("need at least two items")
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    ranked = _top_k(unit, k_max)
+    if metric == "cosine":
+        ranked = _top_k(vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12), k_max)
+    elif metric == "euclidean":
+        ranked = _top_k(vectors, k_max, penalty=(vectors.astype(np.float64) ** 2).sum(axis=1))
+    else:
+        raise ValueError(f"unknown metric {metric!r}")
     rel = labels[ranked] == labels[:, None]  # (n, k_max): is the i-th neighbour relevant?
     n_rel = np.array([np.count_nonzero(labels == lab) - 1 for lab in labels])
     precision_at = np.cumsum(rel, axis=1) / np.arange(1, k_max + 1)
@@ -55,17 +59,24 @@ def retrieval_scores(vectors: np.ndarray, labels: Sequence, *, map_ks: Sequence[
 
 
 def raw_pixel_vectors(images: Sequence[Image.Image], side: int = RAW_SIDE) -> np.ndarray:
-    """The baseline: each image as a side x side greyscale thumbnail, flattened (cosine compares them)."""
-    return np.stack([np.asarray(im.convert("L").resize((side, side), Image.BILINEAR), dtype=np.float32).ravel()
-                     for im in images])
+    """The baseline: each image as a side x side RGB thumbnail, flattened (compare with metric="euclidean").
+
+    Euclidean, not cosine: cosine on raw pixels is blind to brightness and colour intensity (two
+    flat images of different colours are parallel vectors), which would handicap the baseline.
+    """
+    return np.stack([np.asarray(im.convert("RGB").resize((side, side), Image.BILINEAR), dtype=np.float32).ravel()
+                     / 255.0 for im in images])
 
 
-def _top_k(unit: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+def _top_k(vectors: np.ndarray, k: int, penalty: np.ndarray | None = None, block: int = 1024) -> np.ndarray:
     # Blocked so 20k-image evaluations do not build a 20k x 20k similarity matrix at once.
-    n = unit.shape[0]
+    # Score = a.b (cosine on unit rows) or 2 a.b - |b|^2, which ranks like -|a - b|^2 for a fixed a.
+    n = vectors.shape[0]
     out = np.empty((n, k), dtype=np.int64)
     for start in range(0, n, block):
-        sims = unit[start:start + block] @ unit.T
+        sims = vectors[start:start + block].astype(np.float64) @ vectors.T.astype(np.float64)
+        if penalty is not None:
+            sims = 2 * sims - penalty[None, :]
         rows = np.arange(sims.shape[0])
         sims[rows, rows + start] = -np.inf  # leave-one-out: a query never retrieves itself
         part = np.argpartition(-sims, k - 1, axis=1)[:, :k]

@@ -27,9 +27,17 @@ def photos() -> dict[str, Image.Image]:
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory) -> Path:
-    """One models cache per test session, so the ONNX export happens once."""
-    return tmp_path_factory.mktemp("models")
+def data_dir(tmp_path_factory) -> Path:
+    """A VITRINE_DATA_DIR for the session; its models/ cache is shared by all vision tests."""
+    return tmp_path_factory.mktemp("vitrine-data")
+
+
+@pytest.fixture(scope="session")
+def model_cache(data_dir) -> Path:
+    """One models cache per test session (data_dir/models, as the CLI uses), so ONNX exports happen once."""
+    path = data_dir / "models"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")

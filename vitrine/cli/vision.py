@@ -246,11 +246,12 @@ def eval_retrieval(
     vectors = embedder.embed(data.images)
     embed_s = time.perf_counter() - started
     results = {embedder.model_key: retrieval_scores(vectors, data.labels),
-               f"raw-pixels-{RAW_SIDE}px": retrieval_scores(raw_pixel_vectors(data.images), data.labels)}
+               f"raw-pixels-{RAW_SIDE}px-rgb-euclidean": retrieval_scores(raw_pixel_vectors(data.images), data.labels,
+                                                                          metric="euclidean")}
     report = {
         "dataset": data.name, "sample": data.description, "images": len(data.images), "seed": seed,
-        "protocol": "leave-one-out over the sample, cosine similarity, relevant = same label; whole images "
-                    "(no detection)",
+        "protocol": "leave-one-out over the sample, relevant = same label; embedder: cosine, raw pixels: "
+                    "euclidean; whole images (no detection)",
         "embedder": {"model_key": embedder.model_key, "dim": embedder.dim, "runtime": embedder.runtime,
                      "seconds": round(embed_s, 1), "images_per_s": round(len(data.images) / embed_s, 1)},
         "machine": machine_info(), "settings": _settings_used(settings), "results": results,
@@ -258,7 +259,8 @@ def eval_retrieval(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{data.description}; leave-one-out, cosine, relevant = same label")
+    typer.echo(f"{data.description}; leave-one-out, relevant = same label (embedder: cosine; "
+               f"raw pixels: euclidean)")
     typer.echo(f"embedder {embedder.describe()}: {report['embedder']['images_per_s']} img/s")
     for name, scores in results.items():
         typer.echo(f"\n{name}")

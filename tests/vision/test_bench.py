@@ -1,0 +1,29 @@
+"""Bench helpers: a fixed image set, throughput bookkeeping, machine description."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vision.bench import bench_images, machine_info, peak_rss_mb, throughput
+
+
+def test_bench_images_are_fixed_for_a_seed():
+    a, b = bench_images(6, seed=0), bench_images(6, seed=0)
+    assert [im.size for im in a] == [im.size for im in b]
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+    assert all(200 <= min(im.size) and max(im.size) <= 800 for im in a)
+    assert [im.size for im in bench_images(6, seed=1)] != [im.size for im in a]
+
+
+def test_throughput_counts_images_not_batches():
+    calls = []
+    result = throughput(lambda batch: calls.append(len(batch)), list(range(10)), 4, warmup=1)
+    assert calls == [4, 4, 4, 2]  # one untimed warm-up batch, then the whole set
+    assert result["images"] == 10 and result["batch"] == 4 and result["images_per_s"] > 0
+
+
+def test_machine_info_names_the_machine():
+    info = machine_info()
+    assert info["cores"] >= 1 and info["cpu"] and info["python"].startswith("3.")
+    assert info["torch"] and info["onnxruntime"]
+    assert peak_rss_mb() > 10
