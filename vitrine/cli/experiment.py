@@ -132,7 +132,7 @@ SELECT :tenant, :key || '-' || g,
        CAST(:start AS timestamptz) + (q::float8 / :requests) * interval '14 days'
            + (g % 2) * interval '1 minute'
 FROM (SELECT g, g / 2 AS q, ((g / 2) * 7919) % :users AS u, random() AS rnd
-      FROM generate_series(0, :n - 1) AS g) s
+      FROM generate_series(0::bigint, CAST(:n AS bigint) - 1) AS g) s
 """
 
 
