@@ -44,13 +44,10 @@ class ImageResult:
     extra: dict = field(default_factory=dict)
 
 
-def stored_state(session: Session, tenant_id: str, external_id: str) -> tuple[int, int] | None:
-    """(product id, version) of the stored product, locked until the transaction ends, or None."""
-    row = session.execute(
-        select(Product.id, Product.version)
-        .where(Product.tenant_id == tenant_id, Product.external_id == external_id)
-        .with_for_update()
-    ).first()
+def stored_state(session: Session, tenant_id: str, external_id: str, *, lock: bool = True) -> tuple[int, int] | None:
+    """(product id, version) of the stored product (row-locked until the transaction ends), or None."""
+    q = select(Product.id, Product.version).where(Product.tenant_id == tenant_id, Product.external_id == external_id)
+    row = session.execute(q.with_for_update() if lock else q).first()
     return (row.id, row.version) if row else None
 
 

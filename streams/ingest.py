@@ -1,13 +1,15 @@
-"""Index one catalog event: fetch images, detect and embed the new ones, write one transaction.
+"""Index catalog events: fetch images, detect and embed the new ones, one transaction per product.
 
 Kept free of faust so the same code runs in the worker agent, in tests and in benchmarks.
-Blocking work (models, SQL) runs in a thread pool; the event loop only waits on HTTP.
+A batch of events shares one detector/embedder pass, so the models see full batches under load.
+Blocking work (models, SQL) runs in threads; the event loop only waits on HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -15,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db import catalog
 from db.catalog import ImageResult, ItemRow
+from streams import metrics
 from streams.events import CatalogEvent, ProductIndexed
 from streams.image_fetch import FetchError, ImageFetcher
 from vision.image import ImageError, load_image
@@ -24,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class TransientError(Exception):
-    """Worth retrying (network hiccup, 5xx, database restart)."""
+    """Worth retrying (network hiccup, 5xx, timeout)."""
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,23 @@ class ItemPolicy:
     iou_threshold: float = 0.7
 
 
+@dataclass
+class _Work:
+    """One upsert in flight through the stages of a batch."""
+
+    event: CatalogEvent
+    known: dict[str, str]
+    fetched: list[tuple[str, bytes | FetchError]] | None = None
+    images: list[ImageResult] | None = None
+
+
 class Indexer:
     """Turns catalog events into rows; idempotent, so at-least-once delivery is harmless."""
 
     def __init__(self, *, sessions: sessionmaker[Session], embedder, detector, fetcher: ImageFetcher,
                  policy: ItemPolicy = ItemPolicy(), max_image_bytes: int = 20 * 1024 * 1024,
-                 max_image_pixels: int = 40_000_000, executor: ThreadPoolExecutor | None = None):
+                 max_image_pixels: int = 40_000_000, fetch_concurrency: int = 16,
+                 executor: ThreadPoolExecutor | None = None):
         self.sessions = sessions
         self.embedder = embedder
         self.detector = detector
@@ -48,88 +62,137 @@ class Indexer:
         self.policy = policy
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
-        # One model thread: torch already uses every core inside one call.
+        self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
+        # One model thread: torch/onnxruntime already use every core inside one call.
         self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-model")
 
-    async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
     async def handle(self, event: CatalogEvent) -> ProductIndexed:
-        """Apply one event; returns the notice to publish."""
-        if event.type == "product.deleted":
-            applied = await asyncio.to_thread(self._delete, event)
-            return self._notice(event, "deleted" if applied else "skipped_stale")
-        state = await asyncio.to_thread(self._state, event)
-        if state is not None and state[0] >= event.product.version:
-            log.info("skip %s v%d: stored v%d is not older", event.key, event.product.version, state[0])
-            return self._notice(event, "skipped_stale")
-        known = state[1] if state else {}
-        urls = [str(u) for u in event.product.image_urls]
-        fetched = await asyncio.gather(*(self._fetch(u) for u in urls))
-        images = await self._run(self._process_images, list(zip(urls, fetched)), known)
-        product_id = await asyncio.to_thread(self._write, event, images)
-        if product_id is None:
-            return self._notice(event, "skipped_stale")
-        n_items = sum(len(im.items or []) for im in images)
-        return self._notice(event, "indexed", n_items)
+        """Apply one event; raises on failure (the caller retries or dead-letters)."""
+        result = (await self.handle_batch([event]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
-    def _notice(self, event: CatalogEvent, status: str, items: int = 0) -> ProductIndexed:
-        return ProductIndexed(tenant_id=event.tenant_id, product_id=event.product.id,
-                              version=event.product.version, event_id=event.event_id, status=status, items=items)
+    async def handle_batch(self, events: list[CatalogEvent]) -> list[ProductIndexed | BaseException]:
+        """Apply events in order; each result is the notice to publish, or the exception of that event."""
+        results: list[ProductIndexed | BaseException | None] = [None] * len(events)
+        upserts: dict[int, _Work] = {}
+        try:
+            states = await asyncio.to_thread(self._states, [e for e in events if e.type == "product.upserted"])
+        except Exception as exc:  # the database is down: every event of the batch failed
+            return [exc] * len(events)
+        for i, e in enumerate(events):
+            if e.type != "product.upserted":
+                continue
+            stored = states.get(e.product.id)
+            if stored is not None and stored[0] >= e.product.version:
+                log.info("skip %s v%d: stored v%d is not older", e.key, e.product.version, stored[0])
+                results[i] = _notice(e, "skipped_stale")
+            else:
+                upserts[i] = _Work(e, stored[1] if stored else {})
 
-    def _state(self, event: CatalogEvent) -> tuple[int, dict[str, str]] | None:
+        with metrics.STAGE_SECONDS.labels("fetch").time():
+            fetched = await asyncio.gather(*(self._fetch_all(w) for w in upserts.values()), return_exceptions=True)
+        for (i, work), outcome in zip(list(upserts.items()), fetched):
+            if isinstance(outcome, BaseException):
+                results[i] = outcome
+                del upserts[i]
+            else:
+                work.fetched = outcome
+        if upserts:
+            t0 = time.perf_counter()
+            try:
+                await asyncio.get_running_loop().run_in_executor(self.executor, self._models, list(upserts.values()))
+            except Exception as exc:  # a model failure is not the data's fault: retry/dead-letter all
+                for i in upserts:
+                    results[i] = exc
+                upserts.clear()
+            metrics.STAGE_SECONDS.labels("models").observe(time.perf_counter() - t0)
+
+        # Writes go in event order, so two versions of one product in a batch land oldest first.
+        with metrics.STAGE_SECONDS.labels("write").time():
+            for i, e in enumerate(events):
+                if results[i] is not None:
+                    continue
+                try:
+                    results[i] = await asyncio.to_thread(self._apply, e, upserts.get(i))
+                except Exception as exc:
+                    results[i] = exc
+        return results  # type: ignore[return-value]
+
+    def _states(self, events: list[CatalogEvent]) -> dict[str, tuple[int, dict[str, str]]]:
+        """Stored version and known image hashes of each product (read without locks)."""
+        out = {}
         with self.sessions() as s:
-            stored = catalog.stored_state(s, event.tenant_id, event.product.id)
-            if stored is None:
-                return None
-            product_id, version = stored
-            return version, catalog.known_image_hashes(s, product_id, self.embedder.model_key)
+            for e in events:
+                stored = catalog.stored_state(s, e.tenant_id, e.product.id, lock=False)
+                if stored is not None:
+                    product_id, version = stored
+                    out[e.product.id] = (version, catalog.known_image_hashes(s, product_id, self.embedder.model_key))
+        return out
+
+    async def _fetch_all(self, work: _Work) -> list[tuple[str, bytes | FetchError]]:
+        urls = [str(u) for u in work.event.product.image_urls]
+        return list(zip(urls, await asyncio.gather(*(self._fetch(u) for u in urls))))
 
     async def _fetch(self, url: str) -> bytes | FetchError:
-        try:
-            return (await self.fetcher.fetch(url)).content
-        except FetchError as exc:
-            if not exc.permanent:
-                raise TransientError(exc.reason) from exc
-            return exc
-
-    def _process_images(self, fetched: list[tuple[str, bytes | FetchError]],
-                        known: dict[str, str]) -> list[ImageResult]:
-        p = self.policy
-        results: list[ImageResult] = []
-        todo: list[tuple[ImageResult, list]] = []
-        for pos, (url, data) in enumerate(fetched):
-            if isinstance(data, FetchError):
-                results.append(ImageResult(url, pos, "failed", reason=data.reason))
-                continue
+        async with self._fetch_slots:
             try:
-                loaded = load_image(data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
-            except ImageError as exc:
-                results.append(ImageResult(url, pos, "failed", reason=str(exc)))
-                continue
-            res = ImageResult(url, pos, "ok", content_hash=loaded.content_hash, width=loaded.width,
-                              height=loaded.height)
-            results.append(res)
-            if known.get(url) == loaded.content_hash:
-                continue  # same URL, same pixels: keep the stored items, skip the models
-            detections = self.detector.detect([loaded.image])[0]
-            crops = extract_items(loaded.image, detections, min_score=p.min_score, min_area=p.min_area,
-                                  max_items=p.max_items, iou_threshold=p.iou_threshold)
-            todo.append((res, crops))
-        all_crops = [c for _, crops in todo for c in crops]
-        vectors = self.embedder.embed([c.crop for c in all_crops]) if all_crops else []
+                return (await self.fetcher.fetch(url)).content
+            except FetchError as exc:
+                metrics.IMAGE_FAILURES.labels(exc.reason.split(":")[0][:40]).inc()
+                if not exc.permanent:
+                    raise TransientError(exc.reason) from exc
+                return exc
+
+    def _models(self, works: list[_Work]) -> None:
+        """Load, detect and crop every new image of the batch, then embed all crops in one pass."""
+        p = self.policy
+        pending: list[tuple[ImageResult, list]] = []
+        for work in works:
+            work.images = []
+            for pos, (url, data) in enumerate(work.fetched or []):
+                if isinstance(data, FetchError):
+                    work.images.append(ImageResult(url, pos, "failed", reason=data.reason))
+                    continue
+                try:
+                    loaded = load_image(data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+                except ImageError as exc:
+                    metrics.IMAGE_FAILURES.labels(exc.reason).inc()
+                    work.images.append(ImageResult(url, pos, "failed", reason=str(exc)))
+                    continue
+                res = ImageResult(url, pos, "ok", content_hash=loaded.content_hash, width=loaded.width,
+                                  height=loaded.height)
+                work.images.append(res)
+                if work.known.get(url) == loaded.content_hash:
+                    metrics.IMAGES.labels("unchanged").inc()
+                    continue  # same URL, same pixels: keep the stored items, skip the models
+                detections = self.detector.detect([loaded.image])[0]
+                crops = extract_items(loaded.image, detections, min_score=p.min_score, min_area=p.min_area,
+                                      max_items=p.max_items, iou_threshold=p.iou_threshold)
+                pending.append((res, crops))
+        all_crops = [c.crop for _, crops in pending for c in crops]
+        vectors = self.embedder.embed(all_crops) if all_crops else []
+        metrics.IMAGES.labels("embedded").inc(len(pending))
+        metrics.ITEMS_EMBEDDED.inc(len(all_crops))
         i = 0
-        for res, crops in todo:
+        for res, crops in pending:
             res.items = [ItemRow(c.detection.kind, c.detection.box, c.detection.label, c.detection.score,
                                  vectors[i + j]) for j, c in enumerate(crops)]
             i += len(crops)
-        return results
 
-    def _write(self, event: CatalogEvent, images: list[ImageResult]) -> int | None:
+    def _apply(self, event: CatalogEvent, work: _Work | None) -> ProductIndexed:
         with self.sessions.begin() as s:
-            return catalog.upsert_product(s, event, images, model_key=self.embedder.model_key,
-                                          dim=self.embedder.dim)
+            if event.type == "product.deleted":
+                return _notice(event, "deleted" if catalog.delete_product(s, event) else "skipped_stale")
+            assert work is not None and work.images is not None
+            product_id = catalog.upsert_product(s, event, work.images, model_key=self.embedder.model_key,
+                                                dim=self.embedder.dim)
+        if product_id is None:
+            return _notice(event, "skipped_stale")
+        return _notice(event, "indexed", sum(len(im.items or []) for im in work.images))
 
-    def _delete(self, event: CatalogEvent) -> bool:
-        with self.sessions.begin() as s:
-            return catalog.delete_product(s, event)
+
+def _notice(event: CatalogEvent, status: str, items: int = 0) -> ProductIndexed:
+    return ProductIndexed(tenant_id=event.tenant_id, product_id=event.product.id, version=event.product.version,
+                          event_id=event.event_id, status=status, items=items)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -28,9 +30,18 @@ _db_counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def state_dir(tmp_path_factory) -> Path:
-    """Project-owned state for the run (pgserver must not touch the home directory)."""
-    return tmp_path_factory.mktemp("vitrine-state")
+def state_dir() -> Path:
+    """Project-owned state for the run, removed afterwards.
+
+    Not under pytest's tmp dir: pgserver (as root) chmods the data dir's parents so its
+    `pgserver` user can reach them, and pytest resets /tmp/pytest-of-<user> to 0700 whenever
+    another pytest starts, which would pull the directory from under a running initdb.
+    """
+    root = Path(__file__).resolve().parents[1] / ".vitrine" / "test-runs"
+    root.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=root))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

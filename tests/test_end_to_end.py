@@ -45,7 +45,7 @@ def test_signed_product_is_indexed_and_recommended(settings, sessions, running, 
     catalog = CatalogClient(base, "acme", acme.webhook_secret)
     first = catalog.send(events[0])
     assert first.status_code == 202, first.text
-    assert first.json() == {"accepted": [events[0]["event_id"]]}
+    assert first.json() == {"accepted": [events[0]["event_id"]], "duplicates": []}
     assert catalog.send(events[1:]).status_code == 202
 
     def indexed():
