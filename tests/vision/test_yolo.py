@@ -108,3 +108,15 @@ def test_a_cached_hub_download_is_reused_without_network(tmp_path, monkeypatch, 
     det = create_detector("yolo", cache_dir=tmp_path, weights="yolo11n.pt")
     det.load()
     assert det.weights_path == cached and calls == []
+
+
+def test_a_local_onnx_export_runs_through_onnxruntime(random_yolo, tmp_path, monkeypatch, photos):
+    from ultralytics import YOLO
+
+    monkeypatch.chdir(tmp_path)  # ultralytics writes the export next to the (yaml) model: here
+    exported = YOLO("yolo11n.yaml").export(format="onnx", imgsz=320, simplify=False)
+    det = create_detector("yolo", cache_dir=tmp_path, weights=str(exported), classes=None, conf=0.0,
+                          max_det=10, imgsz=320)
+    (dets,) = det.detect([photos["bus"]])
+    assert det.weights_path.suffix == ".onnx"
+    assert dets[0].kind == "whole" and 1 < len(dets) <= 11
