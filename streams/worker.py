@@ -92,7 +92,8 @@ def create_worker(settings: Settings) -> faust.App:
     @app.agent(events_topic)
     async def ingest(stream):
         fetcher = ImageFetcher(timeout_s=settings.fetch_timeout_s, max_bytes=settings.max_image_bytes,
-                               allow_private=settings.fetch_allow_private)
+                               allow_private=settings.fetch_allow_private,
+                               allow_hosts=settings.fetch_allowed_hosts)
         indexer = Indexer(
             sessions=sessions, embedder=embedder, detector=detector, fetcher=fetcher,
             policy=ItemPolicy(settings.detect_min_score, settings.detect_min_area, settings.detect_max_items,
@@ -125,29 +126,29 @@ def create_worker(settings: Settings) -> faust.App:
 
 
 async def process_batch(indexer: Indexer, messages: list[tuple[bytes | None, bytes]], publish, dead_letter) -> None:
-    """Apply a batch; failed events are retried one by one with backoff, then dead-lettered."""
-    parsed: list[tuple[bytes | None, bytes, CatalogEvent]] = []
+    """Apply a batch; the events that failed are retried together with backoff, then dead-lettered."""
+    pending: list[tuple[bytes | None, bytes, CatalogEvent]] = []
     for key, value in messages:
         try:
-            parsed.append((key, value, CatalogEvent.model_validate_json(value)))
+            pending.append((key, value, CatalogEvent.model_validate_json(value)))
         except ValidationError as exc:
             await dead_letter(key, value, f"invalid event: {exc.errors(include_url=False)}", 1)
-    results = await indexer.handle_batch([e for _, _, e in parsed])
-    for (key, value, event), result in zip(parsed, results):
-        if not isinstance(result, BaseException):
-            await publish(key, result)
-            continue
-        attempt, error = 1, result
-        while attempt < MAX_ATTEMPTS:
-            delay = BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)]
-            log.warning("event %s attempt %d failed (%s); retrying in %.1fs", event.event_id, attempt,
-                        str(error).splitlines()[0][:200], delay)
-            await asyncio.sleep(delay)
-            attempt += 1
-            try:
-                await publish(key, await indexer.handle(event))
-                break
-            except Exception as exc:
-                error = exc
-        else:
-            await dead_letter(key, value, f"{type(error).__name__}: {error}", attempt)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        results = await indexer.handle_batch([e for _, _, e in pending])
+        failed = []
+        for (key, value, event), result in zip(pending, results):
+            if isinstance(result, BaseException):
+                failed.append((key, value, event, result))
+            else:
+                await publish(key, result)
+        if not failed:
+            return
+        if attempt == MAX_ATTEMPTS:
+            break
+        delay = BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)]
+        log.warning("%d event(s) failed on attempt %d (first: %s); retrying in %.1fs", len(failed), attempt,
+                    str(failed[0][3]).splitlines()[0][:200], delay)
+        await asyncio.sleep(delay)
+        pending = [(k, v, e) for k, v, e, _ in failed]
+    for key, value, _, error in failed:
+        await dead_letter(key, value, f"{type(error).__name__}: {error}", MAX_ATTEMPTS)

@@ -95,7 +95,7 @@ def settings(broker, database_url, tmp_path, models_dir) -> Settings:
     s = Settings(
         data_dir=data_dir, kafka_bootstrap=broker.bootstrap, database_url=database_url,
         topic_prefix=f"t{tag}.", app_id=f"vitrine-test-{tag}", topic_partitions=2,
-        worker_web_port=free_port(), fetch_allow_private=True, fetch_timeout_s=3.0,
+        worker_web_port=free_port(), fetch_allow_hosts="127.0.0.1", fetch_timeout_s=3.0,
     )
     ensure_topics(s)
     return s

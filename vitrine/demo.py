@@ -54,7 +54,7 @@ def run_demo(settings: Settings, *, n_products: int = 8, serve: bool = False, in
             "VITRINE_KAFKA_BOOTSTRAP": resolved.kafka_bootstrap, "VITRINE_DATABASE_URL": resolved.database_url,
             "VITRINE_DATA_DIR": str(settings.data_dir.resolve()), "VITRINE_API_PORT": str(api_port),
             "VITRINE_WORKER_WEB_PORT": str(free_port()),
-            "VITRINE_FETCH_ALLOW_PRIVATE": "true",  # the sample images are served from 127.0.0.1
+            "VITRINE_FETCH_ALLOW_HOSTS": "127.0.0.1",  # the sample images are served from here
         }
         logs = settings.data_dir / "demo" / "logs"
         worker = procs.spawn(["worker"], env, logs / "worker.log")

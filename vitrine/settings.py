@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     fetch_allow_private: bool = Field(
         False, description="Allow image URLs on loopback/private addresses (tests and the demo only)"
     )
+    fetch_allow_hosts: str = Field(
+        "", description="Comma-separated host names/IPs exempt from the private-address check"
+    )
     fetch_timeout_s: float = Field(10.0, gt=0, description="Image fetch connect+read timeout")
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted")
     webhook_tolerance_s: int = Field(300, gt=0, description="Accepted clock skew of signed webhooks")
@@ -86,6 +89,10 @@ class Settings(BaseSettings):
             "kafka_bootstrap": self.kafka_bootstrap or stack["kafka_bootstrap"],
             "database_url": self.database_url or stack["database_url"],
         })
+
+    @property
+    def fetch_allowed_hosts(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.fetch_allow_hosts.split(",") if h.strip())
 
     def topic(self, name: str) -> str:
         """The full topic name for a logical topic (prefix applied)."""

@@ -1,0 +1,147 @@
+"""The ingest logic on real parts: Postgres+pgvector, the EfficientNet-Lite0 model, HTTP image fetching.
+
+The remote image server is the process edge and is a local fixture with misbehaving routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Item, Product, ProductImage
+from db.tenants import create_tenant
+from streams.events import CatalogEvent
+from streams.image_fetch import ImageFetcher
+from streams.ingest import Indexer, TransientError
+from vitrine.components import build_detector, build_embedder
+
+pytestmark = pytest.mark.integration
+
+
+class CountingEmbedder:
+    """The real embedder, counting how many crops it was asked to embed."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed(self, images):
+        self.calls += len(images)
+        return self.inner.embed(images)
+
+
+@pytest.fixture(scope="module")
+def real_embedder(tmp_path_factory, models_dir):
+    from vitrine.settings import Settings
+    e = build_embedder(Settings(data_dir=models_dir.parent))
+    e.load()
+    return e
+
+
+@pytest.fixture
+def run(settings, sessions, real_embedder):
+    """run(coro_fn) executes an async function with a fresh Indexer on a fresh event loop."""
+    with sessions.begin() as s:
+        create_tenant(s, "Acme", "acme")
+    embedder = CountingEmbedder(real_embedder)
+
+    def _run(fn, *, allow_hosts=frozenset({"127.0.0.1"})):
+        async def main():
+            fetcher = ImageFetcher(timeout_s=settings.fetch_timeout_s, allow_hosts=allow_hosts)
+            indexer = Indexer(sessions=sessions, embedder=embedder, detector=build_detector(settings),
+                              fetcher=fetcher)
+            try:
+                return await fn(indexer)
+            finally:
+                await fetcher.aclose()
+        return asyncio.run(main())
+    _run.embedder = embedder
+    return _run
+
+
+def ev(urls, pid="p1", version=1, type_="product.upserted", title=None):
+    return CatalogEvent.model_validate({
+        "event_id": f"{pid}-v{version}-{type_}", "tenant_id": "acme", "type": type_,
+        "product": {"id": pid, "version": version, "title": title or f"v{version}", "image_urls": urls}})
+
+
+def rows(sessions, model):
+    with sessions() as s:
+        return s.scalars(select(model)).all()
+
+
+def test_out_of_order_and_duplicate_events_change_nothing(run, sessions, edge_server):
+    url = [f"{edge_server.base}/img/bus-front.jpg"]
+    statuses = run(lambda ix: _statuses(ix, [ev(url, version=2), ev(url, version=1), ev(url, version=2)]))
+    assert statuses == ["indexed", "skipped_stale", "skipped_stale"]
+    assert [p.title for p in rows(sessions, Product)] == ["v2"]
+    assert len(rows(sessions, Item)) == 1 and run.embedder.calls == 1
+
+
+def test_delete_then_late_upsert_stays_deleted(run, sessions, edge_server):
+    url = [f"{edge_server.base}/img/bus-front.jpg"]
+    statuses = run(lambda ix: _statuses(ix, [ev(url, version=1), ev([], version=3, type_="product.deleted"),
+                                             ev(url, version=2)]))
+    assert statuses == ["indexed", "deleted", "skipped_stale"]
+    assert rows(sessions, Product)[0].deleted and rows(sessions, Item) == []
+
+
+def test_unchanged_image_is_not_embedded_again_but_a_changed_one_is(run, sessions, edge_server):
+    url = [f"{edge_server.base}/mutable.jpg"]
+    run(lambda ix: ix.handle(ev(url, version=1)))
+    first = rows(sessions, Item)[0]
+    assert run.embedder.calls == 1
+    run(lambda ix: ix.handle(ev(url, version=2, title="renamed")))
+    assert run.embedder.calls == 1 and rows(sessions, Item)[0].id == first.id  # same pixels: skipped
+    assert rows(sessions, Product)[0].title == "renamed"
+    edge_server.mutable = edge_server.photos["gift-blue.jpg"]
+    run(lambda ix: ix.handle(ev(url, version=3)))
+    assert run.embedder.calls == 2 and rows(sessions, Item)[0].id != first.id
+    assert edge_server.hits["/mutable.jpg"] == 3
+
+
+def test_permanent_image_failures_are_recorded_and_the_product_still_indexed(run, sessions, edge_server):
+    b = edge_server.base
+    urls = [f"{b}/img/bus-front.jpg", f"{b}/missing.jpg", f"{b}/page.html", f"{b}/fake.jpg", f"{b}/bomb.png",
+            f"{b}/redirect-private", f"{b}/redirect-metadata", f"{b}/redirect-ok",
+            f"http://localhost:{edge_server.port}/img/bus-front.jpg"]
+    notice = run(lambda ix: ix.handle(ev(urls)))
+    assert notice.status == "indexed" and notice.items == 2
+    reasons = {im.url.removeprefix(b): (im.status, im.failure_reason) for im in rows(sessions, ProductImage)}
+    assert reasons["/img/bus-front.jpg"] == ("ok", None) and reasons["/redirect-ok"] == ("ok", None)
+    expect = {
+        "/missing.jpg": "HTTP 404", "/page.html": "not an image: content-type 'text/html'",
+        "/fake.jpg": "not an image", "/bomb.png": "pixels",
+        "/redirect-private": "refused: localhost resolves to non-public address 127.0.0.1",
+        "/redirect-metadata": "refused: 169.254.169.254",
+        f"http://localhost:{edge_server.port}/img/bus-front.jpg": "refused",
+    }
+    for path, text in expect.items():
+        status, reason = reasons[path]
+        assert status == "failed" and text in reason, (path, reason)
+    assert "/latest/meta-data/" not in edge_server.hits  # never fetched, not even tried
+
+
+@pytest.mark.parametrize("path", ["/slow.jpg", "/unavailable.jpg"])
+def test_timeouts_and_5xx_are_transient(run, sessions, edge_server, path):
+    with pytest.raises(TransientError):
+        run(lambda ix: ix.handle(ev([f"{edge_server.base}{path}"])))
+    assert rows(sessions, Product) == []  # nothing half-written
+
+
+def test_a_batch_shares_one_embedder_pass_and_isolates_failures(run, sessions, edge_server):
+    b = edge_server.base
+    events = [ev([f"{b}/img/{n}"], pid=n) for n in ("bus-front.jpg", "bus-wide.jpg", "gift-blue.jpg")]
+    events.insert(1, ev([f"{b}/unavailable.jpg"], pid="flaky"))
+    results = run(lambda ix: ix.handle_batch(events))
+    assert [getattr(r, "status", type(r).__name__) for r in results] == \
+        ["indexed", "TransientError", "indexed", "indexed"]
+    assert run.embedder.calls == 3 and len(rows(sessions, Item)) == 3
+
+
+async def _statuses(indexer, events):
+    return [(await indexer.handle(e)).status for e in events]
