@@ -6,6 +6,8 @@ from vitrine.cli.app import app
 from vitrine.cli import stack as _stack  # noqa: F401,E402  up, worker, api, demo, tenant, db
 from vitrine.cli import vision as _vision  # noqa: F401,E402  models, embed, detect, eval/bench vision
 from vitrine.cli import experiment as _experiment  # noqa: F401,E402  experiment ..., bench stats
+from vitrine.cli import bench as _bench  # noqa: F401,E402  bench ingest
+from vitrine.cli import catalog as _catalog  # noqa: F401,E402  catalog import/dead-letters/replay, status
 
 
 def main() -> None:
