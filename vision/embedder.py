@@ -91,6 +91,10 @@ class Embedder(LazyModel):
         raise NotImplementedError
 
     def _load(self) -> None:
+        # An image-only embedder with a cached graph never needs torch: importing it alone costs
+        # ~500 MB of RSS (and seconds) in every worker process.
+        if self.use_onnx and not self.supports_text and onnxruntime_available() and self._load_cached_onnx():
+            return
         import torch
 
         if self.threads > 0:
@@ -102,6 +106,19 @@ class Embedder(LazyModel):
                 self._load_onnx()
             else:
                 log.warning("use_onnx is set but onnxruntime/onnx are not installed: running torch")
+
+    def _load_cached_onnx(self) -> bool:
+        path = onnx_cache_path(self.cache_dir, self.model_key, self.input_size)
+        if not path.exists():
+            return False
+        try:
+            self._onnx = OnnxRunner(path, threads=self.threads)
+        except Exception as exc:  # a truncated or foreign file: export a fresh one
+            log.warning("cached ONNX graph %s is unusable (%s): exporting it again", path, exc)
+            path.unlink(missing_ok=True)
+            return False
+        self.onnx_path, self.runtime = path, "onnxruntime"
+        return True
 
     def _load_onnx(self) -> None:
         import torch

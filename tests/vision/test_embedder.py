@@ -64,7 +64,18 @@ def test_onnx_export_is_cached_and_reused(effnet_onnx, model_cache):
     again = create_embedder("efficientnet-lite0", cache_dir=model_cache, use_onnx=True)
     again.load()
     assert again.runtime == "onnxruntime" and again.onnx_path == path
+    assert again._module is None  # served from the cache: no torch model was built
     assert path.stat().st_mtime_ns == mtime
+
+
+def test_a_corrupt_cached_graph_is_exported_again(effnet_onnx, effnet_torch, tmp_path, photos):
+    target = tmp_path / effnet_onnx.onnx_path.relative_to(effnet_onnx.cache_dir)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(effnet_onnx.onnx_path.read_bytes()[:1000])  # a half-written file
+    fresh = create_embedder("efficientnet-lite0", cache_dir=tmp_path, use_onnx=True)
+    fresh.load()
+    assert fresh.runtime == "onnxruntime" and target.stat().st_size > 1_000_000
+    assert np.abs(fresh.embed([photos["bus"]]) - effnet_torch.embed([photos["bus"]])).max() < TOL
 
 
 def test_pretrained_ranks_two_crops_of_one_object_above_an_unrelated_photo(effnet_onnx, photos):
