@@ -149,3 +149,13 @@ def test_garbage_after_a_valid_header_is_corrupt():
     with pytest.raises(ImageError) as err:
         load_image(bytes(data))
     assert err.value.reason == "corrupt"
+
+
+def test_importing_vision_does_not_import_the_model_libraries():
+    import subprocess
+    import sys
+
+    code = ("import sys, vision; heavy = [m for m in ('torch', 'onnxruntime', 'open_clip', 'ultralytics') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -110,6 +110,7 @@ def test_a_cached_hub_download_is_reused_without_network(tmp_path, monkeypatch, 
     assert det.weights_path == cached and calls == []
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # ultralytics' exporter internals
 def test_a_local_onnx_export_runs_through_onnxruntime(random_yolo, tmp_path, monkeypatch, photos):
     from ultralytics import YOLO
 
