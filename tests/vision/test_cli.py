@@ -114,3 +114,4 @@ def test_bench_vision_json(env):
     runs = report["embedding"][0]["runs"]
     assert [r["batch"] for r in runs] == [1, 32] and all(r["images"] == 32 for r in runs)
     assert report["machine"]["cpu"] and report["settings"]["use_onnx"] is True
+    assert report["pipeline"]["images"] == 32 and report["pipeline"]["images_per_s"] > 0
