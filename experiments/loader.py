@@ -27,8 +27,9 @@ from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
 MULTIPLE = "__multiple__"  # pseudo-arm row carrying the count of multi-arm users
 DEFAULT_PRE_PERIOD_DAYS = 14
 # Hash aggregates over millions of (request, user) groups spill to disk with the 4 MB
-# default; this is set for the current transaction only (set_config(..., is_local => true)).
-DEFAULT_WORK_MEM = "256MB"
+# default (10M events: 5M groups, ~370 MB in memory); set for the current transaction
+# only (set_config(..., is_local => true)). Lower it if many reports run at once.
+DEFAULT_WORK_MEM = "1GB"
 
 
 @dataclass(frozen=True)
