@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -64,52 +64,68 @@ def known_image_hashes(session: Session, product_id: int, model_key: str) -> dic
 def upsert_product(session: Session, event: CatalogEvent, images: list[ImageResult], *,
                    model_key: str, dim: int) -> int | None:
     """Write the product, its images and their items; returns the product id, or None if stale."""
-    p = event.product
+    return upsert_products(session, [(event, images)], model_key=model_key, dim=dim)[0]
+
+
+def upsert_products(session: Session, batch: list[tuple[CatalogEvent, list[ImageResult]]], *,
+                    model_key: str, dim: int) -> list[int | None]:
+    """Set-based upsert_product for many products (distinct keys): about five statements per batch.
+
+    Returns, per entry, the product id, or None where the stored version was not older.
+    """
+    if not batch:
+        return []
+    keys = [(e.tenant_id, e.product.id) for e, _ in batch]
+    if len(set(keys)) != len(keys):
+        raise ValueError("upsert_products needs distinct products; keep the newest event of each")
     now = datetime.now(timezone.utc)
-    values = dict(
-        tenant_id=event.tenant_id, external_id=p.id, version=p.version, title=p.title, category=p.category,
-        price=p.price, currency=p.currency, in_stock=p.in_stock, attributes=p.attributes, deleted=False,
-        last_event_id=event.event_id, updated_at=now, indexed_at=now,
-    )
-    stmt = insert(Product).values(**values)
+    rows = [dict(tenant_id=e.tenant_id, external_id=e.product.id, version=e.product.version, title=e.product.title,
+                 category=e.product.category, price=e.product.price, currency=e.product.currency,
+                 in_stock=e.product.in_stock, attributes=e.product.attributes, deleted=False,
+                 last_event_id=e.event_id, updated_at=now, indexed_at=now) for e, _ in batch]
+    stmt = insert(Product).values(rows)
     stmt = stmt.on_conflict_do_update(
         constraint="uq_products_tenant_external",
-        set_={k: stmt.excluded[k] for k in values if k not in ("tenant_id", "external_id")},
+        set_={k: stmt.excluded[k] for k in rows[0] if k not in ("tenant_id", "external_id")},
         where=Product.version < stmt.excluded.version,
-    ).returning(Product.id)
-    product_id = session.scalar(stmt)
-    if product_id is None:
-        return None
+    ).returning(Product.id, Product.tenant_id, Product.external_id)
+    applied = {(r.tenant_id, r.external_id): r.id for r in session.execute(stmt)}
+    ids = [applied.get(k) for k in keys]
+    live = [(pid, e, images) for pid, (e, images) in zip(ids, batch) if pid is not None]
+    if not live:
+        return ids
 
-    urls = [im.url for im in images]
-    session.execute(delete(ProductImage).where(ProductImage.product_id == product_id,
-                                               ProductImage.url.not_in(urls)))
-    for im in images:
-        image_id = _upsert_image(session, event.tenant_id, product_id, im, now)
-        if im.status == "ok" and im.items is None:
-            continue  # unchanged content: its items stay as they are
-        session.execute(delete(Item).where(Item.image_id == image_id))
-        if im.items:
-            session.execute(insert(Item), [
-                dict(tenant_id=event.tenant_id, product_id=product_id, image_id=image_id, kind=it.kind,
-                     box=list(map(float, it.box)), label=it.label, score=float(it.score), model=model_key,
-                     dim=dim, embedding=it.vector)
-                for it in im.items
-            ])
-    return product_id
-
-
-def _upsert_image(session: Session, tenant_id: str, product_id: int, im: ImageResult, now: datetime) -> int:
-    values = dict(tenant_id=tenant_id, product_id=product_id, url=im.url, position=im.position,
-                  status=im.status, failure_reason=im.reason, updated_at=now)
-    if im.content_hash is not None:  # a failed re-fetch must not erase what we knew
-        values.update(content_hash=im.content_hash, width=im.width, height=im.height)
-    stmt = insert(ProductImage).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        constraint="uq_product_images_product_url",
-        set_={k: stmt.excluded[k] for k in values if k not in ("tenant_id", "product_id", "url")},
-    ).returning(ProductImage.id)
-    return session.scalar(stmt)
+    pairs = [(pid, im.url) for pid, _, images in live for im in images]
+    session.execute(text("""
+        DELETE FROM product_images pi WHERE pi.product_id = ANY(:pids) AND NOT EXISTS (
+            SELECT 1 FROM unnest(CAST(:k_pid AS bigint[]), CAST(:k_url AS text[])) AS k(pid, url)
+            WHERE k.pid = pi.product_id AND k.url = pi.url)
+    """), {"pids": [pid for pid, _, _ in live], "k_pid": [p for p, _ in pairs], "k_url": [u for _, u in pairs]})
+    image_rows = [dict(tenant_id=e.tenant_id, product_id=pid, url=im.url, position=im.position, status=im.status,
+                       failure_reason=im.reason, updated_at=now, content_hash=im.content_hash, width=im.width,
+                       height=im.height) for pid, e, images in live for im in images]
+    image_ids: dict[tuple[int, str], int] = {}
+    if image_rows:
+        ins = insert(ProductImage).values(image_rows)
+        # A failed re-fetch (no hash) must not erase what we knew about the image.
+        keep = {c: func.coalesce(ins.excluded[c], getattr(ProductImage, c)) for c in ("content_hash", "width", "height")}
+        ins = ins.on_conflict_do_update(
+            constraint="uq_product_images_product_url",
+            set_={"position": ins.excluded.position, "status": ins.excluded.status,
+                  "failure_reason": ins.excluded.failure_reason, "updated_at": ins.excluded.updated_at, **keep},
+        ).returning(ProductImage.id, ProductImage.product_id, ProductImage.url)
+        image_ids = {(r.product_id, r.url): r.id for r in session.execute(ins)}
+    replaced = [(pid, e, im) for pid, e, images in live for im in images
+                if not (im.status == "ok" and im.items is None)]
+    if replaced:
+        session.execute(delete(Item).where(Item.image_id.in_([image_ids[(pid, im.url)] for pid, _, im in replaced])))
+        item_rows = [dict(tenant_id=e.tenant_id, product_id=pid, image_id=image_ids[(pid, im.url)], kind=it.kind,
+                          box=list(map(float, it.box)), label=it.label, score=float(it.score), model=model_key,
+                          dim=dim, embedding=it.vector)
+                     for pid, e, im in replaced for it in (im.items or [])]
+        if item_rows:
+            session.execute(insert(Item), item_rows)
+    return ids
 
 
 def delete_product(session: Session, event: CatalogEvent) -> bool:

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import catalog
@@ -53,7 +54,7 @@ class Indexer:
 
     def __init__(self, *, sessions: sessionmaker[Session], embedder, detector, fetcher: ImageFetcher,
                  policy: ItemPolicy = ItemPolicy(), max_image_bytes: int = 20 * 1024 * 1024,
-                 max_image_pixels: int = 40_000_000, fetch_concurrency: int = 16,
+                 max_image_pixels: int = 40_000_000, fetch_concurrency: int = 16, chunk_images: int = 32,
                  executor: ThreadPoolExecutor | None = None):
         self.sessions = sessions
         self.embedder = embedder
@@ -63,6 +64,7 @@ class Indexer:
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
         self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
+        self.chunk_images = chunk_images
         # One model thread: torch/onnxruntime already use every core inside one call.
         self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-model")
 
@@ -74,9 +76,14 @@ class Indexer:
         return result
 
     async def handle_batch(self, events: list[CatalogEvent]) -> list[ProductIndexed | BaseException]:
-        """Apply events in order; each result is the notice to publish, or the exception of that event."""
+        """Apply events in order; each result is the notice to publish, or the exception of that event.
+
+        The batch runs as a pipeline of chunks of about `chunk_images` images: while the model thread
+        embeds chunk k, chunk k+1 is fetched and chunk k-1 is written, so the model stays busy.
+        Chunks are written in order, so two versions of one product land oldest first.
+        """
         results: list[ProductIndexed | BaseException | None] = [None] * len(events)
-        upserts: dict[int, _Work] = {}
+        works: dict[int, _Work] = {}
         try:
             states = await asyncio.to_thread(self._states, [e for e in events if e.type == "product.upserted"])
         except Exception as exc:  # the database is down: every event of the batch failed
@@ -84,43 +91,70 @@ class Indexer:
         for i, e in enumerate(events):
             if e.type != "product.upserted":
                 continue
-            stored = states.get(e.product.id)
+            stored = states.get((e.tenant_id, e.product.id))
             if stored is not None and stored[0] >= e.product.version:
                 log.info("skip %s v%d: stored v%d is not older", e.key, e.product.version, stored[0])
                 results[i] = _notice(e, "skipped_stale")
             else:
-                upserts[i] = _Work(e, stored[1] if stored else {})
+                works[i] = _Work(e, stored[1] if stored else {})
 
-        with metrics.STAGE_SECONDS.labels("fetch").time():
-            fetched = await asyncio.gather(*(self._fetch_all(w) for w in upserts.values()), return_exceptions=True)
-        for (i, work), outcome in zip(list(upserts.items()), fetched):
-            if isinstance(outcome, BaseException):
-                results[i] = outcome
-                del upserts[i]
-            else:
-                work.fetched = outcome
-        if upserts:
-            t0 = time.perf_counter()
-            try:
-                await asyncio.get_running_loop().run_in_executor(self.executor, self._models, list(upserts.values()))
-            except Exception as exc:  # a model failure is not the data's fault: retry/dead-letter all
-                for i in upserts:
-                    results[i] = exc
-                upserts.clear()
-            metrics.STAGE_SECONDS.labels("models").observe(time.perf_counter() - t0)
-
-        # Writes go in event order, so two versions of one product in a batch land oldest first.
-        with metrics.STAGE_SECONDS.labels("write").time():
-            for i, e in enumerate(events):
-                if results[i] is not None:
-                    continue
+        chunks = self._chunks(events, works)
+        fetching = asyncio.ensure_future(self._fetch_chunk(chunks[0], works, results)) if chunks else None
+        writing: asyncio.Future | None = None
+        for k, chunk in enumerate(chunks):
+            await fetching
+            if k + 1 < len(chunks):
+                fetching = asyncio.ensure_future(self._fetch_chunk(chunks[k + 1], works, results))
+            ready = [works[i] for i in chunk if i in works and results[i] is None]
+            if ready:
+                t0 = time.perf_counter()
                 try:
-                    results[i] = await asyncio.to_thread(self._apply, e, upserts.get(i))
-                except Exception as exc:
-                    results[i] = exc
+                    await asyncio.get_running_loop().run_in_executor(self.executor, self._models, ready)
+                except Exception as exc:  # a model failure is not the data's fault: retry/dead-letter them
+                    for i in chunk:
+                        if i in works and results[i] is None:
+                            results[i] = exc
+                metrics.STAGE_SECONDS.labels("models").observe(time.perf_counter() - t0)
+            if writing is not None:
+                await writing
+            todo = [(i, events[i], works.get(i)) for i in chunk if results[i] is None]
+            writing = asyncio.ensure_future(self._write(todo, results))
+        if writing is not None:
+            await writing
         return results  # type: ignore[return-value]
 
-    def _states(self, events: list[CatalogEvent]) -> dict[str, tuple[int, dict[str, str]]]:
+    def _chunks(self, events: list[CatalogEvent], works: dict[int, _Work]) -> list[list[int]]:
+        """Consecutive event indices grouped so that each group has about `chunk_images` images."""
+        chunks, current, images = [], [], 0
+        for i, e in enumerate(events):
+            current.append(i)
+            images += len(e.product.image_urls) if i in works else 0
+            if images >= self.chunk_images:
+                chunks.append(current)
+                current, images = [], 0
+        if current:
+            chunks.append(current)
+        return chunks
+
+    async def _fetch_chunk(self, chunk: list[int], works: dict[int, _Work], results: list) -> None:
+        todo = [i for i in chunk if i in works]
+        with metrics.STAGE_SECONDS.labels("fetch").time():
+            fetched = await asyncio.gather(*(self._fetch_all(works[i]) for i in todo), return_exceptions=True)
+        for i, outcome in zip(todo, fetched):
+            if isinstance(outcome, BaseException):
+                results[i] = outcome
+            else:
+                works[i].fetched = outcome
+
+    async def _write(self, todo: list[tuple[int, CatalogEvent, _Work | None]], results: list) -> None:
+        if not todo:
+            return
+        with metrics.STAGE_SECONDS.labels("write").time():
+            written = await asyncio.to_thread(self._write_batch, todo)
+        for i, outcome in written.items():
+            results[i] = outcome
+
+    def _states(self, events: list[CatalogEvent]) -> dict[tuple[str, str], tuple[int, dict[str, str]]]:
         """Stored version and known image hashes of each product (read without locks)."""
         out = {}
         with self.sessions() as s:
@@ -128,7 +162,8 @@ class Indexer:
                 stored = catalog.stored_state(s, e.tenant_id, e.product.id, lock=False)
                 if stored is not None:
                     product_id, version = stored
-                    out[e.product.id] = (version, catalog.known_image_hashes(s, product_id, self.embedder.model_key))
+                    out[(e.tenant_id, e.product.id)] = (
+                        version, catalog.known_image_hashes(s, product_id, self.embedder.model_key))
         return out
 
     async def _fetch_all(self, work: _Work) -> list[tuple[str, bytes | FetchError]]:
@@ -181,16 +216,66 @@ class Indexer:
                                  vectors[i + j]) for j, c in enumerate(crops)]
             i += len(crops)
 
-    def _apply(self, event: CatalogEvent, work: _Work | None) -> ProductIndexed:
+    def _write_batch(self, todo: list[tuple[int, CatalogEvent, _Work | None]]) -> dict[int, object]:
+        """Write a chunk in one transaction, set-based; if that fails, product by product."""
+        try:
+            return self._write_set_based(todo)
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                return {i: exc for i, _, _ in todo}  # the database went away: nothing was written
+            log.warning("set-based write of %d events failed (%s); writing them one by one", len(todo),
+                        str(exc).splitlines()[0][:200])
+        except Exception as exc:
+            log.warning("set-based write of %d events failed (%r); writing them one by one", len(todo), exc)
+        return self._write_one_by_one(todo)
+
+    def _write_set_based(self, todo: list[tuple[int, CatalogEvent, _Work | None]]) -> dict[int, object]:
+        out: dict[int, object] = {}
+        # Of several events for one product, only the newest can win; the others are superseded.
+        best: dict[tuple[str, str], tuple[int, int]] = {}  # product -> (version, index)
+        for i, e, _ in todo:
+            if e_key(e) not in best or e.product.version > best[e_key(e)][0]:
+                best[e_key(e)] = (e.product.version, i)
+        newest = {k: i for k, (_, i) in best.items()}
         with self.sessions.begin() as s:
-            if event.type == "product.deleted":
-                return _notice(event, "deleted" if catalog.delete_product(s, event) else "skipped_stale")
-            assert work is not None and work.images is not None
-            product_id = catalog.upsert_product(s, event, work.images, model_key=self.embedder.model_key,
-                                                dim=self.embedder.dim)
+            upserts = [(i, e, w) for i, e, w in todo if e.type == "product.upserted" and newest[e_key(e)] == i]
+            ids = catalog.upsert_products(s, [(e, w.images) for _, e, w in upserts],
+                                          model_key=self.embedder.model_key, dim=self.embedder.dim)
+            for (i, e, w), pid in zip(upserts, ids):
+                out[i] = _notice(e, "indexed", sum(len(im.items or []) for im in w.images)) if pid else \
+                    _notice(e, "skipped_stale")
+            for i, e, w in todo:
+                if i in out:
+                    continue
+                if newest[e_key(e)] != i:
+                    out[i] = _notice(e, "skipped_stale")
+                else:  # a delete
+                    out[i] = self._apply(s, e, w)
+        return out
+
+    def _write_one_by_one(self, todo: list[tuple[int, CatalogEvent, _Work | None]]) -> dict[int, object]:
+        out: dict[int, object] = {}
+        for i, event, work in todo:
+            try:
+                with self.sessions.begin() as s:
+                    out[i] = self._apply(s, event, work)
+            except Exception as exc:
+                out[i] = exc
+        return out
+
+    def _apply(self, s: Session, event: CatalogEvent, work: _Work | None) -> ProductIndexed:
+        if event.type == "product.deleted":
+            return _notice(event, "deleted" if catalog.delete_product(s, event) else "skipped_stale")
+        assert work is not None and work.images is not None
+        product_id = catalog.upsert_product(s, event, work.images, model_key=self.embedder.model_key,
+                                            dim=self.embedder.dim)
         if product_id is None:
             return _notice(event, "skipped_stale")
         return _notice(event, "indexed", sum(len(im.items or []) for im in work.images))
+
+
+def e_key(event: CatalogEvent) -> tuple[str, str]:
+    return event.tenant_id, event.product.id
 
 
 def _notice(event: CatalogEvent, status: str, items: int = 0) -> ProductIndexed:

@@ -1,4 +1,8 @@
-"""Consumer lag of a group: end offset minus committed offset, per partition (from the broker)."""
+"""Consumer lag of a group: end offset minus committed offset, per partition (from the broker).
+
+On Tansu the reported end offset is the first offset of the last batch + 1, so a lag measured
+while producers batch is a lower bound; on Apache Kafka it is exact.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ def consumer_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000) + 1,
                              enable_auto_commit=False)
     try:
-        committed = {tp: om.offset for tp, om in admin.list_group_offsets(group).items()}
+        # kafka-python 3.0 answers {group: {TopicPartition: OffsetAndMetadata}}.
+        offsets = admin.list_group_offsets(group).get(group, {})
+        committed = {tp: getattr(om, "offset", om) for tp, om in offsets.items()}
         parts = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
         ends = consumer.end_offsets(parts) if parts else {}
         starts = consumer.beginning_offsets(parts) if parts else {}

@@ -210,8 +210,6 @@ def test_status_counts_the_catalog_lag_and_dead_letters(env, settings, sessions,
     assert down.exit_code == 2 and "acme" in down.stdout and "unreachable" in down.output
 
 
-@pytest.mark.xfail(strict=True, reason="streams/lag.py reads list_group_offsets(group) as {tp: offset}; "
-                                       "kafka-python 3.0 returns {group: {tp: offset}} (AttributeError)")
 def test_status_reports_the_lag_of_the_worker_group(env, settings):
     for pid in ("n1", "n2"):  # two events no worker has consumed: a lag of 2
         # One import each: Tansu reports a batch's end offset as its base + 1, which would hide lag.
