@@ -124,6 +124,11 @@ class Embedder(LazyModel):
         import torch
 
         path = onnx_cache_path(self.cache_dir, self.model_key, self.input_size)
+        # A failed export is remembered per torch version, so every worker start does not retry it.
+        failed = path.with_suffix(f".failed-torch-{torch.__version__}")
+        if not path.exists() and failed.exists():
+            log.warning("ONNX export of %s failed before (%s): running torch", self.model_key, failed)
+            return
         try:
             if not path.exists():
                 log.info("exporting %s to ONNX (once; cached at %s)", self.model_key, path)
@@ -134,6 +139,11 @@ class Embedder(LazyModel):
         except Exception as exc:  # an exporter gap must cost speed, not the service
             log.warning("ONNX path unavailable for %s (%s): running torch", self.model_key, exc)
             self._onnx = None
+            try:
+                failed.parent.mkdir(parents=True, exist_ok=True)
+                failed.write_text(f"{type(exc).__name__}: {exc}\n")
+            except OSError:
+                pass
             return
         self.onnx_path = path
         self.runtime = "onnxruntime"

@@ -109,3 +109,21 @@ def test_missing_local_weights_fail_fast(tmp_path):
 def test_bad_batch_size():
     with pytest.raises(ValueError):
         create_embedder("efficientnet-lite0", cache_dir=".", batch_size=0)
+
+
+def test_a_failed_export_falls_back_to_torch_and_is_not_retried(tmp_path, monkeypatch, photos, effnet_torch):
+    import vision.embedder as embedder_module
+
+    calls = []
+
+    def broken_export(module, example, path):
+        calls.append(path)
+        raise RuntimeError("operator not supported")
+
+    monkeypatch.setattr(embedder_module, "export_onnx", broken_export)
+    for _ in range(2):
+        emb = create_embedder("efficientnet-lite0", cache_dir=tmp_path, use_onnx=True)
+        emb.load()
+        assert emb.runtime == "torch" and emb.onnx_path is None
+    assert len(calls) == 1
+    assert np.abs(emb.embed([photos["bus"]]) - effnet_torch.embed([photos["bus"]])).max() < TOL
