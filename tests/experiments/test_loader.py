@@ -191,3 +191,11 @@ def test_cli_report_reads_the_database(engine, monkeypatch, tmp_path):
     assert text_out.exit_code == 0 and text_out.output.index("SRM:") < text_out.output.index("arm ")
     missing = runner.invoke(app, ["experiment", "report", "nope", "--tenant", T])
     assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_loader_accepts_a_session(engine):
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as session:
+        stats = load_arm_stats(session, T, "exp1", start=START)
+    assert_arm(stats.arm("baseline"), BASELINE_REQUEST)
