@@ -95,6 +95,12 @@ def upsert_products(session: Session, batch: list[tuple[CatalogEvent, list[Image
     if not live:
         return ids
 
+    # Kept items (unchanged images) follow the product's stock and category.
+    session.execute(text("""
+        UPDATE items i SET in_stock = p.in_stock, category = p.category FROM products p
+        WHERE p.id = i.product_id AND p.id = ANY(:pids)
+          AND (i.in_stock IS DISTINCT FROM p.in_stock OR i.category IS DISTINCT FROM p.category)
+    """), {"pids": [pid for pid, _, _ in live]})
     pairs = [(pid, im.url) for pid, _, images in live for im in images]
     session.execute(text("""
         DELETE FROM product_images pi WHERE pi.product_id = ANY(:pids) AND NOT EXISTS (
@@ -121,7 +127,7 @@ def upsert_products(session: Session, batch: list[tuple[CatalogEvent, list[Image
         session.execute(delete(Item).where(Item.image_id.in_([image_ids[(pid, im.url)] for pid, _, im in replaced])))
         item_rows = [dict(tenant_id=e.tenant_id, product_id=pid, image_id=image_ids[(pid, im.url)], kind=it.kind,
                           box=list(map(float, it.box)), label=it.label, score=float(it.score), model=model_key,
-                          dim=dim, embedding=it.vector)
+                          dim=dim, embedding=it.vector, in_stock=e.product.in_stock, category=e.product.category)
                      for pid, e, im in replaced for it in (im.items or [])]
         if item_rows:
             session.execute(insert(Item), item_rows)

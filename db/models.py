@@ -110,7 +110,10 @@ class Item(Base):
     """
 
     __tablename__ = "items"
-    __table_args__ = (Index("ix_items_tenant_model_product", "tenant_id", "model", "product_id"),)
+    __table_args__ = (
+        Index("ix_items_tenant_model_product", "tenant_id", "model", "product_id"),
+        Index("ix_items_tenant_model_category", "tenant_id", "model", "category"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
@@ -122,6 +125,10 @@ class Item(Base):
     score: Mapped[float] = mapped_column(Float, nullable=False)
     model: Mapped[str] = mapped_column(String(128), nullable=False)  # embedder name@version
     dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Copies of the product's state, so a kNN scan can filter inside the index scan (iterative
+    # HNSW scans only see the scanned table's columns); kept in step by db/catalog.py.
+    in_stock: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
+    category: Mapped[str | None] = mapped_column(Text)
     embedding = mapped_column(Vector(), nullable=False)
     created_at: Mapped[datetime] = _now()
 
@@ -199,3 +206,17 @@ class EventReceipt(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     received_at: Mapped[datetime] = _now()
+
+
+class ProductPopularity(Base):
+    """Time-decayed engagement per product (clicks, add-to-carts, purchases): the baseline arm's ranking.
+
+    `score` is valid at `updated_at`; its value at time t is score * 2^(-(t - updated_at) / half_life).
+    """
+
+    __tablename__ = "product_popularity"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(255), primary_key=True)  # external id
+    score: Mapped[float] = mapped_column(Float, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -36,8 +36,9 @@ def slugify(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:63]
 
 
-def create_tenant(session: Session, name: str, tenant_id: str | None = None) -> TenantCredentials:
-    """Add a tenant with fresh keys (the caller commits)."""
+def create_tenant(session: Session, name: str, tenant_id: str | None = None, *,
+                  default_arm: str = "baseline") -> TenantCredentials:
+    """Add a tenant with fresh keys (the caller commits); `default_arm` serves users outside experiments."""
     tid = tenant_id or slugify(name)
     if not _SLUG.match(tid):
         raise ValueError(f"invalid tenant id {tid!r}: use lowercase letters, digits and dashes")
@@ -51,7 +52,7 @@ def create_tenant(session: Session, name: str, tenant_id: str | None = None) -> 
     )
     session.add(Tenant(
         id=tid, name=name, storefront_key_hash=hash_key(creds.storefront_key),
-        admin_key_hash=hash_key(creds.admin_key), webhook_secret=creds.webhook_secret,
+        admin_key_hash=hash_key(creds.admin_key), webhook_secret=creds.webhook_secret, default_arm=default_arm,
     ))
     session.flush()
     return creds
@@ -69,3 +70,7 @@ def active_webhook_secrets(tenant: Tenant, now: datetime | None = None) -> list[
             tenant.webhook_secret_previous_expires_at > now:
         out.append(tenant.webhook_secret_previous)
     return out
+
+
+def tenant_by_admin_key(session: Session, key: str) -> Tenant | None:
+    return session.scalar(select(Tenant).where(Tenant.admin_key_hash == hash_key(key)))

@@ -1,8 +1,11 @@
-"""Vector search over items, aggregated to products.
+"""Vector search over items, aggregated to products (the visual arm's query).
 
-The model key and dimension are spliced into the SQL as literals (validated): the HNSW indexes
-are partial indexes `WHERE model = '<key>'`, and a generic prepared plan with `model = $1`
-could not prove that predicate and would fall back to a sequential scan.
+Filters (tenant, in stock, category) are on `items` columns, so pgvector's iterative HNSW scan
+applies them inside the index scan and keeps scanning until enough rows pass. Two exact paths
+back it up: small filtered sets are searched exactly from the start (a B-tree pre-filter and a
+sort is cheap there and gives recall 1.0), and an HNSW answer that comes back short is redone
+exactly. The model key and dimension are spliced in as validated literals: the HNSW indexes
+are partial (`WHERE model = '<key>'`), and a generic plan with `model = $1` could not use them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.vector_index import _MODEL_KEY, vector_expr
+
+EXACT_THRESHOLD = 2000  # filtered items at or below which an exact scan is both cheap and exact
 
 
 @dataclass(frozen=True)
@@ -30,50 +35,109 @@ class Neighbour:
         return 1.0 - self.distance
 
 
-def similar_products(session: Session, *, tenant_id: str, external_id: str, model_key: str, dim: int,
-                     limit: int = 10, per_item_k: int = 40, ef_search: int = 100) -> list[Neighbour] | None:
-    """Products of the same tenant nearest to any item of `external_id`; None if it has no vectors.
+@dataclass(frozen=True)
+class VisualResult:
+    neighbours: list[Neighbour] | None  # None: the product has no vectors (yet)
+    strategy: str  # "hnsw", "exact", "hnsw+exact" (HNSW came back short)
 
-    Each item of the query product searches its `per_item_k` nearest items (HNSW, iterative scan
-    so the tenant filter cannot starve the list); a candidate product scores its best item match.
-    """
-    if not _MODEL_KEY.match(model_key):
-        raise ValueError(f"invalid model key {model_key!r}")
-    session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    session.execute(text(f"SET LOCAL hnsw.ef_search = {int(max(ef_search, per_item_k))}"))
+
+def _sql(model_key: str, dim: int, *, exact: bool, category: bool, by_vector: bool = False) -> str:
+    """The kNN query; the query vectors are the product's items, or one vector (:qvec) for search."""
     expr_i, expr_q = vector_expr(dim, "i.embedding"), vector_expr(dim, "q.embedding")
-    sql = text(f"""
-        WITH src AS (
+    # "+ 0" makes the sort key an expression no index matches: the planner must sort exactly.
+    order = f"({expr_i} <=> {expr_q}) + 0" if exact else f"{expr_i} <=> {expr_q}"
+    if by_vector:
+        query = "src AS (SELECT CAST(NULL AS bigint) AS id), q AS (SELECT CAST(:qvec AS vector) AS embedding)"
+        exclude = ""
+    else:
+        query = f"""src AS (
             SELECT id FROM products WHERE tenant_id = :tenant AND external_id = :pid AND NOT deleted
         ), q AS (
-            SELECT it.embedding FROM items it JOIN src ON it.product_id = src.id
-            WHERE it.model = '{model_key}'
-        ), cand AS (
+            SELECT it.embedding FROM items it JOIN src ON it.product_id = src.id WHERE it.model = '{model_key}'
+        )"""
+        exclude = "AND i.product_id <> (SELECT id FROM src)"
+    return f"""
+        WITH {query}, cand AS (
             SELECT c.product_id, min(c.dist) AS dist
             FROM q CROSS JOIN LATERAL (
                 SELECT i.product_id, {expr_i} <=> {expr_q} AS dist
                 FROM items i
-                WHERE i.model = '{model_key}' AND i.tenant_id = :tenant
-                  AND i.product_id <> (SELECT id FROM src)
-                ORDER BY {expr_i} <=> {expr_q}
+                WHERE i.model = '{model_key}' AND i.tenant_id = :tenant AND i.in_stock
+                  {exclude} {"AND i.category = :category" if category else ""}
+                ORDER BY {order}
                 LIMIT :k
             ) c
             GROUP BY c.product_id
         )
         SELECT p.external_id, p.title, p.category, p.price::float AS price, cand.dist,
                (SELECT url FROM product_images pi WHERE pi.product_id = p.id AND pi.status = 'ok'
-                ORDER BY pi.position LIMIT 1) AS image_url,
-               (SELECT count(*) FROM q) AS n_query
+                ORDER BY pi.position LIMIT 1) AS image_url
         FROM cand JOIN products p ON p.id = cand.product_id
-        WHERE p.tenant_id = :tenant AND NOT p.deleted AND p.in_stock
+        WHERE NOT p.deleted AND p.in_stock
         ORDER BY cand.dist, p.external_id
         LIMIT :limit
-    """)
-    rows = session.execute(sql, {"tenant": tenant_id, "pid": external_id, "k": per_item_k, "limit": limit}).all()
-    if not rows:
-        has_vectors = session.execute(text(
-            f"SELECT 1 FROM items it JOIN products p ON p.id = it.product_id "
-            f"WHERE p.tenant_id = :tenant AND p.external_id = :pid AND it.model = '{model_key}' LIMIT 1"
-        ), {"tenant": tenant_id, "pid": external_id}).first()
-        return [] if has_vectors else None
+    """
+
+
+def similar_products(session: Session, *, tenant_id: str, external_id: str, model_key: str, dim: int,
+                     limit: int = 10, category: str | None = None, ef_search: int = 200,
+                     exact_threshold: int = EXACT_THRESHOLD, strategy: str = "auto") -> VisualResult:
+    """Products of the same tenant nearest to any item of `external_id`, best item match first.
+
+    strategy: "auto" (exact for small filtered sets, else HNSW with an exact retry if short),
+    "hnsw" or "exact" (forced; benchmarks and tests compare them).
+    """
+    if not _MODEL_KEY.match(model_key):
+        raise ValueError(f"invalid model key {model_key!r}")
+    params = {"tenant": tenant_id, "pid": external_id, "limit": limit, "k": max(4 * limit, 40),
+              "category": category}
+    if strategy == "auto":
+        strategy = "exact" if _filtered_items(session, model_key, tenant_id, category, exact_threshold) \
+            <= exact_threshold else "hnsw"
+    used = strategy
+    if strategy == "hnsw":
+        session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        session.execute(text(f"SET LOCAL hnsw.ef_search = {int(max(ef_search, params['k']))}"))
+        rows = session.execute(text(_sql(model_key, dim, exact=False, category=category is not None)), params).all()
+        if len(rows) < limit:  # filters removed too much even for the iterative scan
+            rows, used = _exact(session, model_key, dim, category, params), "hnsw+exact"
+    else:
+        rows = _exact(session, model_key, dim, category, params)
+    if not rows and not _has_vectors(session, model_key, tenant_id, external_id):
+        return VisualResult(None, used)
+    return VisualResult([Neighbour(r.external_id, r.title, r.category, r.price, r.image_url, float(r.dist))
+                         for r in rows], used)
+
+
+def similar_to_vector(session: Session, *, tenant_id: str, vector, model_key: str, dim: int, limit: int = 10,
+                      ef_search: int = 200) -> list[Neighbour]:
+    """Products of the tenant nearest to a query vector (search by image or by text)."""
+    if not _MODEL_KEY.match(model_key):
+        raise ValueError(f"invalid model key {model_key!r}")
+    vec = "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
+    params = {"tenant": tenant_id, "qvec": vec, "limit": limit, "k": max(4 * limit, 40), "category": None}
+    session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+    session.execute(text(f"SET LOCAL hnsw.ef_search = {int(max(ef_search, params['k']))}"))
+    rows = session.execute(text(_sql(model_key, dim, exact=False, category=False, by_vector=True)), params).all()
+    if len(rows) < limit:
+        rows = session.execute(text(_sql(model_key, dim, exact=True, category=False, by_vector=True)), params).all()
     return [Neighbour(r.external_id, r.title, r.category, r.price, r.image_url, float(r.dist)) for r in rows]
+
+
+def _exact(session: Session, model_key: str, dim: int, category: str | None, params: dict) -> list:
+    return session.execute(text(_sql(model_key, dim, exact=True, category=category is not None)), params).all()
+
+
+def _filtered_items(session: Session, model_key: str, tenant_id: str, category: str | None, cap: int) -> int:
+    """How many items pass the filters, counted up to cap + 1 (an index-only scan, bounded)."""
+    cat = "AND category = :category" if category is not None else ""
+    return session.scalar(text(
+        f"SELECT count(*) FROM (SELECT 1 FROM items WHERE tenant_id = :tenant AND model = '{model_key}' "
+        f"AND in_stock {cat} LIMIT :cap) x"), {"tenant": tenant_id, "category": category, "cap": cap + 1})
+
+
+def _has_vectors(session: Session, model_key: str, tenant_id: str, external_id: str) -> bool:
+    return session.execute(text(
+        f"SELECT 1 FROM items it JOIN products p ON p.id = it.product_id "
+        f"WHERE p.tenant_id = :tenant AND p.external_id = :pid AND NOT p.deleted AND it.model = '{model_key}' LIMIT 1"
+    ), {"tenant": tenant_id, "pid": external_id}).first() is not None

@@ -44,3 +44,19 @@ def storefront_tenant(session: SessionDep,
 
 
 StorefrontTenant = Annotated[Tenant, Depends(storefront_tenant)]
+
+
+def admin_tenant(session: SessionDep,
+                 x_vitrine_admin_key: Annotated[str | None, Header(description="Tenant admin key")] = None) -> Tenant:
+    """The tenant whose admin key was sent (experiments, results)."""
+    from db.tenants import tenant_by_admin_key
+
+    if not x_vitrine_admin_key:
+        raise HTTPException(401, "missing X-Vitrine-Admin-Key header (the tenant's admin key)")
+    tenant = tenant_by_admin_key(session, x_vitrine_admin_key)
+    if tenant is None:
+        raise HTTPException(401, "unknown admin key")
+    return tenant
+
+
+AdminTenant = Annotated[Tenant, Depends(admin_tenant)]

@@ -14,3 +14,5 @@ STAGE_SECONDS = Histogram("vitrine_worker_stage_seconds", "Time per batch in eac
 BATCH_SIZE = Histogram("vitrine_worker_batch_events", "Events per processed batch",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 LAG = Gauge("vitrine_worker_consumer_lag", "Messages not yet consumed by the worker group", ["topic"])
+INTERACTIONS = Counter("vitrine_worker_interactions_total", "Interaction events written, new or duplicate",
+                       ["outcome"])

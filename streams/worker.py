@@ -9,6 +9,7 @@ with its original payload, the error and the attempt count, and the partition mo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -16,14 +17,15 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from db.interactions import known_tenants, record_interactions
 from db.session import create_db_engine, session_factory
 from db.vector_index import ensure_vector_index
 from streams import metrics
-from streams.events import CatalogEvent, DeadLetter, ProductIndexed
+from streams.events import CatalogEvent, DeadLetter, InteractionEvent, ProductIndexed
 from streams.image_fetch import ImageFetcher
 from streams.ingest import Indexer, ItemPolicy
 from streams.lag import consumer_lag
-from streams.topics import DEAD_LETTER, PRODUCT_EVENTS, PRODUCT_INDEXED
+from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS, PRODUCT_INDEXED
 from vitrine.components import build_detector, build_embedder
 from vitrine.settings import Settings
 
@@ -77,11 +79,13 @@ def create_worker(settings: Settings) -> faust.App:
         log.info("worker ready: embedder %s (dim %d), detector %s", embedder.model_key, embedder.dim,
                  detector.name)
 
-    async def send_dead_letter(key: bytes | None, value: bytes, error: str, attempts: int) -> None:
+    async def send_dead_letter(key: bytes | None, value: bytes, error: str, attempts: int,
+                               topic: str | None = None) -> None:
         reason = error.split(":")[0][:60]
         metrics.DEAD_LETTERS.labels(reason).inc()
         log.error("dead-lettering %r after %d attempt(s): %s", key, attempts, error[:300])
-        record = DeadLetter(topic=events_topic.get_topic_name(), key=key.decode(errors="replace") if key else None,
+        record = DeadLetter(topic=topic or events_topic.get_topic_name(),
+                            key=key.decode(errors="replace") if key else None,
                             payload=value.decode(errors="replace"), error=error, attempts=attempts)
         await dead_letters.send(key=key, value=record.model_dump_json().encode())
 
@@ -106,6 +110,14 @@ def create_worker(settings: Settings) -> faust.App:
                 await process_batch(indexer, [(e.key, e.value) for e in batch], publish, send_dead_letter)
         finally:
             await fetcher.aclose()
+
+    interactions_topic = app.topic(settings.topic(INTERACTIONS.name), value_serializer="raw", key_serializer="raw")
+
+    @app.agent(interactions_topic)
+    async def interactions(stream):
+        async for batch in stream.take_events(500, within=0.5):
+            await record_batch(sessions, [(e.key, e.value) for e in batch], settings.popularity_half_life_s,
+                               functools.partial(send_dead_letter, topic=interactions_topic.get_topic_name()))
 
     lag_cache: dict = {"at": 0.0}
 
@@ -152,3 +164,34 @@ async def process_batch(indexer: Indexer, messages: list[tuple[bytes | None, byt
         pending = [(k, v, e) for k, v, e, _ in failed]
     for key, value, _, error in failed:
         await dead_letter(key, value, f"{type(error).__name__}: {error}", MAX_ATTEMPTS)
+
+
+async def record_batch(sessions, messages: list[tuple[bytes | None, bytes]], half_life_s: float, dead_letter) -> None:
+    """Write interaction events idempotently; unparseable ones and unknown tenants are dead-lettered."""
+    events: list[InteractionEvent] = []
+    for key, value in messages:
+        try:
+            events.append(InteractionEvent.model_validate_json(value))
+        except ValidationError as exc:
+            await dead_letter(key, value, f"invalid interaction: {exc.errors(include_url=False)}", 1)
+
+    def _write() -> tuple[int, list[InteractionEvent]]:
+        with sessions.begin() as s:
+            known = known_tenants(s, {e.tenant_id for e in events})
+            good = [e for e in events if e.tenant_id in known]
+            return record_interactions(s, good, half_life_s=half_life_s), [e for e in events if e.tenant_id not in known]
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            new, unknown = await asyncio.to_thread(_write)
+            metrics.INTERACTIONS.labels("new").inc(new)
+            metrics.INTERACTIONS.labels("duplicate").inc(len(events) - len(unknown) - new)
+            for e in unknown:
+                await dead_letter(e.key.encode(), e.model_dump_json().encode(), f"unknown tenant {e.tenant_id!r}", 1)
+            return
+        except Exception as exc:  # the database is away: the batch is retried whole, then dead-lettered
+            if attempt == MAX_ATTEMPTS:
+                for e in events:
+                    await dead_letter(e.key.encode(), e.model_dump_json().encode(), f"{type(exc).__name__}: {exc}",
+                                      attempt)
+                return
+            await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])

@@ -37,7 +37,7 @@ def running(settings, tmp_path):
 def test_signed_product_is_indexed_and_recommended(settings, sessions, running, image_server, sample_images):
     base, worker = running
     with sessions.begin() as s:
-        acme = create_tenant(s, "Acme", "acme")
+        acme = create_tenant(s, "Acme", "acme", default_arm="visual")
         other = create_tenant(s, "Other shop", "other")
     by_id = {smp.id: smp for smp in sample_images[1]}
     events = [sample_event(by_id[i], "acme", image_server.base_url) for i in ("bus-front", "bus-mirror", "gift-blue")]
@@ -71,7 +71,7 @@ def test_signed_product_is_indexed_and_recommended(settings, sessions, running, 
     assert body["arm"] == "visual" and len(body["request_id"]) == 32
 
     # Another tenant's storefront key sees nothing of acme's catalog.
-    assert StorefrontClient(base, other.storefront_key).recommendations("bus-front").status_code == 404
+    assert StorefrontClient(base, other.storefront_key).recommendations("bus-front", user_id="u1").status_code == 404
 
     # Every indexed product was announced on catalog.product-indexed.
     consumer = KafkaConsumer(settings.topic(PRODUCT_INDEXED.name), bootstrap_servers=settings.kafka_bootstrap,

@@ -30,16 +30,17 @@ class CatalogClient:
 
 
 class StorefrontClient:
-    """Asks for recommendations with a storefront key."""
+    """Asks for recommendations and reports interactions with a storefront key."""
 
     def __init__(self, base_url: str, storefront_key: str, *, timeout_s: float = 30.0):
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers={"X-Vitrine-Key": storefront_key})
 
-    def recommendations(self, product_id: str, *, user_id: str | None = None, limit: int = 10) -> httpx.Response:
-        params = {"product_id": product_id, "limit": limit}
-        if user_id:
-            params["user_id"] = user_id
-        return self._http.get("/v1/recommendations", params=params)
+    def recommendations(self, product_id: str, *, user_id: str, limit: int = 10, **params) -> httpx.Response:
+        return self._http.get("/v1/recommendations",
+                              params={"product_id": product_id, "user_id": user_id, "limit": limit, **params})
+
+    def events(self, events: list[dict] | dict) -> httpx.Response:
+        return self._http.post("/v1/events", json=events)
 
     def close(self) -> None:
         self._http.close()

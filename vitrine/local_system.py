@@ -35,14 +35,14 @@ class LocalSystem:
     worker: object
     started_stack: bool
 
-    def fresh_tenant(self, tenant_id: str, name: str) -> TenantCredentials:
+    def fresh_tenant(self, tenant_id: str, name: str, default_arm: str = "visual") -> TenantCredentials:
         """Recreate a tenant so a run starts from an empty catalog with known keys."""
         with self.sessions.begin() as s:
             old = s.get(Tenant, tenant_id)
             if old is not None:
                 s.delete(old)
                 s.flush()
-            return create_tenant(s, name, tenant_id)
+            return create_tenant(s, name, tenant_id, default_arm=default_arm)
 
 
 def start_local_system(settings: Settings, stack: ExitStack, *, name: str, allow_hosts: str = "127.0.0.1",

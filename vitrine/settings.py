@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     )
     fetch_timeout_s: float = Field(10.0, gt=0, description="Image fetch connect+read timeout")
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted")
+    popularity_half_life_s: float = Field(3 * 86400, gt=0, description="Half-life of engagement in the baseline ranking")
     webhook_tolerance_s: int = Field(300, gt=0, description="Accepted clock skew of signed webhooks")
 
     @field_validator("kafka_bootstrap", "database_url")

@@ -1,46 +1,48 @@
-"""Storefront recommendations (walking skeleton: the visual arm for every shopper)."""
+"""Storefront recommendations: sticky experiment assignment, the arm's items, one exposure event."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
-from db.vector_queries import similar_products
-from recommender.deps import SessionDep, StorefrontTenant
+from recommender.deps import StorefrontTenant
 from recommender.schemas import Problem, RecommendedItem, Recommendations
+from recommender.serving import serve
+from streams.events import InteractionEvent
 
 router = APIRouter(prefix="/v1", tags=["storefront"])
 
 
+def _serve(request: Request, tenant, **kwargs):
+    with request.app.state.sessions() as session:
+        return serve(session, request.app.state.arms, tenant, **kwargs)
+
+
 @router.get("/recommendations", response_model=Recommendations,
             responses={401: {"model": Problem}, 404: {"model": Problem}})
-def recommendations(
-    request: Request, tenant: StorefrontTenant, session: SessionDep,
-    product_id: Annotated[str, Query(min_length=1, max_length=255, description="The tenant's product id")],
-    user_id: Annotated[str | None, Query(max_length=255)] = None,
+async def recommendations(
+    request: Request, tenant: StorefrontTenant,
+    product_id: Annotated[str, Query(min_length=1, max_length=255, description="The product being viewed")],
+    user_id: Annotated[str, Query(min_length=1, max_length=255, description="Stable shopper id (assignment unit)")],
     placement: Annotated[str, Query(max_length=64)] = "similar",
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
+    same_category: Annotated[bool, Query(description="Visual arm: only the product's category")] = False,
 ) -> Recommendations:
-    """Products that look like `product_id`, from the same tenant only."""
-    embedder = request.app.state.embedder
-    found = similar_products(session, tenant_id=tenant.id, external_id=product_id,
-                             model_key=embedder.model_key, dim=embedder.dim, limit=limit)
-    request_id = uuid.uuid4().hex
-    if found is None:
-        if not _product_exists(session, tenant.id, product_id):
-            raise HTTPException(404, f"unknown product {product_id!r}")
-        return Recommendations(request_id=request_id, experiment=None, arm="visual",
-                               fallback="no_vectors_yet", items=[])
+    """Products to show next to `product_id` for `user_id`, from the tenant's catalog only."""
+    served = await run_in_threadpool(_serve, request, tenant, user_id=user_id, product_id=product_id,
+                                     placement=placement, limit=limit, same_category=same_category)
+    if served is None:
+        raise HTTPException(404, f"unknown product {product_id!r}")
     items = [RecommendedItem(product_id=n.product_id, title=n.title, image_url=n.image_url, price=n.price,
-                             score=round(n.score, 6)) for n in found]
-    return Recommendations(request_id=request_id, experiment=None, arm="visual", items=items)
-
-
-def _product_exists(session, tenant_id: str, external_id: str) -> bool:
-    from sqlalchemy import select
-
-    from db.models import Product
-    return session.scalar(select(Product.id).where(
-        Product.tenant_id == tenant_id, Product.external_id == external_id, Product.deleted.is_(False))) is not None
+                             score=round(n.score, 6)) for n in served.result.items]
+    # One exposure per response, off the request path (buffered; lost ones are counted).
+    request.app.state.exposures.submit(f"{tenant.id}:{user_id}", InteractionEvent(
+        event_id=f"exposure:{served.request_id}", tenant_id=tenant.id, type="exposure", user_id=user_id,
+        request_id=served.request_id, product_id=product_id, experiment=served.experiment, arm=served.arm,
+        payload={"placement": placement, "shown": [i.product_id for i in items],
+                 "positions": list(range(1, len(items) + 1)), "served_by": served.result.arm,
+                 "fallback": served.result.fallback}))
+    return Recommendations(request_id=served.request_id, experiment=served.experiment, arm=served.arm,
+                           fallback=served.result.fallback, items=items)

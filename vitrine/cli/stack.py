@@ -92,7 +92,9 @@ def api(verbose: bool = typer.Option(False, "--verbose", "-v"),
 
 
 @tenant_app.command("create")
-def tenant_create(name: str, tenant_id: str = typer.Option(None, "--id", help="Slug; default from NAME")) -> None:
+def tenant_create(name: str, tenant_id: str = typer.Option(None, "--id", help="Slug; default from NAME"),
+                  default_arm: str = typer.Option("baseline", help="Arm for shoppers outside any experiment: "
+                                                  "baseline or visual")) -> None:
     """Create a tenant and print its storefront key, admin key and webhook secret (shown once)."""
     from db.session import create_db_engine, session_factory
     from db.tenants import create_tenant
@@ -101,7 +103,9 @@ def tenant_create(name: str, tenant_id: str = typer.Option(None, "--id", help="S
     engine = create_db_engine(settings.database_url)
     try:
         with session_factory(engine).begin() as session:
-            creds = create_tenant(session, name, tenant_id)
+            if default_arm not in ("baseline", "visual"):
+                raise ValueError(f"unknown arm {default_arm!r}: use baseline or visual")
+            creds = create_tenant(session, name, tenant_id, default_arm=default_arm)
     except ValueError as exc:
         fail(str(exc))
     finally:

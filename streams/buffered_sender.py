@@ -1,0 +1,71 @@
+"""Send events to Kafka off the request path: a bounded in-memory buffer drained by a task.
+
+The request handler only enqueues (never waits on the broker). When the broker is down the
+drainer keeps retrying the batch in hand while the buffer absorbs new events; once the buffer is
+full, further events are dropped and counted (`outcome="lost"`), never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import Counter, Gauge
+from pydantic import BaseModel
+
+from streams.producer import BrokerUnavailable, EventProducer
+
+log = logging.getLogger(__name__)
+
+SENT = Counter("vitrine_buffered_events_total", "Events sent off the request path, by topic and outcome",
+               ["topic", "outcome"])
+BUFFERED = Gauge("vitrine_send_buffer_events", "Events waiting in the send buffer", ["topic"])
+
+
+class BufferedSender:
+    def __init__(self, producer: EventProducer, topic: str, *, max_buffer: int = 50_000, batch: int = 500,
+                 retry_s: float = 1.0):
+        self.producer, self.topic, self.batch, self.retry_s = producer, topic, batch, retry_s
+        self.queue: asyncio.Queue[tuple[str, BaseModel]] = asyncio.Queue(max_buffer)
+        self._task: asyncio.Task | None = None
+
+    def submit(self, key: str, event: BaseModel) -> bool:
+        """Enqueue without waiting; False (and counted as lost) if the buffer is full."""
+        try:
+            self.queue.put_nowait((key, event))
+        except asyncio.QueueFull:
+            SENT.labels(self.topic, "lost").inc()
+            return False
+        BUFFERED.labels(self.topic).set(self.queue.qsize())
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._drain(), name=f"send-{self.topic}")
+
+    async def _drain(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            while True:
+                try:
+                    await self.producer.send_many(self.topic, batch)
+                    SENT.labels(self.topic, "sent").inc(len(batch))
+                    break
+                except BrokerUnavailable as exc:
+                    log.warning("holding %d events for %s (%d more buffered): %s", len(batch), self.topic,
+                                self.queue.qsize(), exc)
+                    await asyncio.sleep(self.retry_s)
+            BUFFERED.labels(self.topic).set(self.queue.qsize())
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Give the buffer `timeout_s` to drain, then count what is left as lost."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self.queue.empty() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        if self._task is not None:
+            self._task.cancel()
+        left = self.queue.qsize()
+        if left:
+            SENT.labels(self.topic, "lost").inc(left)
+            log.error("%d events for %s were not sent before shutdown", left, self.topic)
