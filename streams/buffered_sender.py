@@ -8,6 +8,7 @@ full, further events are dropped and counted (`outcome="lost"`), never silently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from prometheus_client import Counter, Gauge
@@ -65,6 +66,8 @@ class BufferedSender:
             await asyncio.sleep(0.05)
         if self._task is not None:
             self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         left = self.queue.qsize()
         if left:
             SENT.labels(self.topic, "lost").inc(left)
