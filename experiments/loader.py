@@ -50,6 +50,11 @@ class Attribution:
 _BOUNDS = """(CAST(:start AS timestamptz) IS NULL OR occurred_at >= CAST(:start AS timestamptz))
       AND (CAST(:end AS timestamptz) IS NULL OR occurred_at < CAST(:end AS timestamptz))"""
 
+# Outcomes before the start cannot belong to its exposures; one hour of slack absorbs
+# clock skew between the storefront and the API. Keeps other experiments' history out.
+_OUTCOME_FLOOR = """(CAST(:start AS timestamptz) IS NULL
+                OR occurred_at >= CAST(:start AS timestamptz) - interval '1 hour')"""
+
 # Exposures of the experiment, one row each, and one row per exposed user. min/max over
 # arm use the C collation: byte comparison, several times faster than a locale's.
 _EXPOSURES = f"""
@@ -94,7 +99,7 @@ per_request AS (
     FROM interaction_events
     WHERE tenant_id = :tenant
       AND ((type = 'exposure' AND experiment = :key AND {_BOUNDS})
-           OR (type IN ('click', 'purchase') AND request_id IS NOT NULL))
+           OR (type IN ('click', 'purchase') AND request_id IS NOT NULL AND {_OUTCOME_FLOOR}))
     GROUP BY request_id, user_id
 ),
 users AS (
@@ -212,7 +217,7 @@ per_request_day AS (
     FROM interaction_events
     WHERE tenant_id = :tenant
       AND ((type = 'exposure' AND experiment = :key AND {_BOUNDS})
-           OR (type IN ('click', 'purchase') AND request_id IS NOT NULL))
+           OR (type IN ('click', 'purchase') AND request_id IS NOT NULL AND {_OUTCOME_FLOOR}))
     GROUP BY request_id, user_id, day
 ),
 attributed AS (
