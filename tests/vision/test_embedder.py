@@ -127,3 +127,17 @@ def test_a_failed_export_falls_back_to_torch_and_is_not_retried(tmp_path, monkey
         assert emb.runtime == "torch" and emb.onnx_path is None
     assert len(calls) == 1
     assert np.abs(emb.embed([photos["bus"]]) - effnet_torch.embed([photos["bus"]])).max() < TOL
+
+
+def test_imagenet_preprocess_reference_values():
+    from vision.embedder import imagenet_preprocess
+
+    # A flat image: every output pixel is (value / 255 - mean) / std (ImageNet mean/std per channel).
+    out = imagenet_preprocess(Image.new("RGB", (300, 120), (255, 0, 128)), 224)
+    assert out.shape == (3, 224, 224) and out.dtype == np.float32
+    expected = [(1.0 - 0.485) / 0.229, (0.0 - 0.456) / 0.224, (128 / 255 - 0.406) / 0.225]
+    np.testing.assert_allclose(out.reshape(3, -1).mean(axis=1), expected, atol=1e-5)
+    # The centre square is kept: a red left strip outside it does not reach the output.
+    im = Image.new("RGB", (300, 100), (0, 0, 0))
+    im.paste((255, 0, 0), (0, 0, 90, 100))  # centre square spans x 100..200
+    assert imagenet_preprocess(im, 64)[0].max() == pytest.approx((0 - 0.485) / 0.229, abs=1e-5)

@@ -292,13 +292,13 @@ def bench_vision(
     _load(embedder)
     report = {"images": len(photos), "image_set": "seeded crops (200-800 px) of "
               + ", ".join(p.name for p in sample_photo_paths()),
-              "machine": machine_info(), "settings": _settings_used(settings),
-              "detection": bench_detector(detector, photos), "embedding": [bench_embedder(embedder, photos)],
+              "settings": _settings_used(settings), "detection": bench_detector(detector, photos), "embedding": [bench_embedder(embedder, photos)],
               "pipeline": bench_pipeline(detector, embedder, photos, **_policy(settings))}
     if also_torch and embedder.runtime != "torch":
         torch_embedder, _ = _models(settings.model_copy(update={"use_onnx": False}), detector=False)
         report["embedding"].append(bench_embedder(torch_embedder, photos))
     report["peak_rss_mb"] = peak_rss_mb()
+    report["machine"] = machine_info()  # last: names torch's thread count only if torch ran
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
