@@ -39,8 +39,9 @@ EVENTS = [
     (T, "click", "u1", "r1", "exp1", "baseline", None, ts(10, 10, 1)),
     (T, "click", "u1", "r1", "exp1", "baseline", None, ts(10, 10, 2)),
     (T, "purchase", "u1", "r2", "exp1", "baseline", 20.0, ts(11, 9, 30)),
-    # a click on r1 stamped 14 h before the start: outside the 1 h clock-skew slack, never counted
-    (T, "click", "u1", "r1", "exp1", "baseline", None, ts(9, 10)),
+    # a click on r1 stamped weeks before the start (beyond the 1 h clock-skew slack and the
+    # 14-day pre-period): never counted
+    (T, "click", "u1", "r1", "exp1", "baseline", None, datetime(2025, 12, 20, tzinfo=timezone.utc)),
     # u2, baseline: one exposure; a purchase of 5 without request id (window mode only)
     (T, "exposure", "u2", "r3", "exp1", "baseline", None, ts(10, 12)),
     (T, "purchase", "u2", None, None, None, 5.0, ts(10, 13)),
