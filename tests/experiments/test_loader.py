@@ -202,3 +202,24 @@ def test_loader_accepts_a_session(engine):
     with Session(engine) as session:
         stats = load_arm_stats(session, T, "exp1", start=START)
     assert_arm(stats.arm("baseline"), BASELINE_REQUEST)
+
+
+def test_bench_stats_runs_on_a_small_size(request, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from vitrine.cli.app import app
+    import vitrine.cli.experiment  # noqa: F401  registers the commands
+
+    try:
+        db_engine = request.getfixturevalue("db_engine")
+    except pytest.FixtureLookupError:
+        pytest.skip("no db_engine fixture (tests/conftest.py) available")
+    monkeypatch.setenv("VITRINE_DATABASE_URL", db_engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path))
+    out = CliRunner().invoke(app, ["bench", "stats", "--events", "2000", "--json"])
+    assert out.exit_code == 0, out.output
+    row = json.loads(out.output)["results"][0]
+    # 1,000 requests over 100 users (u = request * 7919 mod 100): every user is exposed.
+    assert row["events"] == 2000 and row["users"] == 100 and row["generate_s"] is not None
+    again = CliRunner().invoke(app, ["bench", "stats", "--events", "2000", "--json", "--no-daily"])
+    assert json.loads(again.output)["results"][0]["generate_s"] is None  # data reused
