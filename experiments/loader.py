@@ -326,6 +326,12 @@ def load_definition(conn: Any, tenant_id: str, key: str) -> ExperimentDefinition
         started_at=row["started_at"], stopped_at=row["stopped_at"])
 
 
+def load_planned_sample_size(conn: Any, tenant_id: str, key: str) -> int | None:
+    """The experiment's planned total sample size (the sequential tuning parameter), if set."""
+    return conn.execute(text("SELECT planned_sample_size FROM experiments WHERE tenant_id = :tenant AND key = :key"),
+                        {"tenant": tenant_id, "key": key}).scalar()
+
+
 def _tune(conn: Any, work_mem: str | None) -> None:
     if work_mem:
         conn.execute(text("SELECT set_config('work_mem', :wm, true)"), {"wm": work_mem})

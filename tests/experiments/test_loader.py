@@ -223,3 +223,16 @@ def test_bench_stats_runs_on_a_small_size(request, monkeypatch, tmp_path):
     assert row["events"] == 2000 and row["users"] == 100 and row["generate_s"] is not None
     again = CliRunner().invoke(app, ["bench", "stats", "--events", "2000", "--json", "--no-daily"])
     assert json.loads(again.output)["results"][0]["generate_s"] is None  # data reused
+
+
+def test_analyze_uses_the_planned_sample_size_as_tuning_parameter(engine):
+    from experiments.analysis import ReportOptions, analyze, days_elapsed
+
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE experiments SET planned_sample_size = 1234 WHERE key = 'exp1'"))
+    with engine.connect() as conn:
+        rep = analyze(conn, T, "exp1", ReportOptions(sequential=True), now=datetime(2026, 1, 13, tzinfo=timezone.utc))
+        assert analyze(conn, T, "nope") is None
+    assert "tuning_n=1234" in rep["analysis"] and rep["days_elapsed"] == pytest.approx(3.0)
+    assert rep["primary_metric"] == "conversion" and rep["cuped"] is False  # baseline has no pre-period
+    assert days_elapsed(None) is None

@@ -30,13 +30,6 @@ def _engine():
     return create_engine(url)
 
 
-def _days_elapsed(definition) -> float | None:
-    if definition is None or definition.started_at is None:
-        return None
-    end = definition.stopped_at or datetime.now(timezone.utc)
-    return max((end - definition.started_at).total_seconds() / 86400.0, 0.0) or None
-
-
 @experiment_app.command("report")
 def report(
     key: str = typer.Argument(..., help="Experiment key"),
@@ -54,37 +47,26 @@ def report(
     target_mde: float = typer.Option(0.05, help="Relative MDE the sample-size figure is computed for"),
 ) -> None:
     """Per metric and arm: n, value, CI, lift, p, adjusted p, significance, SRM, power."""
-    from experiments.loader import Attribution, load_experiment_stats
-    from experiments.report import build_report, render_text
-    from experiments.sequential import DEFAULT_TUNING_N
+    from experiments.analysis import ReportOptions, analyze
+    from experiments.loader import Attribution
+    from experiments.report import render_text
 
     try:
-        attr = Attribution(attribution, window_hours)
+        options = ReportOptions(attribution=Attribution(attribution, window_hours), alpha=alpha,
+                                correction=correction, sequential=sequential, tuning_n=tuning_n, cuped=cuped,
+                                pre_period_days=pre_days, target_relative_mde=target_mde)
     except ValueError as exc:
         fail(str(exc))
     engine = _engine()
     try:
         with engine.connect() as conn:
-            definition, stats = load_experiment_stats(conn, tenant, key, attribution=attr, pre_period_days=pre_days)
-            planned = None
-            if definition is not None:
-                from sqlalchemy import text
-
-                planned = conn.execute(text("SELECT planned_sample_size FROM experiments "
-                                            "WHERE tenant_id = :t AND key = :k"), {"t": tenant, "k": key}).scalar()
-    except ValueError as exc:  # an invalid stored definition (weights) is reported, not a traceback
+            result = analyze(conn, tenant, key, options)
+    except ValueError as exc:  # an invalid stored definition or option: one line, not a traceback
         fail(f"experiment {key!r}: {exc}")
     finally:
         engine.dispose()
-    if definition is None and not stats.arms:
+    if result is None:
         fail(f"experiment {key!r} of tenant {tenant!r} not found and has no exposures")
-    try:
-        result = build_report(definition, stats, alpha=alpha, correction=correction, sequential=sequential,
-                              tuning_n=tuning_n or planned or DEFAULT_TUNING_N, cuped=cuped,
-                              target_relative_mde=target_mde, days_elapsed=_days_elapsed(definition),
-                              tenant_id=tenant)
-    except ValueError as exc:
-        fail(str(exc))
     typer.echo(json.dumps(result, allow_nan=False) if as_json else render_text(result), nl=as_json)
 
 
