@@ -114,6 +114,38 @@ def build_report(definition: ExperimentDefinition | None, stats: ExperimentStats
     })
 
 
+def daily_series(definition: ExperimentDefinition | None, stats: ExperimentStats, metric: str = "ctr", *,
+                 alpha: float = 0.05, sequential: bool = True,
+                 tuning_n: float = DEFAULT_TUNING_N) -> list[dict[str, Any]]:
+    """Per day and treatment arm, from the cumulative daily stats: n, values, lift and its CI, p.
+
+    Sequential by default: a chart of daily lifts is a peek per day, so only always-valid
+    intervals may be read off it.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; known: {sorted(METRICS)}")
+    m = METRICS[metric]
+    by_day: dict[Any, dict[str, ArmStats]] = {}
+    for d in stats.daily:
+        by_day.setdefault(d.day, {})[d.stats.arm] = d.stats
+    present = ExperimentStats(stats.key, tuple(ArmStats(a) for a in sorted({d.stats.arm for d in stats.daily})))
+    arms = [name for name, _ in _arms(definition, present)]
+    if not arms:
+        return []
+    control, out = arms[0], []
+    for day in sorted(by_day):
+        c = by_day[day].get(control, ArmStats(arm=control))
+        for arm_name in arms[1:]:
+            t = by_day[day].get(arm_name, ArmStats(arm=arm_name))
+            test = m.make_test(c, t, alpha, False)
+            r = (SequentialTest(test, tuning_n) if sequential else test).compute_result()
+            out.append(_clean({"day": day.isoformat(), "arm": arm_name, "n_control": c.users, "n": t.users,
+                               "control_value": r.control_value, "value": r.treatment_value, "lift": r.lift,
+                               "lift_ci": list(r.lift_ci), "effect_ci": list(r.effect_ci), "p_value": r.p_value,
+                               "method": r.method, "error": r.error.value if r.error else None}))
+    return out
+
+
 def _clean(x: Any) -> Any:
     """Guarantee strict JSON: no NaN/inf survives (they become None)."""
     if isinstance(x, dict):

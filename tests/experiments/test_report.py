@@ -111,3 +111,20 @@ def test_cumulate_daily_carries_arms_forward_over_empty_days():
     assert all(isinstance(d, DailyArmStats) for d in daily)
     stats = ExperimentStats("exp", ()).with_daily(daily)
     assert build_report(None, stats)["days_elapsed"] == 3.0
+
+
+def test_daily_series_is_sequential_by_default():
+    from experiments.report import daily_series
+
+    days = []
+    for i, n in enumerate((1000, 2000, 3000)):
+        for name, seed in (("baseline", 1), ("visual", 2)):
+            days.append(DailyArmStats(date(2026, 1, 1 + i), arm(name, n, 0.1, 0.05, seed)))
+    stats = ExperimentStats("exp", ()).with_daily(tuple(days))
+    series = daily_series(DEF, stats, "conversion")
+    assert [s["day"] for s in series] == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert all(s["arm"] == "visual" and "sequential" in s["method"] for s in series)
+    assert [s["n"] for s in series] == [1000, 2000, 3000]
+    json.dumps(series, allow_nan=False)
+    assert daily_series(None, stats, "ctr", sequential=False)[0]["method"].startswith("delta-method")
+    assert daily_series(DEF, ExperimentStats("exp", ()), "ctr") == []
