@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -141,3 +142,33 @@ def test_experiment_assignment_is_sticky_and_follows_weights(shop, sessions):
         assert s.scalar(text("SELECT count(*) FROM assignments")) == 200
     assert client.post("/v1/experiments/vis-1/stop", headers=admin).json()["status"] == "stopped"
     assert rec(client, a.storefront_key, "red", user="user-1").json()["experiment"] is None
+
+
+def test_api_keeps_serving_while_the_broker_is_down_and_flushes_exposures_later(settings, sessions, tmp_path):
+    from streams.embedded_broker import EmbeddedBroker
+    from streams.topics import ensure_topics
+    with sessions.begin() as s:
+        a = create_tenant(s, "Acme", "acme")
+        put_product(s, "acme", "red", None)
+        put_product(s, "acme", "blue", None)
+    own = EmbeddedBroker(log_path=tmp_path / "b1.log").start()
+    local = settings.model_copy(update={"kafka_bootstrap": own.bootstrap, "kafka_ack_timeout_s": 1.0})
+    ensure_topics(local)
+    with TestClient(create_app(local)) as client:
+        own.stop()
+        for i in range(5):  # served from Postgres; exposures wait in the buffer
+            assert rec(client, a.storefront_key, "red", user=f"u{i}").status_code == 200
+        back = EmbeddedBroker(own.port, log_path=tmp_path / "b2.log").start()
+        try:
+            ensure_topics(local)
+            consumer = KafkaConsumer(local.topic(INTERACTIONS.name), bootstrap_servers=local.kafka_bootstrap,
+                                     auto_offset_reset="earliest", consumer_timeout_ms=1000)
+            seen: list = []
+            deadline = time.monotonic() + 30
+            while len(seen) < 5 and time.monotonic() < deadline:
+                seen += [json.loads(m.value) for m in consumer]
+            consumer.close()
+            assert sorted(e["user_id"] for e in seen) == [f"u{i}" for i in range(5)]
+            assert {e["type"] for e in seen} == {"exposure"}
+        finally:
+            back.stop()
