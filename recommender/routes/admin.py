@@ -87,12 +87,15 @@ async def results(request: Request, key: str, tenant: AdminTenant,
                   sequential: Annotated[bool, Query(description="Always-valid (peeking-safe) inference")] = False,
                   correction: Annotated[Literal["holm", "fdr_bh"], Query()] = "holm") -> dict:
     """The analysis report: per metric and arm n, value, CI, lift, p, adjusted p, SRM, power."""
-    from experiments.report import experiment_report
+    from experiments.analysis import ReportOptions, analyze
 
     def _run():
         with request.app.state.engine.connect() as conn:
-            return experiment_report(conn, tenant.id, key, sequential=sequential, correction=correction)
-    report = await run_in_threadpool(_run)
+            return analyze(conn, tenant.id, key, ReportOptions(sequential=sequential, correction=correction))
+    try:
+        report = await run_in_threadpool(_run)
+    except ValueError as exc:  # an invalid stored definition
+        raise HTTPException(422, str(exc)) from None
     if report is None:
         raise HTTPException(404, f"no experiment {key!r} and no exposures for it")
     return report

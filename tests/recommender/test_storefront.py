@@ -172,3 +172,24 @@ def test_api_keeps_serving_while_the_broker_is_down_and_flushes_exposures_later(
             assert {e["type"] for e in seen} == {"exposure"}
         finally:
             back.stop()
+
+
+def test_results_endpoint_reports_the_experiment_for_its_tenant_only(shop, sessions):
+    client, a, b = shop
+    admin = {"X-Vitrine-Admin-Key": a.admin_key}
+    body = {"key": "vis-1", "arms": [{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}]}
+    client.post("/v1/experiments", json=body, headers=admin)
+    client.post("/v1/experiments/vis-1/start", headers=admin)
+    for i in range(40):
+        rec(client, a.storefront_key, "red", user=f"user-{i}")
+    from sqlalchemy import text as sql
+    with sessions.begin() as s:  # the worker would write these from the topic; here straight to the table
+        s.execute(sql("""INSERT INTO interaction_events (tenant_id, event_id, type, user_id, request_id, experiment,
+                         arm, payload, occurred_at)
+                         SELECT 'acme', 'x' || a.user_id, 'exposure', a.user_id, 'r' || a.user_id, 'vis-1', a.arm,
+                                '{}'::jsonb, now() FROM assignments a"""))
+    report = client.get("/v1/experiments/vis-1/results", headers=admin)
+    assert report.status_code == 200, report.text
+    assert sum(arm["users"] for arm in report.json()["arms"]) == 40
+    assert client.get("/v1/experiments/vis-1/results",
+                      headers={"X-Vitrine-Admin-Key": b.admin_key}).status_code == 404
