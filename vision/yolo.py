@@ -39,7 +39,7 @@ CONTEXT_CLASSES: tuple[str, ...] = ("person",)
 HUB_HOST = "github.com"  # ultralytics release assets live on GitHub
 
 
-def prepare_ultralytics(config_dir: Path) -> None:
+def prepare_ultralytics(config_dir: Path, threads: int = 0) -> None:
     """Point ultralytics at a project-owned, offline config dir with a local font, before its first import."""
     config_dir = Path(config_dir).resolve()
     user_dir = config_dir / "Ultralytics"  # ultralytics appends this to YOLO_CONFIG_DIR
@@ -49,7 +49,10 @@ def prepare_ultralytics(config_dir: Path) -> None:
     for target in (config_dir / "Arial.ttf", user_dir / "Arial.ttf"):
         if not target.exists() and font.is_file():
             shutil.copyfile(font, target)
-    wanted = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "YOLO_CONFIG_DIR": str(config_dir)}
+    wanted = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "YOLO_CONFIG_DIR": str(config_dir),
+              # Importing ultralytics sets OMP_NUM_THREADS=1 when unset ("for training"): torch
+              # imported after it would then run inference, ours included, on a single core.
+              "OMP_NUM_THREADS": str(threads if threads > 0 else os.cpu_count() or 1)}
     for key, value in wanted.items():
         os.environ.setdefault(key, value)  # an operator's explicit choice wins
     if "ultralytics" in sys.modules and os.environ["YOLO_CONFIG_DIR"] != str(config_dir):
@@ -87,7 +90,7 @@ class YoloDetector(Detector):
         return f"{self.name}: weights {src}, {len(self.classes) if self.classes else 'all'} product classes"
 
     def _load(self) -> None:
-        prepare_ultralytics(self.cache_dir / "ultralytics")
+        prepare_ultralytics(self.cache_dir / "ultralytics", self.threads)
         with contextlib.redirect_stdout(sys.stderr):  # first import announces its settings file on stdout
             path = self._resolve_weights()
         try:

@@ -121,3 +121,16 @@ def test_a_local_onnx_export_runs_through_onnxruntime(random_yolo, tmp_path, mon
     (dets,) = det.detect([photos["bus"]])
     assert det.weights_path.suffix == ".onnx"
     assert dets[0].kind == "whole" and 1 < len(dets) <= 11
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to tell 1 thread from all")
+def test_importing_ultralytics_through_vision_keeps_torch_multithreaded(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from vision.yolo import prepare_ultralytics; prepare_ultralytics(sys.argv[1]); "
+            "import ultralytics, torch; print(torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "YOLO_CONFIG_DIR")}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                         env=env, check=True)
+    assert int(out.stdout.strip().splitlines()[-1]) == os.cpu_count()
