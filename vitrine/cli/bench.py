@@ -1,4 +1,4 @@
-"""Benchmarks of the running system: `vitrine bench ingest` (and later `bench serve`)."""
+"""Benchmarks of the running system: `vitrine bench ingest` and `vitrine bench serve`."""
 
 from __future__ import annotations
 
@@ -46,3 +46,62 @@ def bench_ingest(products: int = typer.Option(200, min=1, help="Products to post
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         typer.echo(f"{k:<{width}}  {v}")
+
+
+@bench_app.command("serve")
+def bench_serve(products: int = typer.Option(100_000, min=100, help="Synthetic products (one 1280-d item each)"),
+                seed: int = typer.Option(0, help="Seed of the clustered vectors and of the requests"),
+                levels: str = typer.Option("1,10,50,100", help="Concurrent users per level, comma-separated"),
+                think: float = typer.Option(1.0, min=0, help="Mean think time between a user's requests (s)"),
+                duration: float = typer.Option(12.0, min=1, help="Seconds per level"),
+                recall_sample: int = typer.Option(200, min=1, help="Requests compared with exact search"),
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
+                verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Load N products, drive /v1/recommendations for both arms; print QPS, p50/p95/p99, raw floor, recall."""
+    from vitrine.bench_serve import run_serve_bench
+
+    setup_logging(verbose)
+    try:
+        users = [int(x) for x in levels.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--levels must be integers separated by commas, not {levels!r}")
+    try:
+        r = run_serve_bench(load_settings(), products=products, seed=seed, levels=users, think_s=think,
+                            duration_s=duration, recall_sample=recall_sample)
+    except RuntimeError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(r))
+        return
+    print_serve_table(r)
+
+
+def print_serve_table(r: dict) -> None:
+    """The `bench serve` figures as a table (also renders a saved `--json` result)."""
+    s, ld, g, raw = r["settings"], r["load"], r["goals"], r["raw_query"]
+    typer.echo(_machine_line(r["machine"]) + f" (1/5/15 min: before {r['load_average_before']}, "
+               f"after {r['load_average_after']})")
+    typer.echo(f"settings: {s['products']} products x {s['dim']}-d ({s['model']}), {s['centres']} clusters, "
+               f"{s['categories']} categories, seed {s['seed']}, {s['duration_s']:.0f} s per level, limit {s['limit']}")
+    typer.echo(f"note: {r['note']}\n")
+    if ld["reused"]:
+        typer.echo(f"catalog: reused ({ld['rows']} rows); HNSW build {ld['hnsw_build_s'] or 'not needed'}")
+    else:
+        typer.echo(f"catalog: {ld['rows']} rows in {ld['load_s']} s ({ld['rows_per_s']} rows/s), "
+                   f"HNSW build {ld['hnsw_build_s']} s (maintenance_work_mem 1GB)")
+    typer.echo(f"\n{'arm':<9}{'mode':<16}{'users':>6}{'req':>7}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}"
+               f"{'p99 ms':>9}{'max ms':>9}{'errors':>7}")
+    for arm, modes in r["arms"].items():
+        for mode, label in (("think", f"think {s['think_s']:g} s"), ("max_throughput", "think 0 (max)")):
+            for x in modes[mode]:
+                typer.echo(f"{arm:<9}{label:<16}{x['users']:>6}{x['requests']:>7}{x['qps']:>8}{x['p50_ms']!s:>9}"
+                           f"{x['p95_ms']!s:>9}{x['p99_ms']!s:>9}{x['max_ms']!s:>9}{x['errors']:>7}")
+    typer.echo(f"{'raw':<9}{'sequential':<16}{1:>6}{raw['requests']:>7}{raw['qps']:>8}{raw['p50_ms']!s:>9}"
+               f"{raw['p95_ms']!s:>9}{raw['p99_ms']!s:>9}{raw['max_ms']!s:>9}{0:>7}   strategies {raw['strategies']}")
+    for name, x in r["recall"].items():
+        typer.echo(f"recall@10 served vs exact ({name}): {x['recall_at_10']} over {x['requests']} requests "
+                   f"(min {x['min']}, short answers {x['short_answers']})")
+    typer.echo(f"\ngoal visual p99 < 50 ms at {g['top_users']} users (think {s['think_s']:g} s): "
+               f"{g['visual_p99_ms_at_top_users']} ms -> {'met' if g['visual_p99_under_50ms'] else 'MISSED'}")
+    typer.echo(f"goal API p50 (1 user, think 0) / raw p50 < 2: {g['api_p50_over_raw_p50']} -> "
+               f"{'met' if g['api_overhead_under_2x'] else 'MISSED'}")
