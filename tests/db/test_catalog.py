@@ -90,7 +90,10 @@ def test_similar_products_stays_in_tenant_and_uses_the_model_index(s):
     other = CatalogEvent.model_validate({**ev("x").model_dump(mode="json"), "tenant_id": "other"})
     catalog.upsert_product(s, other, [img(vec=base / np.linalg.norm(base))], model_key=MODEL, dim=DIM)
     s.commit()
-    found = similar_products(s, tenant_id="acme", external_id="p0", model_key=MODEL, dim=DIM, limit=10)
-    assert [n.product_id for n in found] == ["p1", "p2", "p3", "p4"]  # ordered by growing noise; no "x"
-    assert all(-1e-6 <= 1 - n.score <= 2 for n in found) and found[0].score > found[-1].score
-    assert similar_products(s, tenant_id="acme", external_id="nope", model_key=MODEL, dim=DIM) is None
+    for strategy in ("hnsw", "exact"):
+        found = similar_products(s, tenant_id="acme", external_id="p0", model_key=MODEL, dim=DIM, limit=10,
+                                 strategy=strategy).neighbours
+        assert [n.product_id for n in found] == ["p1", "p2", "p3", "p4"]  # ordered by growing noise; no "x"
+        assert all(-1e-6 <= 1 - n.score <= 2 for n in found) and found[0].score > found[-1].score
+        s.rollback()
+    assert similar_products(s, tenant_id="acme", external_id="nope", model_key=MODEL, dim=DIM).neighbours is None

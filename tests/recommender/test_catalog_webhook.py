@@ -12,6 +12,7 @@ from db.tenants import create_tenant
 from recommender import signing
 from recommender.app import create_app
 from streams.topics import PRODUCT_EVENTS
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -136,8 +137,11 @@ def test_broker_down_answers_503_with_retry_after_and_the_retry_is_accepted(sett
         restarted = EmbeddedBroker(port, log_path=tmp_path / "broker2.log").start()
         try:
             ensure_topics(local)
-            retry = post(client, body, creds.webhook_secret)  # the claim was released: accepted now
-            assert retry.status_code == 202 and retry.json()["accepted"] == ["e-p1"]
+            # A client honouring Retry-After tries again; once the producer has reconnected the event
+            # is accepted (its claim was released, so it is not mistaken for a duplicate).
+            retry = wait_for(lambda: (r := post(client, body, creds.webhook_secret)).status_code == 202 and r,
+                             60, interval_s=1.0, what="the webhook to accept again")
+            assert retry.json()["accepted"] == ["e-p1"]
         finally:
             restarted.stop()
 
