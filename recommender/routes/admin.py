@@ -29,7 +29,7 @@ class ExperimentIn(BaseModel):
     traffic_fraction: float = Field(1.0, gt=0, le=1)
     primary_metric: Literal["ctr", "conversion", "revenue_per_user", "click_through", "ctr_per_user"] = "ctr"
     guardrails: list[str] = Field(default_factory=list, description="Metrics that must not get worse")
-    planned_sample_size: int | None = Field(None, gt=0, description="Users per arm the test is planned for")
+    planned_sample_size: int | None = Field(None, gt=0, description="Users (all arms together) the test is planned for")
 
 
 class ExperimentOut(ExperimentIn):

@@ -35,7 +35,7 @@ def create(key: str, tenant: str = typer.Option(..., "--tenant", "-t"),
            placement: str = typer.Option("similar"), traffic: float = typer.Option(1.0, help="Fraction of users in"),
            metric: str = typer.Option("ctr", help="Primary metric: ctr, conversion, revenue_per_user, ..."),
            guardrail: list[str] = typer.Option([], help="Metric that must not get worse (repeatable)"),
-           planned: int = typer.Option(None, help="Planned users per arm")) -> None:
+           planned: int = typer.Option(None, help="Planned users, all arms together")) -> None:
     """Create a draft experiment (start it with `vitrine experiment start`)."""
     from db.experiments import create_experiment
     from recommender.arms import ARMS
