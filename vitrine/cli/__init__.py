@@ -9,6 +9,7 @@ from vitrine.cli import experiment as _experiment  # noqa: F401,E402  experiment
 from vitrine.cli import bench as _bench  # noqa: F401,E402  bench ingest
 from vitrine.cli import experiment_admin as _experiment_admin  # noqa: F401,E402  experiment create/start/stop/list
 from vitrine.cli import catalog as _catalog  # noqa: F401,E402  catalog import/dead-letters/replay, status
+from vitrine.cli import dashboard as _dashboard  # noqa: F401,E402  dashboard
 
 
 def main() -> None:

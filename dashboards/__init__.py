@@ -1,0 +1,1 @@
+"""Streamlit dashboards: experiments (analysts) and catalog / pipeline health (operators)."""

@@ -1,0 +1,44 @@
+"""The Streamlit entry point (`vitrine dashboard` runs it): sign-in, tenant choice, page navigation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from dashboards import auth
+from dashboards.data import get_settings
+from vitrine.settings import StackNotRunning
+
+PAGES = Path(__file__).resolve().parent / "pages"
+
+
+def main() -> None:
+    """Gate every page behind a credential, then hand over to st.navigation."""
+    st.set_page_config(page_title="vitrine", page_icon="🛍️", layout="wide")
+    try:
+        settings = get_settings()
+    except StackNotRunning as exc:
+        st.error(f"No database or broker configured: {exc}")
+        st.stop()
+    if not auth.signed_in():
+        auth.sign_in_form(settings.database_url, settings.admin_key.get_secret_value())
+        st.stop()
+    tenant = auth.tenant_picker(settings.database_url)
+    if tenant is None:
+        st.info("No tenants yet. Create one with `vitrine tenant create NAME`, then reload this page.")
+        st.stop()
+    page = st.navigation({
+        "Analysts": [
+            st.Page(PAGES / "overview.py", title="Experiments", icon="🧪", url_path="experiments", default=True),
+            st.Page(PAGES / "experiment.py", title="Experiment detail", icon="📈", url_path="experiment"),
+        ],
+        "Operators": [
+            st.Page(PAGES / "catalog.py", title="Catalog explorer", icon="🖼️", url_path="catalog"),
+            st.Page(PAGES / "pipeline.py", title="Pipeline health", icon="🩺", url_path="pipeline"),
+        ],
+    })
+    page.run()
+
+
+main()

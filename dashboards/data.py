@@ -1,0 +1,247 @@
+"""Every read the dashboards make, cached: experiments through `experiments.analysis`, the rest through `db/`.
+
+Cached functions take the database URL (and broker address) as their first argument so that
+two dashboards, or two tests in one process, never share entries across databases. Nothing
+here computes a statistic: reports, series and power figures come from `experiments/`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import streamlit as st
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from db.session import create_db_engine, session_factory
+from experiments.analysis import ReportOptions, analyze
+from experiments.loader import load_experiment_stats, load_planned_sample_size
+from experiments.metrics import METRICS, metric_power
+from experiments.report import daily_series
+from experiments.sequential import DEFAULT_TUNING_N
+from vitrine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Experiment reads aggregate millions of events: a minute of staleness is the price of a fast page.
+REPORT_TTL_S = 60
+LIST_TTL_S = 30
+HEALTH_TTL_S = 30
+
+
+def get_settings() -> Settings:
+    """The dashboard's settings: `vitrine dashboard` passes the resolved ones through VITRINE_* env."""
+    return Settings().resolved()
+
+
+@st.cache_resource(show_spinner=False)
+def engine(database_url: str) -> Engine:
+    """One connection pool per database for the whole server."""
+    return create_db_engine(database_url)
+
+
+def _session(database_url: str):
+    return session_factory(engine(database_url))()
+
+
+# --- tenants and credentials -------------------------------------------------------------------------
+
+def tenant_for_admin_key(database_url: str, key: str) -> str | None:
+    """The tenant whose admin key this is (never cached: a revoked key must stop working at once)."""
+    from db.tenants import tenant_by_admin_key
+
+    with _session(database_url) as session:
+        tenant = tenant_by_admin_key(session, key)
+        return tenant.id if tenant else None
+
+
+@st.cache_data(ttl=LIST_TTL_S, show_spinner=False)
+def tenant_ids(database_url: str) -> list[str]:
+    """Every tenant id, sorted."""
+    from sqlalchemy import select
+
+    from db.models import Tenant
+
+    with _session(database_url) as session:
+        return list(session.scalars(select(Tenant.id).order_by(Tenant.id)))
+
+
+# --- experiments -------------------------------------------------------------------------------------
+
+@st.cache_data(ttl=LIST_TTL_S, show_spinner=False)
+def experiments(database_url: str, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's experiments (key, status, placement, arms, dates), oldest first."""
+    from db.experiments import list_experiments
+
+    with _session(database_url) as session:
+        return [{"key": e.key, "status": e.status, "placement": e.placement, "arms": e.arms,
+                 "primary_metric": e.primary_metric, "planned_sample_size": e.planned_sample_size,
+                 "started_at": e.started_at, "stopped_at": e.stopped_at}
+                for e in list_experiments(session, tenant_id)]
+
+
+@st.cache_data(ttl=REPORT_TTL_S, show_spinner="Analysing the experiment…")
+def report(database_url: str, tenant_id: str, key: str, sequential: bool = False, correction: str = "holm",
+           alpha: float = 0.05) -> dict[str, Any] | None:
+    """`experiments.analysis.analyze` with these options (None: no such experiment and no exposures)."""
+    options = ReportOptions(sequential=sequential, correction=correction, alpha=alpha)
+    with engine(database_url).connect() as conn:
+        return analyze(conn, tenant_id, key, options)
+
+
+def _stats(database_url: str, tenant_id: str, key: str):
+    with engine(database_url).connect() as conn:
+        definition, stats = load_experiment_stats(conn, tenant_id, key, daily=True)
+        planned = load_planned_sample_size(conn, tenant_id, key) if definition is not None else None
+    return definition, stats, planned
+
+
+@st.cache_data(ttl=REPORT_TTL_S, show_spinner="Loading the daily series…")
+def daily(database_url: str, tenant_id: str, key: str, metric: str, sequential: bool = True,
+          alpha: float = 0.05) -> dict[str, Any]:
+    """Per day: the cumulative lift series (`experiments.report.daily_series`) and cumulative counts per arm."""
+    definition, stats, planned = _stats(database_url, tenant_id, key)
+    # The same tuning parameter as `analyze`: the planned sample size, else the library default.
+    tuning_n = planned or DEFAULT_TUNING_N
+    series = daily_series(definition, stats, metric, alpha=alpha, sequential=sequential, tuning_n=tuning_n)
+    counts = [{"day": d.day.isoformat(), "arm": d.stats.arm, "users": d.stats.users,
+               "exposures": d.stats.exposures} for d in stats.daily]
+    return {"series": series, "counts": counts, "tuning_n": tuning_n}
+
+
+@st.cache_data(ttl=REPORT_TTL_S, show_spinner=False)
+def power(database_url: str, tenant_id: str, key: str, metric: str, treatment: str, control: str,
+          alpha: float, power_level: float, target_relative_mde: float, users_per_day: float) -> dict[str, Any]:
+    """`experiments.metrics.metric_power` on the experiment's sufficient statistics, as a dict."""
+    _, stats, _ = _stats(database_url, tenant_id, key)
+    result = metric_power(METRICS[metric], stats.arm(control), stats.arm(treatment), alpha, power_level,
+                          target_relative_mde, users_per_day)
+    return result.to_dict()
+
+
+# --- catalog -----------------------------------------------------------------------------------------
+
+@st.cache_data(ttl=LIST_TTL_S, show_spinner=False)
+def search_products(database_url: str, tenant_id: str, query: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Products whose id equals, or whose id/title contains, `query` (exact id first); newest first."""
+    like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    with _session(database_url) as session:
+        rows = session.execute(text("""
+            SELECT external_id, title, category, price::float AS price, in_stock, deleted, version, indexed_at
+            FROM products
+            WHERE tenant_id = :t AND (:q = '' OR external_id = :q OR external_id ILIKE :like OR title ILIKE :like)
+            ORDER BY (external_id = :q) DESC, updated_at DESC, external_id
+            LIMIT :limit
+        """), {"t": tenant_id, "q": query, "like": like, "limit": limit}).mappings().all()
+        return [dict(r) for r in rows]
+
+
+@st.cache_data(ttl=LIST_TTL_S, show_spinner=False)
+def product_images(database_url: str, tenant_id: str, external_id: str) -> list[dict[str, Any]]:
+    """The product's images (url, size, status, failure reason) with their detected items."""
+    with _session(database_url) as session:
+        images = session.execute(text("""
+            SELECT pi.id, pi.url, pi.position, pi.width, pi.height, pi.status, pi.failure_reason
+            FROM product_images pi JOIN products p ON p.id = pi.product_id
+            WHERE p.tenant_id = :t AND p.external_id = :pid ORDER BY pi.position
+        """), {"t": tenant_id, "pid": external_id}).mappings().all()
+        items = session.execute(text("""
+            SELECT it.image_id, it.kind, it.box, it.label, it.score, it.model
+            FROM items it JOIN products p ON p.id = it.product_id
+            WHERE p.tenant_id = :t AND p.external_id = :pid ORDER BY it.image_id, it.score DESC
+        """), {"t": tenant_id, "pid": external_id}).mappings().all()
+    out = []
+    for img in images:
+        d = dict(img)
+        d["items"] = [{k: v for k, v in it.items() if k != "image_id"} for it in items if it["image_id"] == img["id"]]
+        out.append(d)
+    return out
+
+
+def embedder_identity(settings: Settings) -> tuple[str, int]:
+    """(model key, dim) of the configured embedder; creating it loads no weights."""
+    from vitrine.components import build_embedder
+
+    embedder = build_embedder(settings)
+    return embedder.model_key, embedder.dim
+
+
+@st.cache_data(ttl=LIST_TTL_S, show_spinner="Finding neighbours…")
+def neighbours(database_url: str, tenant_id: str, external_id: str, model_key: str, dim: int,
+               half_life_s: float, limit: int = 10) -> dict[str, Any]:
+    """The visual arm's kNN list (`db.vector_queries.similar_products`) and the baseline arm's list."""
+    from db.vector_queries import similar_products
+    from recommender.arms.base import ArmRequest
+    from recommender.arms.baseline import BaselineArm
+
+    with _session(database_url) as session, session.begin():
+        visual = similar_products(session, tenant_id=tenant_id, external_id=external_id, model_key=model_key,
+                                  dim=dim, limit=limit)
+        baseline = BaselineArm(half_life_s=half_life_s).recommend(
+            session, ArmRequest(tenant_id=tenant_id, product_id=external_id, limit=limit))
+    return {
+        "visual": None if visual.neighbours is None else [asdict(n) | {"score": n.score} for n in visual.neighbours],
+        "strategy": visual.strategy,
+        # The baseline's Neighbour.score is its decayed popularity, not a similarity.
+        "baseline": None if baseline is None else [asdict(n) | {"score": n.score} for n in baseline.items],
+    }
+
+
+# --- pipeline health ---------------------------------------------------------------------------------
+
+@st.cache_data(ttl=HEALTH_TTL_S, show_spinner="Reading pipeline health…")
+def catalog_health(database_url: str, tenant_id: str | None) -> list[dict[str, Any]]:
+    """Per tenant: what `vitrine status` shows (products, images by status, top failure reasons, items)."""
+    import click
+
+    from vitrine.cli.catalog import _catalog_status
+
+    try:
+        return _catalog_status(get_settings(), tenant_id)
+    except click.exceptions.Exit as exc:  # the CLI helper exits on an unreachable database or unknown tenant
+        raise RuntimeError("the database is unreachable or the tenant does not exist") from exc
+
+
+@st.cache_data(ttl=HEALTH_TTL_S, show_spinner="Reading Kafka…")
+def kafka_health(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> dict[str, Any]:
+    """Worker lag and dead letters per tenant, as `vitrine status` reads them (never raises)."""
+    from vitrine.cli.catalog import _kafka_status
+
+    return _kafka_status(get_settings())
+
+
+@st.cache_data(ttl=HEALTH_TTL_S, show_spinner=False)
+def events_in(database_url: str, tenant_id: str) -> dict[str, int]:
+    """Catalog events accepted by the API (receipts) and interaction events stored, by type."""
+    with _session(database_url) as session:
+        receipts = session.scalar(text("SELECT count(*) FROM event_receipts WHERE tenant_id = :t"),
+                                  {"t": tenant_id})
+        by_type = dict(session.execute(text(
+            "SELECT type, count(*) FROM interaction_events WHERE tenant_id = :t GROUP BY type"),
+            {"t": tenant_id}).all())
+    return {"catalog_events": int(receipts or 0), **{f"interactions_{k}": int(v) for k, v in by_type.items()}}
+
+
+@st.cache_data(ttl=HEALTH_TTL_S, show_spinner=False)
+def ingestion_rate(database_url: str, tenant_id: str, hours: int = 48) -> list[dict[str, Any]]:
+    """Per hour of the last `hours`: products indexed, images failed, interaction events received."""
+    with _session(database_url) as session:
+        rows = session.execute(text("""
+            WITH since AS (SELECT now() - make_interval(hours => :h) AS t0),
+            indexed AS (
+                SELECT date_trunc('hour', indexed_at) AS hour, count(*) AS n FROM products, since
+                WHERE tenant_id = :t AND indexed_at >= since.t0 GROUP BY 1),
+            failed AS (
+                SELECT date_trunc('hour', updated_at) AS hour, count(*) AS n FROM product_images, since
+                WHERE tenant_id = :t AND status = 'failed' AND updated_at >= since.t0 GROUP BY 1),
+            interactions AS (
+                SELECT date_trunc('hour', received_at) AS hour, count(*) AS n FROM interaction_events, since
+                WHERE tenant_id = :t AND received_at >= since.t0 GROUP BY 1)
+            SELECT hour, 'products indexed' AS series, n FROM indexed
+            UNION ALL SELECT hour, 'images failed', n FROM failed
+            UNION ALL SELECT hour, 'interaction events', n FROM interactions
+            ORDER BY 1, 2
+        """), {"t": tenant_id, "h": hours}).mappings().all()
+    return [dict(r) for r in rows]

@@ -1,0 +1,160 @@
+"""Experiment detail: verdict, the analysis table, cumulative lift over time, daily exposures, power calculator."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboards import data
+from dashboards.ui import current_tenant, database_url_or_stop, pct, primary_block, short_label, srm_text, verdict
+
+SELECTED_KEY = "experiment_key"
+CORRECTIONS = {"holm": "Holm (family-wise error)", "fdr_bh": "Benjamini-Hochberg (false discovery rate)"}
+
+
+def table_frame(report: dict) -> pd.DataFrame:
+    """The report's metric blocks as one row per metric and arm (values exactly as in the report)."""
+    rows = []
+    for block in report["metrics"]:
+        for r in block["rows"]:
+            rows.append({
+                "metric": short_label(block["name"]) + (" ★" if block["primary"] else ""),
+                "arm": r["arm"] + (" (control)" if r["is_control"] else ""), "n": r["n"],
+                "value": r["value"], "CI low": r["ci"][0], "CI high": r["ci"][1],
+                "lift": r.get("lift"), "lift CI low": (r.get("lift_ci") or [None, None])[0],
+                "lift CI high": (r.get("lift_ci") or [None, None])[1], "p": r.get("p_value"),
+                "p adjusted": r.get("p_value_adjusted"),
+                "significant": None if r["is_control"] else bool(r.get("significant")),
+                "note": r.get("error") or "",
+            })
+    return pd.DataFrame(rows)
+
+
+def lift_chart(series: list[dict], sequential: bool) -> alt.Chart:
+    """Cumulative lift per day with its confidence band (always-valid when sequential)."""
+    frame = pd.DataFrame([{"day": s["day"], "arm": s["arm"], "lift": s["lift"], "low": s["lift_ci"][0],
+                           "high": s["lift_ci"][1]} for s in series])
+    frame["day"] = pd.to_datetime(frame["day"])
+    band_title = "always-valid CI" if sequential else "fixed-horizon CI"
+    base = alt.Chart(frame).encode(x=alt.X("day:T", title="day"), color=alt.Color("arm:N", title="arm"))
+    band = base.mark_area(opacity=0.25).encode(y=alt.Y("low:Q", title=f"lift vs control ({band_title})",
+                                                       axis=alt.Axis(format="%")), y2="high:Q")
+    line = base.mark_line(point=True).encode(y="lift:Q", tooltip=["day:T", "arm:N", alt.Tooltip("lift:Q", format=".2%"),
+                                                                   alt.Tooltip("low:Q", format=".2%"),
+                                                                   alt.Tooltip("high:Q", format=".2%")])
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 4]).encode(y="y:Q")
+    return (band + line + zero).properties(height=320)
+
+
+def exposures_frame(counts: list[dict]) -> pd.DataFrame:
+    """Exposures per day and arm, from the loader's cumulative counts (differenced per arm)."""
+    frame = pd.DataFrame(counts)
+    frame["day"] = pd.to_datetime(frame["day"])
+    frame = frame.sort_values(["arm", "day"])
+    frame["exposures that day"] = frame.groupby("arm")["exposures"].diff().fillna(frame["exposures"]).astype(int)
+    return frame
+
+
+def power_calculator(url: str, tenant: str, key: str, report: dict) -> None:
+    """Pre-filled with the experiment's alpha, traffic and target MDE; figures from experiments.metrics.metric_power."""
+    st.subheader("Power and sample size")
+    block = primary_block(report)
+    names = [m["name"] for m in report["metrics"]]
+    treatments = [a["name"] for a in report["arms"] if a["name"] != report["control"]]
+    if block is None or not treatments:
+        st.info("The calculator needs exposures in at least two arms.")
+        return
+    control_users = next(a["users"] for a in report["arms"] if a["name"] == report["control"])
+    days = report.get("days_elapsed") or 0
+    c1, c2, c3, c4, c5 = st.columns(5)
+    metric = c1.selectbox("Metric", names, index=names.index(block["name"]), format_func=short_label)
+    arm = c2.selectbox("Treatment arm", treatments)
+    power_level = c3.number_input("Power", 0.5, 0.99, float(report["power_settings"]["power"]), 0.05)
+    mde = c4.number_input("Target lift (relative)", 0.005, 1.0,
+                          float(report["power_settings"]["target_relative_mde"]), 0.005, format="%.3f")
+    per_day = c5.number_input("Control users per day", 0.0, None,
+                              float(round(control_users / days, 1)) if days else 0.0, 10.0)
+    pw = data.power(url, tenant, key, metric, arm, report["control"], report["alpha"], power_level, mde, per_day)
+    if pw["error"]:
+        st.info(f"No power figures for {short_label(metric)} yet ({pw['error']}).")
+        return
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Detectable lift now (MDE)", pct(pw["mde_relative"], signed=False, digits=2))
+    m2.metric(f"Users per arm for a {pct(pw['target_relative_mde'], signed=False)} lift",
+              f"{pw['required_n_control']:,}")
+    remaining = pw["days_remaining"]
+    m3.metric("Days remaining at this traffic", "reached" if remaining == 0 else
+              ("– (no traffic)" if remaining is None else f"{remaining:.1f}"))
+    st.caption(f"Two-sided, alpha = {pw['alpha']}, power = {pw['power']:.0%}; now {pw['n_control']:,} control users; "
+               f"{pw['kind']} metric (statsmodels NormalIndPower).")
+
+
+tenant = current_tenant()
+url = database_url_or_stop()
+experiments = data.experiments(url, tenant)
+if not experiments:
+    st.title("Experiment detail")
+    st.info(f"No experiments yet for tenant {tenant}; create one with `vitrine experiment create`.")
+    st.stop()
+keys = [e["key"] for e in experiments]
+wanted = st.session_state.get(SELECTED_KEY) or st.query_params.get("experiment")
+with st.sidebar:
+    key = st.selectbox("Experiment", keys, index=keys.index(wanted) if wanted in keys else len(keys) - 1)
+    sequential = st.toggle("Sequential (peeking-safe) analysis", value=False,
+                           help="Always-valid confidence sequences: safe to look every day.")
+    correction = st.radio("Multiple-testing correction", list(CORRECTIONS), format_func=CORRECTIONS.get)
+st.session_state[SELECTED_KEY] = key
+st.query_params["experiment"] = key
+
+st.title(f"Experiment {key}")
+report = data.report(url, tenant, key, sequential, correction)
+if report is None:
+    st.info("This experiment has no exposures yet.")
+    st.stop()
+st.caption(f"control **{report['control']}** · primary metric **{report['primary_metric'] or '–'}** · "
+           f"alpha {report['alpha']} · {report['analysis']}" + (" · CUPED on" if report["cuped"] else ""))
+
+text = verdict(report)
+sig = any(r.get("significant") for b in report["metrics"] if b["primary"] for r in b["rows"])
+srm_bad = bool(report["srm"] and report["srm"]["mismatch"])
+(st.error if srm_bad else st.success if sig else st.info)(f"**Verdict:** {text}")
+for w in report["warnings"]:
+    st.warning(w)
+st.markdown(f"{srm_text(report)} · adjusted p: {report['correction']['label']} "
+            f"({report['correction']['family']})")
+
+st.subheader("Results per metric and arm")
+st.dataframe(table_frame(report), hide_index=True, use_container_width=True, column_config={
+    "value": st.column_config.NumberColumn(format="%.4f"), "CI low": st.column_config.NumberColumn(format="%.4f"),
+    "CI high": st.column_config.NumberColumn(format="%.4f"),
+    "lift": st.column_config.NumberColumn(format="percent"),
+    "lift CI low": st.column_config.NumberColumn(format="percent"),
+    "lift CI high": st.column_config.NumberColumn(format="percent"),
+    "p": st.column_config.NumberColumn(format="%.4f"), "p adjusted": st.column_config.NumberColumn(format="%.4f"),
+})
+
+st.subheader("Cumulative lift over time")
+block = primary_block(report)
+metric_names = [m["name"] for m in report["metrics"]]
+chart_metric = st.selectbox("Metric", metric_names, index=metric_names.index(block["name"]) if block else 0,
+                            format_func=short_label, key="chart_metric")
+daily = data.daily(url, tenant, key, chart_metric, sequential, report["alpha"])
+if not daily["series"]:
+    st.info("No daily data yet: the chart appears once two arms have exposures.")
+else:
+    st.altair_chart(lift_chart(daily["series"], sequential), use_container_width=True)
+    st.caption(("Band: always-valid confidence sequence (tuning n = "
+                f"{daily['tuning_n']:,.0f}); safe to read every day." if sequential else
+                "Band: fixed-horizon CI per day. Reading it every day inflates false positives; "
+                "switch on the sequential analysis to peek safely."))
+if daily["counts"]:
+    st.subheader("Exposures per day and arm")
+    exposures = exposures_frame(daily["counts"])
+    st.altair_chart(alt.Chart(exposures).mark_bar().encode(
+        x=alt.X("day:T", title="day"), xOffset="arm:N", y=alt.Y("exposures that day:Q"),
+        color="arm:N", tooltip=["day:T", "arm:N", "exposures that day:Q", "users:Q"],
+    ).properties(height=240), use_container_width=True)
+    st.caption("A sudden drop in one arm or a split drifting from the weights shows here first (SRM).")
+
+power_calculator(url, tenant, key, report)

@@ -1,0 +1,74 @@
+"""Pipeline health: events in, indexed, failed by reason, dead letters, consumer lag, ingestion rate over time."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboards import data
+from dashboards.ui import current_tenant, database_url_or_stop
+
+tenant = current_tenant()
+url = database_url_or_stop()
+settings = data.get_settings()
+st.title("Pipeline health")
+st.caption(f"Tenant **{tenant}** · the same figures as `vitrine status` · refreshed every {data.HEALTH_TTL_S} s")
+
+try:
+    catalog = data.catalog_health(url, tenant)
+except RuntimeError as exc:
+    st.error(f"Cannot read the catalog: {exc}.")
+    st.stop()
+counts = catalog[0] if catalog else {}
+kafka = data.kafka_health(url, settings.kafka_bootstrap, settings.topic_prefix)
+events = data.events_in(url, tenant)
+
+st.subheader("Catalog")
+c = st.columns(6)
+c[0].metric("Catalog events in (API)", f"{events['catalog_events']:,}")
+c[1].metric("Products indexed", f"{counts.get('products', 0):,}")
+c[2].metric("Items (vectors)", f"{counts.get('items', 0):,}")
+c[3].metric("Images ok", f"{counts.get('images_ok', 0):,}")
+c[4].metric("Images pending", f"{counts.get('images_pending', 0):,}")
+c[5].metric("Images failed", f"{counts.get('images_failed', 0):,}")
+if counts.get("failure_reasons"):
+    st.markdown("**Failed images by reason** (most frequent first)")
+    st.dataframe(pd.DataFrame(counts["failure_reasons"]), hide_index=True, use_container_width=True)
+elif not counts.get("products"):
+    st.info(f"Nothing ingested yet for tenant {tenant}: push products with `POST /v1/catalog/events` or "
+            f"`vitrine catalog import FEED --tenant {tenant}` and keep `vitrine worker` running.")
+
+st.subheader("Kafka")
+k = st.columns(3)
+if not kafka["reachable"]:
+    st.error(f"Kafka is unreachable: {kafka['error']}")
+else:
+    lag = kafka["lag"]
+    k[0].metric("Worker lag (catalog events)", "unavailable" if lag is None else f"{lag:,}",
+                help=kafka["lag_error"] or f"group {kafka['group']} on {kafka['topic']}")
+    k[1].metric("Dead letters (this tenant)", f"{kafka['dead_letters_by_tenant'].get(tenant, 0):,}",
+                help="`vitrine catalog dead-letters` lists them; `vitrine catalog replay` re-sends them")
+    k[2].metric("Dead letters (all tenants)", f"{kafka['dead_letters'] or 0:,}")
+    if kafka["lag_error"]:
+        st.warning(f"Consumer lag unavailable: {kafka['lag_error']}")
+
+st.subheader("Interaction events in")
+inter = {k.removeprefix("interactions_"): v for k, v in events.items() if k.startswith("interactions_")}
+if inter:
+    i = st.columns(len(inter))
+    for col, (kind, n) in zip(i, sorted(inter.items())):
+        col.metric(kind, f"{n:,}")
+else:
+    st.info("No storefront interaction events yet (exposures arrive with the first `GET /v1/recommendations`).")
+
+st.subheader("Ingestion rate, last 48 hours (per hour)")
+rate = data.ingestion_rate(url, tenant)
+if not rate:
+    st.info("Nothing was indexed, failed or received in the last 48 hours.")
+else:
+    frame = pd.DataFrame(rate)
+    frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
+    st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("hour:T", title="hour (UTC)"), y=alt.Y("n:Q", title="per hour"), color=alt.Color("series:N"),
+        tooltip=["hour:T", "series:N", "n:Q"]).properties(height=280), use_container_width=True)

@@ -1,0 +1,118 @@
+"""Shared page helpers: the signed-in tenant, number formatting, badges and the verdict sentence.
+
+Formatting only: every number passed in comes from a report of `experiments.analysis`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from experiments.metrics import METRICS
+
+TENANT_KEY = "tenant_id"
+
+
+def current_tenant() -> str:
+    """The tenant chosen in the sidebar after sign-in; stops the page with an explanation otherwise."""
+    tenant = st.session_state.get(TENANT_KEY)
+    if not tenant:
+        st.info("Sign in with a tenant admin key (or the dashboard password) on the start page first.")
+        st.stop()
+    return tenant
+
+
+def database_url_or_stop() -> str:
+    """The database URL of the resolved settings; stops with the reason if none is configured."""
+    from dashboards.data import get_settings
+    from vitrine.settings import StackNotRunning
+
+    try:
+        return get_settings().database_url
+    except StackNotRunning as exc:
+        st.error(f"No database configured: {exc}")
+        st.stop()
+
+
+def short_label(metric: str) -> str:
+    """'CTR' from 'CTR (clicks / exposures, ...)'."""
+    label = METRICS[metric].label if metric in METRICS else metric
+    return label.split(" (")[0]
+
+
+def pct(x: float | None, signed: bool = True, digits: int = 1) -> str:
+    """A fraction as a percentage ('+4.1 %'), '–' when missing."""
+    if x is None:
+        return "–"
+    return f"{x * 100:+.{digits}f} %" if signed else f"{x * 100:.{digits}f} %"
+
+
+def p_text(p: float | None) -> str:
+    """A p-value the way the verdict writes it."""
+    if p is None:
+        return "–"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def primary_block(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The primary metric's block of the report (else the first metric)."""
+    blocks = report.get("metrics") or []
+    for block in blocks:
+        if block["primary"]:
+            return block
+    return blocks[0] if blocks else None
+
+
+def treatment_rows(block: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The non-control rows of a metric block."""
+    return [r for r in (block or {}).get("rows", []) if not r["is_control"]]
+
+
+def underpowered(row: dict[str, Any]) -> bool:
+    """True when the current sample is below what the report's target MDE needs."""
+    pw = row.get("power") or {}
+    return not pw.get("error") and pw.get("required_n_control", 0) > pw.get("n_control", 0)
+
+
+def srm_text(report: dict[str, Any]) -> str:
+    """'SRM ok' / 'SRM MISMATCH (p = …)' / 'SRM n/a'."""
+    srm = report.get("srm")
+    if not srm:
+        return "SRM n/a"
+    if srm["mismatch"]:
+        return f"SRM MISMATCH ({p_text(srm['p_value'])})"
+    return "SRM ok" if srm["status"] == "ok" else f"SRM {srm['status']}"
+
+
+def verdict(report: dict[str, Any]) -> str:
+    """One sentence per treatment arm on the primary metric, then SRM and the correction family."""
+    block = primary_block(report)
+    rows = treatment_rows(block)
+    if block is None or not rows or sum(a["users"] for a in report["arms"]) == 0:
+        return "Not enough data yet: no exposures in two arms."
+    metric = short_label(block["name"])
+    n_metrics = len(report["metrics"])
+    method = report["correction"]["method"]
+    correction = "Holm-adjusted" if method == "holm" else ("BH-adjusted" if method == "fdr_bh" else method)
+    parts = []
+    for r in rows:
+        interval = f"{pct(r['lift'])} [{pct(r['lift_ci'][0])}, {pct(r['lift_ci'][1])}]"
+        p = p_text(r.get("p_value_adjusted"))
+        if r.get("error"):
+            parts.append(f"{r['arm']} vs {report['control']} on {metric}: no result yet ({r['error']})")
+        elif r.get("significant"):
+            verb = "lifts" if (r["lift"] or 0) > 0 else "lowers"
+            size = pct(abs(r["lift"] or 0), signed=False)
+            parts.append(f"{r['arm']} {verb} {metric} by {size} "
+                         f"[{pct(r['lift_ci'][0])}, {pct(r['lift_ci'][1])}], {p}")
+        else:
+            parts.append(f"no significant difference in {metric} yet: {r['arm']} {interval}, {p}")
+        if underpowered(r) and not r.get("significant"):
+            pw = r["power"]
+            parts[-1] += (f" (under-powered: a {pct(pw['target_relative_mde'], signed=False, digits=0)} lift needs "
+                          f"{pw['required_n_control']:,} users per arm)")
+    tail = f"{srm_text(report)}; {n_metrics} metric{'s' if n_metrics != 1 else ''}, {correction}"
+    if report.get("srm") and report["srm"]["mismatch"]:
+        tail += " — do not trust these results until the split is explained"
+    return "; ".join(parts) + "; " + tail
