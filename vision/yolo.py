@@ -84,6 +84,7 @@ class YoloDetector(Detector):
         self.download_timeout = download_timeout
         self.weights_path: Path | str | None = None
         self._model = None
+        self._torch_threads = 0
 
     def describe(self) -> str:
         src = self.weights_path or self.weights
@@ -96,13 +97,14 @@ class YoloDetector(Detector):
         try:
             import torch
 
+            # Taken before ultralytics runs any code that lowers it (see _detect).
+            self._torch_threads = self.threads if self.threads > 0 else torch.get_num_threads()
             with contextlib.redirect_stdout(sys.stderr):
                 from ultralytics import YOLO
 
-            if self.threads > 0:
-                torch.set_num_threads(self.threads)
             with contextlib.redirect_stdout(sys.stderr):  # its banner goes to stdout, which may carry JSON
                 model = YOLO(str(path), task="detect")
+            self._restore_threads()
         except Exception as exc:
             raise ModelLoadError(f"YOLO weights {path} do not load: {exc}") from exc
         self._model = model
@@ -158,6 +160,7 @@ class YoloDetector(Detector):
     def _detect(self, images: list[Image.Image]) -> list[list[Detection]]:
         results = self._model.predict(images, imgsz=self.imgsz, conf=self.conf, iou=self.iou,
                                       max_det=self.max_det, device="cpu", verbose=False)
+        self._restore_threads()
         out = []
         for image, result in zip(images, results):
             dets = [whole_image_detection(image)] if self.trim_whole else []
@@ -168,6 +171,14 @@ class YoloDetector(Detector):
                     dets.append(det)
             out.append(dets)
         return out
+
+    def _restore_threads(self) -> None:
+        # ultralytics' select_device sets torch's process-wide thread count to cores - 1 ("for
+        # training"): one thread on a 2-core machine, for every model in the process. Undo it.
+        import torch
+
+        if torch.get_num_threads() != self._torch_threads:
+            torch.set_num_threads(self._torch_threads)
 
     def _to_detection(self, raw: str, xyxy: list[float], score: float) -> Detection | None:
         box = (float(xyxy[0]), float(xyxy[1]), float(xyxy[2]), float(xyxy[3]))

@@ -134,3 +134,13 @@ def test_importing_ultralytics_through_vision_keeps_torch_multithreaded(tmp_path
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                          env=env, check=True)
     assert int(out.stdout.strip().splitlines()[-1]) == os.cpu_count()
+
+
+def test_detection_restores_torch_thread_count(random_yolo, photos):
+    import torch
+
+    random_yolo.detect([photos["zidane"]])
+    # ultralytics would leave cores - 1 threads (1 on a 2-core machine) after its predict.
+    assert torch.get_num_threads() == random_yolo._torch_threads
+    if (os.cpu_count() or 1) == 2 and os.environ.get("OMP_NUM_THREADS") in (None, "2"):
+        assert random_yolo._torch_threads == 2
