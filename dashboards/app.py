@@ -15,7 +15,7 @@ PAGES = Path(__file__).resolve().parent / "pages"
 
 def main() -> None:
     """Gate every page behind a credential, then hand over to st.navigation."""
-    st.set_page_config(page_title="vitrine", page_icon="🛍️", layout="wide")
+    st.set_page_config(page_title="vitrine", page_icon=":material/storefront:", layout="wide")
     try:
         settings = get_settings()
     except StackNotRunning as exc:
@@ -30,12 +30,12 @@ def main() -> None:
         st.stop()
     page = st.navigation({
         "Analysts": [
-            st.Page(PAGES / "overview.py", title="Experiments", icon="🧪", url_path="experiments", default=True),
-            st.Page(PAGES / "experiment.py", title="Experiment detail", icon="📈", url_path="experiment"),
+            st.Page(PAGES / "overview.py", title="Experiments", icon=":material/science:", url_path="experiments", default=True),
+            st.Page(PAGES / "experiment.py", title="Experiment detail", icon=":material/monitoring:", url_path="experiment"),
         ],
         "Operators": [
-            st.Page(PAGES / "catalog.py", title="Catalog explorer", icon="🖼️", url_path="catalog"),
-            st.Page(PAGES / "pipeline.py", title="Pipeline health", icon="🩺", url_path="pipeline"),
+            st.Page(PAGES / "catalog.py", title="Catalog explorer", icon=":material/image_search:", url_path="catalog"),
+            st.Page(PAGES / "pipeline.py", title="Pipeline health", icon=":material/health_and_safety:", url_path="pipeline"),
         ],
     })
     page.run()

@@ -82,7 +82,7 @@ def srm_text(report: dict[str, Any]) -> str:
         return "SRM n/a"
     if srm["mismatch"]:
         return f"SRM MISMATCH ({p_text(srm['p_value'])})"
-    return "SRM ok" if srm["status"] == "ok" else f"SRM {srm['status']}"
+    return "SRM ok" if srm["status"] == "ok" else f"SRM n/a ({srm['status'].replace('_', ' ')})"
 
 
 def verdict(report: dict[str, Any]) -> str:

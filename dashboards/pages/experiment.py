@@ -152,7 +152,7 @@ if daily["counts"]:
     st.subheader("Exposures per day and arm")
     exposures = exposures_frame(daily["counts"])
     st.altair_chart(alt.Chart(exposures).mark_bar().encode(
-        x=alt.X("day:T", title="day"), xOffset="arm:N", y=alt.Y("exposures that day:Q"),
+        x=alt.X("yearmonthdate(day):O", title="day"), xOffset="arm:N", y=alt.Y("exposures that day:Q"),
         color="arm:N", tooltip=["day:T", "arm:N", "exposures that day:Q", "users:Q"],
     ).properties(height=240), use_container_width=True)
     st.caption("A sudden drop in one arm or a split drifting from the weights shows here first (SRM).")

@@ -65,7 +65,9 @@ if not experiments:
     st.stop()
 
 rows = overview_rows(url, tenant, experiments)
-frame = pd.DataFrame(rows)
+COLUMNS = ["experiment", "status", "arms", "users", "arm", "lift", "lift CI low", "lift CI high", "p (adjusted)",
+           "verdict", "SRM", "power", "primary metric"]
+frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
 st.dataframe(
     frame, hide_index=True, use_container_width=True,
     column_config={
@@ -78,7 +80,7 @@ st.dataframe(
 for r in rows:
     if r.get("SRM", "").startswith("SRM MISMATCH"):
         st.error(f"{r['experiment']}: {r['SRM']} — the split does not match the weights; fix that first.")
-    if r.get("power") == "under-powered":
+    if r.get("power") == "under-powered" and r.get("verdict") != "significant":
         st.warning(f"{r['experiment']} ({r['arm']}): under-powered — not enough users yet to detect the target lift.")
 
 keys = [e["key"] for e in experiments]
