@@ -17,4 +17,9 @@ def seeded(settings, sessions, monkeypatch) -> Seeded:
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("VITRINE_ADMIN_KEY", raising=False)
     st.cache_data.clear()
-    return seed(settings, sessions)
+    yield seed(settings, sessions)
+    from dashboards import data
+
+    # The app's pooled connections would otherwise keep Postgres from shutting down at the end of the run.
+    data.engine(settings.database_url).dispose()
+    data.engine.clear()
