@@ -134,7 +134,7 @@ def test_every_page_in_chromium(dashboard, browser):
     _idle(browser)
     _shot(browser, "1-experiments")
 
-    _open(browser, "Experiment detail")
+    browser.find_element(By.XPATH, "//button[contains(., 'Show details')]").click()  # st.switch_page
     _wait_text(browser, "Verdict:")
     _wait_text(browser, "visual lifts CTR by")
     _wait_charts(browser, 2)
