@@ -7,7 +7,6 @@ here computes a statistic: reports, series and power figures come from `experime
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from typing import Any
 
@@ -22,8 +21,6 @@ from experiments.metrics import METRICS, metric_power
 from experiments.report import daily_series
 from experiments.sequential import DEFAULT_TUNING_N
 from vitrine.settings import Settings
-
-log = logging.getLogger(__name__)
 
 # Experiment reads aggregate millions of events: a minute of staleness is the price of a fast page.
 REPORT_TTL_S = 60

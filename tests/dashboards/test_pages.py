@@ -180,3 +180,15 @@ def test_empty_tenant_pages_explain(seeded):
         at = page(name, EMPTY_TENANT)
         assert not at.exception, (name, at.exception)
         assert expected in texts(at), name
+
+
+def test_operator_password_opens_every_tenant(seeded, monkeypatch):
+    from dashboards.auth import PASSWORD_DIGEST_ENV, password_digest
+
+    monkeypatch.setenv(PASSWORD_DIGEST_ENV, password_digest("s3cret pass"))
+    at = AppTest.from_file(str(APP_DIR / "app.py"), default_timeout=TIMEOUT_S).run()
+    at.text_input[0].input("s3cret pass")
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.session_state["allowed_tenants"] is None
+    assert at.sidebar.selectbox[0].options == [TENANT, EMPTY_TENANT]
