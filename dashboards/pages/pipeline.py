@@ -72,3 +72,17 @@ else:
     st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
         x=alt.X("hour:T", title="hour (UTC)"), y=alt.Y("n:Q", title="per hour"), color=alt.Color("series:N"),
         tooltip=["hour:T", "series:N", "n:Q"]).properties(height=280), use_container_width=True)
+
+if st.session_state.get("allowed_tenants", []) is None:  # signed in as operator: every tenant at a glance
+    st.subheader("All tenants")
+    try:
+        everyone = data.catalog_health(url, None)
+    except RuntimeError as exc:
+        st.error(f"Cannot read the catalog: {exc}.")
+        everyone = []
+    dead = kafka["dead_letters_by_tenant"] if kafka["reachable"] else {}
+    st.dataframe(pd.DataFrame([{
+        "tenant": t["tenant_id"], "products": t["products"], "deleted": t["deleted"], "images ok": t["images_ok"],
+        "pending": t["images_pending"], "failed": t["images_failed"], "items": t["items"],
+        "dead letters": dead.get(t["tenant_id"], 0) if kafka["reachable"] else None,
+    } for t in everyone]), hide_index=True, use_container_width=True)

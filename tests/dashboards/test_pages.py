@@ -172,6 +172,18 @@ def test_pipeline_health(seeded):
     reasons = at.dataframe[0].value
     assert list(reasons["reason"]) == ["HTTP 404 from img.example.com"]
     assert charts(at) == 1
+    assert "All tenants" not in body  # a tenant admin key sees its own tenant only
+
+
+def test_pipeline_health_all_tenants_for_operators(seeded):
+    at = AppTest.from_file(str(APP_DIR / "pages" / "pipeline.py"), default_timeout=TIMEOUT_S)
+    at.session_state["tenant_id"] = TENANT
+    at.session_state["allowed_tenants"] = None  # what the operator password grants
+    at.run()
+    assert not at.exception
+    table = at.dataframe[-1].value.set_index("tenant")
+    assert table.loc[TENANT, "products"] == 12 and table.loc[EMPTY_TENANT, "products"] == 0
+    assert table.loc[TENANT, "dead letters"] == 1
 
 
 def test_empty_tenant_pages_explain(seeded):
