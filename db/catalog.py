@@ -44,21 +44,27 @@ class ImageResult:
     extra: dict = field(default_factory=dict)
 
 
-def stored_state(session: Session, tenant_id: str, external_id: str, *, lock: bool = True) -> tuple[int, int] | None:
-    """(product id, version) of the stored product (row-locked until the transaction ends), or None."""
-    q = select(Product.id, Product.version).where(Product.tenant_id == tenant_id, Product.external_id == external_id)
-    row = session.execute(q.with_for_update() if lock else q).first()
-    return (row.id, row.version) if row else None
-
-
-def known_image_hashes(session: Session, product_id: int, model_key: str) -> dict[str, str]:
-    """url -> content hash of the product's images that are indexed with `model_key`."""
-    rows = session.execute(
-        select(ProductImage.url, ProductImage.content_hash)
-        .where(ProductImage.product_id == product_id, ProductImage.status == "ok",
-               select(Item.id).where(Item.image_id == ProductImage.id, Item.model == model_key).exists())
-    )
-    return {r.url: r.content_hash for r in rows}
+def stored_states(session: Session, keys: list[tuple[str, str]], model_key: str
+                  ) -> dict[tuple[str, str], tuple[int, dict[str, str]]]:
+    """For many (tenant, product) keys at once: (stored version, {url: content hash of indexed images})."""
+    if not keys:
+        return {}
+    rows = session.execute(text("""
+        SELECT p.id, p.tenant_id, p.external_id, p.version
+        FROM products p JOIN unnest(CAST(:t AS text[]), CAST(:p AS text[])) AS k(t, e)
+          ON p.tenant_id = k.t AND p.external_id = k.e
+    """), {"t": [k[0] for k in keys], "p": [k[1] for k in keys]}).all()
+    by_id = {r.id: (r.tenant_id, r.external_id) for r in rows}
+    out = {(r.tenant_id, r.external_id): (r.version, {}) for r in rows}
+    if by_id:
+        images = session.execute(text("""
+            SELECT pi.product_id, pi.url, pi.content_hash FROM product_images pi
+            WHERE pi.product_id = ANY(:ids) AND pi.status = 'ok'
+              AND EXISTS (SELECT 1 FROM items i WHERE i.image_id = pi.id AND i.model = :m)
+        """), {"ids": list(by_id), "m": model_key}).all()
+        for im in images:
+            out[by_id[im.product_id]][1][im.url] = im.content_hash
+    return out
 
 
 def upsert_product(session: Session, event: CatalogEvent, images: list[ImageResult], *,

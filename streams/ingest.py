@@ -21,7 +21,7 @@ from db.catalog import ImageResult, ItemRow
 from streams import metrics
 from streams.events import CatalogEvent, ProductIndexed
 from streams.image_fetch import FetchError, ImageFetcher
-from vision.image import ImageError, load_image
+from vision.image import ImageError, content_hash, load_image
 from vision.items import extract_items
 
 log = logging.getLogger(__name__)
@@ -155,16 +155,9 @@ class Indexer:
             results[i] = outcome
 
     def _states(self, events: list[CatalogEvent]) -> dict[tuple[str, str], tuple[int, dict[str, str]]]:
-        """Stored version and known image hashes of each product (read without locks)."""
-        out = {}
+        """Stored version and known image hashes of each product: two queries for the whole batch."""
         with self.sessions() as s:
-            for e in events:
-                stored = catalog.stored_state(s, e.tenant_id, e.product.id, lock=False)
-                if stored is not None:
-                    product_id, version = stored
-                    out[(e.tenant_id, e.product.id)] = (
-                        version, catalog.known_image_hashes(s, product_id, self.embedder.model_key))
-        return out
+            return catalog.stored_states(s, [(e.tenant_id, e.product.id) for e in events], self.embedder.model_key)
 
     async def _fetch_all(self, work: _Work) -> list[tuple[str, bytes | FetchError]]:
         urls = [str(u) for u in work.event.product.image_urls]
@@ -190,6 +183,12 @@ class Indexer:
                 if isinstance(data, FetchError):
                     work.images.append(ImageResult(url, pos, "failed", reason=data.reason))
                     continue
+                digest = content_hash(data)
+                if work.known.get(url) == digest:
+                    # Same URL, same bytes: keep the stored items; no decode, no models.
+                    metrics.IMAGES.labels("unchanged").inc()
+                    work.images.append(ImageResult(url, pos, "ok", content_hash=digest))
+                    continue
                 try:
                     loaded = load_image(data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
                 except ImageError as exc:
@@ -199,9 +198,6 @@ class Indexer:
                 res = ImageResult(url, pos, "ok", content_hash=loaded.content_hash, width=loaded.width,
                                   height=loaded.height)
                 work.images.append(res)
-                if work.known.get(url) == loaded.content_hash:
-                    metrics.IMAGES.labels("unchanged").inc()
-                    continue  # same URL, same pixels: keep the stored items, skip the models
                 detections = self.detector.detect([loaded.image])[0]
                 crops = extract_items(loaded.image, detections, min_score=p.min_score, min_area=p.min_area,
                                       max_items=p.max_items, iou_threshold=p.iou_threshold)

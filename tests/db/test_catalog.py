@@ -71,7 +71,9 @@ def test_delete_removes_items_and_blocks_a_late_older_upsert(s):
 def test_unchanged_image_keeps_its_items_and_removed_image_drops_them(s):
     pid = catalog.upsert_product(s, ev(version=1), [img()], model_key=MODEL, dim=DIM)
     first_item = s.scalar(select(Item.id))
-    assert catalog.known_image_hashes(s, pid, MODEL) == {"https://x.test/a.jpg": "h1"}
+    assert catalog.stored_states(s, [("acme", "p1"), ("acme", "nope")], MODEL) == \
+        {("acme", "p1"): (1, {"https://x.test/a.jpg": "h1"})}
+    assert pid is not None
     catalog.upsert_product(s, ev(version=2, title="renamed"), [img(items=False)], model_key=MODEL, dim=DIM)
     assert s.scalar(select(Item.id)) == first_item  # not re-inserted
     catalog.upsert_product(s, ev(version=3, urls=("https://x.test/b.jpg",)),

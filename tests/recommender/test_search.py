@@ -58,7 +58,7 @@ def test_bad_uploads_and_private_urls_get_clear_errors(indexed, image_server):
     text_file = client.post("/v1/search/by-image", headers=h, files={"image": ("x.jpg", b"hello", "image/jpeg")})
     assert text_file.status_code == 422 and "not an image" in text_file.text
     private = client.post("/v1/search/by-image", headers=h,
-                          data={"url": f"http://localhost:{image_server.httpd.server_address[1]}/bus-front.jpg"})
+                          data={"url": f"http://localhost:{image_server.port}/bus-front.jpg"})
     assert private.status_code == 422 and "refused" in private.text
     neither = client.post("/v1/search/by-image", headers=h)
     assert neither.status_code == 422 and "exactly one" in neither.text
