@@ -8,7 +8,7 @@ out-of-order events). A delete leaves a tombstone row with its version for the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -41,12 +41,18 @@ class ImageResult:
     width: int | None = None
     height: int | None = None
     items: list[ItemRow] | None = None  # None with status ok = unchanged, keep the stored items
-    extra: dict = field(default_factory=dict)
+    fetched: bool = True  # False: the URL was known and recent, so it was not downloaded again
+
+
+@dataclass(frozen=True)
+class KnownImage:
+    content_hash: str
+    fetched_at: datetime | None
 
 
 def stored_states(session: Session, keys: list[tuple[str, str]], model_key: str
-                  ) -> dict[tuple[str, str], tuple[int, dict[str, str]]]:
-    """For many (tenant, product) keys at once: (stored version, {url: content hash of indexed images})."""
+                  ) -> dict[tuple[str, str], tuple[int, dict[str, KnownImage]]]:
+    """For many (tenant, product) keys at once: (stored version, {url: its indexed image})."""
     if not keys:
         return {}
     rows = session.execute(text("""
@@ -58,12 +64,12 @@ def stored_states(session: Session, keys: list[tuple[str, str]], model_key: str
     out = {(r.tenant_id, r.external_id): (r.version, {}) for r in rows}
     if by_id:
         images = session.execute(text("""
-            SELECT pi.product_id, pi.url, pi.content_hash FROM product_images pi
+            SELECT pi.product_id, pi.url, pi.content_hash, pi.fetched_at FROM product_images pi
             WHERE pi.product_id = ANY(:ids) AND pi.status = 'ok'
               AND EXISTS (SELECT 1 FROM items i WHERE i.image_id = pi.id AND i.model = :m)
         """), {"ids": list(by_id), "m": model_key}).all()
         for im in images:
-            out[by_id[im.product_id]][1][im.url] = im.content_hash
+            out[by_id[im.product_id]][1][im.url] = KnownImage(im.content_hash, im.fetched_at)
     return out
 
 
@@ -115,12 +121,14 @@ def upsert_products(session: Session, batch: list[tuple[CatalogEvent, list[Image
     """), {"pids": [pid for pid, _, _ in live], "k_pid": [p for p, _ in pairs], "k_url": [u for _, u in pairs]})
     image_rows = [dict(tenant_id=e.tenant_id, product_id=pid, url=im.url, position=im.position, status=im.status,
                        failure_reason=im.reason, updated_at=now, content_hash=im.content_hash, width=im.width,
-                       height=im.height) for pid, e, images in live for im in images]
+                       height=im.height, fetched_at=now if im.fetched else None)
+                  for pid, e, images in live for im in images]
     image_ids: dict[tuple[int, str], int] = {}
     if image_rows:
         ins = insert(ProductImage).values(image_rows)
         # A failed re-fetch (no hash) must not erase what we knew about the image.
-        keep = {c: func.coalesce(ins.excluded[c], getattr(ProductImage, c)) for c in ("content_hash", "width", "height")}
+        keep = {c: func.coalesce(ins.excluded[c], getattr(ProductImage, c))
+                for c in ("content_hash", "width", "height", "fetched_at")}
         ins = ins.on_conflict_do_update(
             constraint="uq_product_images_product_url",
             set_={"position": ins.excluded.position, "status": ins.excluded.status,

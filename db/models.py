@@ -95,6 +95,7 @@ class ProductImage(Base):
     height: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")  # pending|ok|failed
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # last download
     updated_at: Mapped[datetime] = _now()
 
     product: Mapped[Product] = relationship(back_populates="images")

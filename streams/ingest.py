@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import catalog
-from db.catalog import ImageResult, ItemRow
+from db.catalog import ImageResult, ItemRow, KnownImage
 from streams import metrics
 from streams.events import CatalogEvent, ProductIndexed
 from streams.image_fetch import FetchError, ImageFetcher
@@ -44,8 +45,8 @@ class _Work:
     """One upsert in flight through the stages of a batch."""
 
     event: CatalogEvent
-    known: dict[str, str]
-    fetched: list[tuple[str, bytes | FetchError]] | None = None
+    known: dict[str, KnownImage]
+    fetched: list[tuple[str, bytes | FetchError | KnownImage]] | None = None
     images: list[ImageResult] | None = None
 
 
@@ -55,6 +56,7 @@ class Indexer:
     def __init__(self, *, sessions: sessionmaker[Session], embedder, detector, fetcher: ImageFetcher,
                  policy: ItemPolicy = ItemPolicy(), max_image_bytes: int = 20 * 1024 * 1024,
                  max_image_pixels: int = 40_000_000, fetch_concurrency: int = 16, chunk_images: int = 32,
+                 refetch_after_s: float = 6 * 3600,
                  executor: ThreadPoolExecutor | None = None):
         self.sessions = sessions
         self.embedder = embedder
@@ -65,6 +67,7 @@ class Indexer:
         self.max_image_pixels = max_image_pixels
         self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
         self.chunk_images = chunk_images
+        self.refetch_after_s = refetch_after_s
         # One model thread: torch/onnxruntime already use every core inside one call.
         self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-model")
 
@@ -159,9 +162,18 @@ class Indexer:
         with self.sessions() as s:
             return catalog.stored_states(s, [(e.tenant_id, e.product.id) for e in events], self.embedder.model_key)
 
-    async def _fetch_all(self, work: _Work) -> list[tuple[str, bytes | FetchError]]:
+    async def _fetch_all(self, work: _Work) -> list[tuple[str, bytes | FetchError | KnownImage]]:
+        """Download the product's new images; a known URL fetched recently is trusted as unchanged."""
         urls = [str(u) for u in work.event.product.image_urls]
-        return list(zip(urls, await asyncio.gather(*(self._fetch(u) for u in urls))))
+        now = datetime.now(timezone.utc)
+
+        async def one(url: str):
+            known = work.known.get(url)
+            if known is not None and known.fetched_at is not None and \
+                    (now - known.fetched_at).total_seconds() < self.refetch_after_s:
+                return known
+            return await self._fetch(url)
+        return list(zip(urls, await asyncio.gather(*(one(u) for u in urls))))
 
     async def _fetch(self, url: str) -> bytes | FetchError:
         async with self._fetch_slots:
@@ -183,8 +195,13 @@ class Indexer:
                 if isinstance(data, FetchError):
                     work.images.append(ImageResult(url, pos, "failed", reason=data.reason))
                     continue
+                if isinstance(data, KnownImage):  # not downloaded: same URL, fetched recently
+                    metrics.IMAGES.labels("not_refetched").inc()
+                    work.images.append(ImageResult(url, pos, "ok", content_hash=data.content_hash, fetched=False))
+                    continue
                 digest = content_hash(data)
-                if work.known.get(url) == digest:
+                known = work.known.get(url)
+                if known is not None and known.content_hash == digest:
                     # Same URL, same bytes: keep the stored items; no decode, no models.
                     metrics.IMAGES.labels("unchanged").inc()
                     work.images.append(ImageResult(url, pos, "ok", content_hash=digest))

@@ -103,6 +103,7 @@ def create_worker(settings: Settings) -> faust.App:
             policy=ItemPolicy(settings.detect_min_score, settings.detect_min_area, settings.detect_max_items,
                               settings.detect_iou_threshold),
             max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels,
+            refetch_after_s=settings.image_refetch_after_s,
         )
         try:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     fetch_allow_hosts: str = Field(
         "", description="Comma-separated host names/IPs exempt from the private-address check"
     )
+    image_refetch_after_s: float = Field(
+        6 * 3600, ge=0, description="A known image URL is downloaded again (to detect changed bytes) after this; "
+        "0 = on every event")
     fetch_timeout_s: float = Field(10.0, gt=0, description="Image fetch connect+read timeout")
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted")
     popularity_half_life_s: float = Field(3 * 86400, gt=0, description="Half-life of engagement in the baseline ranking")

@@ -49,11 +49,11 @@ def run(settings, sessions, real_embedder):
         create_tenant(s, "Acme", "acme")
     embedder = CountingEmbedder(real_embedder)
 
-    def _run(fn, *, allow_hosts=frozenset({"127.0.0.1"})):
+    def _run(fn, *, allow_hosts=frozenset({"127.0.0.1"}), refetch_after_s=0.0):
         async def main():
             fetcher = ImageFetcher(timeout_s=settings.fetch_timeout_s, allow_hosts=allow_hosts)
             indexer = Indexer(sessions=sessions, embedder=embedder, detector=build_detector(settings),
-                              fetcher=fetcher)
+                              fetcher=fetcher, refetch_after_s=refetch_after_s)
             try:
                 return await fn(indexer)
             finally:
@@ -102,6 +102,21 @@ def test_unchanged_image_is_not_embedded_again_but_a_changed_one_is(run, session
     run(lambda ix: ix.handle(ev(url, version=3)))
     assert run.embedder.calls == 2 and rows(sessions, Item)[0].id != first.id
     assert edge_server.hits["/mutable.jpg"] == 3
+
+
+def test_a_known_recent_url_is_not_downloaded_again(run, sessions, edge_server):
+    url = [f"{edge_server.base}/mutable.jpg"]
+    run(lambda ix: ix.handle(ev(url, version=1)), refetch_after_s=3600)
+    first = rows(sessions, ProductImage)[0]
+    edge_server.mutable = edge_server.photos["gift-blue.jpg"]  # changed in place: not noticed yet
+    assert run(lambda ix: ix.handle(ev(url, version=2)), refetch_after_s=3600).status == "indexed"
+    assert edge_server.hits["/mutable.jpg"] == 1 and run.embedder.calls == 1
+    again = rows(sessions, ProductImage)[0]
+    assert (again.content_hash, again.fetched_at) == (first.content_hash, first.fetched_at)
+    # Past the window the URL is fetched again and the new bytes are embedded.
+    run(lambda ix: ix.handle(ev(url, version=3)), refetch_after_s=0)
+    assert edge_server.hits["/mutable.jpg"] == 2 and run.embedder.calls == 2
+    assert rows(sessions, ProductImage)[0].fetched_at > first.fetched_at
 
 
 def test_permanent_image_failures_are_recorded_and_the_product_still_indexed(run, sessions, edge_server):
