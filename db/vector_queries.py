@@ -80,7 +80,7 @@ def _sql(model_key: str, dim: int, *, exact: bool, category: bool, by_vector: bo
 
 
 def similar_products(session: Session, *, tenant_id: str, external_id: str, model_key: str, dim: int,
-                     limit: int = 10, category: str | None = None, ef_search: int = 200,
+                     limit: int = 10, category: str | None = None, ef_search: int = 64,
                      exact_threshold: int = EXACT_THRESHOLD, strategy: str = "auto") -> VisualResult:
     """Products of the same tenant nearest to any item of `external_id`, best item match first.
 
@@ -110,7 +110,7 @@ def similar_products(session: Session, *, tenant_id: str, external_id: str, mode
 
 
 def similar_to_vector(session: Session, *, tenant_id: str, vector, model_key: str, dim: int, limit: int = 10,
-                      ef_search: int = 200) -> list[Neighbour]:
+                      ef_search: int = 64) -> list[Neighbour]:
     """Products of the tenant nearest to a query vector (search by image or by text)."""
     if not _MODEL_KEY.match(model_key):
         raise ValueError(f"invalid model key {model_key!r}")

@@ -32,7 +32,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.engine = create_db_engine(settings.database_url)
+        # Sized for the threadpool that runs sync handlers (anyio's default: 40 threads).
+        app.state.engine = create_db_engine(settings.database_url, pool_size=20, max_overflow=20)
         app.state.sessions = session_factory(app.state.engine)
         app.state.producer = EventProducer(settings.kafka_bootstrap, client_id=f"{settings.app_id}-api",
                                            ack_timeout_s=settings.kafka_ack_timeout_s)
@@ -59,7 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.detector = build_detector(settings)
     baseline = BaselineArm(half_life_s=settings.popularity_half_life_s)
     app.state.arms = {"baseline": baseline, "visual": VisualArm(
-        model_key=app.state.embedder.model_key, dim=app.state.embedder.dim, fallback=baseline)}
+        model_key=app.state.embedder.model_key, dim=app.state.embedder.dim, fallback=baseline,
+        ef_search=settings.hnsw_ef_search)}
     app.include_router(catalog.router)
     app.include_router(shopify.router)
     app.include_router(recommendations.router)

@@ -140,3 +140,32 @@ def _row(sessions, sql: str, **params):
     from sqlalchemy import text
     with sessions() as s:
         return s.execute(text(sql), params).one()
+
+
+def test_many_concurrent_requests_do_not_exhaust_the_connection_pool(settings, sessions, running):
+    """Regression: a request-scoped session held for the tenant lookup deadlocked the pool at ~15 requests."""
+    import asyncio
+
+    import httpx
+
+    from db import catalog
+    from db.catalog import ImageResult
+    from streams.events import CatalogEvent
+
+    base, _ = running
+    with sessions.begin() as s:
+        acme = create_tenant(s, "Acme", "acme")
+        for i in range(5):
+            e = CatalogEvent.model_validate({"event_id": f"e{i}", "tenant_id": "acme", "type": "product.upserted",
+                                             "product": {"id": f"p{i}", "version": 1, "category": "c",
+                                                         "image_urls": [f"https://x.test/{i}.jpg"]}})
+            catalog.upsert_product(s, e, [ImageResult(f"https://x.test/{i}.jpg", 0, "ok", content_hash=str(i))],
+                                   model_key="m@1", dim=4)
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=base, timeout=20, headers={"X-Vitrine-Key": acme.storefront_key},
+                                     limits=httpx.Limits(max_connections=120)) as client:
+            return await asyncio.gather(*(client.get("/v1/recommendations", params={
+                "product_id": "p0", "user_id": f"u{i}"}) for i in range(120)))
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 120

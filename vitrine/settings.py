@@ -59,6 +59,8 @@ class Settings(BaseSettings):
         "0 = on every event")
     fetch_timeout_s: float = Field(10.0, gt=0, description="Image fetch connect+read timeout")
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted")
+    hnsw_ef_search: int = Field(64, ge=10, le=1000, description="HNSW candidate list of the visual arm's kNN "
+                                "(recall vs latency; at least 4 x the result size is used)")
     popularity_half_life_s: float = Field(3 * 86400, gt=0, description="Half-life of engagement in the baseline ranking")
     webhook_tolerance_s: int = Field(300, gt=0, description="Accepted clock skew of signed webhooks")
 

@@ -13,7 +13,7 @@ from recommender.arms.baseline import BaselineArm
 class VisualArm:
     name = "visual"
 
-    def __init__(self, *, model_key: str, dim: int, fallback: BaselineArm, ef_search: int = 200):
+    def __init__(self, *, model_key: str, dim: int, fallback: BaselineArm, ef_search: int = 64):
         self.model_key, self.dim, self.fallback, self.ef_search = model_key, dim, fallback, ef_search
 
     def recommend(self, session: Session, request: ArmRequest) -> ArmResult | None:
