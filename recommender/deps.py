@@ -1,8 +1,6 @@
 """FastAPI dependencies: settings, DB sessions, the Kafka producer, the authenticated tenant."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
@@ -32,39 +30,27 @@ SessionDep = Annotated[Session, Depends(get_session)]
 ProducerDep = Annotated[EventProducer, Depends(get_producer)]
 
 
-def _lookup(request: Request, find, key: str) -> Tenant | None:
-    """Find the tenant in a short session of its own, returned to the pool at once.
+def _tenant_by_key(header: str, find: Callable[[Session, str], Tenant | None], what: str):
+    """A dependency that authenticates the tenant by the key in `header` (401 if missing or unknown).
 
-    A request-scoped session would hold its connection until the response is sent, while the
-    handler opens another one: under load every pooled connection ends up waiting (deadlock).
+    The lookup runs in a short session of its own, returned to the pool at once: a request-scoped
+    session would hold its connection until the response is sent while the handler opens another
+    one, and under load every pooled connection would end up waiting (a deadlock).
     """
-    with request.app.state.sessions() as session:
-        return find(session, key)  # sessions do not expire on commit/close: attributes stay loaded
+    def dependency(request: Request,  # the parameter name must not clash with a route's path parameters
+                   credential: Annotated[str | None, Header(alias=header, description=what)] = None) -> Tenant:
+        if not credential:
+            raise HTTPException(401, f"missing {header} header ({what})")
+        with request.app.state.sessions() as session:
+            tenant = find(session, credential)  # sessions do not expire on close: attributes stay loaded
+        if tenant is None:
+            raise HTTPException(401, f"unknown {what}")
+        return tenant
+    return dependency
 
 
-def storefront_tenant(request: Request,
-                      x_vitrine_key: Annotated[str | None, Header(description="Storefront key")] = None) -> Tenant:
-    """The tenant whose storefront key was sent; every storefront query is scoped to it."""
-    if not x_vitrine_key:
-        raise HTTPException(401, "missing X-Vitrine-Key header (the tenant's storefront key)")
-    tenant = _lookup(request, tenant_by_storefront_key, x_vitrine_key)
-    if tenant is None:
-        raise HTTPException(401, "unknown storefront key")
-    return tenant
-
-
-StorefrontTenant = Annotated[Tenant, Depends(storefront_tenant)]
-
-
-def admin_tenant(request: Request,
-                 x_vitrine_admin_key: Annotated[str | None, Header(description="Tenant admin key")] = None) -> Tenant:
-    """The tenant whose admin key was sent (experiments, results)."""
-    if not x_vitrine_admin_key:
-        raise HTTPException(401, "missing X-Vitrine-Admin-Key header (the tenant's admin key)")
-    tenant = _lookup(request, tenant_by_admin_key, x_vitrine_admin_key)
-    if tenant is None:
-        raise HTTPException(401, "unknown admin key")
-    return tenant
-
-
-AdminTenant = Annotated[Tenant, Depends(admin_tenant)]
+# Every storefront query is scoped to the key's tenant; admin keys open experiments and results.
+StorefrontTenant = Annotated[Tenant, Depends(_tenant_by_key("X-Vitrine-Key", tenant_by_storefront_key,
+                                                            "the tenant's storefront key"))]
+AdminTenant = Annotated[Tenant, Depends(_tenant_by_key("X-Vitrine-Admin-Key", tenant_by_admin_key,
+                                                       "the tenant's admin key"))]

@@ -36,9 +36,13 @@ class EventProducer:
         self._started = True
 
     async def stop(self) -> None:
+        """Flush and close, but never hang a shutdown on a broker that is gone."""
         if self._started:
-            await self._producer.stop()
             self._started = False
+            try:
+                await asyncio.wait_for(self._producer.stop(), self.ack_timeout_s)
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("Kafka producer did not close cleanly within %.0fs: %r", self.ack_timeout_s, exc)
 
     async def send(self, topic: str, key: str, event: BaseModel) -> None:
         """Produce one event and wait for the broker's acknowledgement."""

@@ -129,20 +129,22 @@ def test_broker_down_answers_503_with_retry_after_and_the_retry_is_accepted(sett
     local = settings.model_copy(update={"kafka_bootstrap": own.bootstrap, "kafka_ack_timeout_s": 2.0})
     ensure_topics(local)
     body = json.dumps(event("p1")).encode()
-    with TestClient(create_app(local)) as client:
-        own.stop()
-        resp = post(client, body, creds.webhook_secret)
-        assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
-        assert "nothing was accepted" in resp.text
-        restarted = EmbeddedBroker(port, log_path=tmp_path / "broker2.log").start()
-        try:
+    restarted = None
+    try:
+        with TestClient(create_app(local)) as client:
+            own.stop()
+            resp = post(client, body, creds.webhook_secret)
+            assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+            assert "nothing was accepted" in resp.text
+            restarted = EmbeddedBroker(port, log_path=tmp_path / "broker2.log").start()
             ensure_topics(local)
             # A client honouring Retry-After tries again; once the producer has reconnected the event
             # is accepted (its claim was released, so it is not mistaken for a duplicate).
             retry = wait_for(lambda: (r := post(client, body, creds.webhook_secret)).status_code == 202 and r,
                              60, interval_s=1.0, what="the webhook to accept again")
             assert retry.json()["accepted"] == ["e-p1"]
-        finally:
+    finally:  # after the app's shutdown, which still talks to the broker
+        if restarted is not None:
             restarted.stop()
 
 

@@ -154,12 +154,13 @@ def test_api_keeps_serving_while_the_broker_is_down_and_flushes_exposures_later(
     own = EmbeddedBroker(log_path=tmp_path / "b1.log").start()
     local = settings.model_copy(update={"kafka_bootstrap": own.bootstrap, "kafka_ack_timeout_s": 1.0})
     ensure_topics(local)
-    with TestClient(create_app(local)) as client:
-        own.stop()
-        for i in range(5):  # served from Postgres; exposures wait in the buffer
-            assert rec(client, a.storefront_key, "red", user=f"u{i}").status_code == 200
-        back = EmbeddedBroker(own.port, log_path=tmp_path / "b2.log").start()
-        try:
+    back = None
+    try:
+        with TestClient(create_app(local)) as client:
+            own.stop()
+            for i in range(5):  # served from Postgres; exposures wait in the buffer
+                assert rec(client, a.storefront_key, "red", user=f"u{i}").status_code == 200
+            back = EmbeddedBroker(own.port, log_path=tmp_path / "b2.log").start()
             ensure_topics(local)
             consumer = KafkaConsumer(local.topic(INTERACTIONS.name), bootstrap_servers=local.kafka_bootstrap,
                                      auto_offset_reset="earliest", consumer_timeout_ms=1000)
@@ -170,7 +171,8 @@ def test_api_keeps_serving_while_the_broker_is_down_and_flushes_exposures_later(
             consumer.close()
             assert sorted(e["user_id"] for e in seen) == [f"u{i}" for i in range(5)]
             assert {e["type"] for e in seen} == {"exposure"}
-        finally:
+    finally:  # after the app's shutdown, which still talks to the broker
+        if back is not None:
             back.stop()
 
 
