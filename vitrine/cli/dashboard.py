@@ -52,7 +52,7 @@ def dashboard(
         fail(f"dashboard app not found at {APP}")
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--global.developmentMode", "false"]
+           "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer", "--global.developmentMode", "false"]
     typer.echo(f"dashboard on http://{host if ':' not in host else f'[{host}]'}:{port}", err=True)
     # exec, not a child: signals (Ctrl-C, a supervisor's SIGTERM) reach Streamlit directly.
     os.execve(sys.executable, cmd, dashboard_env(settings, password))
