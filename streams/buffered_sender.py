@@ -8,7 +8,6 @@ full, further events are dropped and counted (`outcome="lost"`), never silently.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from prometheus_client import Counter, Gauge
@@ -65,9 +64,8 @@ class BufferedSender:
         while not self.queue.empty() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._task.cancel()  # bounded: a send stuck on the broker must not hold up shutdown
+            await asyncio.wait({self._task}, timeout=1.0)
         left = self.queue.qsize()
         if left:
             SENT.labels(self.topic, "lost").inc(left)

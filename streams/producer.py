@@ -39,10 +39,15 @@ class EventProducer:
         """Flush and close, but never hang a shutdown on a broker that is gone."""
         if self._started:
             self._started = False
-            try:
-                await asyncio.wait_for(self._producer.stop(), self.ack_timeout_s)
-            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-                log.warning("Kafka producer did not close cleanly within %.0fs: %r", self.ack_timeout_s, exc)
+            # Not asyncio.wait_for: on timeout it waits for the cancelled coroutine to finish, and
+            # aiokafka's stop can outlive a cancellation when a request to the broker never returns.
+            task = asyncio.ensure_future(self._producer.stop())
+            done, _ = await asyncio.wait({task}, timeout=self.ack_timeout_s)
+            if not done:
+                task.cancel()
+                log.warning("Kafka producer did not close within %.0fs; abandoned", self.ack_timeout_s)
+            elif task.exception() is not None:
+                log.warning("Kafka producer did not close cleanly: %r", task.exception())
 
     async def send(self, topic: str, key: str, event: BaseModel) -> None:
         """Produce one event and wait for the broker's acknowledgement."""
