@@ -67,7 +67,7 @@ def build_report(definition: ExperimentDefinition | None, stats: ExperimentStats
     metric_blocks, family = [], []
     for name in metrics:
         metric = METRICS[name]
-        rows, power_rows = [], []
+        rows = []
         for arm_name, weight in arms:
             s = arm_stats[arm_name]
             value, ci = arm_value(metric, s, alpha)

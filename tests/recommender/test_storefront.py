@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from db import catalog
 from db.catalog import ImageResult, ItemRow
-from db.models import Experiment, ProductPopularity
+from db.models import ProductPopularity
 from db.tenants import create_tenant
 from db.vector_index import ensure_vector_index
 from recommender.app import create_app

@@ -6,7 +6,6 @@ import os
 import time
 
 import pytest
-from PIL import Image
 
 from vision.detector import create_detector
 from vision.image import ImageError, load_image

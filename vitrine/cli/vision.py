@@ -61,6 +61,18 @@ def _read(path: Path, settings: Settings):
         return f"{getattr(exc, 'reason', 'unreadable')}: {exc}"
 
 
+def _items_of(paths: list[Path], settings: Settings, detector):
+    """Per file: (path, LoadedImage or error text, its item crops after the policy)."""
+    from vision.items import extract_items
+
+    for path in paths:
+        loaded = _read(path, settings)
+        if isinstance(loaded, str):
+            yield path, loaded, []
+        else:
+            yield path, loaded, extract_items(loaded.image, detector.detect([loaded.image])[0], **_policy(settings))
+
+
 @app.command("models")
 def models(
     load: bool = typer.Option(True, "--load/--no-load", help="Also load the weights to prove they work"),
@@ -109,18 +121,14 @@ def detect(
     """Find the items in images with the configured detector and item policy."""
     _quiet_logging(verbose)
     settings = load_settings()
-    from vision.items import extract_items
-
     _, detector = _models(settings, embedder=False)
     _load(detector)
     out, failed = [], 0
-    for path in images:
-        loaded = _read(path, settings)
+    for path, loaded, items in _items_of(images, settings, detector):
         if isinstance(loaded, str):
             failed += 1
             out.append({"path": str(path), "error": loaded})
             continue
-        items = extract_items(loaded.image, detector.detect([loaded.image])[0], **_policy(settings))
         entry = {"path": str(path), "width": loaded.width, "height": loaded.height,
                  "content_hash": loaded.content_hash, "items": [it.detection.to_dict() for it in items]}
         if save_annotated:
@@ -145,7 +153,6 @@ def embed(
     """Detect the items of images and embed each one with the configured embedder."""
     _quiet_logging(verbose)
     settings = load_settings()
-    from vision.items import extract_items
     from vision.model import VisionError
 
     embedder, detector = _models(settings)
@@ -158,13 +165,11 @@ def embed(
         except VisionError as exc:
             fail(str(exc))
     out, failed = [], 0
-    for path in images:
-        loaded = _read(path, settings)
+    for path, loaded, items in _items_of(images, settings, detector):
         if isinstance(loaded, str):
             failed += 1
             out.append({"path": str(path), "error": loaded})
             continue
-        items = extract_items(loaded.image, detector.detect([loaded.image])[0], **_policy(settings))
         vectors = embedder.embed([it.crop for it in items])
         rows = []
         for it, vec in zip(items, vectors):
