@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -221,3 +223,55 @@ class ProductPopularity(Base):
     product_id: Mapped[str] = mapped_column(String(255), primary_key=True)  # external id
     score: Mapped[float] = mapped_column(Float, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+# --- experiment rollup (migration 0005): kept current by triggers on interaction_events, never
+# written by the application. The loader reads ExperimentUserDay instead of raw events.
+
+class ExperimentRequest(Base):
+    """One (tenant, request, user) with an exposure or an outcome: the lock that serialises attribution."""
+
+    __tablename__ = "experiment_requests"
+    __table_args__ = (Index("ix_experiment_requests_mixed", "tenant_id", postgresql_where=text("mixed")),)
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    experiment: Mapped[str | None] = mapped_column(String(128))  # least experiment of its exposures
+    exposures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    mixed: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)  # exposures of 2+ experiments
+
+
+class ExperimentPendingOutcome(Base):
+    """Clicks and purchases of a request whose exposure has not arrived yet, per UTC day."""
+
+    __tablename__ = "experiment_pending_outcomes"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    clicks: Mapped[int] = mapped_column(Integer, nullable=False)
+    purchases: Mapped[int] = mapped_column(Integer, nullable=False)
+    revenue: Mapped[Decimal] = mapped_column(Numeric, nullable=False)  # exact sums
+    first_outcome_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ExperimentUserDay(Base):
+    """Per experiment, user and UTC day: exposures and the clicks / purchases attributed by request id."""
+
+    __tablename__ = "experiment_user_days"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    experiment: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    exposures: Mapped[int] = mapped_column(Integer, nullable=False)
+    arm_lo: Mapped[str | None] = mapped_column(String(64, collation="C"))
+    arm_hi: Mapped[str | None] = mapped_column(String(64, collation="C"))
+    first_exposure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_exposure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    clicks: Mapped[int] = mapped_column(Integer, nullable=False)
+    purchases: Mapped[int] = mapped_column(Integer, nullable=False)
+    revenue: Mapped[Decimal] = mapped_column(Numeric, nullable=False)  # exact sums
+    first_outcome_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

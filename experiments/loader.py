@@ -10,10 +10,17 @@ Attribution (which clicks and purchases count for the arm) is an explicit parame
   exposures in this experiment (exact, needs storefronts to echo request ids);
 - mode "window": any click/purchase of the user within `window_hours` after their first
   exposure in the experiment (robust when purchases lose the request id).
+
+Request attribution reads the rollup `experiment_user_days` (one row per experiment, user and
+day, kept current by triggers on interaction_events: migration 0005) when it answers exactly,
+and the raw events otherwise: window attribution, exposures outside [start, end), outcomes
+before start - 1 h, a request shared by two experiments. Both give the same numbers
+(tests/experiments/test_rollup.py); docs/experiments.md explains the design.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
@@ -24,8 +31,16 @@ from sqlalchemy import text
 from experiments.definition import ExperimentDefinition
 from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
 
+log = logging.getLogger(__name__)
+
 MULTIPLE = "__multiple__"  # pseudo-arm row carrying the count of multi-arm users
+INEXACT = "__inexact__"  # pseudo-arm row: the rollup cannot answer these bounds exactly
+SOURCES = ("auto", "rollup", "raw")
 DEFAULT_PRE_PERIOD_DAYS = 14
+# Money and per-user ratios are summed as numeric: exact, so the result does not depend on the
+# order rows reach an aggregate (plans change with table statistics and parallel workers) and
+# the rollup and the raw path agree to the last bit. Counts and their squares stay float8
+# (integers below 2^53 are exact there too).
 # Hash aggregates over millions of (request, user) groups spill to disk with the 4 MB
 # default (10M events: 5M groups, ~370 MB in memory); set for the current transaction
 # only (set_config(..., is_local => true)). Lower it if many reports run at once.
@@ -95,7 +110,7 @@ per_request AS (
            min(occurred_at) FILTER (WHERE type = 'exposure') AS first_exposure,
            count(*) FILTER (WHERE type = 'click') AS y,
            count(*) FILTER (WHERE type = 'purchase') AS purchases,
-           sum(value) FILTER (WHERE type = 'purchase') AS rev
+           sum(value::numeric) FILTER (WHERE type = 'purchase') AS rev
     FROM interaction_events
     WHERE tenant_id = :tenant
       AND ((type = 'exposure' AND experiment = :key AND {_BOUNDS})
@@ -123,7 +138,7 @@ outcomes AS (
     SELECT o.user_id,
            count(*) FILTER (WHERE o.type = 'click') AS clicks,
            count(*) FILTER (WHERE o.type = 'purchase') AS purchases,
-           coalesce(sum(o.value) FILTER (WHERE o.type = 'purchase'), 0) AS revenue
+           coalesce(sum(o.value::numeric) FILTER (WHERE o.type = 'purchase'), 0) AS revenue
     FROM interaction_events o
     JOIN users u ON o.user_id = u.user_id
     WHERE o.tenant_id = :tenant AND o.type IN ('click', 'purchase')
@@ -142,7 +157,7 @@ pre_bounds AS (
 pre AS (
     SELECT o.user_id,
            bool_or(o.type = 'purchase') AS pre_purchased,
-           coalesce(sum(o.value) FILTER (WHERE o.type = 'purchase'), 0)::float8 AS pre_rev
+           coalesce(sum(o.value::numeric) FILTER (WHERE o.type = 'purchase'), 0) AS pre_rev
     FROM interaction_events o
     JOIN users u ON o.user_id = u.user_id
     CROSS JOIN pre_bounds b
@@ -156,7 +171,7 @@ _PER_USER = {
     "request": """
 per_user AS (
     SELECT u.arm, u.exposures::float8 AS x, u.clicks::float8 AS y, u.purchases > 0 AS purchased,
-           u.revenue::float8 AS rev, p.user_id IS NOT NULL AS pre_active,
+           u.revenue AS rev, p.user_id IS NOT NULL AS pre_active,
            coalesce(p.pre_purchased, false) AS pre_purchased, coalesce(p.pre_rev, 0) AS pre_rev
     FROM users u
     LEFT JOIN pre p ON p.user_id = u.user_id
@@ -165,7 +180,7 @@ per_user AS (
     "window": """
 per_user AS (
     SELECT u.arm, u.exposures::float8 AS x, coalesce(o.clicks, 0)::float8 AS y,
-           coalesce(o.purchases, 0) > 0 AS purchased, coalesce(o.revenue, 0)::float8 AS rev,
+           coalesce(o.purchases, 0) > 0 AS purchased, coalesce(o.revenue, 0) AS rev,
            p.user_id IS NOT NULL AS pre_active, coalesce(p.pre_purchased, false) AS pre_purchased,
            coalesce(p.pre_rev, 0) AS pre_rev
     FROM users u
@@ -182,7 +197,7 @@ SELECT arm,
        sum(y) AS clicks, sum(y * y) AS clicks_sum_squares,
        sum(x * y) AS clicks_exposures_sum_products,
        count(*) FILTER (WHERE y > 0) AS clickers,
-       sum(y / x) AS click_rate_sum, sum((y / x) * (y / x)) AS click_rate_sum_squares,
+       sum((y / x)::numeric) AS click_rate_sum, sum(((y / x) * (y / x))::numeric) AS click_rate_sum_squares,
        count(*) FILTER (WHERE purchased) AS purchasers,
        sum(rev) AS revenue_sum, sum(rev * rev) AS revenue_sum_squares,
        count(*) FILTER (WHERE pre_active) AS pre_active_users,
@@ -196,6 +211,44 @@ SELECT :multiple AS arm, count(*) AS users, NULL, NULL, NULL, NULL, NULL, NULL, 
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM users WHERE multi
 """
+
+# The rollup's per-user totals: the same columns as the request-mode `users` above, plus the
+# extremes that tell whether bounds would have filtered anything (then the raw path answers).
+_ROLLUP_USERS = """
+users AS (
+    SELECT user_id, min(arm_lo) AS arm, min(arm_lo) <> max(arm_hi) AS multi, sum(exposures) AS exposures,
+           sum(clicks) AS clicks, sum(purchases) AS purchases, sum(revenue) AS revenue,
+           min(first_exposure_at) AS first_exposure, max(last_exposure_at) AS last_exposure,
+           min(first_outcome_at) AS first_outcome
+    FROM experiment_user_days
+    WHERE tenant_id = :tenant AND experiment = :key
+    GROUP BY user_id
+)"""
+
+# True when [start, end) or the outcome floor would drop an exposure or an attributed outcome.
+_ROLLUP_INEXACT = """(CAST(:start AS timestamptz) IS NOT NULL
+        AND (min(first_exposure) < CAST(:start AS timestamptz)
+             OR min(first_outcome) < CAST(:start AS timestamptz) - interval '1 hour'))
+    OR (CAST(:end AS timestamptz) IS NOT NULL AND max(last_exposure) >= CAST(:end AS timestamptz))"""
+
+_ROLLUP_CHECK = f"""
+UNION ALL
+SELECT :inexact AS arm, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL
+FROM users HAVING {_ROLLUP_INEXACT}
+"""
+
+# Rollup rows are already per (user, day) with attributed outcomes; outcomes dated before the
+# user's first exposure move to that day, as in the raw series.
+_ROLLUP_DAILY_SOURCE = """
+user_day_events AS (
+    SELECT d.user_id, greatest(d.day, (u.first_exposure AT TIME ZONE 'UTC')::date) AS day,
+           d.exposures AS x, d.clicks AS y, d.purchases AS purch, d.revenue AS rev
+    FROM experiment_user_days d JOIN users u ON u.user_id = d.user_id
+    WHERE d.tenant_id = :tenant AND d.experiment = :key
+)"""
+
+_MIXED = "SELECT EXISTS (SELECT 1 FROM experiment_requests WHERE tenant_id = :tenant AND mixed)"
 
 # Per-day cumulative stats: per user and day, the change of each per-user function
 # (x, x^2, y/x, ...) since the user's previous active day; summing these changes over
@@ -213,7 +266,7 @@ per_request_day AS (
            min(occurred_at) FILTER (WHERE type = 'exposure') AS first_exposure,
            count(*) FILTER (WHERE type = 'click') AS y,
            count(*) FILTER (WHERE type = 'purchase') AS purch,
-           coalesce(sum(value) FILTER (WHERE type = 'purchase'), 0)::float8 AS rev
+           coalesce(sum(value::numeric) FILTER (WHERE type = 'purchase'), 0) AS rev
     FROM interaction_events
     WHERE tenant_id = :tenant
       AND ((type = 'exposure' AND experiment = :key AND {_BOUNDS})
@@ -237,13 +290,13 @@ user_day_events AS (
     "window": ",".join([_EXPOSURES, _OUTCOMES["window"], """
 user_day_events AS (
     SELECT e.user_id, (e.occurred_at AT TIME ZONE 'UTC')::date AS day,
-           1 AS x, 0 AS y, 0 AS purch, 0::float8 AS rev
+           1 AS x, 0 AS y, 0 AS purch, 0::numeric AS rev
     FROM exp_events e
     UNION ALL
     SELECT o.user_id,
            greatest((o.occurred_at AT TIME ZONE 'UTC')::date, (u.first_exposure AT TIME ZONE 'UTC')::date),
            0, (o.type = 'click')::int, (o.type = 'purchase')::int,
-           CASE WHEN o.type = 'purchase' THEN coalesce(o.value, 0) ELSE 0 END
+           CASE WHEN o.type = 'purchase' THEN coalesce(o.value, 0)::numeric ELSE 0 END
     FROM outcome_events o JOIN users u ON u.user_id = o.user_id
 )"""]),
 }
@@ -258,14 +311,14 @@ user_days AS (
 cum AS (
     SELECT user_id, day,
            sum(x) OVER w::float8 AS cx, sum(y) OVER w::float8 AS cy,
-           sum(purch) OVER w AS cp, sum(rev) OVER w::float8 AS cr,
+           sum(purch) OVER w AS cp, sum(rev) OVER w AS cr,
            row_number() OVER w AS k
     FROM user_days WINDOW w AS (PARTITION BY user_id ORDER BY day)
 ),
 deltas AS (
     SELECT user_id, day, k, cx, cy, cp, cr,
            lag(cx, 1, 0::float8) OVER w AS px, lag(cy, 1, 0::float8) OVER w AS py,
-           lag(cp, 1, 0::bigint) OVER w AS pp, lag(cr, 1, 0::float8) OVER w AS pr
+           lag(cp, 1, 0::bigint) OVER w AS pp, lag(cr, 1, 0::numeric) OVER w AS pr
     FROM cum WINDOW w AS (PARTITION BY user_id ORDER BY day)
 )
 SELECT u.arm, d.day,
@@ -274,8 +327,8 @@ SELECT u.arm, d.day,
        sum(d.cy - d.py) AS clicks, sum(d.cy * d.cy - d.py * d.py) AS clicks_sum_squares,
        sum(d.cx * d.cy - d.px * d.py) AS clicks_exposures_sum_products,
        sum((d.cy > 0)::int - (d.py > 0)::int) AS clickers,
-       sum(d.cy / d.cx - CASE WHEN d.px > 0 THEN d.py / d.px ELSE 0 END) AS click_rate_sum,
-       sum((d.cy / d.cx) ^ 2 - CASE WHEN d.px > 0 THEN (d.py / d.px) ^ 2 ELSE 0 END)
+       sum((d.cy / d.cx)::numeric - CASE WHEN d.px > 0 THEN (d.py / d.px)::numeric ELSE 0 END) AS click_rate_sum,
+       sum(((d.cy / d.cx) ^ 2)::numeric - CASE WHEN d.px > 0 THEN ((d.py / d.px) ^ 2)::numeric ELSE 0 END)
            AS click_rate_sum_squares,
        sum((d.cp > 0)::int - (d.pp > 0)::int) AS purchasers,
        sum(d.cr - d.pr) AS revenue_sum, sum(d.cr * d.cr - d.pr * d.pr) AS revenue_sum_squares,
@@ -284,7 +337,7 @@ SELECT u.arm, d.day,
        sum(CASE WHEN p.pre_purchased THEN (d.cp > 0)::int - (d.pp > 0)::int ELSE 0 END)
            AS pre_and_post_purchasers,
        sum(CASE WHEN d.k = 1 THEN coalesce(p.pre_rev, 0) ELSE 0 END) AS pre_revenue_sum,
-       sum(CASE WHEN d.k = 1 THEN coalesce(p.pre_rev, 0) ^ 2 ELSE 0 END) AS pre_revenue_sum_squares,
+       sum(CASE WHEN d.k = 1 THEN coalesce(p.pre_rev * p.pre_rev, 0) ELSE 0 END) AS pre_revenue_sum_squares,
        sum((d.cr - d.pr) * coalesce(p.pre_rev, 0)) AS revenue_pre_revenue_sum_products
 FROM deltas d
 JOIN users u ON u.user_id = d.user_id
@@ -298,7 +351,7 @@ def _params(tenant_id: str, key: str, attribution: Attribution, start: datetime 
             end: datetime | None, pre_period_days: int) -> dict[str, Any]:
     return {"tenant": tenant_id, "key": key, "start": start, "end": end,
             "window_s": float(attribution.window_hours) * 3600.0,
-            "pre_days": int(pre_period_days), "multiple": MULTIPLE}
+            "pre_days": int(pre_period_days), "multiple": MULTIPLE, "inexact": INEXACT}
 
 
 def totals_sql(attribution: Attribution) -> str:
@@ -310,6 +363,33 @@ def totals_sql(attribution: Attribution) -> str:
 def daily_sql(attribution: Attribution) -> str:
     """The SQL of `load_daily_stats` for this attribution mode."""
     return "WITH " + ",".join([_DAILY_SOURCE[attribution.mode], _PRE, _DAILY])
+
+
+def rollup_totals_sql() -> str:
+    """The SQL of `load_arm_stats` on the rollup (request attribution), with its exactness check row."""
+    return "WITH " + ",".join([_ROLLUP_USERS, _PRE, _PER_USER["request"]]) + _TOTALS + _ROLLUP_CHECK
+
+
+def rollup_daily_sql() -> str:
+    """The SQL of `load_daily_stats` on the rollup (request attribution)."""
+    return "WITH " + ",".join([_ROLLUP_USERS, _ROLLUP_DAILY_SOURCE, _PRE, _DAILY])
+
+
+def rollup_exact(conn: Any, tenant_id: str, key: str, start: datetime | None = None,
+                 end: datetime | None = None) -> bool:
+    """True when the rollup gives exactly the raw path's request attribution for [start, end)."""
+    if conn.execute(text(_MIXED), {"tenant": tenant_id}).scalar():
+        return False
+    return not conn.execute(text("WITH " + _ROLLUP_USERS + f" SELECT coalesce(bool_or(x), false) FROM "
+                                 f"(SELECT {_ROLLUP_INEXACT} AS x FROM users) c"),
+                            {"tenant": tenant_id, "key": key, "start": start, "end": end}).scalar()
+
+
+def _check_source(source: str, attribution: Attribution) -> None:
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if source == "rollup" and attribution.mode != "request":
+        raise ValueError("the rollup answers request attribution only")
 
 
 def load_definition(conn: Any, tenant_id: str, key: str) -> ExperimentDefinition | None:
@@ -337,20 +417,12 @@ def _tune(conn: Any, work_mem: str | None) -> None:
         conn.execute(text("SELECT set_config('work_mem', :wm, true)"), {"wm": work_mem})
 
 
-def load_arm_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
-                   start: datetime | None = None, end: datetime | None = None,
-                   pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
-                   work_mem: str | None = DEFAULT_WORK_MEM) -> ExperimentStats:
-    """Per-arm sufficient statistics of exposures in [start, end) (None = unbounded).
-
-    `conn` is a SQLAlchemy Connection or Session; the caller owns the transaction.
-    """
-    _tune(conn, work_mem)
-    rows = conn.execute(text(totals_sql(attribution)),
-                        _params(tenant_id, key, attribution, start, end, pre_period_days)).mappings().all()
+def _arm_stats(key: str, rows: list) -> ExperimentStats | None:
     multiple = 0
     arms = []
     for row in rows:
+        if row["arm"] == INEXACT:
+            return None
         if row["arm"] == MULTIPLE:
             multiple = int(row["users"])
         else:
@@ -358,14 +430,53 @@ def load_arm_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribut
     return ExperimentStats(key=key, arms=tuple(sorted(arms, key=lambda a: a.arm)), multi_arm_users=multiple)
 
 
+def _rollup_arm_stats(conn: Any, tenant_id: str, key: str, params: dict[str, Any]) -> ExperimentStats | None:
+    """Request attribution from the rollup, or None when it cannot answer these bounds exactly."""
+    if conn.execute(text(_MIXED), {"tenant": tenant_id}).scalar():
+        return None
+    return _arm_stats(key, conn.execute(text(rollup_totals_sql()), params).mappings().all())
+
+
+def load_arm_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
+                   start: datetime | None = None, end: datetime | None = None,
+                   pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
+                   work_mem: str | None = DEFAULT_WORK_MEM, source: str = "auto") -> ExperimentStats:
+    """Per-arm sufficient statistics of exposures in [start, end) (None = unbounded).
+
+    `conn` is a SQLAlchemy Connection or Session; the caller owns the transaction. `source`:
+    "auto" reads the rollup when it is exact, else raw events; "rollup" raises ValueError when
+    it is not exact; "raw" always aggregates raw events (the reference the rollup is tested against).
+    """
+    _check_source(source, attribution)
+    _tune(conn, work_mem)
+    params = _params(tenant_id, key, attribution, start, end, pre_period_days)
+    if source != "raw" and attribution.mode == "request":
+        stats = _rollup_arm_stats(conn, tenant_id, key, params)
+        if stats is not None:
+            return stats
+        if source == "rollup":
+            raise ValueError(f"the rollup cannot answer experiment {key!r} exactly for these bounds")
+        log.info("experiment %s/%s: rollup not exact for these bounds, aggregating raw events", tenant_id, key)
+    return _arm_stats(key, conn.execute(text(totals_sql(attribution)), params).mappings().all())
+
+
 def load_daily_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
                      start: datetime | None = None, end: datetime | None = None,
                      pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
-                     work_mem: str | None = DEFAULT_WORK_MEM) -> tuple[DailyArmStats, ...]:
-    """Cumulative per-arm statistics at the end of each UTC day (what a daily peek saw)."""
+                     work_mem: str | None = DEFAULT_WORK_MEM, source: str = "auto") -> tuple[DailyArmStats, ...]:
+    """Cumulative per-arm statistics at the end of each UTC day (what a daily peek saw).
+
+    `source` as in `load_arm_stats`; "auto" checks exactness first (one more pass over the rollup).
+    """
+    _check_source(source, attribution)
     _tune(conn, work_mem)
-    rows = conn.execute(text(daily_sql(attribution)),
-                        _params(tenant_id, key, attribution, start, end, pre_period_days)).mappings().all()
+    use_rollup = attribution.mode == "request" and source != "raw"
+    if use_rollup and source == "auto":
+        use_rollup = rollup_exact(conn, tenant_id, key, start, end)
+    elif use_rollup and not rollup_exact(conn, tenant_id, key, start, end):
+        raise ValueError(f"the rollup cannot answer experiment {key!r} exactly for these bounds")
+    sql = rollup_daily_sql() if use_rollup else daily_sql(attribution)
+    rows = conn.execute(text(sql), _params(tenant_id, key, attribution, start, end, pre_period_days)).mappings().all()
     return cumulate_daily([(r["arm"], r["day"], dict(r)) for r in rows])
 
 
@@ -401,9 +512,21 @@ def load_experiment_stats(conn: Any, tenant_id: str, key: str, *, attribution: A
     definition = load_definition(conn, tenant_id, key)
     start = definition.started_at if definition else None
     end = definition.stopped_at if definition else None
-    stats = load_arm_stats(conn, tenant_id, key, attribution=attribution, start=start, end=end,
-                           pre_period_days=pre_period_days)
+    stats = None
+    if attribution.mode == "request":
+        _tune(conn, DEFAULT_WORK_MEM)
+        stats = _rollup_arm_stats(conn, tenant_id, key,
+                                  _params(tenant_id, key, attribution, start, end, pre_period_days))
+    # The totals query already checked exactness: the daily series reads the same source.
+    source = "rollup" if stats is not None else "raw"
+    if stats is None:
+        if attribution.mode == "request":
+            log.info("experiment %s/%s: rollup not exact for these bounds, aggregating raw events", tenant_id, key)
+        stats = load_arm_stats(conn, tenant_id, key, attribution=attribution, start=start, end=end,
+                               pre_period_days=pre_period_days, source="raw")
     if daily:
-        stats = stats.with_daily(load_daily_stats(conn, tenant_id, key, attribution=attribution,
-                                                  start=start, end=end, pre_period_days=pre_period_days))
+        daily_rows = conn.execute(
+            text(rollup_daily_sql() if source == "rollup" else daily_sql(attribution)),
+            _params(tenant_id, key, attribution, start, end, pre_period_days)).mappings().all()
+        stats = stats.with_daily(cumulate_daily([(r["arm"], r["day"], dict(r)) for r in daily_rows]))
     return definition, stats
