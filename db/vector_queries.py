@@ -11,6 +11,7 @@ are partial (`WHERE model = '<key>'`), and a generic plan with `model = $1` coul
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -79,6 +80,16 @@ def _sql(model_key: str, dim: int, *, exact: bool, category: bool, by_vector: bo
     """
 
 
+@lru_cache(maxsize=64)
+def _query(model_key: str, dim: int, *, exact: bool, category: bool, by_vector: bool = False):
+    """The parsed statement, built once per shape (text() parsing showed up in the API's profile)."""
+    return text(_sql(model_key, dim, exact=exact, category=category, by_vector=by_vector))
+
+
+_HNSW_SETTINGS = text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                      "set_config('hnsw.ef_search', :ef, true)")
+
+
 def similar_products(session: Session, *, tenant_id: str, external_id: str, model_key: str, dim: int,
                      limit: int = 10, category: str | None = None, ef_search: int = 64,
                      exact_threshold: int = EXACT_THRESHOLD, strategy: str = "auto") -> VisualResult:
@@ -92,13 +103,12 @@ def similar_products(session: Session, *, tenant_id: str, external_id: str, mode
     params = {"tenant": tenant_id, "pid": external_id, "limit": limit, "k": max(4 * limit, 40),
               "category": category}
     if strategy == "auto":
-        strategy = "exact" if _filtered_items(session, model_key, tenant_id, category, exact_threshold) \
-            <= exact_threshold else "hnsw"
+        strategy = choose_strategy(session, model_key=model_key, tenant_id=tenant_id, category=category,
+                                   exact_threshold=exact_threshold)
     used = strategy
     if strategy == "hnsw":
-        session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        session.execute(text(f"SET LOCAL hnsw.ef_search = {int(max(ef_search, params['k']))}"))
-        rows = session.execute(text(_sql(model_key, dim, exact=False, category=category is not None)), params).all()
+        _hnsw_settings(session, max(ef_search, params["k"]))
+        rows = session.execute(_query(model_key, dim, exact=False, category=category is not None), params).all()
         if len(rows) < limit:  # filters removed too much even for the iterative scan
             rows, used = _exact(session, model_key, dim, category, params), "hnsw+exact"
     else:
@@ -116,16 +126,36 @@ def similar_to_vector(session: Session, *, tenant_id: str, vector, model_key: st
         raise ValueError(f"invalid model key {model_key!r}")
     vec = "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
     params = {"tenant": tenant_id, "qvec": vec, "limit": limit, "k": max(4 * limit, 40), "category": None}
-    session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    session.execute(text(f"SET LOCAL hnsw.ef_search = {int(max(ef_search, params['k']))}"))
-    rows = session.execute(text(_sql(model_key, dim, exact=False, category=False, by_vector=True)), params).all()
+    _hnsw_settings(session, max(ef_search, params["k"]))
+    rows = session.execute(_query(model_key, dim, exact=False, category=False, by_vector=True), params).all()
     if len(rows) < limit:
-        rows = session.execute(text(_sql(model_key, dim, exact=True, category=False, by_vector=True)), params).all()
+        rows = session.execute(_query(model_key, dim, exact=True, category=False, by_vector=True), params).all()
     return [Neighbour(r.external_id, r.title, r.category, r.price, r.image_url, float(r.dist)) for r in rows]
 
 
+def choose_strategy(session: Session, *, model_key: str, tenant_id: str, category: str | None,
+                    exact_threshold: int = EXACT_THRESHOLD) -> str:
+    """"exact" when at most `exact_threshold` items pass the filters, else "hnsw" (a bounded count).
+
+    Only a cost decision: either strategy returns full, correct lists (HNSW falls back to exact
+    when it comes back short), so a caller may reuse the answer for a while.
+    """
+    if not _MODEL_KEY.match(model_key):
+        raise ValueError(f"invalid model key {model_key!r}")
+    return "exact" if _filtered_items(session, model_key, tenant_id, category, exact_threshold) <= exact_threshold \
+        else "hnsw"
+
+
+def _hnsw_settings(session: Session, ef_search: int) -> None:
+    """Iterative scan (filters applied inside the index scan) and the candidate list, for this transaction only.
+
+    One round trip for both (set_config with is_local = true is SET LOCAL).
+    """
+    session.execute(_HNSW_SETTINGS, {"ef": str(int(ef_search))})
+
+
 def _exact(session: Session, model_key: str, dim: int, category: str | None, params: dict) -> list:
-    return session.execute(text(_sql(model_key, dim, exact=True, category=category is not None)), params).all()
+    return session.execute(_query(model_key, dim, exact=True, category=category is not None), params).all()
 
 
 def _filtered_items(session: Session, model_key: str, tenant_id: str, category: str | None, cap: int) -> int:

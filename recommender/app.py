@@ -14,6 +14,7 @@ from prometheus_client import make_asgi_app
 from recommender import metrics
 from recommender.arms import BaselineArm, VisualArm
 from recommender.routes import admin, catalog, events, recommendations, search, shopify
+from recommender.ttl_cache import TTLCache
 from streams.buffered_sender import BufferedSender
 from streams.image_fetch import ImageFetcher
 from streams.topics import INTERACTIONS
@@ -23,6 +24,28 @@ from vitrine.components import build_detector, build_embedder
 from vitrine.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class LatencyMiddleware:
+    """Request latency per route into Prometheus, as plain ASGI.
+
+    Not `@app.middleware("http")`: Starlette's BaseHTTPMiddleware wraps every response in a
+    stream and an extra task, a measurable share of the API's CPU per storefront request.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = scope.get("route")  # set by the router on this same scope
+            if route is not None:  # unknown paths would make unbounded label values
+                metrics.REQUEST_LATENCY.labels(route.path, scope["method"]).observe(time.perf_counter() - start)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -58,10 +81,14 @@ def create_app(settings: Settings) -> FastAPI:
     # Created, not loaded: the API needs the model's key and dimension; weights load on first use.
     app.state.embedder = build_embedder(settings)
     app.state.detector = build_detector(settings)
-    baseline = BaselineArm(half_life_s=settings.popularity_half_life_s)
+    # Per-process lookup caches of the storefront path (recommender/ttl_cache.py says what and why).
+    app.state.tenant_cache = TTLCache("tenant", settings.lookup_cache_ttl_s)
+    app.state.experiment_cache = TTLCache("experiment", settings.lookup_cache_ttl_s)
+    baseline = BaselineArm(half_life_s=settings.popularity_half_life_s,
+                           lists=TTLCache("popular", settings.popularity_cache_ttl_s))
     app.state.arms = {"baseline": baseline, "visual": VisualArm(
         model_key=app.state.embedder.model_key, dim=app.state.embedder.dim, fallback=baseline,
-        ef_search=settings.hnsw_ef_search)}
+        ef_search=settings.hnsw_ef_search, strategies=TTLCache("knn_strategy", settings.lookup_cache_ttl_s))}
     app.include_router(catalog.router)
     app.include_router(shopify.router)
     app.include_router(recommendations.router)
@@ -70,14 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.mount("/metrics", make_asgi_app())
 
-    @app.middleware("http")
-    async def observe_latency(request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        if route is not None:  # unknown paths would make unbounded label values
-            metrics.REQUEST_LATENCY.labels(route.path, request.method).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(LatencyMiddleware)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict:

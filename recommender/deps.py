@@ -4,10 +4,12 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from db.models import Tenant
-from db.tenants import tenant_by_admin_key, tenant_by_storefront_key
+from db.tenants import hash_key, tenant_by_admin_key, tenant_by_storefront_key
+from recommender.ttl_cache import MISSING
 from streams.producer import EventProducer
 from vitrine.settings import Settings
 
@@ -30,27 +32,42 @@ SessionDep = Annotated[Session, Depends(get_session)]
 ProducerDep = Annotated[EventProducer, Depends(get_producer)]
 
 
-def _tenant_by_key(header: str, find: Callable[[Session, str], Tenant | None], what: str):
+def _tenant_by_key(header: str, find: Callable[[Session, str], Tenant | None], what: str, *, cached: bool = False):
     """A dependency that authenticates the tenant by the key in `header` (401 if missing or unknown).
 
     The lookup runs in a short session of its own, returned to the pool at once: a request-scoped
     session would hold its connection until the response is sent while the handler opens another
     one, and under load every pooled connection would end up waiting (a deadlock).
+
+    `cached`: known keys are kept in `app.state.tenant_cache` (keyed by the header and the key's
+    digest, so a key only ever maps to the tenant the database gave for that very header); a hit
+    costs no thread hop and no query. Unknown keys are never cached, so a new key works at once;
+    a revoked key or a changed default arm shows within `lookup_cache_ttl_s`.
     """
-    def dependency(request: Request,  # the parameter name must not clash with a route's path parameters
-                   credential: Annotated[str | None, Header(alias=header, description=what)] = None) -> Tenant:
+    def lookup(request: Request, credential: str) -> Tenant | None:
+        with request.app.state.sessions() as session:
+            return find(session, credential)  # sessions do not expire on close: attributes stay loaded
+
+    async def dependency(request: Request,  # the parameter name must not clash with a route's path parameters
+                         credential: Annotated[str | None, Header(alias=header, description=what)] = None) -> Tenant:
         if not credential:
             raise HTTPException(401, f"missing {header} header ({what})")
-        with request.app.state.sessions() as session:
-            tenant = find(session, credential)  # sessions do not expire on close: attributes stay loaded
+        cache = request.app.state.tenant_cache if cached else None
+        key = (header, hash_key(credential))
+        tenant = cache.get(key) if cache is not None else MISSING
+        if tenant is MISSING:
+            tenant = await run_in_threadpool(lookup, request, credential)
+            if tenant is not None and cache is not None:
+                cache.put(key, tenant)
         if tenant is None:
             raise HTTPException(401, f"unknown {what}")
         return tenant
     return dependency
 
 
-# Every storefront query is scoped to the key's tenant; admin keys open experiments and results.
+# Every storefront query is scoped to the key's tenant; admin keys open experiments and results
+# (rare calls: never cached, so a revoked admin key stops working at once).
 StorefrontTenant = Annotated[Tenant, Depends(_tenant_by_key("X-Vitrine-Key", tenant_by_storefront_key,
-                                                            "the tenant's storefront key"))]
+                                                            "the tenant's storefront key", cached=True))]
 AdminTenant = Annotated[Tenant, Depends(_tenant_by_key("X-Vitrine-Admin-Key", tenant_by_admin_key,
                                                        "the tenant's admin key"))]

@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session
 from db import experiments as exp_repo
 from db.models import Tenant
 from experiments.assignment import assign
+from experiments.definition import ExperimentDefinition
 from recommender.arms import Arm, ArmRequest, ArmResult
+from recommender.ttl_cache import TTLCache
 
 
 @dataclass(frozen=True)
@@ -21,12 +23,30 @@ class Served:
     result: ArmResult
 
 
-def assigned_arm(session: Session, tenant: Tenant, user_id: str, placement: str) -> tuple[str | None, str]:
+@dataclass(frozen=True)
+class RunningExperiment:
+    """What assignment needs of a running experiment (immutable, so processes can cache it)."""
+    id: int
+    key: str
+    definition: ExperimentDefinition
+
+
+def running_experiment(session: Session, tenant_id: str, placement: str,
+                       cache: TTLCache | None = None) -> RunningExperiment | None:
+    """The placement's running experiment; with `cache`, read at most once per TTL per (tenant, placement)."""
+    def load() -> RunningExperiment | None:
+        exp = exp_repo.running_experiment(session, tenant_id, placement)
+        return None if exp is None else RunningExperiment(exp.id, exp.key, exp_repo.definition_of(exp))
+    return load() if cache is None else cache.get_or_load((tenant_id, placement), load)
+
+
+def assigned_arm(session: Session, tenant: Tenant, user_id: str, placement: str,
+                 experiments: TTLCache | None = None) -> tuple[str | None, str]:
     """(experiment key or None, arm). The first in-experiment assignment is stored and wins later."""
-    exp = exp_repo.running_experiment(session, tenant.id, placement)
+    exp = running_experiment(session, tenant.id, placement, experiments)
     if exp is None:
         return None, tenant.default_arm
-    definition = exp_repo.definition_of(exp)
+    definition = exp.definition
     fresh = assign(definition, user_id, tenant.default_arm)
     if fresh.in_experiment:
         arm = exp_repo.sticky_arm(session, experiment_id=exp.id, tenant_id=tenant.id, user_id=user_id,
@@ -41,9 +61,9 @@ def assigned_arm(session: Session, tenant: Tenant, user_id: str, placement: str)
 
 
 def serve(session: Session, arms: dict[str, Arm], tenant: Tenant, *, user_id: str, product_id: str,
-          placement: str, limit: int, same_category: bool) -> Served | None:
+          placement: str, limit: int, same_category: bool, experiments: TTLCache | None = None) -> Served | None:
     """Recommendations for one product view, or None if the product is unknown to this tenant."""
-    experiment, arm_name = assigned_arm(session, tenant, user_id, placement)
+    experiment, arm_name = assigned_arm(session, tenant, user_id, placement, experiments)
     arm = arms.get(arm_name) or arms["baseline"]
     result = arm.recommend(session, ArmRequest(tenant.id, product_id, limit, same_category))
     session.commit()  # the sticky assignment

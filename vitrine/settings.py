@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(64, ge=10, le=1000, description="HNSW candidate list of the visual arm's kNN "
                                 "(recall vs latency; at least 4 x the result size is used)")
     popularity_half_life_s: float = Field(3 * 86400, gt=0, description="Half-life of engagement in the baseline ranking")
+    lookup_cache_ttl_s: float = Field(
+        2.0, ge=0, description="API processes keep a storefront key's tenant, a placement's running experiment and "
+        "the exact-or-HNSW choice this long (changes made elsewhere show within it); 0 = no cache")
+    popularity_cache_ttl_s: float = Field(
+        15.0, ge=0, description="The baseline arm's per-category popularity list is recomputed after this; 0 = per request")
     webhook_tolerance_s: int = Field(300, gt=0, description="Accepted clock skew of signed webhooks")
 
     @field_validator("kafka_bootstrap", "database_url")

@@ -5,25 +5,40 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from db.product_queries import product_category
-from db.vector_queries import similar_products
+from db.vector_queries import choose_strategy, similar_products
 from recommender.arms.base import ArmRequest, ArmResult
 from recommender.arms.baseline import BaselineArm
+from recommender.ttl_cache import TTLCache
 
 
 class VisualArm:
     name = "visual"
 
-    def __init__(self, *, model_key: str, dim: int, fallback: BaselineArm, ef_search: int = 64):
+    def __init__(self, *, model_key: str, dim: int, fallback: BaselineArm, ef_search: int = 64,
+                 strategies: TTLCache | None = None):
+        """`strategies`: keeps the exact-or-HNSW choice per (tenant, model, category) for its TTL."""
         self.model_key, self.dim, self.fallback, self.ef_search = model_key, dim, fallback, ef_search
+        self.strategies = strategies
 
     def recommend(self, session: Session, request: ArmRequest) -> ArmResult | None:
-        exists, category = product_category(session, request.tenant_id, request.product_id)
-        if not exists:
-            return None
+        category = None
+        if request.same_category:
+            exists, category = product_category(session, request.tenant_id, request.product_id)
+            if not exists:
+                return None
         found = similar_products(session, tenant_id=request.tenant_id, external_id=request.product_id,
-                                 model_key=self.model_key, dim=self.dim, limit=request.limit,
-                                 category=category if request.same_category else None, ef_search=self.ef_search)
-        if found.neighbours is None:  # not indexed yet: the shopper still gets recommendations
-            base = self.fallback.recommend(session, request)
+                                 model_key=self.model_key, dim=self.dim, limit=request.limit, category=category,
+                                 ef_search=self.ef_search, strategy=self._strategy(session, request.tenant_id, category))
+        if found.neighbours is None:  # no vectors yet, or (not checked above) no such product
+            if not request.same_category and not product_category(session, request.tenant_id, request.product_id)[0]:
+                return None
+            base = self.fallback.recommend(session, request)  # the shopper still gets recommendations
             return ArmResult(base.arm, base.items, fallback="no_vectors_yet", strategy=base.strategy)
         return ArmResult(self.name, found.neighbours, strategy=found.strategy)
+
+    def _strategy(self, session: Session, tenant_id: str, category: str | None) -> str:
+        def choose() -> str:
+            return choose_strategy(session, model_key=self.model_key, tenant_id=tenant_id, category=category)
+        if self.strategies is None:
+            return choose()
+        return self.strategies.get_or_load((tenant_id, self.model_key, category), choose)

@@ -70,7 +70,8 @@ def list_all(tenant: AdminTenant, session: SessionDep) -> list[ExperimentOut]:
 
 @router.post("/experiments/{key}/{action}", response_model=ExperimentOut,
              responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}})
-def change(key: str, action: Literal["start", "stop"], tenant: AdminTenant, session: SessionDep) -> ExperimentOut:
+def change(request: Request, key: str, action: Literal["start", "stop"], tenant: AdminTenant,
+           session: SessionDep) -> ExperimentOut:
     """Start a draft (one running experiment per placement) or stop a running one."""
     if repo.get_experiment(session, tenant.id, key) is None:
         raise HTTPException(404, f"no experiment {key!r}")
@@ -79,6 +80,8 @@ def change(key: str, action: Literal["start", "stop"], tenant: AdminTenant, sess
     except repo.ExperimentError as exc:
         raise HTTPException(409, str(exc)) from None
     session.commit()
+    # This process serves the change from the next request; other processes within their cache TTL.
+    request.app.state.experiment_cache.invalidate(lambda k: k == (tenant.id, exp.placement))
     return _out(exp)
 
 

@@ -17,7 +17,8 @@ router = APIRouter(prefix="/v1", tags=["storefront"])
 
 def _serve(request: Request, tenant, **kwargs):
     with request.app.state.sessions() as session:
-        return serve(session, request.app.state.arms, tenant, **kwargs)
+        return serve(session, request.app.state.arms, tenant, experiments=request.app.state.experiment_cache,
+                     **kwargs)
 
 
 @router.get("/recommendations", response_model=Recommendations,
