@@ -67,6 +67,9 @@ class Settings(BaseSettings):
         "the exact-or-HNSW choice this long (changes made elsewhere show within it); 0 = no cache")
     popularity_cache_ttl_s: float = Field(
         15.0, ge=0, description="The baseline arm's per-category popularity list is recomputed after this; 0 = per request")
+    serve_concurrency: int = Field(
+        8, ge=1, le=40, description="Recommendation requests one API process runs against Postgres at once; "
+        "the rest wait their turn (more only adds contention on a few cores)")
     webhook_tolerance_s: int = Field(300, gt=0, description="Accepted clock skew of signed webhooks")
 
     @field_validator("kafka_bootstrap", "database_url")

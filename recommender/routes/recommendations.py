@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
 
 from recommender.deps import StorefrontTenant
 from recommender.schemas import Problem, RecommendedItem, Recommendations
@@ -32,8 +33,9 @@ async def recommendations(
     same_category: Annotated[bool, Query(description="Visual arm: only the product's category")] = False,
 ) -> Recommendations:
     """Products to show next to `product_id` for `user_id`, from the tenant's catalog only."""
-    served = await run_in_threadpool(_serve, request, tenant, user_id=user_id, product_id=product_id,
-                                     placement=placement, limit=limit, same_category=same_category)
+    served = await anyio.to_thread.run_sync(partial(
+        _serve, request, tenant, user_id=user_id, product_id=product_id, placement=placement, limit=limit,
+        same_category=same_category), limiter=request.app.state.serve_limiter)
     if served is None:
         raise HTTPException(404, f"unknown product {product_id!r}")
     items = [RecommendedItem(product_id=n.product_id, title=n.title, image_url=n.image_url, price=n.price,

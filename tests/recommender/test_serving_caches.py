@@ -123,3 +123,33 @@ def test_baseline_list_is_refreshed_after_its_ttl_and_never_shows_the_viewed_pro
         s.add(ProductPopularity(tenant_id="acme", product_id="a-near", score=100.0, updated_at=now))
     time.sleep(TTL + 0.1)
     assert ids(rec(client, a.storefront_key, "red")) == ["a-near", "a-far"]
+
+
+def test_at_most_serve_concurrency_requests_query_postgres_at_once(settings, sessions):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recommender.arms import ArmResult
+
+    with sessions.begin() as s:
+        a = create_tenant(s, "Acme", "acme", default_arm="visual")
+        put_product(s, "acme", "red", None)
+    running, seen, lock = [0], [], threading.Lock()
+
+    class SlowArm:  # the real arms answer in milliseconds; this one holds its slot long enough to count
+        name = "visual"
+
+        def recommend(self, session, request):
+            with lock:
+                running[0] += 1
+                seen.append(running[0])
+            time.sleep(0.2)
+            with lock:
+                running[0] -= 1
+            return ArmResult("visual", [])
+
+    app = create_app(settings.model_copy(update={"serve_concurrency": 2}))
+    app.state.arms["visual"] = SlowArm()
+    with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(lambda i: rec(client, a.storefront_key, "red", user=f"u{i}").status_code, range(6)))
+    assert codes == [200] * 6 and max(seen) == 2
