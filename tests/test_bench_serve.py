@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitrine.bench_serve import clustered_vectors, latency_summary, percentile, recall_at_k
+from vitrine.bench_serve import (
+    cache_hit_rates,
+    clustered_vectors,
+    latency_summary,
+    percentile,
+    recall_at_k,
+)
 
 
 @pytest.mark.parametrize("q", [0, 50, 95, 99, 100])
@@ -42,3 +48,11 @@ def test_clustered_vectors_are_seeded_unit_and_clustered():
     sims = x @ x.T
     np.fill_diagonal(sims, -1)
     assert np.median(sims.max(axis=1)) > 0.5 > np.median(sims)
+
+
+def test_cache_hit_rates_between_two_readings():
+    before = {"tenant": {"hit": 10, "miss": 2}, "popular": {"hit": 5, "miss": 1}}
+    after = {"tenant": {"hit": 107, "miss": 5}, "popular": {"hit": 5, "miss": 1}, "experiment": {"hit": 3, "miss": 1}}
+    # tenant: 97 hits and 3 misses in between; popular: not read; experiment: new since the first reading.
+    assert cache_hit_rates(before, after) == {"tenant": {"lookups": 100, "hit_rate": 0.97},
+                                              "experiment": {"lookups": 4, "hit_rate": 0.75}}

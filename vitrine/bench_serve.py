@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from db.tenants import hash_key
 from db.vector_index import ensure_vector_index, index_name
-from db.vector_queries import similar_products
+from db.vector_queries import choose_strategy, similar_products
 from vitrine.local_system import LocalSystem, start_local_system
 from vitrine.settings import Settings
 
@@ -224,8 +224,11 @@ async def _closed_loop(base_url: str, key: str, pids: list[str], *, users: int, 
     return out
 
 
-def _drain(system: LocalSystem, key: str, pid: str, timeout_s: float = 60) -> float:
+def _drain(system: LocalSystem, key: str, pid: str, arm: str | None = None, timeout_s: float = 60) -> float:
     """Wait until the API answers one request within 1 s, so a level does not inherit the last one's queue.
+
+    With `arm`, also until the answer comes from that arm: the API caches the tenant (and so its
+    default arm) for `lookup_cache_ttl_s` after `_set_arm` changed it.
 
     A saturated API deadlocks its own pool (each request holds its auth session, idle in transaction,
     while waiting for a second connection) and then takes minutes to drain; ending those stale
@@ -237,8 +240,8 @@ def _drain(system: LocalSystem, key: str, pid: str, timeout_s: float = 60) -> fl
     with httpx.Client(base_url=system.base_url, headers={"X-Vitrine-Key": key}) as http:
         while time.monotonic() - t0 < timeout_s:
             try:
-                if http.get("/v1/recommendations", params={"product_id": pid, "user_id": "drain"},
-                            timeout=1.0).status_code == 200:
+                resp = http.get("/v1/recommendations", params={"product_id": pid, "user_id": "drain"}, timeout=1.0)
+                if resp.status_code == 200 and (arm is None or resp.json()["arm"] == arm):
                     break
             except httpx.HTTPError:
                 pass
@@ -251,12 +254,20 @@ def _drain(system: LocalSystem, key: str, pid: str, timeout_s: float = 60) -> fl
 
 
 def raw_latency(system: LocalSystem, pids: list[str], *, model_key: str, dim: int) -> dict:
-    """The visual arm's query alone (similar_products, strategy auto), sequential, one session per call."""
+    """The visual arm's query alone, sequential, one session per call.
+
+    `similar_products` with the exact-or-HNSW choice made once for the tenant, as the API's
+    visual arm does (it caches that choice), so the floor holds exactly the statements the API
+    runs for a request: the two hnsw settings and the kNN (an exact redo if HNSW came back short).
+    """
+    with system.sessions() as s:
+        strategy = choose_strategy(s, model_key=model_key, tenant_id=TENANT, category=None)
     latencies, strategies = [], Counter()
     for pid in pids:
         with system.sessions() as s:
             t0 = time.perf_counter()
-            r = similar_products(s, tenant_id=TENANT, external_id=pid, model_key=model_key, dim=dim, limit=LIMIT)
+            r = similar_products(s, tenant_id=TENANT, external_id=pid, model_key=model_key, dim=dim, limit=LIMIT,
+                                 strategy=strategy)
             latencies.append(time.perf_counter() - t0)
             s.rollback()
         strategies[r.strategy] += 1
@@ -293,11 +304,36 @@ def served_recall(system: LocalSystem, key: str, pids: list[str], *, model_key: 
     return out
 
 
+def cache_lookups(base_url: str) -> dict[str, dict[str, float]]:
+    """The API's `vitrine_serving_cache_lookups_total` counters: {cache: {"hit": n, "miss": n}}."""
+    import httpx
+
+    out: dict[str, dict[str, float]] = {}
+    for line in httpx.get(f"{base_url}/metrics/", timeout=10).text.splitlines():
+        if line.startswith("vitrine_serving_cache_lookups_total{"):
+            labels, value = line[line.index("{") + 1:line.index("}")], float(line.rsplit(" ", 1)[1])
+            kv = dict(part.split("=", 1) for part in labels.split(","))
+            out.setdefault(kv["cache"].strip('"'), {})[kv["outcome"].strip('"')] = value
+    return out
+
+
+def cache_hit_rates(before: dict, after: dict) -> dict[str, dict]:
+    """Lookups and hit rate per cache between two `cache_lookups` readings (caches not read are left out)."""
+    out = {}
+    for name, counts in after.items():
+        hits = counts.get("hit", 0) - before.get(name, {}).get("hit", 0)
+        misses = counts.get("miss", 0) - before.get(name, {}).get("miss", 0)
+        if hits + misses:
+            out[name] = {"lookups": int(hits + misses), "hit_rate": round(hits / (hits + misses), 4)}
+    return out
+
+
 def _arm_runs(system: LocalSystem, key: str, arm: str, pids: list[str], *, levels: list[int], think_s: float,
               duration_s: float, max_requests: int, seed: int) -> dict:
     _set_arm(system, arm)
+    before = cache_lookups(system.base_url)
     def run(users: int, think: float, dur: float) -> dict:
-        drained = _drain(system, key, pids[0])
+        drained = _drain(system, key, pids[0], arm)
         r = asyncio.run(_closed_loop(system.base_url, key, pids, users=users, think_s=think, duration_s=dur,
                                      max_requests=max_requests, seed=seed + users))
         return {**r, "drain_s": drained}
@@ -312,6 +348,7 @@ def _arm_runs(system: LocalSystem, key: str, arm: str, pids: list[str], *, level
                 out[mode] += [{"users": u, "think_s": think, "skipped": f"saturated at {users} users"}
                               for u in levels if u > users]
                 break
+    out["caches"] = cache_hit_rates(before, cache_lookups(system.base_url))
     return out
 
 
@@ -344,18 +381,35 @@ def run_serve_bench(settings: Settings, *, products: int, seed: int = 0, levels:
         rng = random.Random(seed)
         pids = [f"p{rng.randrange(products)}" for _ in range(max(raw_sample, recall_sample))]
         # The floor and recall first: a saturated level can leave the API slow for a while after it.
-        raw_latency(system, pids[-50:], model_key=model_key, dim=dim)  # warm-up: index pages into memory
+        # Warm-up: one full pass, so the floor reads the same warm pages the API's levels will.
+        raw_latency(system, pids[:raw_sample], model_key=model_key, dim=dim)
         raw = raw_latency(system, pids[:raw_sample], model_key=model_key, dim=dim)
         log.info("raw: %s", raw)
         recall = served_recall(system, key, pids[:recall_sample], model_key=model_key, dim=dim)
         log.info("recall: %s", recall)
         arms = {arm: _arm_runs(system, key, arm, pids, levels=list(levels), think_s=think_s, duration_s=duration_s,
                                max_requests=max_requests, seed=seed) for arm in ("visual", "baseline")}
+        server = _server_settings(system)
     load_after = [round(x, 2) for x in os.getloadavg()]
     return _figures(machine_info(), load_before, load_after, arms, raw, recall, load, levels, settings={
         "products": products, "model": model_key, "dim": dim, "centres": CENTRES, "categories": CATEGORIES,
         "seed": seed, "levels": list(levels), "think_s": think_s, "duration_s": duration_s,
-        "max_requests": max_requests, "limit": LIMIT, "raw_sample": raw_sample, "recall_sample": recall_sample})
+        "max_requests": max_requests, "limit": LIMIT, "raw_sample": raw_sample, "recall_sample": recall_sample,
+        "server": server})
+
+
+def _server_settings(system: LocalSystem) -> dict:
+    """What the figures depend on besides the code: Postgres memory, uvicorn's loop and parser, the caches."""
+    import importlib.util
+
+    with system.engine.connect() as c:
+        shared_buffers = c.scalar(text("SHOW shared_buffers"))
+    st = system.settings
+    return {"shared_buffers": shared_buffers,
+            "uvicorn": "uvloop+httptools" if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools")
+            else "asyncio+h11",
+            "hnsw_ef_search": st.hnsw_ef_search, "lookup_cache_ttl_s": st.lookup_cache_ttl_s,
+            "popularity_cache_ttl_s": st.popularity_cache_ttl_s, "serve_concurrency": st.serve_concurrency}
 
 
 def _figures(machine, load_before, load_after, arms, raw, recall, load, levels, *, settings) -> dict:

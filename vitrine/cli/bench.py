@@ -83,6 +83,12 @@ def print_serve_table(r: dict) -> None:
                f"after {r['load_average_after']})")
     typer.echo(f"settings: {s['products']} products x {s['dim']}-d ({s['model']}), {s['centres']} clusters, "
                f"{s['categories']} categories, seed {s['seed']}, {s['duration_s']:.0f} s per level, limit {s['limit']}")
+    if s.get("server"):
+        sv = s["server"]
+        typer.echo(f"server: postgres shared_buffers {sv['shared_buffers']}, uvicorn {sv['uvicorn']}, "
+                   f"hnsw.ef_search {sv['hnsw_ef_search']}, lookup cache TTL {sv['lookup_cache_ttl_s']:g} s, "
+                   f"popularity list TTL {sv['popularity_cache_ttl_s']:g} s, "
+                   f"serve concurrency {sv.get('serve_concurrency', 40)}")
     typer.echo(f"note: {r['note']}\n")
     if ld["reused"]:
         typer.echo(f"catalog: reused ({ld['rows']} rows); HNSW build {ld['hnsw_build_s'] or 'not needed'}")
@@ -101,6 +107,10 @@ def print_serve_table(r: dict) -> None:
                            f"{x['p95_ms']!s:>9}{x['p99_ms']!s:>9}{x['max_ms']!s:>9}{x['errors']:>7}")
     typer.echo(f"{'raw':<9}{'sequential':<16}{1:>6}{raw['requests']:>7}{raw['qps']:>8}{raw['p50_ms']!s:>9}"
                f"{raw['p95_ms']!s:>9}{raw['p99_ms']!s:>9}{raw['max_ms']!s:>9}{0:>7}   strategies {raw['strategies']}")
+    for arm, modes in r["arms"].items():
+        if modes.get("caches"):
+            typer.echo(f"cache hit rates ({arm} levels): " + ", ".join(
+                f"{name} {c['hit_rate']:.1%} of {c['lookups']}" for name, c in modes["caches"].items()))
     for name, x in r["recall"].items():
         typer.echo(f"recall@10 served vs exact ({name}): {x['recall_at_10']} over {x['requests']} requests "
                    f"(min {x['min']}, short answers {x['short_answers']})")
