@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +27,10 @@ from vision.image import ImageError, content_hash, load_image
 from vision.items import extract_items
 
 log = logging.getLogger(__name__)
+
+
+# Awaited with (index in the batch, notice) once an event's outcome is written.
+OnResult = Callable[[int, ProductIndexed], Awaitable[None]]
 
 
 class TransientError(Exception):
@@ -78,25 +83,36 @@ class Indexer:
             raise result
         return result
 
-    async def handle_batch(self, events: list[CatalogEvent]) -> list[ProductIndexed | BaseException]:
+    async def handle_batch(self, events: list[CatalogEvent], on_result: OnResult | None = None
+                           ) -> list[ProductIndexed | BaseException]:
         """Apply events in order; each result is the notice to publish, or the exception of that event.
 
-        The batch runs as a pipeline of chunks of about `chunk_images` images: while the model thread
-        embeds chunk k, chunk k+1 is fetched and chunk k-1 is written, so the model stays busy.
-        Chunks are written in order, so two versions of one product land oldest first.
+        The batch runs as a pipeline of chunks of about `chunk_images` images to fetch or embed: while
+        the model thread embeds chunk k, chunk k+1 is fetched and chunk k-1 is written, so the model
+        stays busy. Events with nothing to fetch or embed (a re-sent, unchanged catalog) do not count,
+        so a whole batch of them is one chunk and one transaction. Chunks are written in order, so two
+        versions of one product land oldest first. `on_result(i, notice)` is awaited for each event as
+        soon as its chunk is written (in event order), so notices of a large batch do not wait for its end.
         """
         results: list[ProductIndexed | BaseException | None] = [None] * len(events)
         works: dict[int, _Work] = {}
+        timeline: list[tuple[str, float, float]] = []
+        started = time.perf_counter()
+
+        def mark(stage: str, t0: float) -> None:
+            timeline.append((stage, t0 - started, time.perf_counter() - started))
+
         try:
             states = await asyncio.to_thread(self._states, [e for e in events if e.type == "product.upserted"])
         except Exception as exc:  # the database is down: every event of the batch failed
             return [exc] * len(events)
+        mark("states", started)
         for i, e in enumerate(events):
             if e.type != "product.upserted":
                 continue
             stored = states.get((e.tenant_id, e.product.id))
             if stored is not None and stored[0] >= e.product.version:
-                log.info("skip %s v%d: stored v%d is not older", e.key, e.product.version, stored[0])
+                log.debug("skip %s v%d: stored v%d is not older", e.key, e.product.version, stored[0])
                 results[i] = _notice(e, "skipped_stale")
             else:
                 works[i] = _Work(e, stored[1] if stored else {})
@@ -105,7 +121,9 @@ class Indexer:
         fetching = asyncio.ensure_future(self._fetch_chunk(chunks[0], works, results)) if chunks else None
         writing: asyncio.Future | None = None
         for k, chunk in enumerate(chunks):
+            t0 = time.perf_counter()
             await fetching
+            mark("wait_fetch", t0)
             if k + 1 < len(chunks):
                 fetching = asyncio.ensure_future(self._fetch_chunk(chunks[k + 1], works, results))
             ready = [works[i] for i in chunk if i in works and results[i] is None]
@@ -118,26 +136,44 @@ class Indexer:
                         if i in works and results[i] is None:
                             results[i] = exc
                 metrics.STAGE_SECONDS.labels("models").observe(time.perf_counter() - t0)
+                mark("models", t0)
             if writing is not None:
+                t0 = time.perf_counter()
                 await writing
-            todo = [(i, events[i], works.get(i)) for i in chunk if results[i] is None]
-            writing = asyncio.ensure_future(self._write(todo, results))
+                mark("wait_write", t0)
+            writing = asyncio.ensure_future(self._write(chunk, events, works, results, on_result))
         if writing is not None:
+            t0 = time.perf_counter()
             await writing
+            mark("wait_write", t0)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("batch of %d events, %d chunk(s) in %.3f s: %s", len(events), len(chunks),
+                      time.perf_counter() - started, " ".join(f"{n} {a:.3f}-{b:.3f}" for n, a, b in timeline))
         return results  # type: ignore[return-value]
 
     def _chunks(self, events: list[CatalogEvent], works: dict[int, _Work]) -> list[list[int]]:
-        """Consecutive event indices grouped so that each group has about `chunk_images` images."""
+        """Consecutive event indices grouped so that each group has about `chunk_images` images to fetch."""
+        now = datetime.now(timezone.utc)
         chunks, current, images = [], [], 0
         for i, e in enumerate(events):
             current.append(i)
-            images += len(e.product.image_urls) if i in works else 0
+            if i in works:
+                work = works[i]
+                images += sum(1 for u in e.product.image_urls if not self._trusted(work, str(u), now))
             if images >= self.chunk_images:
                 chunks.append(current)
                 current, images = [], 0
         if current:
             chunks.append(current)
         return chunks
+
+    def _trusted(self, work: _Work, url: str, now: datetime) -> KnownImage | None:
+        """The stored image of a URL fetched within `refetch_after_s` (not downloaded again), else None."""
+        known = work.known.get(url)
+        if known is not None and known.fetched_at is not None and \
+                (now - known.fetched_at).total_seconds() < self.refetch_after_s:
+            return known
+        return None
 
     async def _fetch_chunk(self, chunk: list[int], works: dict[int, _Work], results: list) -> None:
         todo = [i for i in chunk if i in works]
@@ -149,13 +185,18 @@ class Indexer:
             else:
                 works[i].fetched = outcome
 
-    async def _write(self, todo: list[tuple[int, CatalogEvent, _Work | None]], results: list) -> None:
-        if not todo:
-            return
-        with metrics.STAGE_SECONDS.labels("write").time():
-            written = await asyncio.to_thread(self._write_batch, todo)
-        for i, outcome in written.items():
-            results[i] = outcome
+    async def _write(self, chunk: list[int], events: list[CatalogEvent], works: dict[int, _Work], results: list,
+                     on_result: OnResult | None) -> None:
+        todo = [(i, events[i], works.get(i)) for i in chunk if results[i] is None]
+        if todo:
+            with metrics.STAGE_SECONDS.labels("write").time():
+                written = await asyncio.to_thread(self._write_batch, todo)
+            for i, outcome in written.items():
+                results[i] = outcome
+        if on_result is not None:
+            for i in chunk:
+                if isinstance(results[i], ProductIndexed):
+                    await on_result(i, results[i])
 
     def _states(self, events: list[CatalogEvent]) -> dict[tuple[str, str], tuple[int, dict[str, str]]]:
         """Stored version and known image hashes of each product: two queries for the whole batch."""
@@ -168,11 +209,8 @@ class Indexer:
         now = datetime.now(timezone.utc)
 
         async def one(url: str):
-            known = work.known.get(url)
-            if known is not None and known.fetched_at is not None and \
-                    (now - known.fetched_at).total_seconds() < self.refetch_after_s:
-                return known
-            return await self._fetch(url)
+            known = self._trusted(work, url, now)
+            return known if known is not None else await self._fetch(url)
         return list(zip(urls, await asyncio.gather(*(one(u) for u in urls))))
 
     async def _fetch(self, url: str) -> bytes | FetchError:

@@ -160,3 +160,38 @@ def test_a_batch_shares_one_embedder_pass_and_isolates_failures(run, sessions, e
 
 async def _statuses(indexer, events):
     return [(await indexer.handle(e)).status for e in events]
+
+
+def test_unchanged_products_share_one_chunk_and_notices_follow_each_chunk_in_order(run, sessions, edge_server):
+    b = edge_server.base
+    names = ("bus-front.jpg", "bus-wide.jpg", "gift-blue.jpg")
+    first = [ev([f"{b}/img/{n}"], pid=n) for n in names]
+    assert [r.status for r in run(lambda ix: ix.handle_batch(first), refetch_after_s=3600)] == ["indexed"] * 3
+
+    # Re-sent unchanged (recently fetched: nothing to download or embed), then one new product,
+    # with chunks of one image: the three no-op events need no chunk of their own.
+    again = [ev([f"{b}/img/{n}"], pid=n, version=2) for n in names] + [ev([f"{b}/img/suit-left.jpg"], pid="new")]
+    writes: list[list[int]] = []
+    reported: list[tuple[int, str, int]] = []
+
+    async def go(ix):
+        ix.chunk_images = 1
+        write_batch = ix._write_batch
+
+        def counting(todo):
+            writes.append([i for i, _, _ in todo])
+            return write_batch(todo)
+        ix._write_batch = counting
+
+        async def on_result(i, notice):
+            reported.append((i, notice.status, len(writes)))  # how many chunks were written by then
+        return await ix.handle_batch(again, on_result=on_result)
+
+    results = run(go, refetch_after_s=3600)
+    assert [r.status for r in results] == ["indexed"] * 4
+    assert run.embedder.calls == 3 + 1  # only the new product's image was embedded
+    assert writes == [[0, 1, 2, 3]]  # one transaction (by image count it used to be four)
+    assert [i for i, _, _ in reported] == [0, 1, 2, 3]  # every event once, in event order
+    assert all(status == "indexed" for _, status, _ in reported)
+    # A notice goes out once its own chunk is written, not when the whole batch is done.
+    assert all(n >= 1 for _, _, n in reported)
