@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -195,3 +196,17 @@ def test_unchanged_products_share_one_chunk_and_notices_follow_each_chunk_in_ord
     assert all(status == "indexed" for _, status, _ in reported)
     # A notice goes out once its own chunk is written, not when the whole batch is done.
     assert all(n >= 1 for _, _, n in reported)
+
+
+def test_vectors_are_stored_exactly_as_the_embedder_returned_them(sessions):
+    from sqlalchemy import text
+
+    from db.catalog import vector_text
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((4, 1280)).astype(np.float32)
+    vectors[0, :3] = (1e-30, -3.4e38, 0.1)  # tiny, huge and inexact float32 values
+    with sessions() as s:
+        stored = s.execute(text("SELECT CAST(v AS vector)::text FROM unnest(CAST(:v AS text[])) AS v"),
+                           {"v": [vector_text(v) for v in vectors]}).scalars().all()
+    back = np.array([[float(x) for x in t.strip("[]").split(",")] for t in stored], dtype=np.float32)
+    assert np.array_equal(back, vectors)  # '%.9g' round-trips float32 bit for bit
