@@ -22,6 +22,7 @@ from db.session import create_db_engine, session_factory
 from db.vector_index import ensure_vector_index
 from streams import metrics
 from streams.events import CatalogEvent, DeadLetter, InteractionEvent, ProductIndexed
+from streams.faust_transport import App
 from streams.image_fetch import ImageFetcher
 from streams.ingest import Indexer, ItemPolicy
 from streams.lag import consumer_lag
@@ -44,7 +45,7 @@ BATCH_WITHIN_S = 0.05
 
 def create_worker(settings: Settings) -> faust.App:
     """The faust app for resolved settings; run it with `faust.Worker(app).execute_from_commandline()`."""
-    app = faust.App(
+    app = App(  # faust.App with a short fetch wait: see streams/faust_transport.py
         settings.app_id,
         broker=",".join(f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")),
         store="memory://",

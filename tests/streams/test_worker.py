@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import signal
 
@@ -143,3 +145,17 @@ def test_postgres_restart_during_ingestion_loses_and_duplicates_nothing(settings
         engine.dispose()
     finally:
         pg.stop()
+
+
+def test_the_worker_consumer_fetch_wait_is_short(settings):
+    # Tansu holds a fetch for the whole wait even when data arrives; faust hard-codes 1500 ms.
+    from streams.faust_transport import FETCH_MAX_WAIT_MS
+    from streams.worker import create_worker
+
+    async def build():
+        app = create_worker(settings)
+        thread = app.consumer._new_consumer_thread()
+        consumer = thread._create_worker_consumer(app.transport)
+        await consumer.stop()  # never started: closes its client
+        return consumer._fetch_max_wait_ms
+    assert asyncio.run(build()) == FETCH_MAX_WAIT_MS <= 100
