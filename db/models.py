@@ -264,7 +264,7 @@ class ExperimentUserDay(Base):
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     experiment: Mapped[str] = mapped_column(String(128), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255, collation="C"), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     exposures: Mapped[int] = mapped_column(Integer, nullable=False)
     arm_lo: Mapped[str | None] = mapped_column(String(64, collation="C"))
@@ -274,4 +274,23 @@ class ExperimentUserDay(Base):
     clicks: Mapped[int] = mapped_column(Integer, nullable=False)
     purchases: Mapped[int] = mapped_column(Integer, nullable=False)
     revenue: Mapped[Decimal] = mapped_column(Numeric, nullable=False)  # exact sums
+    first_outcome_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ExperimentUser(Base):
+    """Per experiment and user: the sums of their ExperimentUserDay rows (what the totals read)."""
+
+    __tablename__ = "experiment_users"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    experiment: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255, collation="C"), primary_key=True)
+    exposures: Mapped[int] = mapped_column(Integer, nullable=False)
+    arm_lo: Mapped[str | None] = mapped_column(String(64, collation="C"))
+    arm_hi: Mapped[str | None] = mapped_column(String(64, collation="C"))
+    first_exposure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_exposure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    clicks: Mapped[int] = mapped_column(Integer, nullable=False)
+    purchases: Mapped[int] = mapped_column(Integer, nullable=False)
+    revenue: Mapped[Decimal] = mapped_column(Numeric, nullable=False)
     first_outcome_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

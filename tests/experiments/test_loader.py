@@ -221,8 +221,12 @@ def test_bench_stats_runs_on_a_small_size(request, monkeypatch, tmp_path):
     row = json.loads(out.output)["results"][0]
     # 1,000 requests over 100 users (u = request * 7919 mod 100): every user is exposed.
     assert row["events"] == 2000 and row["users"] == 100 and row["generate_s"] is not None
-    again = CliRunner().invoke(app, ["bench", "stats", "--events", "2000", "--json", "--no-daily"])
-    assert json.loads(again.output)["results"][0]["generate_s"] is None  # data reused
+    assert row["source"] == "rollup"  # the triggers kept the rollup current during generation
+    again = CliRunner().invoke(app, ["bench", "stats", "--events", "2000", "--json", "--no-daily",
+                                     "--source", "raw"])
+    again_row = json.loads(again.output)["results"][0]
+    assert again_row["generate_s"] is None and again_row["source"] == "raw"  # data reused, raw path
+    assert again_row["users"] == 100
 
 
 def test_analyze_uses_the_planned_sample_size_as_tuning_parameter(engine):

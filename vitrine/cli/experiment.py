@@ -148,7 +148,10 @@ def _prepare_bench(engine, n: int, fresh: bool) -> tuple[str, str, float | None]
         conn.execute(text(_GENERATE), {"tenant": tenant, "key": key, "start": start, "n": n,
                                        "requests": max(n // 2, 1), "users": max(n // 20, 2)})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM (ANALYZE) interaction_events"))  # hint bits + stats before timing
+        # Hint bits + statistics before timing, for the events and the rollup the triggers filled.
+        for table in ("interaction_events", "experiment_requests", "experiment_pending_outcomes",
+                      "experiment_user_days"):
+            conn.execute(text(f"VACUUM (ANALYZE) {table}"))
     return tenant, key, time.perf_counter() - t0
 
 
@@ -159,11 +162,13 @@ def bench_stats(
     daily: bool = typer.Option(True, "--daily/--no-daily", help="Also time the per-day series"),
     fresh: bool = typer.Option(False, "--fresh", help="Regenerate events even if already there"),
     cleanup: bool = typer.Option(False, "--cleanup", help="Delete the generated events afterwards"),
+    source: str = typer.Option("auto", help="auto: the rollup when exact (else raw events); "
+                               "raw: always aggregate raw events (the pre-rollup path, for comparison)"),
 ) -> None:
     """Time loader (SQL aggregation in Postgres) + analysis for N synthetic interaction events."""
     from sqlalchemy import text
 
-    from experiments.loader import load_experiment_stats
+    from experiments.loader import load_experiment_stats, rollup_exact
     from experiments.report import build_report
     from experiments.simulate import machine
 
@@ -171,6 +176,8 @@ def bench_stats(
         sizes = [int(x.replace("_", "")) for x in events.split(",") if x.strip()]
     except ValueError:
         fail(f"--events must be comma-separated integers, got {events!r}")
+    if source not in ("auto", "raw"):
+        fail(f"--source must be auto or raw, got {source!r}")
     engine = _engine()
     rows = []
     try:
@@ -178,16 +185,21 @@ def bench_stats(
             tenant, key, gen_s = _prepare_bench(engine, n, fresh)
             with engine.connect() as conn:
                 t0 = time.perf_counter()
-                definition, stats = load_experiment_stats(conn, tenant, key)
+                definition, stats = load_experiment_stats(conn, tenant, key, source=source)
                 t1 = time.perf_counter()
                 build_report(definition, stats)
                 t2 = time.perf_counter()
                 daily_s = None
                 if daily:
-                    load_experiment_stats(conn, tenant, key, daily=True)
+                    load_experiment_stats(conn, tenant, key, daily=True, source=source)
                     daily_s = time.perf_counter() - t2 - (t1 - t0)  # daily query alone (approx.)
+                conn.rollback()
+                # Which path answered (not timed): "auto" reads the rollup only when it is exact.
+                bounds = (definition.started_at, definition.stopped_at) if definition else (None, None)
+                used = "rollup" if source == "auto" and rollup_exact(conn, tenant, key, *bounds) else "raw"
             rows.append({"events": n, "users": sum(a.users for a in stats.arms), "generate_s": gen_s,
-                         "load_s": t1 - t0, "analysis_s": t2 - t1, "total_s": t2 - t0, "daily_s": daily_s})
+                         "load_s": t1 - t0, "analysis_s": t2 - t1, "total_s": t2 - t0, "daily_s": daily_s,
+                         "source": used})
             if cleanup:
                 with engine.begin() as conn:
                     conn.execute(text("DELETE FROM interaction_events WHERE tenant_id = :t AND experiment = :k"),
@@ -199,9 +211,9 @@ def bench_stats(
                                "machine": machine(), "results": rows}))
         return
     typer.echo(f"{'events':>12} {'users':>10} {'generate s':>11} {'load s':>8} {'analysis s':>11} "
-               f"{'total s':>8} {'daily s':>8}")
+               f"{'total s':>8} {'daily s':>8}  source")
     for r in rows:
         gen = f"{r['generate_s']:.1f}" if r["generate_s"] is not None else "reused"
         dly = f"{r['daily_s']:.2f}" if r["daily_s"] is not None else "-"
         typer.echo(f"{r['events']:>12,} {r['users']:>10,} {gen:>11} {r['load_s']:>8.2f} {r['analysis_s']:>11.3f} "
-                   f"{r['total_s']:>8.2f} {dly:>8}")
+                   f"{r['total_s']:>8.2f} {dly:>8}  {r['source']}")

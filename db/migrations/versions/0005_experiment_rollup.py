@@ -12,7 +12,9 @@ one row per user and day instead of grouping every raw event by request:
   buffered by the API and may arrive after the click), per day; moved into the rollup when
   the exposure arrives.
 - experiment_user_days: per (tenant, experiment, user, UTC day) exposures, arms, first/last
-  exposure time, attributed clicks, purchases, revenue and first outcome time.
+  exposure time, attributed clicks, purchases, revenue and first outcome time (the daily series);
+- experiment_users: the same per (tenant, experiment, user) (the totals).
+User ids sort in byte order (COLLATE "C"): the daily series scans a user's days in key order.
 
 Statement-level AFTER triggers with transition tables maintain them for every writer (the
 interactions agent's INSERT .. ON CONFLICT DO NOTHING, the benchmark's bulk INSERT, COPY).
@@ -61,7 +63,7 @@ CREATE TABLE experiment_pending_outcomes (
 CREATE TABLE experiment_user_days (
     tenant_id varchar(64) NOT NULL,
     experiment varchar(128) NOT NULL,
-    user_id varchar(255) NOT NULL,
+    user_id varchar(255) COLLATE "C" NOT NULL,
     day date NOT NULL,                     -- UTC day of the exposures and outcomes counted here
     exposures integer NOT NULL,
     arm_lo varchar(64) COLLATE "C",        -- least / greatest arm of these exposures (byte order)
@@ -73,6 +75,22 @@ CREATE TABLE experiment_user_days (
     revenue numeric NOT NULL,
     first_outcome_at timestamptz,
     PRIMARY KEY (tenant_id, experiment, user_id, day)
+);
+
+CREATE TABLE experiment_users (
+    tenant_id varchar(64) NOT NULL,
+    experiment varchar(128) NOT NULL,
+    user_id varchar(255) COLLATE "C" NOT NULL,
+    exposures integer NOT NULL,
+    arm_lo varchar(64) COLLATE "C",
+    arm_hi varchar(64) COLLATE "C",
+    first_exposure_at timestamptz,
+    last_exposure_at timestamptz,
+    clicks integer NOT NULL,
+    purchases integer NOT NULL,
+    revenue numeric NOT NULL,
+    first_outcome_at timestamptz,
+    PRIMARY KEY (tenant_id, experiment, user_id)
 );
 """
 
@@ -155,23 +173,41 @@ BEGIN
         SELECT tenant_id, experiment, user_id, day, 0, NULL, NULL, clicks, purchases, revenue,
                first_outcome_at
         FROM released
+    ),
+    days AS (
+        INSERT INTO experiment_user_days AS d
+            (tenant_id, experiment, user_id, day, exposures, arm_lo, arm_hi, first_exposure_at,
+             last_exposure_at, clicks, purchases, revenue, first_outcome_at)
+        SELECT tenant_id, experiment, user_id, day, sum(exposures), min(arm COLLATE "C"), max(arm COLLATE "C"),
+               min(exposed_at), max(exposed_at), sum(clicks), sum(purchases), sum(revenue), min(outcome_at)
+        FROM deltas
+        GROUP BY tenant_id, experiment, user_id, day
+        ORDER BY tenant_id, experiment, user_id, day
+        ON CONFLICT (tenant_id, experiment, user_id, day) DO UPDATE
+        SET exposures = d.exposures + excluded.exposures,
+            arm_lo = LEAST(d.arm_lo, excluded.arm_lo), arm_hi = GREATEST(d.arm_hi, excluded.arm_hi),
+            first_exposure_at = LEAST(d.first_exposure_at, excluded.first_exposure_at),
+            last_exposure_at = GREATEST(d.last_exposure_at, excluded.last_exposure_at),
+            clicks = d.clicks + excluded.clicks, purchases = d.purchases + excluded.purchases,
+            revenue = d.revenue + excluded.revenue,
+            first_outcome_at = LEAST(d.first_outcome_at, excluded.first_outcome_at)
     )
-    INSERT INTO experiment_user_days AS d
-        (tenant_id, experiment, user_id, day, exposures, arm_lo, arm_hi, first_exposure_at,
+    INSERT INTO experiment_users AS t
+        (tenant_id, experiment, user_id, exposures, arm_lo, arm_hi, first_exposure_at,
          last_exposure_at, clicks, purchases, revenue, first_outcome_at)
-    SELECT tenant_id, experiment, user_id, day, sum(exposures), min(arm COLLATE "C"), max(arm COLLATE "C"),
+    SELECT tenant_id, experiment, user_id, sum(exposures), min(arm COLLATE "C"), max(arm COLLATE "C"),
            min(exposed_at), max(exposed_at), sum(clicks), sum(purchases), sum(revenue), min(outcome_at)
     FROM deltas
-    GROUP BY tenant_id, experiment, user_id, day
-    ORDER BY tenant_id, experiment, user_id, day
-    ON CONFLICT (tenant_id, experiment, user_id, day) DO UPDATE
-    SET exposures = d.exposures + excluded.exposures,
-        arm_lo = LEAST(d.arm_lo, excluded.arm_lo), arm_hi = GREATEST(d.arm_hi, excluded.arm_hi),
-        first_exposure_at = LEAST(d.first_exposure_at, excluded.first_exposure_at),
-        last_exposure_at = GREATEST(d.last_exposure_at, excluded.last_exposure_at),
-        clicks = d.clicks + excluded.clicks, purchases = d.purchases + excluded.purchases,
-        revenue = d.revenue + excluded.revenue,
-        first_outcome_at = LEAST(d.first_outcome_at, excluded.first_outcome_at);
+    GROUP BY tenant_id, experiment, user_id
+    ORDER BY tenant_id, experiment, user_id
+    ON CONFLICT (tenant_id, experiment, user_id) DO UPDATE
+    SET exposures = t.exposures + excluded.exposures,
+        arm_lo = LEAST(t.arm_lo, excluded.arm_lo), arm_hi = GREATEST(t.arm_hi, excluded.arm_hi),
+        first_exposure_at = LEAST(t.first_exposure_at, excluded.first_exposure_at),
+        last_exposure_at = GREATEST(t.last_exposure_at, excluded.last_exposure_at),
+        clicks = t.clicks + excluded.clicks, purchases = t.purchases + excluded.purchases,
+        revenue = t.revenue + excluded.revenue,
+        first_outcome_at = LEAST(t.first_outcome_at, excluded.first_outcome_at);
     RETURN NULL;
 END
 $fn$;
@@ -256,6 +292,20 @@ BEGIN
         GROUP BY 1, 2, 3, 4
     ) s
     GROUP BY tenant_id, experiment, user_id, day;
+
+    DELETE FROM experiment_users t
+    USING (SELECT DISTINCT tenant_id, experiment FROM experiment_rollup_experiments) x
+    WHERE t.tenant_id = x.tenant_id AND t.experiment = x.experiment;
+
+    INSERT INTO experiment_users
+        (tenant_id, experiment, user_id, exposures, arm_lo, arm_hi, first_exposure_at,
+         last_exposure_at, clicks, purchases, revenue, first_outcome_at)
+    SELECT tenant_id, experiment, user_id, sum(exposures), min(arm_lo), max(arm_hi),
+           min(first_exposure_at), max(last_exposure_at), sum(clicks), sum(purchases), sum(revenue),
+           min(first_outcome_at)
+    FROM experiment_user_days
+    WHERE (tenant_id, experiment) IN (SELECT tenant_id, experiment FROM experiment_rollup_experiments)
+    GROUP BY tenant_id, experiment, user_id;
 END
 $fn$;
 """
@@ -287,7 +337,7 @@ $fn$;
 
 CREATE FUNCTION experiment_rollup_truncate() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-    TRUNCATE experiment_requests, experiment_pending_outcomes, experiment_user_days;
+    TRUNCATE experiment_requests, experiment_pending_outcomes, experiment_user_days, experiment_users;
     RETURN NULL;
 END
 $fn$;
@@ -339,4 +389,4 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER experiment_rollup_truncate ON interaction_events")
     op.execute("DROP FUNCTION experiment_rollup_change(), experiment_rollup_truncate(), "
                "experiment_rollup_rebuild(), experiment_rollup_insert()")
-    op.execute("DROP TABLE experiment_user_days, experiment_pending_outcomes, experiment_requests")
+    op.execute("DROP TABLE experiment_users, experiment_user_days, experiment_pending_outcomes, experiment_requests")
