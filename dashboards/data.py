@@ -88,9 +88,12 @@ def report(database_url: str, tenant_id: str, key: str, sequential: bool = False
         return analyze(conn, tenant_id, key, options)
 
 
-def _stats(database_url: str, tenant_id: str, key: str):
+@st.cache_data(ttl=REPORT_TTL_S, show_spinner="Loading the experiment's statistics…")
+def _stats(database_url: str, tenant_id: str, key: str, with_daily: bool):
+    """(definition, stats, planned sample size), cached: the chart's metric and options and the power
+    calculator reuse one load (the per-day series is the expensive query at 10M events)."""
     with engine(database_url).connect() as conn:
-        definition, stats = load_experiment_stats(conn, tenant_id, key, daily=True)
+        definition, stats = load_experiment_stats(conn, tenant_id, key, daily=with_daily)
         planned = load_planned_sample_size(conn, tenant_id, key) if definition is not None else None
     return definition, stats, planned
 
@@ -99,7 +102,7 @@ def _stats(database_url: str, tenant_id: str, key: str):
 def daily(database_url: str, tenant_id: str, key: str, metric: str, sequential: bool = True,
           alpha: float = 0.05) -> dict[str, Any]:
     """Per day: the cumulative lift series (`experiments.report.daily_series`) and cumulative counts per arm."""
-    definition, stats, planned = _stats(database_url, tenant_id, key)
+    definition, stats, planned = _stats(database_url, tenant_id, key, True)
     # The same tuning parameter as `analyze`: the planned sample size, else the library default.
     tuning_n = planned or DEFAULT_TUNING_N
     series = daily_series(definition, stats, metric, alpha=alpha, sequential=sequential, tuning_n=tuning_n)
@@ -112,7 +115,7 @@ def daily(database_url: str, tenant_id: str, key: str, metric: str, sequential: 
 def power(database_url: str, tenant_id: str, key: str, metric: str, treatment: str, control: str,
           alpha: float, power_level: float, target_relative_mde: float, users_per_day: float) -> dict[str, Any]:
     """`experiments.metrics.metric_power` on the experiment's sufficient statistics, as a dict."""
-    _, stats, _ = _stats(database_url, tenant_id, key)
+    _, stats, _ = _stats(database_url, tenant_id, key, False)  # totals only: no per-day series needed
     result = metric_power(METRICS[metric], stats.arm(control), stats.arm(treatment), alpha, power_level,
                           target_relative_mde, users_per_day)
     return result.to_dict()
