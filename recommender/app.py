@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -71,9 +72,16 @@ def create_app(settings: Settings) -> FastAPI:
                                          allow_private=settings.fetch_allow_private,
                                          allow_hosts=settings.fetch_allowed_hosts)
         log.info("api ready: kafka %s, embedder %s", settings.kafka_bootstrap, app.state.embedder.model_key)
+        # Everything loaded so far lives as long as the process: out of the collector's way, a full
+        # collection no longer walks ~130k start-up objects. Measured under 100 users: full
+        # collections of 90-130 ms, each stalling every request in flight (a p99 spike), became
+        # ~25 ms. Unfrozen at shutdown so a process that builds many apps (tests) frees them.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             await app.state.exposures.close()
             await app.state.fetcher.aclose()
             await app.state.producer.stop()

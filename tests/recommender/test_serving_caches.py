@@ -153,3 +153,12 @@ def test_at_most_serve_concurrency_requests_query_postgres_at_once(settings, ses
     with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
         codes = list(pool.map(lambda i: rec(client, a.storefront_key, "red", user=f"u{i}").status_code, range(6)))
     assert codes == [200] * 6 and max(seen) == 2
+
+
+def test_start_up_objects_are_frozen_while_the_app_runs_and_released_at_shutdown(settings):
+    import gc
+
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        assert gc.get_freeze_count() > 10_000  # the app, its libraries and their modules
+    assert gc.get_freeze_count() == 0
