@@ -122,28 +122,27 @@ BEGIN
     -- 2. A new statement, hence a new snapshot: it sees what earlier holders of these row
     --    locks committed. Outcomes of exposed requests go to the rollup, the others wait in
     --    experiment_pending_outcomes; requests exposed by this batch release their waiting ones.
-    WITH heads AS (
-        SELECT b.tenant_id, b.request_id, b.user_id, b.batch_exposures, r.experiment, r.exposures
-        FROM (SELECT tenant_id, request_id, user_id,
-                     count(*) FILTER (WHERE type = 'exposure' AND experiment IS NOT NULL) AS batch_exposures
-              FROM new_rows WHERE request_id IS NOT NULL
-              GROUP BY tenant_id, request_id, user_id) b
-        JOIN experiment_requests r
-          ON r.tenant_id = b.tenant_id AND r.request_id = b.request_id AND r.user_id = b.user_id
+    --    Every join probes a primary key: the transition table and CTEs have no statistics,
+    --    and a join between two of them can turn into a nested loop over both (1M events: minutes).
+    WITH exposed_now AS (
+        SELECT DISTINCT tenant_id, request_id, user_id
+        FROM new_rows WHERE type = 'exposure' AND experiment IS NOT NULL AND request_id IS NOT NULL
     ),
     released AS (
-        DELETE FROM experiment_pending_outcomes p USING heads h
-        WHERE h.batch_exposures > 0 AND h.exposures > 0
-          AND p.tenant_id = h.tenant_id AND p.request_id = h.request_id AND p.user_id = h.user_id
-        RETURNING p.tenant_id, h.experiment, p.user_id, p.day, p.clicks, p.purchases, p.revenue,
+        DELETE FROM experiment_pending_outcomes p USING exposed_now b, experiment_requests r
+        WHERE r.tenant_id = b.tenant_id AND r.request_id = b.request_id AND r.user_id = b.user_id
+          AND r.exposures > 0
+          AND p.tenant_id = b.tenant_id AND p.request_id = b.request_id AND p.user_id = b.user_id
+        RETURNING p.tenant_id, r.experiment, p.user_id, p.day, p.clicks, p.purchases, p.revenue,
                   p.first_outcome_at
     ),
     outcomes AS (
         SELECT n.tenant_id, n.request_id, n.user_id, (n.occurred_at AT TIME ZONE 'UTC')::date AS day,
-               n.type, n.value, n.occurred_at, h.experiment, h.exposures > 0 AS exposed
+               n.type, n.value, n.occurred_at, r.experiment, r.exposures > 0 AS exposed
         FROM new_rows n
-        JOIN heads h ON h.tenant_id = n.tenant_id AND h.request_id = n.request_id AND h.user_id = n.user_id
-        WHERE n.type IN ('click', 'purchase')
+        JOIN experiment_requests r
+          ON r.tenant_id = n.tenant_id AND r.request_id = n.request_id AND r.user_id = n.user_id
+        WHERE n.type IN ('click', 'purchase') AND n.request_id IS NOT NULL
     ),
     pending AS (
         INSERT INTO experiment_pending_outcomes AS p
