@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class Indexer:
     def __init__(self, *, sessions: sessionmaker[Session], embedder, detector, fetcher: ImageFetcher,
                  policy: ItemPolicy = ItemPolicy(), max_image_bytes: int = 20 * 1024 * 1024,
                  max_image_pixels: int = 40_000_000, fetch_concurrency: int = 16, chunk_images: int = 32,
-                 refetch_after_s: float = 6 * 3600,
+                 refetch_after_s: float = 6 * 3600, model_streams: int = 1,
                  executor: ThreadPoolExecutor | None = None):
         self.sessions = sessions
         self.embedder = embedder
@@ -73,8 +74,12 @@ class Indexer:
         self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
         self.chunk_images = chunk_images
         self.refetch_after_s = refetch_after_s
-        # One model thread: torch/onnxruntime already use every core inside one call.
-        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-model")
+        # `model_streams` chunks go through the models at once, each in its own thread. One stream
+        # whose inference uses every core loses half its speed as soon as anything else runs (the
+        # cores wait for each other inside every operator); N single-threaded streams do not.
+        self.model_streams = max(1, int(model_streams))
+        self.executor = executor or ThreadPoolExecutor(max_workers=self.model_streams,
+                                                       thread_name_prefix="vitrine-model")
 
     async def handle(self, event: CatalogEvent) -> ProductIndexed:
         """Apply one event; raises on failure (the caller retries or dead-letters)."""
@@ -120,6 +125,26 @@ class Indexer:
         chunks = self._chunks(events, works)
         fetching = asyncio.ensure_future(self._fetch_chunk(chunks[0], works, results)) if chunks else None
         writing: asyncio.Future | None = None
+        in_models: deque[tuple[list[int], asyncio.Future, float]] = deque()
+
+        async def finish_oldest() -> None:
+            nonlocal writing
+            chunk, modelling, t0 = in_models.popleft()
+            try:
+                await modelling
+            except Exception as exc:  # a model failure is not the data's fault: retry/dead-letter them
+                for i in chunk:
+                    if i in works and results[i] is None:
+                        results[i] = exc
+            metrics.STAGE_SECONDS.labels("models").observe(time.perf_counter() - t0)
+            mark("models", t0)
+            if writing is not None:
+                t1 = time.perf_counter()
+                await writing
+                mark("wait_write", t1)
+            writing = asyncio.ensure_future(self._write(chunk, events, works, results, on_result))
+
+        loop = asyncio.get_running_loop()
         for k, chunk in enumerate(chunks):
             t0 = time.perf_counter()
             await fetching
@@ -127,21 +152,12 @@ class Indexer:
             if k + 1 < len(chunks):
                 fetching = asyncio.ensure_future(self._fetch_chunk(chunks[k + 1], works, results))
             ready = [works[i] for i in chunk if i in works and results[i] is None]
-            if ready:
-                t0 = time.perf_counter()
-                try:
-                    await asyncio.get_running_loop().run_in_executor(self.executor, self._models, ready)
-                except Exception as exc:  # a model failure is not the data's fault: retry/dead-letter them
-                    for i in chunk:
-                        if i in works and results[i] is None:
-                            results[i] = exc
-                metrics.STAGE_SECONDS.labels("models").observe(time.perf_counter() - t0)
-                mark("models", t0)
-            if writing is not None:
-                t0 = time.perf_counter()
-                await writing
-                mark("wait_write", t0)
-            writing = asyncio.ensure_future(self._write(chunk, events, works, results, on_result))
+            modelling = loop.run_in_executor(self.executor, self._models, ready) if ready else _done()
+            in_models.append((chunk, modelling, time.perf_counter()))
+            if len(in_models) >= self.model_streams:
+                await finish_oldest()  # chunks leave the models and are written in order
+        while in_models:
+            await finish_oldest()
         if writing is not None:
             t0 = time.perf_counter()
             await writing
@@ -323,6 +339,12 @@ class Indexer:
         if product_id is None:
             return _notice(event, "skipped_stale")
         return _notice(event, "indexed", sum(len(im.items or []) for im in work.images))
+
+
+def _done() -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 def e_key(event: CatalogEvent) -> tuple[str, str]:

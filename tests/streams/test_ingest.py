@@ -6,6 +6,7 @@ The remote image server is the process edge and is a local fixture with misbehav
 from __future__ import annotations
 
 import asyncio
+import os
 
 import numpy as np
 import pytest
@@ -210,3 +211,43 @@ def test_vectors_are_stored_exactly_as_the_embedder_returned_them(sessions):
                            {"v": [vector_text(v) for v in vectors]}).scalars().all()
     back = np.array([[float(x) for x in t.strip("[]").split(",")] for t in stored], dtype=np.float32)
     assert np.array_equal(back, vectors)  # '%.9g' round-trips float32 bit for bit
+
+
+def test_two_model_streams_keep_results_writes_and_notices_in_event_order(run, sessions, edge_server):
+    from concurrent.futures import ThreadPoolExecutor
+    b = edge_server.base
+    names = ("bus-front.jpg", "bus-wide.jpg", "gift-blue.jpg", "suit-left.jpg")
+    events = [ev([f"{b}/img/{n}"], pid=n) for n in names]
+    events.insert(2, ev([f"{b}/unavailable.jpg"], pid="flaky"))
+    events.append(ev([f"{b}/img/bus-front.jpg"], pid="bus-front.jpg", version=2))  # same product, newer
+    writes, reported = [], []
+
+    async def go(ix):
+        ix.chunk_images, ix.model_streams = 1, 2
+        ix.executor = ThreadPoolExecutor(max_workers=2)
+        write_batch = ix._write_batch
+
+        def counting(todo):
+            writes.append([i for i, _, _ in todo])
+            return write_batch(todo)
+        ix._write_batch = counting
+
+        async def on_result(i, notice):
+            reported.append(i)
+        return await ix.handle_batch(events, on_result=on_result)
+
+    results = run(go)
+    assert [getattr(r, "status", type(r).__name__) for r in results] == \
+        ["indexed", "indexed", "TransientError", "indexed", "indexed", "indexed"]
+    assert [i for chunk in writes for i in chunk] == [0, 1, 3, 4, 5]  # chunks written in order
+    assert reported == [0, 1, 3, 4, 5]
+    assert {p.external_id: p.version for p in rows(sessions, Product)}["bus-front.jpg"] == 2
+    assert run.embedder.calls == 5 and len(rows(sessions, Item)) == 4  # v1's item replaced by v2's
+
+
+def test_model_streams_one_per_core_only_for_the_thread_safe_detector(settings):
+    from streams.worker import model_streams
+    assert model_streams(settings.model_copy(update={"detector": "yolo"})) == 1
+    assert model_streams(settings.model_copy(update={"torch_threads": 2})) == 1
+    default = settings.model_copy(update={"detector": "whole-image", "torch_threads": 0})
+    assert model_streams(default) == max(1, min(4, os.cpu_count() or 1))
