@@ -12,6 +12,7 @@ import json
 import random
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from PIL import Image, ImageOps
 
 from streams.topics import PRODUCT_INDEXED
+from streams.worker import model_streams
 from vitrine.client import CatalogClient
 from vitrine.image_server import ImageServer
 from vitrine.local_system import start_local_system
@@ -152,6 +154,14 @@ def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeou
     embedder = build_embedder(settings)
     embedder.load()
     alone = throughput(embedder.embed, images, settings.embed_batch_size, rounds=2)
+    # The worker runs several single-threaded streams (streams.worker.model_streams); the same
+    # configuration alone is the like-for-like reference for its overhead (docs/ingestion.md).
+    streams = model_streams(settings)
+    alone_streams = None
+    if streams > 1:
+        worker_embedder = build_embedder(settings.model_copy(update={"torch_threads": 1}))
+        worker_embedder.load()
+        alone_streams = parallel_throughput(worker_embedder.embed, images, settings.embed_batch_size, streams)
     return {
         "benchmark": "ingest", "machine": machine_info(),
         "settings": {"products": products, "embedder": embedder.model_key, "runtime": embedder.runtime,
@@ -160,4 +170,22 @@ def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeou
         "first_ingest": first, "resend_unchanged": resend,
         "embedder_only": alone,
         "pipeline_to_embedder_ratio": round(first["images_per_s"] / alone["images_per_s"], 3),
+        "model_streams": streams,
+        "embedder_only_worker_config": alone_streams,
+        "pipeline_to_worker_config_ratio":
+            round(first["images_per_s"] / alone_streams["images_per_s"], 3) if alone_streams else None,
     }
+
+
+def parallel_throughput(embed, images: list, batch: int, streams: int, rounds: int = 2) -> dict:
+    """Images/s of `streams` threads embedding batches of `batch` at once (median of `rounds` passes)."""
+    batches = [images[i:i + batch] for i in range(0, len(images), batch)]
+    with ThreadPoolExecutor(max_workers=streams) as pool:
+        list(pool.map(embed, batches[:streams]))  # warm-up
+        rates = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            list(pool.map(embed, batches))
+            rates.append(len(images) / (time.perf_counter() - started))
+    return {"batch": batch, "streams": streams, "threads_per_stream": 1, "images": len(images), "rounds": rounds,
+            "images_per_s": round(statistics.median(rates), 2), "best_images_per_s": round(max(rates), 2)}

@@ -33,13 +33,17 @@ def bench_ingest(products: int = typer.Option(200, min=1, help="Products to post
     f, again, s = r["first_ingest"], r["resend_unchanged"], r["settings"]
     typer.echo(_machine_line(r["machine"]))
     typer.echo(f"settings: {s['products']} products, embedder {s['embedder']} ({s['runtime']}), detector "
-               f"{s['detector']}, embed batch {s['embed_batch_size']}, {s['post_batch']} events per webhook\n")
+               f"{s['detector']}, embed batch {s['embed_batch_size']}, {s['post_batch']} events per webhook, "
+               f"worker model streams {r.get('model_streams', 1)}\n")
     rows = [
         ("first ingest: products/s", f["products_per_s"]),
         ("first ingest: images/s", f["images_per_s"]),
         ("first ingest: p50 / p95 event-to-indexed (s)", f"{f['latency_p50_s']} / {f['latency_p95_s']}"),
         ("embedder alone on the same images: images/s", r["embedder_only"]["images_per_s"]),
         ("pipeline / embedder ratio (goal >= 0.8)", r["pipeline_to_embedder_ratio"]),
+        *([(f"embedder alone, worker's {w['streams']} streams x 1 thread: images/s", w["images_per_s"]),
+           ("pipeline / same-configuration embedder ratio", r["pipeline_to_worker_config_ratio"])]
+          if (w := r.get("embedder_only_worker_config")) else []),
         ("re-send unchanged: products/s (goal >= 500)", again["products_per_s"]),
         ("re-send unchanged: p50 / p95 latency (s)", f"{again['latency_p50_s']} / {again['latency_p95_s']}"),
     ]
