@@ -226,7 +226,8 @@ class ProductPopularity(Base):
 
 
 # --- experiment rollup (migration 0005): kept current by triggers on interaction_events, never
-# written by the application. The loader reads ExperimentUserDay instead of raw events.
+# written by the application. The loader reads ExperimentUser (totals) and ExperimentUserDay
+# (per-day series) instead of raw events when they answer exactly.
 
 class ExperimentRequest(Base):
     """One (tenant, request, user) with an exposure or an outcome: the lock that serialises attribution."""

@@ -11,8 +11,9 @@ Attribution (which clicks and purchases count for the arm) is an explicit parame
 - mode "window": any click/purchase of the user within `window_hours` after their first
   exposure in the experiment (robust when purchases lose the request id).
 
-Request attribution reads the rollup `experiment_user_days` (one row per experiment, user and
-day, kept current by triggers on interaction_events: migration 0005) when it answers exactly,
+Request attribution reads the rollup `experiment_users` / `experiment_user_days` (one row per
+experiment and user / user and day, kept current by triggers on interaction_events: migration
+0005) when it answers exactly,
 and the raw events otherwise: window attribution, exposures outside [start, end), outcomes
 before start - 1 h, a request shared by two experiments. Both give the same numbers
 (tests/experiments/test_rollup.py); docs/experiments.md explains the design.

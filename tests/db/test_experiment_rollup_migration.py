@@ -8,7 +8,9 @@ import os
 import pytest
 from sqlalchemy import text
 
-from db.migrate import upgrade
+from alembic import command
+
+from db.migrate import alembic_config, upgrade
 from db.session import create_db_engine
 from experiments.loader import load_arm_stats, load_daily_stats
 from tests.experiments.test_rollup import SCENARIO, START, random_events, setup_tenants, write
@@ -36,6 +38,14 @@ def test_upgrade_backfills_existing_events(postgres):
                 assert rollup.arms and rollup == raw
         # and the triggers keep it current from here on
         write(engine, [dict(SCENARIO[0], event_id="late-1", request_id="late", user_id="u1")])
+        with engine.connect() as conn:
+            assert load_arm_stats(conn, "t1", "e1", start=START, source="rollup") == \
+                load_arm_stats(conn, "t1", "e1", start=START, source="raw")
+        command.downgrade(alembic_config(url), "0004")  # drops tables, functions and triggers
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT to_regclass('experiment_users')")).scalar() is None
+        write(engine, [dict(SCENARIO[0], event_id="late-2")])  # no trigger left behind
+        upgrade(url)
         with engine.connect() as conn:
             assert load_arm_stats(conn, "t1", "e1", start=START, source="rollup") == \
                 load_arm_stats(conn, "t1", "e1", start=START, source="raw")
