@@ -6,9 +6,8 @@ import itertools
 import os
 
 import pytest
-from sqlalchemy import text
-
 from alembic import command
+from sqlalchemy import text
 
 from db.migrate import alembic_config, upgrade
 from db.session import create_db_engine
