@@ -258,17 +258,14 @@ class ExperimentPendingOutcome(Base):
     first_outcome_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
-class ExperimentUserDay(Base):
-    """Per experiment, user and UTC day: exposures and the clicks / purchases attributed by request id."""
-
-    __tablename__ = "experiment_user_days"
+class _UserSums:
+    """Exposures and attributed outcomes of one user in one experiment (columns shared below)."""
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     experiment: Mapped[str] = mapped_column(String(128), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(255, collation="C"), primary_key=True)
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
     exposures: Mapped[int] = mapped_column(Integer, nullable=False)
-    arm_lo: Mapped[str | None] = mapped_column(String(64, collation="C"))
+    arm_lo: Mapped[str | None] = mapped_column(String(64, collation="C"))  # least / greatest arm (byte order)
     arm_hi: Mapped[str | None] = mapped_column(String(64, collation="C"))
     first_exposure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_exposure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -278,20 +275,15 @@ class ExperimentUserDay(Base):
     first_outcome_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class ExperimentUser(Base):
+class ExperimentUserDay(_UserSums, Base):
+    """Per experiment, user and UTC day: exposures and the clicks / purchases attributed by request id."""
+
+    __tablename__ = "experiment_user_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True, sort_order=1)  # UTC day; last key column
+
+
+class ExperimentUser(_UserSums, Base):
     """Per experiment and user: the sums of their ExperimentUserDay rows (what the totals read)."""
 
     __tablename__ = "experiment_users"
-
-    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    experiment: Mapped[str] = mapped_column(String(128), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(255, collation="C"), primary_key=True)
-    exposures: Mapped[int] = mapped_column(Integer, nullable=False)
-    arm_lo: Mapped[str | None] = mapped_column(String(64, collation="C"))
-    arm_hi: Mapped[str | None] = mapped_column(String(64, collation="C"))
-    first_exposure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_exposure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    clicks: Mapped[int] = mapped_column(Integer, nullable=False)
-    purchases: Mapped[int] = mapped_column(Integer, nullable=False)
-    revenue: Mapped[Decimal] = mapped_column(Numeric, nullable=False)
-    first_outcome_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
