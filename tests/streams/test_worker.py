@@ -159,3 +159,37 @@ def test_the_worker_consumer_fetch_wait_is_short(settings):
         await consumer.stop()  # never started: closes its client
         return consumer._fetch_max_wait_ms
     assert asyncio.run(build()) == FETCH_MAX_WAIT_MS <= 100
+
+
+def test_notices_are_stamped_when_published_after_the_write_not_when_built():
+    """indexed_at is the moment the chunk was committed (the notice goes out then), so the bench's
+    event-to-indexed latency is not read low by the time the write took."""
+    from datetime import timedelta
+
+    from streams.events import ProductIndexed, utcnow
+    from streams.worker import process_batch
+
+    class SlowWriteIndexer:  # the Indexer's contract: on_result(i, notice) after the chunk is written
+        async def handle_batch(self, events, on_result):
+            notices = [ProductIndexed(tenant_id=e.tenant_id, product_id=e.product.id, version=e.product.version,
+                                      event_id=e.event_id, status="indexed", items=1) for e in events]
+            await asyncio.sleep(0.2)  # the write
+            for i, n in enumerate(notices):
+                await on_result(i, n)
+            return notices
+
+    published = []
+
+    async def publish(key, notice):
+        published.append((key, notice, utcnow()))
+
+    async def dead_letter(*args):
+        raise AssertionError(f"nothing should be dead-lettered: {args}")
+
+    before = utcnow()
+    messages = [(b"acme:p1", json.dumps(event("p1", "http://img/1.jpg")).encode()),
+                (b"acme:p2", json.dumps(event("p2", "http://img/2.jpg")).encode())]
+    asyncio.run(process_batch(SlowWriteIndexer(), messages, publish, dead_letter))
+    assert [(k, n.product_id) for k, n, _ in published] == [(b"acme:p1", "p1"), (b"acme:p2", "p2")]
+    for _, notice, sent_at in published:
+        assert before + timedelta(seconds=0.2) <= notice.indexed_at <= sent_at
