@@ -11,10 +11,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -214,7 +214,7 @@ class Indexer:
                 if isinstance(results[i], ProductIndexed):
                     await on_result(i, results[i])
 
-    def _states(self, events: list[CatalogEvent]) -> dict[tuple[str, str], tuple[int, dict[str, str]]]:
+    def _states(self, events: list[CatalogEvent]) -> dict[tuple[str, str], tuple[int, dict[str, KnownImage]]]:
         """Stored version and known image hashes of each product: two queries for the whole batch."""
         with self.sessions() as s:
             return catalog.stored_states(s, [(e.tenant_id, e.product.id) for e in events], self.embedder.model_key)

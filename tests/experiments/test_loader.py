@@ -71,12 +71,7 @@ EVENTS = [
 
 
 @pytest.fixture
-def engine(request):
-    # db_engine (a fresh, migrated Postgres per test) comes from tests/conftest.py.
-    try:
-        db_engine = request.getfixturevalue("db_engine")
-    except pytest.FixtureLookupError:
-        pytest.skip("no db_engine fixture (tests/conftest.py) available")
+def engine(db_engine):  # a fresh, migrated Postgres per test (tests/conftest.py)
     with db_engine.begin() as conn:
         for tid in (T, "t2"):
             conn.execute(text(

@@ -132,11 +132,7 @@ SCENARIO = [
 
 
 @pytest.fixture
-def engine(request):
-    try:
-        db_engine = request.getfixturevalue("db_engine")
-    except pytest.FixtureLookupError:
-        pytest.skip("no db_engine fixture (tests/conftest.py) available")
+def engine(db_engine):  # a fresh, migrated Postgres per test (tests/conftest.py)
     setup_tenants(db_engine)
     return db_engine
 

@@ -164,6 +164,16 @@ async def _statuses(indexer, events):
     return [(await indexer.handle(e)).status for e in events]
 
 
+def record_writes(ix, writes: list[list[int]]) -> None:
+    """Append the batch indices of every chunk the indexer writes (one list per transaction)."""
+    write_batch = ix._write_batch
+
+    def counting(todo):
+        writes.append([i for i, _, _ in todo])
+        return write_batch(todo)
+    ix._write_batch = counting
+
+
 def test_unchanged_products_share_one_chunk_and_notices_follow_each_chunk_in_order(run, sessions, edge_server):
     b = edge_server.base
     names = ("bus-front.jpg", "bus-wide.jpg", "gift-blue.jpg")
@@ -178,12 +188,7 @@ def test_unchanged_products_share_one_chunk_and_notices_follow_each_chunk_in_ord
 
     async def go(ix):
         ix.chunk_images = 1
-        write_batch = ix._write_batch
-
-        def counting(todo):
-            writes.append([i for i, _, _ in todo])
-            return write_batch(todo)
-        ix._write_batch = counting
+        record_writes(ix, writes)
 
         async def on_result(i, notice):
             reported.append((i, notice.status, len(writes)))  # how many chunks were written by then
@@ -225,12 +230,7 @@ def test_two_model_streams_keep_results_writes_and_notices_in_event_order(run, s
     async def go(ix):
         ix.chunk_images, ix.model_streams = 1, 2
         ix.executor = ThreadPoolExecutor(max_workers=2)
-        write_batch = ix._write_batch
-
-        def counting(todo):
-            writes.append([i for i, _, _ in todo])
-            return write_batch(todo)
-        ix._write_batch = counting
+        record_writes(ix, writes)
 
         async def on_result(i, notice):
             reported.append(i)
