@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 
 import faust
@@ -29,6 +28,7 @@ from streams.ingest import Indexer, ItemPolicy
 from streams.lag import consumer_lag
 from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS, PRODUCT_INDEXED
 from vitrine.components import build_detector, build_embedder
+from vitrine.machine import usable_cpus
 from vitrine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ def create_worker(settings: Settings) -> faust.App:
         settings.app_id,
         broker=",".join(f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")),
         store="memory://",
+        datadir=str(settings.data_dir / "faust"),  # faust's default is ./<app_id>-data in the cwd
         value_serializer="raw",
         key_serializer="raw",
         # Short sessions make a (re)joining worker ready in ~6 s instead of 30-108 s (PLATFORM.md).
@@ -148,7 +149,7 @@ def create_worker(settings: Settings) -> faust.App:
 
 
 def model_streams(settings: Settings) -> int:
-    """Chunks in the models at once: one per core with the (thread-safe) whole-image detector.
+    """Chunks in the models at once: one per usable core (CPU quota included) with the (thread-safe) whole-image detector.
 
     Measured on 2 shared cores (docs/ingestion.md): under load 5.6 the ingest pipeline ran at 16.7
     images/s with one onnxruntime call on both cores and at 30.9 with one single-threaded call; on a
@@ -157,7 +158,7 @@ def model_streams(settings: Settings) -> int:
     """
     if settings.detector != "whole-image" or settings.torch_threads > 0:
         return 1
-    return max(1, min(4, os.cpu_count() or 1))
+    return min(4, usable_cpus())
 
 
 async def process_batch(indexer: Indexer, messages: list[tuple[bytes | None, bytes]], publish, dead_letter) -> None:

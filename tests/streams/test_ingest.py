@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from streams.events import CatalogEvent
 from streams.image_fetch import ImageFetcher
 from streams.ingest import Indexer, TransientError
 from vitrine.components import build_detector, build_embedder
+from vitrine.machine import quota_cpus, usable_cpus
 
 pytestmark = pytest.mark.integration
 
@@ -250,4 +252,17 @@ def test_model_streams_one_per_core_only_for_the_thread_safe_detector(settings):
     assert model_streams(settings.model_copy(update={"detector": "yolo"})) == 1
     assert model_streams(settings.model_copy(update={"torch_threads": 2})) == 1
     default = settings.model_copy(update={"detector": "whole-image", "torch_threads": 0})
-    assert model_streams(default) == max(1, min(4, os.cpu_count() or 1))
+    assert model_streams(default) == min(4, usable_cpus())
+
+
+def test_usable_cpus_follow_the_affinity_mask_and_the_cgroup_quota():
+    assert usable_cpus() <= len(os.sched_getaffinity(0))
+    assert quota_cpus("max", "100000") is None and quota_cpus("-1", "100000") is None  # v2 / v1: no limit
+    assert quota_cpus("150000", "100000") == 1.5  # docker --cpus 1.5: two streams, rounded up
+    assert quota_cpus("50000\n", "100000\n") == 0.5
+
+
+def test_the_worker_keeps_faust_state_under_the_data_dir(settings):
+    from streams.worker import create_worker
+    app = create_worker(settings)  # faust's default would be ./<app id>-data in the working directory
+    assert Path(app.conf.datadir).resolve().is_relative_to(settings.data_dir.resolve())
