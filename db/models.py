@@ -287,3 +287,23 @@ class ExperimentUser(_UserSums, Base):
     """Per experiment and user: the sums of their ExperimentUserDay rows (what the totals read)."""
 
     __tablename__ = "experiment_users"
+
+
+class ExperimentSnapshot(Base):
+    """The latest sufficient statistics of one experiment (default analysis, with the per-day series).
+
+    Written by experiments/snapshots.py on a schedule; valid only for the definition it records.
+    """
+
+    __tablename__ = "experiment_snapshots"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    experiment: Mapped[str] = mapped_column(String(128), primary_key=True)
+    format: Mapped[int] = mapped_column(Integer, nullable=False)  # of `stats`; another one is ignored
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)  # data as of
+    source: Mapped[str] = mapped_column(String(16), nullable=False)  # rollup | raw
+    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the definition's, when computed
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    arms: Mapped[list] = mapped_column(JSONB, nullable=False)
+    stats: Mapped[dict] = mapped_column(JSONB, nullable=False)  # ExperimentStats, experiments/snapshots.py

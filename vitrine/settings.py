@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         8, ge=1, le=40, description="Recommendation requests one API process runs against Postgres at once; "
         "the rest wait their turn (more only adds contention on a few cores)")
     webhook_tolerance_s: int = Field(300, gt=0, description="Accepted clock skew of signed webhooks")
+    results_refresh_s: float = Field(
+        300.0, ge=0, description="The worker recomputes running experiments' result snapshots this often "
+        "(and stopped ones once after the stop); 0 = off")
+    results_max_age_s: float = Field(
+        900.0, gt=0, description="Dashboards read an experiment's result snapshot up to this old; an older or "
+        "missing one is recomputed live (slow at millions of events) and stored")
 
     @field_validator("kafka_bootstrap", "database_url")
     @classmethod
