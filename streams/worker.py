@@ -130,6 +130,11 @@ def create_worker(settings: Settings) -> faust.App:
             await record_batch(sessions, [(e.key, e.value) for e in batch], settings.popularity_half_life_s,
                                functools.partial(send_dead_letter, topic=interactions_topic.get_topic_name()))
 
+    if settings.results_refresh_s > 0:
+        @app.timer(settings.results_refresh_s)
+        async def results_snapshots() -> None:
+            await refresh_results(engine, settings.results_refresh_s)
+
     lag_cache: dict = {"at": 0.0}
 
     @app.page("/metrics/")
@@ -146,6 +151,21 @@ def create_worker(settings: Settings) -> faust.App:
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def refresh_results(engine, refresh_s: float) -> list:
+    """The timer's job: recompute the experiment result snapshots that are due, in a thread; never raises.
+
+    Every worker runs it; the per-experiment advisory lock lets one compute and the others skip.
+    A snapshot younger than 0.9 x the interval is left alone (another worker's tick just made it).
+    """
+    from experiments.snapshots import refresh_due
+
+    try:
+        return await asyncio.to_thread(refresh_due, engine, older_than_s=0.9 * refresh_s)
+    except Exception:  # the database is away or a query failed: the next tick tries again
+        log.exception("refreshing experiment result snapshots failed")
+        return []
 
 
 def model_streams(settings: Settings) -> int:
