@@ -7,7 +7,7 @@ here computes a statistic: reports, series and power figures come from `experime
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import streamlit as st
@@ -15,14 +15,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from db.session import create_db_engine, session_factory
-from experiments.analysis import ReportOptions, analyze
-from experiments.loader import load_experiment_stats, load_planned_sample_size
+from experiments.analysis import ReportOptions
 from experiments.metrics import METRICS, metric_power
 from experiments.report import daily_series
 from experiments.sequential import DEFAULT_TUNING_N
+from experiments.snapshots import Snapshot, snapshot_or_compute, snapshot_report
 from vitrine.settings import Settings
 
-# Experiment reads aggregate millions of events: a minute of staleness is the price of a fast page.
+# Experiment statistics come from a stored snapshot (experiments/snapshots.py) or, when none is fresh,
+# from aggregating millions of events; in front of both, a minute in this process's cache.
 REPORT_TTL_S = 60
 LIST_TTL_S = 30
 HEALTH_TTL_S = 30
@@ -79,43 +80,77 @@ def experiments(database_url: str, tenant_id: str) -> list[dict[str, Any]]:
                 for e in list_experiments(session, tenant_id)]
 
 
-@st.cache_data(ttl=REPORT_TTL_S, show_spinner="Analysing the experiment…")
-def report(database_url: str, tenant_id: str, key: str, sequential: bool = False, correction: str = "holm",
-           alpha: float = 0.05) -> dict[str, Any] | None:
-    """`experiments.analysis.analyze` with these options (None: no such experiment and no exposures)."""
-    options = ReportOptions(sequential=sequential, correction=correction, alpha=alpha)
-    with engine(database_url).connect() as conn:
-        return analyze(conn, tenant_id, key, options)
+@dataclass(frozen=True)
+class Results:
+    """One experiment's statistics as of one moment: every figure of a page is built from the same one."""
+
+    database_url: str
+    tenant_id: str
+    key: str
+    snapshot: Snapshot
+    live: bool  # computed for this page view (and stored), not read from a stored snapshot
+
+    @property
+    def ident(self) -> tuple[str, str, str, str]:
+        """What the derived caches are keyed on: a recomputation gives new entries."""
+        return (self.database_url, self.tenant_id, self.key, self.snapshot.computed_at.isoformat())
 
 
 @st.cache_data(ttl=REPORT_TTL_S, show_spinner="Loading the experiment's statistics…")
-def _stats(database_url: str, tenant_id: str, key: str, with_daily: bool):
-    """(definition, stats, planned sample size), cached: the chart's metric and options and the power
-    calculator reuse one load (the per-day series is the expensive query at 10M events)."""
-    with engine(database_url).connect() as conn:
-        definition, stats = load_experiment_stats(conn, tenant_id, key, daily=with_daily)
-        planned = load_planned_sample_size(conn, tenant_id, key) if definition is not None else None
-    return definition, stats, planned
+def results(database_url: str, tenant_id: str, key: str, max_age_s: float) -> Results:
+    """The stored snapshot when younger than `max_age_s`, else computed now and stored (`experiments.snapshots`)."""
+    with engine(database_url).begin() as conn:
+        snapshot, computed = snapshot_or_compute(conn, tenant_id, key, max_age_s)
+    return Results(database_url, tenant_id, key, snapshot, computed)
 
 
-@st.cache_data(ttl=REPORT_TTL_S, show_spinner="Loading the daily series…")
-def daily(database_url: str, tenant_id: str, key: str, metric: str, sequential: bool = True,
-          alpha: float = 0.05) -> dict[str, Any]:
-    """Per day: the cumulative lift series (`experiments.report.daily_series`) and cumulative counts per arm."""
-    definition, stats, planned = _stats(database_url, tenant_id, key, True)
-    # The same tuning parameter as `analyze`: the planned sample size, else the library default.
-    tuning_n = planned or DEFAULT_TUNING_N
-    series = daily_series(definition, stats, metric, alpha=alpha, sequential=sequential, tuning_n=tuning_n)
-    counts = [{"day": d.day.isoformat(), "arm": d.stats.arm, "users": d.stats.users,
-               "exposures": d.stats.exposures} for d in stats.daily]
-    return {"series": series, "counts": counts, "tuning_n": tuning_n}
+def recompute(database_url: str, tenant_id: str, key: str) -> Results:
+    """Compute the statistics now, replace the stored snapshot, and drop the cached ones."""
+    with engine(database_url).begin() as conn:
+        snapshot, _ = snapshot_or_compute(conn, tenant_id, key, 0, force=True)
+    results.clear()
+    return Results(database_url, tenant_id, key, snapshot, True)
+
+
+def report(res: Results, sequential: bool = False, correction: str = "holm",
+           alpha: float = 0.05) -> dict[str, Any] | None:
+    """What `experiments.analysis.analyze` gives for these options, on `res` (None: no experiment, no exposures)."""
+    return _report(res, res.ident, sequential, correction, alpha)
 
 
 @st.cache_data(ttl=REPORT_TTL_S, show_spinner=False)
-def power(database_url: str, tenant_id: str, key: str, metric: str, treatment: str, control: str,
-          alpha: float, power_level: float, target_relative_mde: float, users_per_day: float) -> dict[str, Any]:
-    """`experiments.metrics.metric_power` on the experiment's sufficient statistics, as a dict."""
-    _, stats, _ = _stats(database_url, tenant_id, key, False)  # totals only: no per-day series needed
+def _report(_res: Results, ident: tuple, sequential: bool, correction: str, alpha: float) -> dict[str, Any] | None:
+    options = ReportOptions(sequential=sequential, correction=correction, alpha=alpha)
+    return snapshot_report(_res.snapshot, options, tenant_id=_res.tenant_id)
+
+
+def daily(res: Results, metric: str, sequential: bool = True, alpha: float = 0.05) -> dict[str, Any]:
+    """Per day: the cumulative lift series (`experiments.report.daily_series`) and cumulative counts per arm."""
+    return _daily(res, res.ident, metric, sequential, alpha)
+
+
+@st.cache_data(ttl=REPORT_TTL_S, show_spinner=False)
+def _daily(_res: Results, ident: tuple, metric: str, sequential: bool, alpha: float) -> dict[str, Any]:
+    snapshot = _res.snapshot
+    # The same tuning parameter as `analyze`: the planned sample size, else the library default.
+    tuning_n = snapshot.planned_sample_size or DEFAULT_TUNING_N
+    series = daily_series(snapshot.definition, snapshot.stats, metric, alpha=alpha, sequential=sequential,
+                          tuning_n=tuning_n)
+    counts = [{"day": d.day.isoformat(), "arm": d.stats.arm, "users": d.stats.users,
+               "exposures": d.stats.exposures} for d in snapshot.stats.daily]
+    return {"series": series, "counts": counts, "tuning_n": tuning_n}
+
+
+def power(res: Results, metric: str, treatment: str, control: str, alpha: float, power_level: float,
+          target_relative_mde: float, users_per_day: float) -> dict[str, Any]:
+    """`experiments.metrics.metric_power` on the sufficient statistics of `res`, as a dict."""
+    return _power(res, res.ident, metric, treatment, control, alpha, power_level, target_relative_mde, users_per_day)
+
+
+@st.cache_data(ttl=REPORT_TTL_S, show_spinner=False)
+def _power(_res: Results, ident: tuple, metric: str, treatment: str, control: str, alpha: float,
+           power_level: float, target_relative_mde: float, users_per_day: float) -> dict[str, Any]:
+    stats = _res.snapshot.stats
     result = metric_power(METRICS[metric], stats.arm(control), stats.arm(treatment), alpha, power_level,
                           target_relative_mde, users_per_day)
     return result.to_dict()

@@ -5,6 +5,7 @@ Formatting only: every number passed in comes from a report of `experiments.anal
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import streamlit as st
@@ -116,3 +117,13 @@ def verdict(report: dict[str, Any]) -> str:
     if report.get("srm") and report["srm"]["mismatch"]:
         tail += " — do not trust these results until the split is explained"
     return "; ".join(parts) + "; " + tail
+
+
+def as_of_text(snapshot: Any, live: bool, now: datetime | None = None) -> str:
+    """'Results as of 2026-11-21 11:05 UTC (3 min ago), from ...' for an `experiments.snapshots.Snapshot`."""
+    at = snapshot.computed_at.astimezone(UTC)
+    minutes = max(((now or datetime.now(UTC)) - at).total_seconds(), 0.0) / 60
+    took = f"{snapshot.duration_ms / 1000:.1f} s"
+    where = (f"a live computation for this view ({snapshot.source} path, {took}; now stored)" if live else
+             f"the stored snapshot ({snapshot.source} path, computed in {took})")
+    return f"Results as of {at:%Y-%m-%d %H:%M:%S} UTC ({minutes:.0f} min ago), from {where}"

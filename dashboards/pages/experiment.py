@@ -7,7 +7,16 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import data
-from dashboards.ui import current_tenant, database_url_or_stop, pct, primary_block, short_label, srm_text, verdict
+from dashboards.ui import (
+    as_of_text,
+    current_tenant,
+    database_url_or_stop,
+    pct,
+    primary_block,
+    short_label,
+    srm_text,
+    verdict,
+)
 
 SELECTED_KEY = "experiment_key"
 CORRECTIONS = {"holm": "Holm (family-wise error)", "fdr_bh": "Benjamini-Hochberg (false discovery rate)"}
@@ -56,7 +65,7 @@ def exposures_frame(counts: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def power_calculator(url: str, tenant: str, key: str, report: dict) -> None:
+def power_calculator(res: data.Results, report: dict) -> None:
     """Pre-filled with the experiment's alpha, traffic and target MDE; figures from experiments.metrics.metric_power."""
     st.subheader("Power and sample size")
     block = primary_block(report)
@@ -75,7 +84,7 @@ def power_calculator(url: str, tenant: str, key: str, report: dict) -> None:
                           float(report["power_settings"]["target_relative_mde"]), 0.005, format="%.3f")
     per_day = c5.number_input("Control users per day", 0.0, None,
                               float(round(control_users / days, 1)) if days else 0.0, 10.0)
-    pw = data.power(url, tenant, key, metric, arm, report["control"], report["alpha"], power_level, mde, per_day)
+    pw = data.power(res, metric, arm, report["control"], report["alpha"], power_level, mde, per_day)
     if pw["error"]:
         st.info(f"No power figures for {short_label(metric)} yet ({pw['error']}).")
         return
@@ -108,7 +117,16 @@ st.session_state[SELECTED_KEY] = key
 st.query_params["experiment"] = key
 
 st.title(f"Experiment {key}")
-report = data.report(url, tenant, key, sequential, correction)
+# One statistics load (a stored snapshot, or computed now and stored) feeds every figure below.
+res = data.results(url, tenant, key, data.get_settings().results_max_age_s)
+as_of, recompute = st.columns([4, 1])
+as_of.caption(as_of_text(res.snapshot, res.live))
+if recompute.button("Recompute now", help="Aggregate the events again now and replace the stored snapshot "
+                    "(takes as long as a live computation: ~25 s at 10M events)"):
+    with st.spinner("Recomputing the experiment's statistics…"):
+        data.recompute(url, tenant, key)
+    st.rerun()
+report = data.report(res, sequential, correction)
 if report is None:
     st.info("This experiment has no exposures yet.")
     st.stop()
@@ -139,15 +157,15 @@ block = primary_block(report)
 metric_names = [m["name"] for m in report["metrics"]]
 chart_metric = st.selectbox("Metric", metric_names, index=metric_names.index(block["name"]) if block else 0,
                             format_func=short_label, key="chart_metric")
-daily = data.daily(url, tenant, key, chart_metric, sequential, report["alpha"])
+daily = data.daily(res, chart_metric, sequential, report["alpha"])
 if not daily["series"]:
     st.info("No daily data yet: the chart appears once two arms have exposures.")
 else:
     st.altair_chart(lift_chart(daily["series"], sequential), use_container_width=True)
-    st.caption(("Band: always-valid confidence sequence (tuning n = "
-                f"{daily['tuning_n']:,.0f}); safe to read every day." if sequential else
-                "Band: fixed-horizon CI per day. Reading it every day inflates false positives; "
-                "switch on the sequential analysis to peek safely."))
+    st.caption("Band: always-valid confidence sequence (tuning n = "
+               f"{daily['tuning_n']:,.0f}); safe to read every day." if sequential else
+               "Band: fixed-horizon CI per day. Reading it every day inflates false positives; "
+               "switch on the sequential analysis to peek safely.")
 if daily["counts"]:
     st.subheader("Exposures per day and arm")
     exposures = exposures_frame(daily["counts"])
@@ -157,4 +175,4 @@ if daily["counts"]:
     ).properties(height=240), use_container_width=True)
     st.caption("A sudden drop in one arm or a split drifting from the weights shows here first (SRM).")
 
-power_calculator(url, tenant, key, report)
+power_calculator(res, report)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pandas as pd
 import streamlit as st
 
@@ -23,12 +25,15 @@ def _arms_text(arms: list[dict]) -> str:
     return " / ".join(f"{a.get('name')} {float(a.get('weight', 0)):.0%}" for a in arms)
 
 
-def overview_rows(url: str, tenant: str, experiments: list[dict]) -> list[dict]:
+def overview_rows(url: str, tenant: str, experiments: list[dict], max_age_s: float) -> list[dict]:
     """One row per experiment and treatment arm, every figure taken from the experiment's report."""
     rows = []
     for exp in experiments:
-        report = data.report(url, tenant, exp["key"])
-        base = {"experiment": exp["key"], "status": exp["status"], "arms": _arms_text(exp["arms"])}
+        res = data.results(url, tenant, exp["key"], max_age_s)
+        report = data.report(res)
+        at = res.snapshot.computed_at.astimezone(UTC)
+        base = {"experiment": exp["key"], "status": exp["status"], "arms": _arms_text(exp["arms"]),
+                "as of (UTC)": f"{at:%Y-%m-%d %H:%M}" + (" (live)" if res.live else "")}
         if report is None:
             rows.append(base | {"users": 0, "verdict": "no data yet"})
             continue
@@ -55,8 +60,10 @@ def overview_rows(url: str, tenant: str, experiments: list[dict]) -> list[dict]:
 tenant = current_tenant()
 url = database_url_or_stop()
 st.title("Experiments")
-st.caption(f"Tenant **{tenant}** · primary metric per experiment, treatment vs control · "
-           f"figures refresh every {data.REPORT_TTL_S} s")
+max_age_s = data.get_settings().results_max_age_s
+st.caption(f"Tenant **{tenant}** · primary metric per experiment, treatment vs control · figures from each "
+           f"experiment's stored result snapshot when under {max_age_s / 60:.0f} min old, else computed live "
+           "(the worker refreshes them on a schedule; *Recompute now* on the detail page forces it)")
 experiments = data.experiments(url, tenant)
 if not experiments:
     st.info(f"No experiments yet for tenant {tenant}. Create one with "
@@ -64,9 +71,9 @@ if not experiments:
             "`vitrine experiment start`, and its results appear here as exposures arrive.")
     st.stop()
 
-rows = overview_rows(url, tenant, experiments)
+rows = overview_rows(url, tenant, experiments, max_age_s)
 COLUMNS = ["experiment", "status", "arms", "users", "arm", "lift", "lift CI low", "lift CI high", "p (adjusted)",
-           "verdict", "SRM", "power", "primary metric"]
+           "verdict", "SRM", "power", "primary metric", "as of (UTC)"]
 frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
 st.dataframe(
     frame, hide_index=True, use_container_width=True,

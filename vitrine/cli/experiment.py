@@ -1,10 +1,11 @@
-"""CLI commands for experiment analysis: `experiment report`, `experiment simulate`, `bench stats`."""
+"""CLI commands for experiment analysis: `experiment report`, `experiment refresh`, `experiment simulate`,
+`bench stats`, `bench dashboard`."""
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import typer
 
@@ -25,7 +26,7 @@ def _engine():
         url = settings.database_url or settings.resolved().database_url
     except StackNotRunning as exc:
         fail(str(exc))
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is the installed driver
     return create_engine(url)
 
@@ -68,6 +69,33 @@ def report(
     if result is None:
         fail(f"experiment {key!r} of tenant {tenant!r} not found and has no exposures")
     typer.echo(json.dumps(result, allow_nan=False) if as_json else render_text(result), nl=as_json)
+
+
+@experiment_app.command("refresh")
+def refresh(
+    tenant: str = typer.Option(None, "--tenant", "-t", help="Only this tenant's experiments"),
+    key: str = typer.Option(None, "--key", "-k", help="Only this experiment (whatever its status)"),
+    due: bool = typer.Option(False, "--due", help="Only the snapshots that are due (what the worker's timer does)"),
+) -> None:
+    """Recompute result snapshots (running and stopped experiments) now; print what was done and how long it took."""
+    from experiments.snapshots import refresh_due
+
+    settings = load_settings()
+    engine = _engine()
+    try:
+        done = refresh_due(engine, older_than_s=settings.results_refresh_s or 0.0, tenant_id=tenant, key=key,
+                           force=not due)
+    finally:
+        engine.dispose()
+    if not done:
+        typer.echo("nothing to refresh" + ("" if not (tenant or key) else " (no such experiment)"))
+        return
+    typer.echo(f"{'tenant':<24} {'experiment':<32} {'status':<10} {'seconds':>8}  source")
+    for r in done:
+        took = f"{r.duration_ms / 1000:.2f}" if r.duration_ms is not None else "-"
+        typer.echo(f"{r.tenant_id:<24} {r.key:<32} {r.status:<10} {took:>8}  {r.source or r.error or ''}")
+    if any(r.status == "error" for r in done):
+        raise typer.Exit(1)
 
 
 @experiment_app.command("simulate")
@@ -124,7 +152,7 @@ def _prepare_bench(engine, n: int, fresh: bool) -> tuple[str, str, float | None]
 
     key = f"bench-stats-{n}"
     tenant = f"{BENCH_TENANT}-{n}"
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:
         conn.execute(text(
             "INSERT INTO tenants (id, name, storefront_key_hash, admin_key_hash, webhook_secret, default_arm) "
@@ -217,3 +245,77 @@ def bench_stats(
         dly = f"{r['daily_s']:.2f}" if r["daily_s"] is not None else "-"
         typer.echo(f"{r['events']:>12,} {r['users']:>10,} {gen:>11} {r['load_s']:>8.2f} {r['analysis_s']:>11.3f} "
                    f"{r['total_s']:>8.2f} {dly:>8}  {r['source']}")
+
+
+# --- bench dashboard -----------------------------------------------------------------------
+
+
+@bench_app.command("dashboard")
+def bench_dashboard(
+    events: str = typer.Option("1000000,10000000", help="Comma-separated event counts: the `bench stats` "
+                               "experiments (generated first when missing)"),
+    tenant: str = typer.Option(None, "--tenant", "-t", help="Time this tenant's experiment instead (with --key)"),
+    key: str = typer.Option(None, "--key", "-k", help="Experiment to time (with --tenant)"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object with the figures and the machine"),
+) -> None:
+    """Time the experiment detail page (Streamlit AppTest, in process): cold live, cold from snapshot, warm; refresh."""
+    import os
+
+    from dashboards.bench import time_experiment_page, warm_imports
+    from experiments.simulate import machine
+    from vitrine.settings import StackNotRunning
+
+    if (tenant is None) != (key is None):
+        fail("--tenant and --key go together")
+    settings = load_settings()
+    try:
+        url = settings.database_url or settings.resolved().database_url
+    except StackNotRunning as exc:
+        fail(str(exc))
+    if not settings.kafka_bootstrap and not settings.stack_file.exists():
+        # The page reads Postgres only, but the dashboard's settings want a broker address too.
+        os.environ.setdefault("VITRINE_KAFKA_BOOTSTRAP", "unused:9092")
+    if tenant is not None:
+        targets = [(tenant, key)]
+    else:
+        try:
+            sizes = [int(x.replace("_", "")) for x in events.split(",") if x.strip()]
+        except ValueError:
+            fail(f"--events must be comma-separated integers, got {events!r}")
+        engine = _engine()
+        try:
+            targets = [_prepare_bench(engine, n, fresh=False)[:2] for n in sizes]
+        finally:
+            engine.dispose()
+    warm_imports()
+    load_before = os.getloadavg()
+    try:
+        rows = [time_experiment_page(url, t, k) for t, k in targets]
+    except RuntimeError as exc:
+        fail(str(exc))
+    load_after = os.getloadavg()
+    settings_used = {"results_max_age_s": settings.results_max_age_s, "cache_ttl_s": _report_ttl_s(),
+                     "page": "dashboards/pages/experiment.py", "runner": "streamlit.testing.v1.AppTest"}
+    if as_json:
+        typer.echo(json.dumps({"benchmark": "dashboard", "goal": "a page with 10M events loads in a few seconds",
+                               "machine": machine(), "load_average_before": list(load_before),
+                               "load_average_after": list(load_after), "settings": settings_used,
+                               "results": rows}))
+        return
+    m = machine()
+    typer.echo(f"machine: {m['processor']}, {m['cpus']} cpus, {m['platform']}, Python {m['python']}; load average "
+               f"(1/5/15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
+               f"after {', '.join(f'{x:.2f}' for x in load_after)}")
+    typer.echo(f"settings: snapshot max age {settings.results_max_age_s:g} s, cache TTL {_report_ttl_s()} s; "
+               "cold = st.cache_data cleared, connection pool kept\n")
+    typer.echo(f"{'events':>12} {'users':>10} {'cold live s':>12} {'cold snapshot s':>16} {'warm s':>8} "
+               f"{'refresh s':>10}  source")
+    for r in rows:
+        typer.echo(f"{r['events']:>12,} {r['users']:>10,} {r['cold_live_s']:>12.2f} {r['cold_snapshot_s']:>16.2f} "
+                   f"{r['warm_s']:>8.2f} {r['refresh_s']:>10.2f}  {r['source']}")
+
+
+def _report_ttl_s() -> int:
+    from dashboards.data import REPORT_TTL_S
+
+    return REPORT_TTL_S
