@@ -37,6 +37,14 @@ class Routes:
             return _send(h, 200, b"GIF89a but not really" * 10, "image/jpeg")
         if path == "/bomb.png":
             return _send(h, 200, self.bomb, "image/png")
+        if path == "/huge-undeclared.jpg":  # 3 MB with no Content-Length: only the streamed count can tell
+            h.send_response(200)
+            h.send_header("Content-Type", "image/jpeg")
+            h.send_header("Connection", "close")
+            h.end_headers()
+            for _ in range(48):
+                h.wfile.write(b"\xff" * 65536)
+            return None
         if path == "/unavailable.jpg":
             return _send(h, 503, b"try later", "text/plain")
         if path == "/redirect-private":
