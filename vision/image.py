@@ -48,6 +48,9 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+ORIENTATION_TAG = 0x0112  # EXIF Orientation
+
+
 def load_image(
     data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> LoadedImage:
@@ -99,6 +102,8 @@ def _pil_open(fp) -> Image.Image:
 
 def _apply_orientation(im: Image.Image) -> Image.Image:
     try:
+        if im.getexif().get(ORIENTATION_TAG, 1) == 1:
+            return im  # upright: exif_transpose would still copy every pixel
         return ImageOps.exif_transpose(im)
     except Exception as exc:  # a malformed EXIF block should not cost us an otherwise fine photo
         log.warning("ignoring unreadable EXIF orientation: %s", _describe(exc))

@@ -33,6 +33,13 @@ def test_trim_finds_the_product_on_white():
     assert np.allclose(box, product, atol=4), box
 
 
+def test_a_large_photo_is_trimmed_on_a_reduced_copy_within_the_reduction_factor():
+    # 1,800 px: reduced 3x before trimming, so the box is exact to 3 px (plus the arc's 4).
+    product = (660, 270, 1290, 990)
+    box = trim_box(_studio_shot(size=(1800, 1200), product=product), margin=0.0)
+    assert box is not None and np.allclose(box, product, atol=4 + 3), box
+
+
 def test_trim_adds_the_margin_and_stays_inside_the_image():
     x0, y0, x1, y1 = trim_box(_studio_shot(product=(5, 5, 595, 395)), margin=0.02)
     assert (x0, y0) == (0, 0) and (x1, y1) == (600, 400)
