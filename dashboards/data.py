@@ -8,6 +8,7 @@ here computes a statistic: reports, series and power figures come from `experime
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import streamlit as st
@@ -15,11 +16,16 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from db.session import create_db_engine, session_factory
-from experiments.analysis import ReportOptions
+from experiments.analysis import ReportOptions, analyze
 from experiments.metrics import METRICS, metric_power
 from experiments.report import daily_series
 from experiments.sequential import DEFAULT_TUNING_N
-from experiments.snapshots import Snapshot, snapshot_or_compute, snapshot_report
+from experiments.snapshots import (
+    Snapshot,
+    load_snapshot,
+    snapshot_or_compute,
+    snapshot_report,
+)
 from vitrine.settings import Settings
 
 # Experiment statistics come from a stored snapshot (experiments/snapshots.py) or, when none is fresh,
@@ -110,6 +116,20 @@ def recompute(database_url: str, tenant_id: str, key: str) -> Results:
         snapshot, _ = snapshot_or_compute(conn, tenant_id, key, 0, force=True)
     results.clear()
     return Results(database_url, tenant_id, key, snapshot, True)
+
+
+@st.cache_data(ttl=REPORT_TTL_S, show_spinner="Analysing the experiment…")
+def summary(database_url: str, tenant_id: str, key: str, max_age_s: float) -> tuple[dict[str, Any] | None, datetime, bool]:
+    """(default report, as of, live) for a list of experiments: from the snapshot when valid, else `analyze`.
+
+    Without a snapshot this is the totals alone (no per-day series, ~2 s at 10M events), so nothing is stored.
+    """
+    with engine(database_url).connect() as conn:
+        snapshot = load_snapshot(conn, tenant_id, key, max_age_s)
+        if snapshot is not None:
+            return snapshot_report(snapshot, tenant_id=tenant_id), snapshot.computed_at, False
+        now = datetime.now(UTC)
+        return analyze(conn, tenant_id, key, ReportOptions(), now=now), now, True
 
 
 def report(res: Results, sequential: bool = False, correction: str = "holm",

@@ -29,11 +29,9 @@ def overview_rows(url: str, tenant: str, experiments: list[dict], max_age_s: flo
     """One row per experiment and treatment arm, every figure taken from the experiment's report."""
     rows = []
     for exp in experiments:
-        res = data.results(url, tenant, exp["key"], max_age_s)
-        report = data.report(res)
-        at = res.snapshot.computed_at.astimezone(UTC)
+        report, as_of, live = data.summary(url, tenant, exp["key"], max_age_s)
         base = {"experiment": exp["key"], "status": exp["status"], "arms": _arms_text(exp["arms"]),
-                "as of (UTC)": f"{at:%Y-%m-%d %H:%M}" + (" (live)" if res.live else "")}
+                "as of (UTC)": f"{as_of.astimezone(UTC):%Y-%m-%d %H:%M}" + (" (live)" if live else "")}
         if report is None:
             rows.append(base | {"users": 0, "verdict": "no data yet"})
             continue
@@ -62,8 +60,8 @@ url = database_url_or_stop()
 st.title("Experiments")
 max_age_s = data.get_settings().results_max_age_s
 st.caption(f"Tenant **{tenant}** · primary metric per experiment, treatment vs control · figures from each "
-           f"experiment's stored result snapshot when under {max_age_s / 60:.0f} min old, else computed live "
-           "(the worker refreshes them on a schedule; *Recompute now* on the detail page forces it)")
+           f"experiment's stored result snapshot when under {max_age_s / 60:.0f} min old, else the totals computed "
+           "live (the worker refreshes snapshots on a schedule; *Recompute now* on the detail page forces it)")
 experiments = data.experiments(url, tenant)
 if not experiments:
     st.info(f"No experiments yet for tenant {tenant}. Create one with "

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from db.models import InteractionEvent
 from experiments.analysis import ReportOptions, analyze
-from experiments.snapshots import load_snapshot
+from experiments.snapshots import load_snapshot, refresh_due
 from tests.dashboards.seed import EXPERIMENT, TENANT, USERS
 from tests.dashboards.test_pages import TIMEOUT_S, page, texts
 
@@ -108,7 +108,10 @@ def test_a_stale_snapshot_is_recomputed(seeded, db_engine, monkeypatch):
 def test_overview_reads_the_snapshot(seeded, db_engine, sessions):
     import streamlit as st
 
-    page("overview")
+    live = page("overview")  # no snapshot: the totals computed live, nothing stored
+    assert live.dataframe[0].value.set_index("experiment").loc[EXPERIMENT]["as of (UTC)"].endswith("(live)")
+    assert _snapshot(db_engine) is None
+    assert [r.key for r in refresh_due(db_engine, older_than_s=300)] == [EXPERIMENT]  # what the worker does
     snap = _snapshot(db_engine)
     report = _analyze_at(db_engine, snap.computed_at)
     _more_clicks(sessions)  # the live numbers move; the snapshot's do not
