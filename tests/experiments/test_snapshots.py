@@ -232,3 +232,32 @@ def test_cli_refresh_prints_what_it_refreshed(engine, monkeypatch):
     assert _stored(engine, "e1") is not None
     out = CliRunner().invoke(app, ["experiment", "refresh", "--key", "missing"])
     assert out.exit_code == 0 and "nothing to refresh" in out.output
+
+
+def test_migration_0006_upgrades_and_downgrades(postgres):
+    import os
+
+    from alembic import command
+
+    from db.migrate import alembic_config, upgrade
+    from db.session import create_db_engine
+
+    url = postgres.create_database(f"snap{os.getpid()}")  # empty, not from the template
+    upgrade(url, "0005")
+    engine = create_db_engine(url)
+    exists = "SELECT to_regclass('experiment_snapshots') IS NOT NULL"
+    try:
+        with engine.connect() as conn:
+            assert not conn.execute(text(exists)).scalar()
+        upgrade(url)
+        setup_tenants(engine)
+        write(engine, SCENARIO)
+        _refresh(engine)
+        assert _stored(engine) is not None
+        command.downgrade(alembic_config(url), "0005")
+        with engine.connect() as conn:
+            assert not conn.execute(text(exists)).scalar()
+        upgrade(url)
+        assert refresh_due(engine, older_than_s=300)[0].status == "refreshed"
+    finally:
+        engine.dispose()
