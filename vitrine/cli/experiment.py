@@ -258,7 +258,10 @@ def bench_dashboard(
     key: str = typer.Option(None, "--key", "-k", help="Experiment to time (with --tenant)"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object with the figures and the machine"),
 ) -> None:
-    """Time the experiment detail page (Streamlit AppTest, in process): cold live, cold from snapshot, warm; refresh."""
+    """Time the experiment detail page (Streamlit AppTest, in process): cold live, cold from snapshot, warm; refresh.
+
+    Deletes the experiment's result snapshot first (the cold live run stores a new one).
+    """
     import os
 
     from dashboards.bench import time_experiment_page, warm_imports
