@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +89,7 @@ def seed(settings, sessions) -> Seeded:
     from streams.topics import DEAD_LETTER
 
     model_key, dim = embedder_identity(settings)
-    start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
     with sessions() as session, session.begin():
         creds = create_tenant(session, "Acme", TENANT)
         empty = create_tenant(session, "Empty shop", EMPTY_TENANT)

@@ -9,7 +9,14 @@ from streamlit.testing.v1 import AppTest
 
 from dashboards.ui import pct, verdict
 from experiments.analysis import ReportOptions, analyze
-from tests.dashboards.seed import APP_DIR, EMPTY_EXPERIMENT, EMPTY_TENANT, EXPERIMENT, TENANT, USERS
+from tests.dashboards.seed import (
+    APP_DIR,
+    EMPTY_EXPERIMENT,
+    EMPTY_TENANT,
+    EXPERIMENT,
+    TENANT,
+    USERS,
+)
 
 pytestmark = pytest.mark.integration
 
