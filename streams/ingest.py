@@ -138,11 +138,9 @@ class Indexer:
                         results[i] = exc
             metrics.STAGE_SECONDS.labels("models").observe(time.perf_counter() - t0)
             mark("models", t0)
-            if writing is not None:
-                t1 = time.perf_counter()
-                await writing
-                mark("wait_write", t1)
-            writing = asyncio.ensure_future(self._write(chunk, events, works, results, on_result))
+            # Chained, not awaited: the next chunk goes into the models while this one waits for
+            # the previous write (awaiting it here left a model stream idle ~0.1 s per chunk).
+            writing = asyncio.ensure_future(self._write_after(writing, chunk, events, works, results, on_result))
 
         loop = asyncio.get_running_loop()
         for k, chunk in enumerate(chunks):
@@ -200,6 +198,13 @@ class Indexer:
                 results[i] = outcome
             else:
                 works[i].fetched = outcome
+
+    async def _write_after(self, previous: asyncio.Future | None, chunk: list[int], events: list[CatalogEvent],
+                           works: dict[int, _Work], results: list, on_result: OnResult | None) -> None:
+        """Write a chunk once the previous chunk's write is done: chunks land (and notify) in order."""
+        if previous is not None:
+            await previous
+        await self._write(chunk, events, works, results, on_result)
 
     async def _write(self, chunk: list[int], events: list[CatalogEvent], works: dict[int, _Work], results: list,
                      on_result: OnResult | None) -> None:

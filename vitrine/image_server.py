@@ -53,6 +53,8 @@ class ImageServer:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()  # else the garbage collector closes it, warning, at some later point
 
     def __enter__(self) -> "ImageServer":
         return self.start()
