@@ -118,8 +118,7 @@ def _send_and_wait(client: CatalogClient, consumer: KafkaConsumer, events: list[
 
 def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeout_s: float = 900) -> dict:
     """Run the benchmark and return its figures (the CLI prints them)."""
-    from vision.bench import machine_info, throughput
-    from vitrine.components import build_embedder
+    from vision.bench import machine_info
 
     with ExitStack() as stack:
         img_dir = settings.data_dir / "bench-ingest" / "images"
@@ -139,6 +138,10 @@ def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeou
 
         catalog = build_catalog(products, names, server.base_url, version=1, tag="first", seed=seed)
         n_images = sum(len(e["product"]["image_urls"]) for e in catalog)
+        used = sorted({u.rsplit("/", 1)[-1] for e in catalog for u in e["product"]["image_urls"]})
+        reference = EmbedderReference(settings, [Image.open(img_dir / n).convert("RGB") for n in used])
+        before = reference.measure()  # the stack is up and idle
+
         first = _send_and_wait(client, consumer, catalog, timeout_s)
         first["images"] = n_images
         first["images_per_s"] = round(n_images / first["elapsed_s"], 1)
@@ -147,34 +150,60 @@ def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeou
         # found unchanged, and not embedded again.
         resend = _send_and_wait(client, consumer, build_catalog(products, names, server.base_url, version=2,
                                                                 tag="resend", seed=seed), timeout_s)
+    after = reference.measure()  # the stack has stopped
 
-    # Embedder alone on the same images, after the pipeline stopped (no competition for the cores).
-    used = sorted({u.rsplit("/", 1)[-1] for e in catalog for u in e["product"]["image_urls"]})
-    images = [Image.open(img_dir / n).convert("RGB") for n in used]
-    embedder = build_embedder(settings)
-    embedder.load()
-    alone = throughput(embedder.embed, images, settings.embed_batch_size, rounds=2)
-    # The worker runs several single-threaded streams (streams.worker.model_streams); the same
-    # configuration alone is the like-for-like reference for its overhead (docs/ingestion.md).
-    streams = model_streams(settings)
-    alone_streams = None
-    if streams > 1:
-        worker_embedder = build_embedder(settings.model_copy(update={"torch_threads": 1}))
-        worker_embedder.load()
-        alone_streams = parallel_throughput(worker_embedder.embed, images, settings.embed_batch_size, streams)
+    # The reference is the faster of the two measurements: other load on a shared machine only
+    # ever slows the embedder down, and a slowed-down reference would flatter the ratio.
+    def best(key: str) -> dict | None:
+        runs = [m[key] for m in (before, after) if m[key] is not None]
+        return max(runs, key=lambda r: r["images_per_s"]) if runs else None
+
+    alone, alone_streams = best("all_cores"), best("worker_config")
     return {
         "benchmark": "ingest", "machine": machine_info(),
-        "settings": {"products": products, "embedder": embedder.model_key, "runtime": embedder.runtime,
-                     "detector": settings.detector, "embed_batch_size": settings.embed_batch_size,
-                     "post_batch": POST_BATCH, "seed": seed},
+        "settings": {"products": products, "embedder": reference.embedder.model_key,
+                     "runtime": reference.embedder.runtime, "detector": settings.detector,
+                     "embed_batch_size": settings.embed_batch_size, "post_batch": POST_BATCH, "seed": seed},
         "first_ingest": first, "resend_unchanged": resend,
         "embedder_only": alone,
+        "embedder_only_runs": {"before_pipeline": before, "after_pipeline": after},
         "pipeline_to_embedder_ratio": round(first["images_per_s"] / alone["images_per_s"], 3),
-        "model_streams": streams,
+        "model_streams": reference.streams,
         "embedder_only_worker_config": alone_streams,
         "pipeline_to_worker_config_ratio":
             round(first["images_per_s"] / alone_streams["images_per_s"], 3) if alone_streams else None,
     }
+
+
+class EmbedderReference:
+    """The embedder alone on the benchmark's images, in two configurations.
+
+    `all_cores`: one embedder call using every core (the definition the ratio goal was set with,
+    and `vitrine bench vision`'s). `worker_config`: the worker's own layout, several single-threaded
+    streams (streams.worker.model_streams), the like-for-like reference for its overhead.
+    """
+
+    def __init__(self, settings: Settings, images: list):
+        from vitrine.components import build_embedder
+
+        self.settings, self.images = settings, images
+        self.embedder = build_embedder(settings)
+        self.embedder.load()
+        self.streams = model_streams(settings)
+        self.single_threaded = None
+        if self.streams > 1:
+            self.single_threaded = build_embedder(settings.model_copy(update={"torch_threads": 1}))
+            self.single_threaded.load()
+
+    def measure(self) -> dict:
+        from vision.bench import throughput
+
+        batch = self.settings.embed_batch_size
+        return {
+            "all_cores": throughput(self.embedder.embed, self.images, batch, rounds=2),
+            "worker_config": (parallel_throughput(self.single_threaded.embed, self.images, batch, self.streams)
+                              if self.single_threaded is not None else None),
+        }
 
 
 def parallel_throughput(embed, images: list, batch: int, streams: int, rounds: int = 2) -> dict:
