@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -166,18 +167,28 @@ class Indexer:
         return results  # type: ignore[return-value]
 
     def _chunks(self, events: list[CatalogEvent], works: dict[int, _Work]) -> list[list[int]]:
-        """Consecutive event indices grouped so that each group has about `chunk_images` images to fetch."""
+        """Consecutive event indices grouped so that each group has about `chunk_images` images to fetch.
+
+        The chunk count is rounded up to a multiple of `model_streams` and the images spread evenly
+        over the chunks: the last chunks of a batch then leave the models together, where an odd
+        one out would run alone with the other streams' cores idle (~6 % of a 300-product run).
+        """
         now = datetime.now(timezone.utc)
-        chunks, current, images = [], [], 0
-        for i, e in enumerate(events):
+        counts = [sum(1 for u in events[i].product.image_urls if not self._trusted(works[i], str(u), now))
+                  if i in works else 0 for i in range(len(events))]
+        total = sum(counts)
+        n = max(1, math.ceil(total / self.chunk_images))
+        n = math.ceil(n / self.model_streams) * self.model_streams if total >= self.model_streams else 1
+        chunks, current, seen = [], [], 0
+        for i, count in enumerate(counts):
             current.append(i)
-            if i in works:
-                work = works[i]
-                images += sum(1 for u in e.product.image_urls if not self._trusted(work, str(u), now))
-            if images >= self.chunk_images:
+            seen += count
+            if count and seen >= (len(chunks) + 1) * total / n:  # chunk k ends at k/n of the images
                 chunks.append(current)
-                current, images = [], 0
-        if current:
+                current = []
+        if current and chunks and not any(counts[i] for i in current):
+            chunks[-1].extend(current)  # trailing events with nothing to fetch ride with the last chunk
+        elif current:
             chunks.append(current)
         return chunks
 

@@ -266,3 +266,25 @@ def test_the_worker_keeps_faust_state_under_the_data_dir(settings):
     from streams.worker import create_worker
     app = create_worker(settings)  # faust's default would be ./<app id>-data in the working directory
     assert Path(app.conf.datadir).resolve().is_relative_to(settings.data_dir.resolve())
+
+
+def test_chunks_are_even_and_a_multiple_of_the_model_streams():
+    from types import SimpleNamespace
+
+    ix = Indexer.__new__(Indexer)  # _chunks reads only these attributes
+    ix.refetch_after_s = 0
+
+    def chunk_images(counts, size, streams):
+        ix.chunk_images, ix.model_streams = size, streams
+        events = [SimpleNamespace(product=SimpleNamespace(image_urls=[f"u{i}-{j}" for j in range(c)]))
+                  for i, c in enumerate(counts)]
+        chunks = ix._chunks(events, {i: SimpleNamespace(known={}) for i in range(len(counts))})
+        assert [i for c in chunks for i in c] == list(range(len(counts)))  # consecutive, all events once
+        return [sum(counts[i] for i in c) for c in chunks]
+
+    # 100 images at ~32 per chunk and 2 streams: 4 chunks of 25, not 32+32+32+4 (a chunk alone at the end).
+    assert chunk_images([1] * 100, 32, 2) == [25, 25, 25, 25]
+    assert chunk_images([2, 1, 3] * 100, 32, 2) == [30] * 20
+    assert chunk_images([1] * 10, 4, 2) == [3, 2, 3, 2]
+    assert chunk_images([0] * 5, 32, 2) == [0]  # nothing to fetch: one chunk, one transaction
+    assert chunk_images([1, 0, 0], 32, 2) == [1]  # trailing no-image events ride with the last chunk
