@@ -2,13 +2,16 @@
 
 aiohttp on its own event loop in a daemon thread: keep-alive and async I/O let it answer a
 fetcher's concurrent requests several times faster than http.server's thread per request, so a
-benchmark measures vitrine rather than its stand-in for a retailer's CDN.
+benchmark measures vitrine rather than its stand-in for a retailer's CDN. Like a CDN's edge it
+answers from memory: each file is read once and kept (0.14 ms of CPU per 24 KB image, against
+1.2 ms for aiohttp's static-file handler, on the cores the benchmarked pipeline uses).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import mimetypes
 import threading
 from pathlib import Path
 
@@ -25,6 +28,7 @@ class ImageServer:
         self.port = port
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
+        self._cache: dict[str, bytes] = {}
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="image-server")
 
     @property
@@ -34,9 +38,20 @@ class ImageServer:
     def url(self, name: str) -> str:
         return f"{self.base_url}/{name}"
 
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        body = self._cache.get(name)
+        if body is None:
+            path = self.root / name
+            # One file directly in the folder: no subpaths, no dot files, no symlinks out of it.
+            if "/" in name or "\\" in name or name.startswith(".") or not path.is_file() or path.is_symlink():
+                raise web.HTTPNotFound()
+            body = self._cache[name] = path.read_bytes()
+        return web.Response(body=body, content_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+
     async def _start(self) -> None:
         app = web.Application()
-        app.router.add_static("/", self.root, show_index=False, follow_symlinks=False)
+        app.router.add_get("/{name}", self._get)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=512)
