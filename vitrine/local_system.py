@@ -63,6 +63,9 @@ def start_local_system(settings: Settings, stack: ExitStack, *, name: str, allow
         "VITRINE_KAFKA_BOOTSTRAP": resolved.kafka_bootstrap, "VITRINE_DATABASE_URL": resolved.database_url,
         "VITRINE_DATA_DIR": str(settings.data_dir.resolve()), "VITRINE_API_PORT": str(api_port),
         "VITRINE_WORKER_WEB_PORT": str(free_port()), "VITRINE_FETCH_ALLOW_HOSTS": allow_hosts,
+        # Topics and consumer group as resolved here (settings built in code are not in os.environ).
+        "VITRINE_TOPIC_PREFIX": resolved.topic_prefix, "VITRINE_APP_ID": resolved.app_id,
+        "VITRINE_TOPIC_PARTITIONS": str(resolved.topic_partitions),
         **(extra_env or {}),
     }
     logs = settings.data_dir / name / "logs"
