@@ -83,7 +83,7 @@ for i, img in enumerate(images):
         if img["items"]:
             st.dataframe(pd.DataFrame([{"kind": it["kind"], "label": it["label"], "score": it["score"],
                                         "box": ", ".join(f"{v:.0f}" for v in it["box"])} for it in img["items"]]),
-                         hide_index=True, use_container_width=True)
+                         hide_index=True, width="stretch")
 
 st.subheader("What each arm would recommend")
 settings = data.get_settings()
@@ -97,7 +97,7 @@ with left:
     elif not lists["visual"]:
         st.info("No other in-stock product of this tenant has vectors yet.")
     else:
-        st.dataframe(neighbour_frame(lists["visual"], "similarity"), hide_index=True, use_container_width=True,
+        st.dataframe(neighbour_frame(lists["visual"], "similarity"), hide_index=True, width="stretch",
                      column_config={"similarity": st.column_config.ProgressColumn(
                          "similarity", min_value=0.0, max_value=1.0, format="%.3f")})
 with right:
@@ -107,5 +107,5 @@ with right:
     elif not lists["baseline"]:
         st.info("No other in-stock product in this category.")
     else:
-        st.dataframe(neighbour_frame(lists["baseline"], "popularity"), hide_index=True, use_container_width=True,
+        st.dataframe(neighbour_frame(lists["baseline"], "popularity"), hide_index=True, width="stretch",
                      column_config={"popularity": st.column_config.NumberColumn(format="%.2f")})

@@ -143,7 +143,7 @@ st.markdown(f"{srm_text(report)} · adjusted p: {report['correction']['label']} 
             f"({report['correction']['family']})")
 
 st.subheader("Results per metric and arm")
-st.dataframe(table_frame(report), hide_index=True, use_container_width=True, column_config={
+st.dataframe(table_frame(report), hide_index=True, width="stretch", column_config={
     "value": st.column_config.NumberColumn(format="%.4f"), "CI low": st.column_config.NumberColumn(format="%.4f"),
     "CI high": st.column_config.NumberColumn(format="%.4f"),
     "lift": st.column_config.NumberColumn(format="percent"),
@@ -161,7 +161,7 @@ daily = data.daily(res, chart_metric, sequential, report["alpha"])
 if not daily["series"]:
     st.info("No daily data yet: the chart appears once two arms have exposures.")
 else:
-    st.altair_chart(lift_chart(daily["series"], sequential), use_container_width=True)
+    st.altair_chart(lift_chart(daily["series"], sequential), width="stretch")
     st.caption("Band: always-valid confidence sequence (tuning n = "
                f"{daily['tuning_n']:,.0f}); safe to read every day." if sequential else
                "Band: fixed-horizon CI per day. Reading it every day inflates false positives; "
@@ -172,7 +172,7 @@ if daily["counts"]:
     st.altair_chart(alt.Chart(exposures).mark_bar().encode(
         x=alt.X("yearmonthdate(day):O", title="day"), xOffset="arm:N", y=alt.Y("exposures that day:Q"),
         color="arm:N", tooltip=["day:T", "arm:N", "exposures that day:Q", "users:Q"],
-    ).properties(height=240), use_container_width=True)
+    ).properties(height=240), width="stretch")
     st.caption("A sudden drop in one arm or a split drifting from the weights shows here first (SRM).")
 
 power_calculator(res, report)

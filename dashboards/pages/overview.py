@@ -74,7 +74,7 @@ COLUMNS = ["experiment", "status", "arms", "users", "arm", "lift", "lift CI low"
            "verdict", "SRM", "power", "primary metric", "as of (UTC)"]
 frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
 st.dataframe(
-    frame, hide_index=True, use_container_width=True,
+    frame, hide_index=True, width="stretch",
     column_config={
         "lift": st.column_config.NumberColumn("lift", format="percent"),
         "lift CI low": st.column_config.NumberColumn("lift CI low", format="percent"),

@@ -34,7 +34,7 @@ c[4].metric("Images pending", f"{counts.get('images_pending', 0):,}")
 c[5].metric("Images failed", f"{counts.get('images_failed', 0):,}")
 if counts.get("failure_reasons"):
     st.markdown("**Failed images by reason** (most frequent first)")
-    st.dataframe(pd.DataFrame(counts["failure_reasons"]), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(counts["failure_reasons"]), hide_index=True, width="stretch")
 elif not counts.get("products"):
     st.info(f"Nothing ingested yet for tenant {tenant}: push products with `POST /v1/catalog/events` or "
             f"`vitrine catalog import FEED --tenant {tenant}` and keep `vitrine worker` running.")
@@ -71,7 +71,7 @@ else:
     frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
     st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
         x=alt.X("hour:T", title="hour (UTC)"), y=alt.Y("n:Q", title="per hour"), color=alt.Color("series:N"),
-        tooltip=["hour:T", "series:N", "n:Q"]).properties(height=280), use_container_width=True)
+        tooltip=["hour:T", "series:N", "n:Q"]).properties(height=280), width="stretch")
 
 if st.session_state.get("allowed_tenants", []) is None:  # signed in as operator: every tenant at a glance
     st.subheader("All tenants")
@@ -85,4 +85,4 @@ if st.session_state.get("allowed_tenants", []) is None:  # signed in as operator
         "tenant": t["tenant_id"], "products": t["products"], "deleted": t["deleted"], "images ok": t["images_ok"],
         "pending": t["images_pending"], "failed": t["images_failed"], "items": t["items"],
         "dead letters": dead.get(t["tenant_id"], 0) if kafka["reachable"] else None,
-    } for t in everyone]), hide_index=True, use_container_width=True)
+    } for t in everyone]), hide_index=True, width="stretch")
