@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboards import auth
 from dashboards.data import get_settings
-from vitrine.settings import StackNotRunning
+from core.settings import StackNotRunning
 
 PAGES = Path(__file__).resolve().parent / "pages"
 

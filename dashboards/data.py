@@ -26,7 +26,7 @@ from experiments.snapshots import (
     snapshot_or_compute,
     snapshot_report,
 )
-from vitrine.settings import Settings
+from core.settings import Settings
 
 # Experiment statistics come from a stored snapshot (experiments/snapshots.py) or, when none is fresh,
 # from aggregating millions of events; in front of both, a minute in this process's cache.
@@ -217,7 +217,7 @@ def product_images(database_url: str, tenant_id: str, external_id: str) -> list[
 
 def embedder_identity(settings: Settings) -> tuple[str, int]:
     """(model key, dim) of the configured embedder; creating it loads no weights."""
-    from vitrine.components import build_embedder
+    from vision.components import build_embedder
 
     embedder = build_embedder(settings)
     return embedder.model_key, embedder.dim

@@ -27,7 +27,7 @@ def current_tenant() -> str:
 def database_url_or_stop() -> str:
     """The database URL of the resolved settings; stops with the reason if none is configured."""
     from dashboards.data import get_settings
-    from vitrine.settings import StackNotRunning
+    from core.settings import StackNotRunning
 
     try:
         return get_settings().database_url

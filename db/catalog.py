@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from db.models import Item, Product
-from streams.events import CatalogEvent
+from core.contracts import CatalogEvent
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from db.models import InteractionEvent as Row
 from db.models import Tenant
 from db.popularity import add_engagement
-from streams.events import InteractionEvent
+from core.contracts import InteractionEvent
 
 
 def known_tenants(session: Session, tenant_ids: set[str]) -> set[str]:

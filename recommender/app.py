@@ -21,9 +21,9 @@ from streams.buffered_sender import BufferedSender
 from streams.image_fetch import ImageFetcher
 from streams.topics import INTERACTIONS
 from streams.producer import EventProducer
-from vitrine import __version__
-from vitrine.components import build_detector, build_embedder
-from vitrine.settings import Settings
+from core import __version__
+from vision.components import build_detector, build_embedder
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from db.models import Tenant
 from db.tenants import hash_key, tenant_by_admin_key, tenant_by_storefront_key
 from recommender.ttl_cache import MISSING
 from streams.producer import EventProducer
-from vitrine.settings import Settings
+from core.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from db import receipts
 from recommender import metrics
 from recommender.schemas import Accepted
-from streams.events import CatalogEvent
+from core.contracts import CatalogEvent
 from streams.producer import BrokerUnavailable
 from streams.topics import PRODUCT_EVENTS
 

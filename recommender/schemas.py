@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from streams.events import CatalogEvent
+from core.contracts import CatalogEvent
 
 
 class CatalogBatch(BaseModel):

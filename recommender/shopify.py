@@ -14,7 +14,7 @@ import hmac
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from streams.events import CatalogEvent
+from core.contracts import CatalogEvent
 
 TOPICS = {"products/create": "product.upserted", "products/update": "product.upserted",
           "products/delete": "product.deleted"}

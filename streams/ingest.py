@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import catalog
 from db.catalog import ImageResult, ItemRow, KnownImage
 from streams import metrics
-from streams.events import CatalogEvent, ProductIndexed
+from core.contracts import CatalogEvent, ProductIndexed
 from streams.image_fetch import FetchError, ImageFetcher
 from vision.image import ImageError, content_hash, load_image
 from vision.items import extract_items

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from vitrine.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,15 @@ from db.interactions import known_tenants, record_interactions
 from db.session import create_db_engine, session_factory
 from db.vector_index import ensure_vector_index
 from streams import metrics
-from streams.events import CatalogEvent, DeadLetter, InteractionEvent, ProductIndexed, utcnow
+from core.contracts import CatalogEvent, DeadLetter, InteractionEvent, ProductIndexed, utcnow
 from streams.faust_transport import App
 from streams.image_fetch import ImageFetcher
 from streams.ingest import Indexer, ItemPolicy
 from streams.lag import consumer_lag
 from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS, PRODUCT_INDEXED
-from vitrine.components import build_detector, build_embedder
-from vitrine.machine import usable_cpus
-from vitrine.settings import Settings
+from vision.components import build_detector, build_embedder
+from core.machine import usable_cpus
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

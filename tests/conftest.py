@@ -23,7 +23,7 @@ from streams.embedded_broker import EmbeddedBroker, free_port
 from streams.topics import ensure_topics
 from vitrine.image_server import ImageServer
 from vitrine.sample_catalog import write_sample_images
-from vitrine.settings import Settings
+from core.settings import Settings
 
 TEMPLATE_DB = "vitrine_template"
 _db_counter = itertools.count()

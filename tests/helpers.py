@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from vitrine.settings import Settings
+from core.settings import Settings
 
 
 def settings_env(s: Settings) -> dict[str, str]:

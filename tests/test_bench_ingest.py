@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vitrine.bench_ingest import build_catalog, make_images, run_ingest_bench
+from vitrine.bench.ingest import build_catalog, make_images, run_ingest_bench
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitrine.bench_serve import (
+from vitrine.bench.serve import (
     cache_hit_rates,
     clustered_vectors,
     latency_summary,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from db.catalog import ImageResult, ItemRow, delete_product, upsert_product
 from db.tenants import create_tenant
 from streams.embedded_broker import free_port
-from streams.events import CatalogEvent, DeadLetter
+from core.contracts import CatalogEvent, DeadLetter
 from streams.topics import DEAD_LETTER, PRODUCT_EVENTS
 from tests.helpers import settings_env
 from vitrine.cli import app

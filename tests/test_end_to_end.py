@@ -150,7 +150,7 @@ def test_many_concurrent_requests_do_not_exhaust_the_connection_pool(settings, s
 
     from db import catalog
     from db.catalog import ImageResult
-    from streams.events import CatalogEvent
+    from core.contracts import CatalogEvent
 
     base, _ = running
     with sessions.begin() as s:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from vitrine.settings import Settings
+from core.settings import Settings
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 

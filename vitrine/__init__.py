@@ -1,3 +1,9 @@
-"""vitrine: a visual recommender that retailers run as a service, with A/B experiments built in."""
+"""vitrine: a visual recommender that retailers run as a service, with A/B experiments built in.
 
-__version__ = "0.1.0"
+The roof of the project: the CLI, the demo, the embedded stack launcher and the benchmarks.
+Nothing else imports it (docs/architecture.md).
+"""
+
+from core import __version__
+
+__all__ = ["__version__"]

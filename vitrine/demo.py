@@ -19,7 +19,7 @@ from vitrine.client import CatalogClient, StorefrontClient
 from vitrine.image_server import ImageServer
 from vitrine.local_system import start_local_system
 from vitrine.sample_catalog import sample_event, write_sample_images
-from vitrine.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 DEMO_TENANT = "demo"

@@ -19,7 +19,7 @@ from db.session import create_db_engine, session_factory
 from db.tenants import TenantCredentials, create_tenant
 from streams.embedded_broker import free_port
 from vitrine import procs
-from vitrine.settings import Settings, StackNotRunning
+from core.settings import Settings, StackNotRunning
 from vitrine.stack import EmbeddedStack
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from db.migrate import upgrade
 from db.session import create_db_engine
 from streams.embedded_broker import EmbeddedBroker, port_open
 from streams.topics import ensure_topics
-from vitrine.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

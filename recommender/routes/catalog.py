@@ -16,7 +16,7 @@ from recommender import ingress, signing
 from recommender.deps import SettingsDep
 from recommender.metrics import REJECTED
 from recommender.schemas import Accepted, Problem
-from streams.events import CatalogEvent
+from core.contracts import CatalogEvent
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recommender.deps import StorefrontTenant
 from recommender.schemas import Accepted, Problem
-from streams.events import InteractionEvent, utcnow
+from core.contracts import InteractionEvent, utcnow
 from streams.producer import BrokerUnavailable
 from streams.topics import INTERACTIONS
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from recommender.deps import StorefrontTenant
 from recommender.schemas import Problem, RecommendedItem, Recommendations
 from recommender.serving import serve
-from streams.events import InteractionEvent
+from core.contracts import InteractionEvent
 
 router = APIRouter(prefix="/v1", tags=["storefront"])
 

@@ -15,7 +15,7 @@ from db.catalog import ImageResult, ItemRow, upsert_product
 from db.experiments import create_experiment
 from db.models import InteractionEvent
 from db.tenants import create_tenant
-from streams.events import CatalogEvent, DeadLetter
+from core.contracts import CatalogEvent, DeadLetter
 
 TENANT = "acme"
 EMPTY_TENANT = "empty-shop"

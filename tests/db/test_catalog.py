@@ -12,7 +12,7 @@ from db.models import Item, Product
 from db.tenants import create_tenant
 from db.vector_index import ensure_vector_index
 from db.vector_queries import similar_products
-from streams.events import CatalogEvent
+from core.contracts import CatalogEvent
 
 pytestmark = pytest.mark.integration
 MODEL, DIM = "test-model@1", 8

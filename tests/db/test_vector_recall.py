@@ -11,7 +11,7 @@ from db.catalog import ImageResult, ItemRow
 from db.tenants import create_tenant
 from db.vector_index import ensure_vector_index
 from db.vector_queries import similar_products
-from streams.events import CatalogEvent
+from core.contracts import CatalogEvent
 
 pytestmark = pytest.mark.integration
 MODEL, DIM, N, CATEGORIES = "recall@1", 64, 6000, 4

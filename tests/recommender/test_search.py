@@ -9,10 +9,10 @@ from fastapi.testclient import TestClient
 
 from db.tenants import create_tenant
 from recommender.app import create_app
-from streams.events import CatalogEvent
+from core.contracts import CatalogEvent
 from streams.image_fetch import ImageFetcher
 from streams.ingest import Indexer
-from vitrine.components import build_detector, build_embedder
+from vision.components import build_detector, build_embedder
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from db.models import ProductPopularity
 from db.tenants import create_tenant
 from db.vector_index import ensure_vector_index
 from recommender.app import create_app
-from streams.events import CatalogEvent
+from core.contracts import CatalogEvent
 from streams.topics import INTERACTIONS
 
 pytestmark = pytest.mark.integration

@@ -15,11 +15,11 @@ from sqlalchemy import select
 
 from db.models import Item, Product, ProductImage
 from db.tenants import create_tenant
-from streams.events import CatalogEvent
+from core.contracts import CatalogEvent
 from streams.image_fetch import ImageFetcher
 from streams.ingest import Indexer, TransientError
-from vitrine.components import build_detector, build_embedder
-from vitrine.machine import quota_cpus, usable_cpus
+from vision.components import build_detector, build_embedder
+from core.machine import quota_cpus, usable_cpus
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ class CountingEmbedder:
 
 @pytest.fixture(scope="module")
 def real_embedder(tmp_path_factory, models_dir):
-    from vitrine.settings import Settings
+    from core.settings import Settings
     e = build_embedder(Settings(data_dir=models_dir.parent))
     e.load()
     return e

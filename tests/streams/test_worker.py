@@ -166,7 +166,7 @@ def test_notices_are_stamped_when_published_after_the_write_not_when_built():
     event-to-indexed latency is not read low by the time the write took."""
     from datetime import timedelta
 
-    from streams.events import ProductIndexed, utcnow
+    from core.contracts import ProductIndexed, utcnow
     from streams.worker import process_batch
 
     class SlowWriteIndexer:  # the Indexer's contract: on_result(i, notice) after the chunk is written

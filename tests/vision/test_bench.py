@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vision.bench import bench_images, machine_info, peak_rss_mb, throughput
+from vitrine.bench.vision import bench_images, machine_info, peak_rss_mb, throughput
 
 
 def test_bench_images_are_fixed_for_a_seed():

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from vitrine.settings import Settings
+from core.settings import Settings
 
 app = typer.Typer(
     help="vitrine: visual recommendations with built-in A/B experiments.\n\n"

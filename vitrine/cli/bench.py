@@ -20,7 +20,7 @@ def bench_ingest(products: int = typer.Option(200, min=1, help="Products to post
                  as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
                  verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Post N products through the webhook into the stack; print products/s, images/s, latency, ratios."""
-    from vitrine.bench_ingest import run_ingest_bench
+    from vitrine.bench.ingest import run_ingest_bench
 
     setup_logging(verbose)
     try:
@@ -64,7 +64,7 @@ def bench_serve(products: int = typer.Option(100_000, min=100, help="Synthetic p
                 as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
                 verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Load N products, drive /v1/recommendations for both arms; print QPS, p50/p95/p99, raw floor, recall."""
-    from vitrine.bench_serve import run_serve_bench
+    from vitrine.bench.serve import run_serve_bench
 
     setup_logging(verbose)
     try:

@@ -21,7 +21,7 @@ import typer
 
 from vitrine.cli.app import app, catalog_app, fail, setup_logging
 from vitrine.cli.stack import resolved_settings
-from vitrine.settings import Settings
+from core.settings import Settings
 
 UNREACHABLE = 2
 PROGRESS_EVERY = 1000  # lines between progress-bar updates: per-line updates would cost more than parsing
@@ -171,7 +171,7 @@ class DeadLetterRecord:
 def _parse_dead_letter(partition: int, offset: int, key: bytes | None, value: bytes) -> DeadLetterRecord:
     from pydantic import ValidationError
 
-    from streams.events import DeadLetter
+    from core.contracts import DeadLetter
 
     try:
         dl = DeadLetter.model_validate_json(value)

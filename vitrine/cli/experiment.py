@@ -18,7 +18,7 @@ def _engine():
     """An Engine on the configured (or embedded, running) database, or exit with one line."""
     from sqlalchemy import create_engine
 
-    from vitrine.settings import StackNotRunning
+    from core.settings import StackNotRunning
 
     settings = load_settings()
     try:
@@ -264,9 +264,9 @@ def bench_dashboard(
     """
     import os
 
-    from dashboards.bench import time_experiment_page, warm_imports
+    from vitrine.bench.dashboard import time_experiment_page, warm_imports
     from experiments.simulate import machine
-    from vitrine.settings import StackNotRunning
+    from core.settings import StackNotRunning
 
     if (tenant is None) != (key is None):
         fail("--tenant and --key go together")

@@ -9,7 +9,7 @@ import threading
 import typer
 
 from vitrine.cli.app import app, db_app, fail, load_settings, setup_logging, tenant_app
-from vitrine.settings import Settings, StackNotRunning
+from core.settings import Settings, StackNotRunning
 
 log = logging.getLogger("vitrine")
 

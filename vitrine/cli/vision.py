@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from vitrine.cli.app import app, bench_app, eval_app, fail, load_settings, setup_logging
-from vitrine.settings import Settings
+from core.settings import Settings
 
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Debug logging")
 JSON = typer.Option(False, "--json", help="Print one JSON object instead of a table")
@@ -28,7 +28,7 @@ def _quiet_logging(verbose: bool) -> None:
 def _models(settings: Settings, *, embedder: bool = True, detector: bool = True):
     """The configured models, built exactly as the worker builds them (not loaded)."""
     from vision.model import VisionError
-    from vitrine.components import build_detector, build_embedder
+    from vision.components import build_detector, build_embedder
 
     try:
         return (build_embedder(settings) if embedder else None, build_detector(settings) if detector else None)
@@ -234,7 +234,7 @@ def eval_retrieval(
     """Leave-one-out retrieval quality (mAP@5/10, R@1/5/10) of the embedder vs raw pixels, relevance = same label."""
     _quiet_logging(verbose)
     settings = load_settings()
-    from vision.bench import machine_info
+    from vitrine.bench.vision import machine_info
     from vision.datasets import DatasetError, load_fashion_mnist, load_image_folder
     from vision.eval import RAW_SIDE, raw_pixel_vectors, retrieval_scores
 
@@ -288,7 +288,7 @@ def bench_vision(
     settings = load_settings()
     updates = {k: v for k, v in (("detector", detector_name), ("yolo_weights", yolo_weights)) if v}
     settings = settings.model_copy(update=updates)
-    from vision.bench import (bench_detector, bench_embedder, bench_images, bench_pipeline, machine_info,
+    from vitrine.bench.vision import (bench_detector, bench_embedder, bench_images, bench_pipeline, machine_info,
                               peak_rss_mb, sample_photo_paths)
 
     photos = bench_images(images)

@@ -26,7 +26,7 @@ from db.tenants import hash_key
 from db.vector_index import ensure_vector_index, index_name
 from db.vector_queries import choose_strategy, similar_products
 from vitrine.local_system import LocalSystem, start_local_system
-from vitrine.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -356,8 +356,8 @@ def run_serve_bench(settings: Settings, *, products: int, seed: int = 0, levels:
                     think_s: float = 1.0, duration_s: float = 12.0, max_requests: int = 20_000,
                     recall_sample: int = 200, raw_sample: int = 1000) -> dict:
     """Load (or reuse) the catalog, run both arms, the raw query and recall; return the figures."""
-    from vision.bench import machine_info
-    from vitrine.components import build_embedder
+    from vitrine.bench.vision import machine_info
+    from vision.components import build_embedder
 
     embedder = build_embedder(settings)  # only its key and dimension: what the API's visual arm queries
     model_key, dim = embedder.model_key, embedder.dim

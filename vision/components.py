@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vitrine.settings import Settings
+from core.settings import Settings
 
 
 def build_embedder(settings: Settings):

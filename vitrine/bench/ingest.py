@@ -26,7 +26,7 @@ from vitrine.client import CatalogClient
 from vitrine.image_server import ImageServer
 from vitrine.local_system import start_local_system
 from vitrine.sample_catalog import _assets
-from vitrine.settings import Settings
+from core.settings import Settings
 
 TENANT = "bench-ingest"
 POST_BATCH = 50
@@ -118,7 +118,7 @@ def _send_and_wait(client: CatalogClient, consumer: KafkaConsumer, events: list[
 
 def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeout_s: float = 900) -> dict:
     """Run the benchmark and return its figures (the CLI prints them)."""
-    from vision.bench import machine_info
+    from vitrine.bench.vision import machine_info
 
     with ExitStack() as stack:
         img_dir = settings.data_dir / "bench-ingest" / "images"
@@ -184,7 +184,7 @@ class EmbedderReference:
     """
 
     def __init__(self, settings: Settings, images: list):
-        from vitrine.components import build_embedder
+        from vision.components import build_embedder
 
         self.settings, self.images = settings, images
         self.embedder = build_embedder(settings)
@@ -196,7 +196,7 @@ class EmbedderReference:
             self.single_threaded.load()
 
     def measure(self) -> dict:
-        from vision.bench import throughput
+        from vitrine.bench.vision import throughput
 
         batch = self.settings.embed_batch_size
         return {
