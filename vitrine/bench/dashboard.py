@@ -15,7 +15,9 @@ from typing import Any
 
 from sqlalchemy import text
 
-PAGE = Path(__file__).resolve().parent / "pages" / "experiment.py"
+import dashboards
+
+PAGE = Path(dashboards.__file__).resolve().parent / "pages" / "experiment.py"
 TIMEOUT_S = 900  # a live computation at 10M events takes ~30 s; AppTest's default is 3 s
 
 
