@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitrine.bench.vision import bench_images, machine_info, peak_rss_mb, throughput
+from core.machine import machine_info
+from vitrine.bench.vision import bench_images, peak_rss_mb, throughput
 
 
 def test_bench_images_are_fixed_for_a_seed():

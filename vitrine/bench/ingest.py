@@ -118,7 +118,7 @@ def _send_and_wait(client: CatalogClient, consumer: KafkaConsumer, events: list[
 
 def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeout_s: float = 900) -> dict:
     """Run the benchmark and return its figures (the CLI prints them)."""
-    from vitrine.bench.vision import machine_info
+    from core.machine import machine_info
 
     with ExitStack() as stack:
         img_dir = settings.data_dir / "bench-ingest" / "images"

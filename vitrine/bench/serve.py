@@ -356,7 +356,7 @@ def run_serve_bench(settings: Settings, *, products: int, seed: int = 0, levels:
                     think_s: float = 1.0, duration_s: float = 12.0, max_requests: int = 20_000,
                     recall_sample: int = 200, raw_sample: int = 1000) -> dict:
     """Load (or reuse) the catalog, run both arms, the raw query and recall; return the figures."""
-    from vitrine.bench.vision import machine_info
+    from core.machine import machine_info
     from vision.components import build_embedder
 
     embedder = build_embedder(settings)  # only its key and dimension: what the API's visual arm queries

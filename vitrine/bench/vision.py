@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-from importlib import metadata
-import os
-import platform
 import resource
 import sys
 import time
@@ -120,32 +117,3 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(kib / 1024 if sys.platform != "darwin" else kib / 2**20, 1)
-
-
-def machine_info() -> dict:
-    """CPU model, cores, Python and the versions of the inference libraries."""
-    info = {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(),
-            # Shared machines: a busy neighbour halves the figures; the reader should see that.
-            "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
-    # Versions from package metadata: importing ultralytics here would configure it before vision does.
-    for key, dist in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("open_clip", "open_clip_torch"),
-                      ("ultralytics", "ultralytics"), ("numpy", "numpy"), ("pillow", "pillow")):
-        try:
-            info[key] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            info[key] = None
-    # Only when torch is already loaded: importing it here would add ~500 MB to the peak RSS reported.
-    torch = sys.modules.get("torch")
-    info["torch_threads"] = torch.get_num_threads() if torch is not None else None
-    return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -234,7 +234,7 @@ def eval_retrieval(
     """Leave-one-out retrieval quality (mAP@5/10, R@1/5/10) of the embedder vs raw pixels, relevance = same label."""
     _quiet_logging(verbose)
     settings = load_settings()
-    from vitrine.bench.vision import machine_info
+    from core.machine import machine_info
     from vision.datasets import DatasetError, load_fashion_mnist, load_image_folder
     from vision.eval import RAW_SIDE, raw_pixel_vectors, retrieval_scores
 
@@ -288,7 +288,8 @@ def bench_vision(
     settings = load_settings()
     updates = {k: v for k, v in (("detector", detector_name), ("yolo_weights", yolo_weights)) if v}
     settings = settings.model_copy(update=updates)
-    from vitrine.bench.vision import (bench_detector, bench_embedder, bench_images, bench_pipeline, machine_info,
+    from core.machine import machine_info
+    from vitrine.bench.vision import (bench_detector, bench_embedder, bench_images, bench_pipeline,
                               peak_rss_mb, sample_photo_paths)
 
     photos = bench_images(images)
