@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from db.models import InteractionEvent
 from experiments.analysis import ReportOptions, analyze
 from experiments.snapshots import load_snapshot, refresh_due
+from tests.dashboards.helpers import TIMEOUT_S, page, texts
 from tests.dashboards.seed import EXPERIMENT, TENANT, USERS
-from tests.dashboards.test_pages import TIMEOUT_S, page, texts
 
 pytestmark = pytest.mark.integration
 

@@ -9,6 +9,7 @@ from scipy.stats import norm
 from experiments.ratio import DeltaMethodRatioTest
 from experiments.result import ErrorCode
 from experiments.stats import RatioStatistic, SampleMeanStatistic
+from tests.experiments.stat_cases import TwoArmTestCases
 
 
 def users(seed: int, n: int, ctr: float) -> tuple[np.ndarray, np.ndarray]:
@@ -27,6 +28,30 @@ def linearised_variance(x: np.ndarray, y: np.ndarray) -> float:
     # Deng et al. (2018) eq. 4 written as a linearisation: Var(ybar/xbar) ~ Var(y - r x) / (n xbar^2).
     r = y.sum() / x.sum()
     return np.var(y - r * x, ddof=1) / (len(x) * x.mean() ** 2)
+
+
+CONSTANT = RatioStatistic(SampleMeanStatistic(5, 5, 5), SampleMeanStatistic(5, 10, 20), 10)  # 2 exposures, 1 click
+OK = ratio_stat(*users(5, 100, 0.1))  # 100 ordinary users, the other arm of the degenerate cases
+
+
+class TestDeltaMethodRatioTest(TwoArmTestCases):
+    """The shared properties (stat_cases.py) on the delta-method ratio test."""
+
+    METHOD = "delta-method z-test (ratio)"
+    SIGNIFICANT = (ratio_stat(*users(2, 3000, 0.10)), ratio_stat(*users(3, 3000, 0.11)))  # p = 0.0016
+    NOT_SIGNIFICANT = (ratio_stat(*users(2, 3000, 0.10)), ratio_stat(*users(3, 3000, 0.10)))  # p = 0.41
+    # no control user ever clicks: control CTR 0 with zero variance, the treatment's variance carries the test
+    ZERO_BASELINE = (ratio_stat(users(6, 100, 0.1)[0], np.zeros(100)), OK)
+    DEGENERATE = (
+        (RatioStatistic(SampleMeanStatistic(0, 0, 0), SampleMeanStatistic(0, 0, 0), 0), OK, ErrorCode.ZERO_USERS),
+        (RatioStatistic(SampleMeanStatistic(1, 1, 1), SampleMeanStatistic(1, 2, 4), 2), OK, ErrorCode.TOO_FEW_USERS),
+        (RatioStatistic(SampleMeanStatistic(5, 0, 0), SampleMeanStatistic(5, 0, 0), 0), OK,  # no exposures
+         ErrorCode.ZERO_DENOMINATOR),
+        (CONSTANT, CONSTANT, ErrorCode.ZERO_VARIANCE),  # ratio 0.5 with zero variance in both arms
+    )
+
+    def make(self, control, treatment):
+        return DeltaMethodRatioTest(control, treatment, self.ALPHA)
 
 
 def test_delta_variance_equals_linearisation_on_raw_data():
@@ -52,16 +77,7 @@ def test_delta_method_ci_is_wider_than_impression_level_when_users_differ():
     assert ratio_stat(x, y).variance_of_ratio > 1.5 * impressions_var
 
 
-def test_degenerate_ratios():
-    empty = RatioStatistic(SampleMeanStatistic(0, 0, 0), SampleMeanStatistic(0, 0, 0), 0)
-    x, y = users(5, 100, 0.1)
-    ok = ratio_stat(x, y)
-    assert DeltaMethodRatioTest(empty, ok).compute_result().error == ErrorCode.ZERO_USERS
-    one = RatioStatistic(SampleMeanStatistic(1, 1, 1), SampleMeanStatistic(1, 2, 4), 2)
-    assert DeltaMethodRatioTest(one, ok).compute_result().error == ErrorCode.TOO_FEW_USERS
-    no_exposures = RatioStatistic(SampleMeanStatistic(5, 0, 0), SampleMeanStatistic(5, 0, 0), 0)
-    assert DeltaMethodRatioTest(no_exposures, ok).compute_result().error == ErrorCode.ZERO_DENOMINATOR
-    # every user: 2 exposures, 1 click -> ratio 0.5 with zero variance in both arms
-    const = RatioStatistic(SampleMeanStatistic(5, 5, 5), SampleMeanStatistic(5, 10, 20), 10)
-    r = DeltaMethodRatioTest(const, const).compute_result()
+def test_constant_arms_keep_their_ratio():
+    # every user: 2 exposures, 1 click -> no test (zero variance), but the arms still show CTR 0.5
+    r = DeltaMethodRatioTest(CONSTANT, CONSTANT).compute_result()
     assert r.error == ErrorCode.ZERO_VARIANCE and r.p_value == 1.0 and r.control_value == 0.5

@@ -40,7 +40,10 @@ def test_report_structure_and_json():
     assert visual["significant"] and visual["p_value_adjusted"] >= visual["p_value"]
     assert rep["metrics"][2]["primary"]
     assert rep["correction"]["method"] == "holm" and "4 comparisons" in rep["correction"]["family"]
-    assert visual["power"]["days_remaining"] is not None or visual["power"]["required_n_control"] <= 5000
+    # 5,000 control users in 5 days: 1,000 a day, so the users the target MDE still needs take this many days
+    pw = visual["power"]
+    assert pw["n_control"] == 5000 and pw["required_n_control"] > 5000
+    assert pw["days_remaining"] == pytest.approx((pw["required_n_control"] - 5000) / 1000)
 
 
 def test_text_shows_srm_before_results_and_labels_the_correction():

@@ -12,6 +12,25 @@ from experiments.result import ErrorCode
 from experiments.sequential import SequentialTest, always_valid_p_value, mixture_rho, sequence_halfwidth
 from experiments.stats import ProportionStatistic as P
 from experiments.stats import SampleMeanStatistic
+from tests.experiments.stat_cases import TwoArmTestCases
+
+
+class TestSequentialTest(TwoArmTestCases):
+    """The shared properties (stat_cases.py) on the confidence sequence around the proportions and Welch tests."""
+
+    TUNING_N = 40_000
+    METHOD = "sequential two-proportion z-test (normal-mixture CS, tuning_n=40000)"
+    SIGNIFICANT = (P(20_000, 1000), P(20_000, 1300))  # always-valid p = 2.9e-8
+    NOT_SIGNIFICANT = (P(20_000, 1000), P(20_000, 1100))  # fixed-horizon p = 0.025, always-valid p = 0.32
+    ZERO_BASELINE = (P(20_000, 0), P(20_000, 40))
+    DEGENERATE = (  # the wrapped test's error passes through
+        (P(0, 0), P(10, 1), ErrorCode.ZERO_USERS),
+        (SampleMeanStatistic(10, 20, 40), SampleMeanStatistic(10, 20, 40), ErrorCode.ZERO_VARIANCE),
+    )
+
+    def make(self, control, treatment):
+        fixed = WelchTTest if isinstance(control, SampleMeanStatistic) else TwoProportionZTest
+        return SequentialTest(fixed(control, treatment, self.ALPHA), self.TUNING_N)
 
 
 def test_rho_by_hand():
@@ -19,8 +38,8 @@ def test_rho_by_hand():
     assert mixture_rho(0.05, 5000) ** 2 == pytest.approx(0.00158723, abs=1e-8)
 
 
-def test_p_value_and_ci_agree_at_alpha():
-    # The CS at level alpha excludes 0 exactly when the always-valid p-value is below alpha.
+def test_p_value_and_halfwidth_formulas_agree_at_alpha():
+    # The CS at level alpha excludes 0 exactly when the always-valid p-value is below alpha; p = alpha at the edge.
     for effect in (0.001, 0.01, 0.02, 0.03, 0.05):
         hw = sequence_halfwidth(1e-4, 20_000, 0.05, 5000)
         p = always_valid_p_value(effect, 1e-4, 20_000, 0.05, 5000)
@@ -44,10 +63,3 @@ def test_tightest_near_the_tuning_parameter():
     ratios = {n: sequence_halfwidth(1.0 / n, n, 0.05, 10_000) / (1.959964 * math.sqrt(1.0 / n))
               for n in (1000, 10_000, 100_000)}
     assert ratios[10_000] < ratios[1000] and ratios[10_000] < ratios[100_000]
-
-
-def test_degenerate_inputs_pass_through_the_error():
-    assert SequentialTest(TwoProportionZTest(P(0, 0), P(10, 1))).compute_result().error == ErrorCode.ZERO_USERS
-    const = SampleMeanStatistic(10, 20, 40)
-    r = SequentialTest(WelchTTest(const, const)).compute_result()
-    assert r.error == ErrorCode.ZERO_VARIANCE and r.p_value == 1.0

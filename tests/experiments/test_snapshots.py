@@ -1,7 +1,7 @@
 """Result snapshots (experiments/snapshots.py, migration 0006) against a real Postgres.
 
 Exactness is dataclass equality (bit for bit), as in test_rollup.py: a snapshot must give the
-numbers a live load gives. The events are test_rollup.py's adversarial scenario plus random traffic.
+numbers a live load gives. The events are rollup_data.py's adversarial scenario plus random traffic.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from experiments.snapshots import (
     try_lock,
 )
 from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
-from tests.experiments.test_rollup import SCENARIO, random_events, setup_tenants, write
+from tests.experiments.rollup_data import SCENARIO, random_events, setup_tenants, write
 
 pytestmark = pytest.mark.integration
 

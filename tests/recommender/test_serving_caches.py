@@ -15,15 +15,27 @@ from db.models import ProductPopularity
 from db.tenants import create_tenant, hash_key
 from db.vector_index import ensure_vector_index
 from recommender.app import create_app
-from tests.recommender.test_storefront import put_product, rec
+from recommender.ttl_cache import TTLCache
+from tests.recommender.helpers import Clock, put_product, rec
 
 pytestmark = pytest.mark.integration
 
-TTL = 0.5  # short, so the tests can wait it out
+TTL = 30.0  # the tests move a fake clock past it instead of waiting
 
 
 @pytest.fixture
-def twins(settings, sessions):
+def clock() -> Clock:
+    return Clock()
+
+
+def on_clock(cache: TTLCache, clock: Clock) -> TTLCache:
+    """The same cache (name, the TTL create_app took from the settings, size bound) on the test's clock."""
+    assert cache.ttl_s == TTL, cache.name
+    return TTLCache(cache.name, cache.ttl_s, max_entries=cache.max_entries, clock=clock)
+
+
+@pytest.fixture
+def twins(settings, sessions, clock):
     """Two tenants whose catalogs use the same product ids and category names, caches on."""
     with sessions.begin() as s:
         a = create_tenant(s, "Acme", "acme", default_arm="visual")
@@ -35,6 +47,10 @@ def twins(settings, sessions):
             put_product(s, tenant, f"{own}-far", [0, 1, 0, 0])
             put_product(s, tenant, f"{own}-shoe", [0.9, 0, 0.1, 0], category="shoes")
     app = create_app(settings.model_copy(update={"lookup_cache_ttl_s": TTL, "popularity_cache_ttl_s": TTL}))
+    app.state.tenant_cache = on_clock(app.state.tenant_cache, clock)
+    app.state.experiment_cache = on_clock(app.state.experiment_cache, clock)
+    app.state.arms["baseline"].lists = on_clock(app.state.arms["baseline"].lists, clock)
+    app.state.arms["visual"].strategies = on_clock(app.state.arms["visual"].strategies, clock)
     app.state.arms["visual"].model_key = "m@1"
     app.state.arms["visual"].dim = 4
     with TestClient(app) as client:
@@ -46,18 +62,18 @@ def ids(resp) -> list[str]:
     return [i["product_id"] for i in resp.json()["items"]]
 
 
-def set_arm(sessions, arm: str) -> None:
+def set_arm(sessions, clock: Clock, arm: str) -> None:
     with sessions.begin() as s:
         s.execute(text("UPDATE tenants SET default_arm = :a"), {"a": arm})
-    time.sleep(TTL + 0.1)  # the cached tenants expire
+    clock.now += TTL  # the cached tenants expire
 
 
 @pytest.mark.parametrize("same_category", [False, True])
-def test_every_cache_keeps_tenants_apart(twins, sessions, same_category):
+def test_every_cache_keeps_tenants_apart(twins, sessions, clock, same_category):
     client, app, a, b = twins
     for arm in ("visual", "baseline"):
         if arm == "baseline":
-            set_arm(sessions, "baseline")
+            set_arm(sessions, clock, "baseline")
         for _ in range(2):  # the second round is served from the caches
             got_a = ids(rec(client, a.storefront_key, "red", same_category=same_category))
             got_b = ids(rec(client, b.storefront_key, "red", same_category=same_category))
@@ -78,7 +94,7 @@ def test_a_cached_storefront_key_never_opens_the_admin_api(twins):
     assert client.get("/v1/experiments", headers={"X-Vitrine-Admin-Key": a.admin_key}).status_code == 200
 
 
-def test_a_new_key_works_at_once_and_a_revoked_one_stops_within_the_ttl(twins, sessions):
+def test_a_new_key_works_at_once_and_a_revoked_one_stops_within_the_ttl(twins, sessions, clock):
     client, _, a, _ = twins
     assert rec(client, a.storefront_key, "red").json()["arm"] == "visual"
     assert rec(client, "vsk_acme_new", "red").status_code == 401  # unknown keys are not cached...
@@ -87,11 +103,11 @@ def test_a_new_key_works_at_once_and_a_revoked_one_stops_within_the_ttl(twins, s
                   {"h": hash_key("vsk_acme_new")})
     body = rec(client, "vsk_acme_new", "red").json()  # ...so the new key works at once, with the new arm
     assert body["arm"] == "baseline"
-    time.sleep(TTL + 0.1)
+    clock.now += TTL
     assert rec(client, a.storefront_key, "red").status_code == 401
 
 
-def test_experiments_started_here_serve_at_once_and_started_elsewhere_within_the_ttl(twins, sessions):
+def test_experiments_started_here_serve_at_once_and_started_elsewhere_within_the_ttl(twins, sessions, clock):
     client, _, a, b = twins
     admin = {"X-Vitrine-Admin-Key": a.admin_key}
     arms = [{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}]
@@ -104,15 +120,15 @@ def test_experiments_started_here_serve_at_once_and_started_elsewhere_within_the
     with sessions.begin() as s:
         create_experiment(s, "globex", "g-1", arms=arms)
         start_experiment(s, "globex", "g-1")
-    time.sleep(TTL + 0.1)
+    clock.now += TTL
     assert rec(client, b.storefront_key, "red").json()["experiment"] == "g-1"
     assert client.post("/v1/experiments/vis-1/stop", headers=admin).status_code == 200
     assert rec(client, a.storefront_key, "red").json()["experiment"] is None
 
 
-def test_baseline_list_is_refreshed_after_its_ttl_and_never_shows_the_viewed_product(twins, sessions):
+def test_baseline_list_is_refreshed_after_its_ttl_and_never_shows_the_viewed_product(twins, sessions, clock):
     client, _, a, _ = twins
-    set_arm(sessions, "baseline")
+    set_arm(sessions, clock, "baseline")
     now = datetime.now(timezone.utc)
     with sessions.begin() as s:
         s.add(ProductPopularity(tenant_id="acme", product_id="a-far", score=10.0, updated_at=now))
@@ -121,7 +137,7 @@ def test_baseline_list_is_refreshed_after_its_ttl_and_never_shows_the_viewed_pro
     assert ids(rec(client, a.storefront_key, "a-near", limit=1)) == ["red"]  # the same cached list, limit applied
     with sessions.begin() as s:
         s.add(ProductPopularity(tenant_id="acme", product_id="a-near", score=100.0, updated_at=now))
-    time.sleep(TTL + 0.1)
+    clock.now += TTL
     assert ids(rec(client, a.storefront_key, "red")) == ["a-near", "a-far"]
 
 

@@ -6,34 +6,19 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer
 from sqlalchemy import text
 
-from db import catalog
-from db.catalog import ImageResult, ItemRow
 from db.models import ProductPopularity
 from db.tenants import create_tenant
 from db.vector_index import ensure_vector_index
 from recommender.app import create_app
-from core.contracts import CatalogEvent
 from streams.topics import INTERACTIONS
+from tests.recommender.helpers import put_product, rec
 
 pytestmark = pytest.mark.integration
-
-
-def put_product(s, tenant, pid, vec, *, category="shirts", in_stock=True, model_key="m@1", created=None):
-    e = CatalogEvent.model_validate({"event_id": f"{tenant}-{pid}", "tenant_id": tenant, "type": "product.upserted",
-                                     "product": {"id": pid, "version": 1, "title": pid.upper(), "category": category,
-                                                 "in_stock": in_stock, "image_urls": [f"https://x.test/{pid}.jpg"]}})
-    items = None if vec is None else [ItemRow("whole", (0, 0, 1, 1), "product", 1.0, np.asarray(vec, np.float32))]
-    catalog.upsert_product(s, e, [ImageResult(f"https://x.test/{pid}.jpg", 0, "ok", content_hash=pid, items=items)],
-                           model_key=model_key, dim=4)
-    if created:
-        s.execute(text("UPDATE products SET created_at = :c WHERE tenant_id = :t AND external_id = :p"),
-                  {"c": created, "t": tenant, "p": pid})
 
 
 @pytest.fixture
@@ -55,11 +40,6 @@ def shop(settings, sessions):
     app.state.arms["visual"].dim = 4
     with TestClient(app) as client:
         yield client, a, b
-
-
-def rec(client, key, product, user="u1", **params):
-    return client.get("/v1/recommendations", headers={"X-Vitrine-Key": key},
-                      params={"product_id": product, "user_id": user, **params})
 
 
 def test_visual_arm_excludes_self_sold_out_and_other_tenants(shop):

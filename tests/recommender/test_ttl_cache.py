@@ -6,14 +6,7 @@ import pytest
 
 from recommender import metrics
 from recommender.ttl_cache import MISSING, TTLCache
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.recommender.helpers import Clock
 
 
 def counted(name: str, outcome: str) -> float:

@@ -1,0 +1,37 @@
+"""Helpers of the recommender tests: catalog rows with test vectors, a storefront request, a fake clock."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import text
+
+from core.contracts import CatalogEvent
+from db import catalog
+from db.catalog import ImageResult, ItemRow
+
+
+def put_product(s, tenant, pid, vec, *, category="shirts", in_stock=True, model_key="m@1", created=None):
+    e = CatalogEvent.model_validate({"event_id": f"{tenant}-{pid}", "tenant_id": tenant, "type": "product.upserted",
+                                     "product": {"id": pid, "version": 1, "title": pid.upper(), "category": category,
+                                                 "in_stock": in_stock, "image_urls": [f"https://x.test/{pid}.jpg"]}})
+    items = None if vec is None else [ItemRow("whole", (0, 0, 1, 1), "product", 1.0, np.asarray(vec, np.float32))]
+    catalog.upsert_product(s, e, [ImageResult(f"https://x.test/{pid}.jpg", 0, "ok", content_hash=pid, items=items)],
+                           model_key=model_key, dim=4)
+    if created:
+        s.execute(text("UPDATE products SET created_at = :c WHERE tenant_id = :t AND external_id = :p"),
+                  {"c": created, "t": tenant, "p": pid})
+
+
+def rec(client, key, product, user="u1", **params):
+    return client.get("/v1/recommendations", headers={"X-Vitrine-Key": key},
+                      params={"product_id": product, "user_id": user, **params})
+
+
+class Clock:
+    """A clock for `TTLCache(clock=...)` that moves only when a test sets `now`."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
