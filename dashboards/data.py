@@ -249,22 +249,23 @@ def neighbours(database_url: str, tenant_id: str, external_id: str, model_key: s
 @st.cache_data(ttl=HEALTH_TTL_S, show_spinner="Reading pipeline health…")
 def catalog_health(database_url: str, tenant_id: str | None) -> list[dict[str, Any]]:
     """Per tenant: what `vitrine status` shows (products, images by status, top failure reasons, items)."""
-    import click
+    from sqlalchemy.exc import OperationalError
 
-    from vitrine.cli.catalog import _catalog_status
+    from db.status import UnknownTenant, catalog_status
 
     try:
-        return _catalog_status(get_settings(), tenant_id)
-    except click.exceptions.Exit as exc:  # the CLI helper exits on an unreachable database or unknown tenant
+        with _session(database_url) as session:
+            return catalog_status(session, tenant_id)
+    except (OperationalError, UnknownTenant) as exc:  # the page words both as one error line
         raise RuntimeError("the database is unreachable or the tenant does not exist") from exc
 
 
 @st.cache_data(ttl=HEALTH_TTL_S, show_spinner="Reading Kafka…")
 def kafka_health(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> dict[str, Any]:
     """Worker lag and dead letters per tenant, as `vitrine status` reads them (never raises)."""
-    from vitrine.cli.catalog import _kafka_status
+    from streams.status import kafka_status
 
-    return _kafka_status(get_settings())
+    return kafka_status(get_settings())
 
 
 @st.cache_data(ttl=HEALTH_TTL_S, show_spinner=False)

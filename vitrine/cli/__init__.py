@@ -8,7 +8,8 @@ from vitrine.cli import vision as _vision  # noqa: F401,E402  models, embed, det
 from vitrine.cli import experiment as _experiment  # noqa: F401,E402  experiment ..., bench stats
 from vitrine.cli import bench as _bench  # noqa: F401,E402  bench ingest
 from vitrine.cli import experiment_admin as _experiment_admin  # noqa: F401,E402  experiment create/start/stop/list
-from vitrine.cli import catalog as _catalog  # noqa: F401,E402  catalog import/dead-letters/replay, status
+from vitrine.cli import catalog as _catalog  # noqa: F401,E402  catalog import/dead-letters/replay
+from vitrine.cli import status as _status  # noqa: F401,E402  status
 from vitrine.cli import dashboard as _dashboard  # noqa: F401,E402  dashboard
 
 

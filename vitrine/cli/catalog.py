@@ -1,7 +1,7 @@
-"""Catalog commands: bulk import of feeds, dead letters and their replay; `vitrine status`.
+"""Catalog commands: bulk import of feeds, dead letters and their replay (`streams.dead_letters`).
 
 Exit codes, for scripts: 0 all good; 1 bad input (bad feed lines, unknown tenant, bad arguments);
-2 a service (Kafka, Postgres) is unreachable.
+2 a service (Kafka, Postgres) is unreachable. `vitrine status` is in `vitrine/cli/status.py`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,18 @@ import json
 import logging
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from vitrine.cli.app import app, catalog_app, fail, setup_logging
-from vitrine.cli.stack import resolved_settings
 from core.settings import Settings
+from vitrine.cli.app import catalog_app, fail, setup_logging
+from vitrine.cli.stack import resolved_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.exc import OperationalError
 
 UNREACHABLE = 2
 PROGRESS_EVERY = 1000  # lines between progress-bar updates: per-line updates would cost more than parsing
@@ -49,7 +51,7 @@ def import_feed(
     from streams.sync_producer import BrokerUnreachable, SyncProducer
     from streams.topics import PRODUCT_EVENTS
 
-    _setup_logging(verbose)
+    setup_command_logging(verbose)
     try:
         fmt = feed_format(path, fmt)
     except FeedFormatError as exc:
@@ -116,7 +118,8 @@ def import_feed(
     raise typer.Exit(1 if bad else 0)
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_command_logging(verbose: bool) -> None:
+    """`setup_logging`, with kafka-python's connection noise silenced unless verbose."""
     setup_logging(verbose)
     if not verbose:  # kafka-python logs every failed connection attempt; the command says it in one line
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
@@ -134,11 +137,16 @@ def _require_tenant(settings: Settings, tenant: str) -> None:
         with session_factory(engine)() as session:
             exists = session.get(Tenant, tenant) is not None
     except OperationalError as exc:
-        fail(f"Postgres is unreachable: {str(exc.orig).strip().splitlines()[0]}", UNREACHABLE)
+        fail(postgres_unreachable(exc), UNREACHABLE)
     finally:
         engine.dispose()
     if not exists:
         fail(f"unknown tenant {tenant!r} (create it with `vitrine tenant create`)")
+
+
+def postgres_unreachable(exc: OperationalError) -> str:
+    """One line for a sqlalchemy OperationalError: the first line of the driver's message."""
+    return f"Postgres is unreachable: {str(exc.orig).strip().splitlines()[0]}"
 
 
 def _ensure_topics(settings: Settings) -> None:
@@ -153,53 +161,6 @@ def _ensure_topics(settings: Settings) -> None:
         fail(f"Kafka at {settings.kafka_bootstrap} is unreachable: {exc}", UNREACHABLE)
 
 
-@dataclass(frozen=True)
-class DeadLetterRecord:
-    """One record of the dead-letter topic, parsed as far as it goes."""
-
-    partition: int
-    offset: int
-    key: str | None
-    failed_at: str | None
-    attempts: int | None
-    error: str
-    payload: str
-    tenant_id: str | None
-    event_id: str | None
-
-
-def _parse_dead_letter(partition: int, offset: int, key: bytes | None, value: bytes) -> DeadLetterRecord:
-    from pydantic import ValidationError
-
-    from core.contracts import DeadLetter
-
-    try:
-        dl = DeadLetter.model_validate_json(value)
-    except ValidationError:  # written by something else: keep it visible rather than hide it
-        return DeadLetterRecord(partition, offset, key.decode(errors="replace") if key else None, None, None,
-                                "unreadable dead-letter record", value.decode(errors="replace"), None, None)
-    tenant_id = event_id = None
-    with contextlib.suppress(ValueError):
-        original = json.loads(dl.payload)
-        if isinstance(original, dict):
-            tenant_id, event_id = original.get("tenant_id"), original.get("event_id")
-    if dl.key and ":" in dl.key:  # the key is authoritative: tenant:product_id
-        tenant_id = dl.key.split(":", 1)[0]
-    return DeadLetterRecord(partition, offset, dl.key, dl.failed_at.isoformat(timespec="seconds"), dl.attempts,
-                            dl.error, dl.payload, str(tenant_id) if tenant_id else None,
-                            str(event_id) if event_id else None)
-
-
-def iter_dead_letters(settings: Settings) -> Iterator[DeadLetterRecord]:
-    """Every record of the dead-letter topic, parsed; raises BrokerUnreachable."""
-    from streams.sync_producer import read_topic
-    from streams.topics import DEAD_LETTER
-
-    for r in read_topic(settings.kafka_bootstrap, settings.topic(DEAD_LETTER.name),
-                        timeout_s=settings.kafka_ack_timeout_s, client_id=f"{settings.app_id}-cli"):
-        yield _parse_dead_letter(r.partition, r.offset, r.key, r.value)
-
-
 @catalog_app.command("dead-letters")
 def dead_letters(
     tenant: str = typer.Option(None, "--tenant", "-t", help="Only this tenant's dead letters"),
@@ -208,20 +169,15 @@ def dead_letters(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """List the events the worker gave up on: when, which key, how many attempts, and why."""
+    from streams.dead_letters import iter_dead_letters, newest_dead_letters
     from streams.sync_producer import BrokerUnreachable
 
-    _setup_logging(verbose)
+    setup_command_logging(verbose)
     settings = resolved_settings()
-    shown: deque[DeadLetterRecord] = deque(maxlen=limit)  # the newest N, without holding the whole topic
-    total = 0
     try:
-        for record in iter_dead_letters(settings):
-            if tenant is None or record.tenant_id == tenant:
-                shown.append(record)
-                total += 1
+        rows, total = newest_dead_letters(iter_dead_letters(settings), limit, tenant)
     except BrokerUnreachable as exc:
         fail(str(exc), UNREACHABLE)
-    rows = sorted(shown, key=lambda r: (r.failed_at or "", r.partition, r.offset))
     if as_json:
         typer.echo(json.dumps({"dead_letters": [asdict(r) for r in rows], "count": len(rows), "total": total}))
         return
@@ -231,7 +187,7 @@ def dead_letters(
     typer.echo(f"{'failed at':<25} {'key':<32} {'attempts':>8}  error")
     for r in rows:
         error = " ".join(r.error.split())
-        typer.echo(f"{r.failed_at or '?':<25} {_clip(r.key or '-', 32):<32} {r.attempts or 0:>8}  {_clip(error, 100)}")
+        typer.echo(f"{r.failed_at or '?':<25} {clip(r.key or '-', 32):<32} {r.attempts or 0:>8}  {clip(error, 100)}")
     typer.echo(f"{len(rows)} of {total} dead letter(s); `vitrine catalog replay` re-sends them")
 
 
@@ -247,151 +203,32 @@ def replay(
     Replaying twice is harmless: the worker ignores event versions it has already indexed.
     Fix the cause first (an image host, the embedder), or the events come back here.
     """
-    from streams.sync_producer import BrokerUnreachable, SyncProducer
-    from streams.topics import PRODUCT_EVENTS
+    from streams.dead_letters import iter_dead_letters, replay_topic, resend, select_replay
+    from streams.sync_producer import BrokerUnreachable
 
-    _setup_logging(verbose)
+    setup_command_logging(verbose)
     settings = resolved_settings()
-    wanted = set(event_ids or ())
-    # Deduplicated: an event dead-lettered twice (e.g. after an earlier replay) is re-sent once.
-    selected: dict[tuple[str | None, str], DeadLetterRecord] = {}
     try:
-        for record in iter_dead_letters(settings):
-            if (tenant is None or record.tenant_id == tenant) and (not wanted or record.event_id in wanted):
-                selected.setdefault((record.key, record.payload), record)
+        selection = select_replay(iter_dead_letters(settings), tenant, event_ids or ())
     except BrokerUnreachable as exc:
         fail(str(exc), UNREACHABLE)
-    missing = wanted - {r.event_id for r in selected.values()}
+    missing = selection.missing
     if missing:
         typer.secho(f"not in the dead letters: {', '.join(sorted(missing))}", err=True, fg=typer.colors.YELLOW)
-    if not selected:
+    if not selection.records:
         typer.echo("nothing to replay")
         raise typer.Exit(1 if missing else 0)
-    topic = settings.topic(PRODUCT_EVENTS.name)
+    topic = replay_topic(settings)
     if not yes:
-        typer.confirm(f"re-send {len(selected)} event(s) to {topic}?", abort=True, err=True)
+        typer.confirm(f"re-send {len(selection.records)} event(s) to {topic}?", abort=True, err=True)
     try:
-        with SyncProducer(settings.kafka_bootstrap, client_id=f"{settings.app_id}-replay",
-                          timeout_s=settings.kafka_ack_timeout_s) as producer:
-            for record in selected.values():
-                producer.send(topic, record.key, record.payload.encode())
-            producer.flush()
+        sent = resend(settings, selection.records)
     except BrokerUnreachable as exc:
         fail(str(exc), UNREACHABLE)
-    typer.echo(f"replayed {len(selected)} event(s) to {topic}")
+    typer.echo(f"replayed {sent} event(s) to {topic}")
     raise typer.Exit(1 if missing else 0)
 
 
-@app.command()
-def status(
-    tenant: str = typer.Option(None, "--tenant", "-t", help="Only this tenant"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object instead of the table"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
-) -> None:
-    """Per tenant: products, deleted, images ok/pending/failed (top reasons), items; worker lag; dead letters.
-
-    Exits 2 (after printing what it could) if Kafka is unreachable.
-    """
-    _setup_logging(verbose)
-    settings = resolved_settings()
-    tenants = _catalog_status(settings, tenant)
-    kafka = _kafka_status(settings)
-    for t in tenants:
-        t["dead_letters"] = kafka["dead_letters_by_tenant"].get(t["tenant_id"], 0) if kafka["reachable"] else None
-    if as_json:
-        typer.echo(json.dumps({"tenants": tenants, "kafka": kafka}))
-    else:
-        _print_status(tenants, kafka)
-    if not kafka["reachable"]:
-        raise typer.Exit(UNREACHABLE)
-
-
-def _catalog_status(settings: Settings, only: str | None) -> list[dict]:
-    from sqlalchemy import select, text
-    from sqlalchemy.exc import OperationalError
-
-    from db.catalog import catalog_counts
-    from db.models import Tenant
-    from db.session import create_db_engine, session_factory
-
-    engine = create_db_engine(settings.database_url)
-    out = []
-    try:
-        with session_factory(engine)() as session:
-            q = select(Tenant.id).order_by(Tenant.id)
-            ids = session.scalars(q.where(Tenant.id == only) if only else q).all()
-            if only and not ids:
-                fail(f"unknown tenant {only!r}")
-            for tid in ids:
-                row = {"tenant_id": tid, **catalog_counts(session, tid)}
-                row["images_pending"] = session.scalar(text(
-                    "SELECT count(*) FROM product_images WHERE tenant_id = :t AND status = 'pending'"), {"t": tid})
-                row["failure_reasons"] = [
-                    {"reason": r.reason or "(none)", "count": r.n} for r in session.execute(text(
-                        "SELECT failure_reason AS reason, count(*) AS n FROM product_images "
-                        "WHERE tenant_id = :t AND status = 'failed' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3"),
-                        {"t": tid})
-                ]
-                out.append(row)
-    except OperationalError as exc:
-        fail(f"Postgres is unreachable: {str(exc.orig).strip().splitlines()[0]}", UNREACHABLE)
-    finally:
-        engine.dispose()
-    return out
-
-
-def _kafka_status(settings: Settings) -> dict:
-    """Worker lag and dead letters (total and per tenant); `reachable: false` with the reason instead of failing."""
-    from kafka.errors import KafkaError
-
-    from streams.lag import consumer_lag
-    from streams.sync_producer import BrokerUnreachable
-    from streams.topics import PRODUCT_EVENTS
-
-    events = settings.topic(PRODUCT_EVENTS.name)
-    out = {"reachable": False, "group": settings.app_id, "topic": events, "lag": None, "lag_error": None,
-           "dead_letters": None, "dead_letters_by_tenant": {}, "error": None}
-    try:
-        # Counted by reading, not from offsets (Tansu's end offsets are not high watermarks). Reading
-        # first also probes the broker with a short timeout: the lag helper's admin client waits 30 s.
-        by_tenant: dict[str, int] = {}
-        total = 0
-        for record in iter_dead_letters(settings):
-            total += 1
-            by_tenant[record.tenant_id or "?"] = by_tenant.get(record.tenant_id or "?", 0) + 1
-        out["dead_letters"], out["dead_letters_by_tenant"] = total, by_tenant
-        out["reachable"] = True
-        try:
-            out["lag"] = consumer_lag(settings.kafka_bootstrap, settings.app_id, [events])[events]
-        except Exception as exc:  # noqa: BLE001  the counts above are still worth printing
-            out["lag_error"] = f"{type(exc).__name__}: {exc}"
-    except BrokerUnreachable as exc:
-        out["error"] = str(exc)
-    except (KafkaError, OSError) as exc:
-        out["error"] = f"Kafka at {settings.kafka_bootstrap} is unreachable: {exc}"
-    return out
-
-
-def _print_status(tenants: list[dict], kafka: dict) -> None:
-    head = ("tenant", "products", "deleted", "images ok", "pending", "failed", "items", "dead")
-    typer.echo(f"{head[0]:<24}" + "".join(f"{h:>10}" for h in head[1:]))
-    for t in tenants:
-        cells = (t["products"], t["deleted"], t["images_ok"], t["images_pending"], t["images_failed"], t["items"],
-                 "?" if t["dead_letters"] is None else t["dead_letters"])
-        typer.echo(f"{_clip(t['tenant_id'], 24):<24}" + "".join(f"{c:>10}" for c in cells))
-        for r in t["failure_reasons"]:
-            typer.echo(f"  failed: {r['count']} x {_clip(' '.join(r['reason'].split()), 90)}")
-    if not tenants:
-        typer.echo("(no tenants; create one with `vitrine tenant create`)")
-    typer.echo("")
-    if not kafka["reachable"]:
-        typer.secho(f"kafka: {kafka['error']}", err=True, fg=typer.colors.RED)
-        return
-    lag = kafka["lag"] if kafka["lag_error"] is None else f"unavailable ({_clip(kafka['lag_error'], 80)})"
-    typer.echo(f"worker lag     {lag}  (group {kafka['group']} on {kafka['topic']})")
-    typer.echo(f"dead letters   {kafka['dead_letters']}" + ("  (`vitrine catalog dead-letters`)"
-                                                             if kafka["dead_letters"] else ""))
-
-
-def _clip(text: str, width: int) -> str:
+def clip(text: str, width: int) -> str:
+    """`text` cut to `width` characters, an ellipsis marking the cut."""
     return text if len(text) <= width else text[: width - 1] + "…"

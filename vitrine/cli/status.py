@@ -1,0 +1,81 @@
+"""`vitrine status`: per-tenant catalog counts (`db.status`) beside worker lag and dead letters (`streams.status`).
+
+Exit codes, for scripts: 0 all good; 1 unknown tenant; 2 a service (Kafka, Postgres) is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from core.settings import Settings
+from vitrine.cli.app import app, fail
+from vitrine.cli.catalog import UNREACHABLE, clip, postgres_unreachable, setup_command_logging
+from vitrine.cli.stack import resolved_settings
+
+
+@app.command()
+def status(
+    tenant: str = typer.Option(None, "--tenant", "-t", help="Only this tenant"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object instead of the table"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Per tenant: products, deleted, images ok/pending/failed (top reasons), items; worker lag; dead letters.
+
+    Exits 2 (after printing what it could) if Kafka is unreachable.
+    """
+    from streams.status import kafka_status
+
+    setup_command_logging(verbose)
+    settings = resolved_settings()
+    tenants = _catalog_status(settings, tenant)
+    kafka = kafka_status(settings)
+    for t in tenants:
+        t["dead_letters"] = kafka["dead_letters_by_tenant"].get(t["tenant_id"], 0) if kafka["reachable"] else None
+    if as_json:
+        typer.echo(json.dumps({"tenants": tenants, "kafka": kafka}))
+    else:
+        _print_status(tenants, kafka)
+    if not kafka["reachable"]:
+        raise typer.Exit(UNREACHABLE)
+
+
+def _catalog_status(settings: Settings, only: str | None) -> list[dict]:
+    """`db.status.catalog_status` on its own connection; exits 1 on an unknown tenant, 2 if Postgres is down."""
+    from sqlalchemy.exc import OperationalError
+
+    from db.session import create_db_engine, session_factory
+    from db.status import UnknownTenant, catalog_status
+
+    engine = create_db_engine(settings.database_url)
+    try:
+        with session_factory(engine)() as session:
+            return catalog_status(session, only)
+    except UnknownTenant as exc:
+        fail(str(exc))
+    except OperationalError as exc:
+        fail(postgres_unreachable(exc), UNREACHABLE)
+    finally:
+        engine.dispose()
+
+
+def _print_status(tenants: list[dict], kafka: dict) -> None:
+    head = ("tenant", "products", "deleted", "images ok", "pending", "failed", "items", "dead")
+    typer.echo(f"{head[0]:<24}" + "".join(f"{h:>10}" for h in head[1:]))
+    for t in tenants:
+        cells = (t["products"], t["deleted"], t["images_ok"], t["images_pending"], t["images_failed"], t["items"],
+                 "?" if t["dead_letters"] is None else t["dead_letters"])
+        typer.echo(f"{clip(t['tenant_id'], 24):<24}" + "".join(f"{c:>10}" for c in cells))
+        for r in t["failure_reasons"]:
+            typer.echo(f"  failed: {r['count']} x {clip(' '.join(r['reason'].split()), 90)}")
+    if not tenants:
+        typer.echo("(no tenants; create one with `vitrine tenant create`)")
+    typer.echo("")
+    if not kafka["reachable"]:
+        typer.secho(f"kafka: {kafka['error']}", err=True, fg=typer.colors.RED)
+        return
+    lag = kafka["lag"] if kafka["lag_error"] is None else f"unavailable ({clip(kafka['lag_error'], 80)})"
+    typer.echo(f"worker lag     {lag}  (group {kafka['group']} on {kafka['topic']})")
+    typer.echo(f"dead letters   {kafka['dead_letters']}" + ("  (`vitrine catalog dead-letters`)"
+                                                             if kafka["dead_letters"] else ""))
