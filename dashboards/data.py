@@ -1,4 +1,4 @@
-"""Every read the dashboards make, cached: experiments through `experiments.analysis`, the rest through `db/`.
+"""Every read the dashboards make, cached: experiments through `db.experiment_stats` and snapshots, the rest `db/`.
 
 Cached functions take the database URL (and broker address) as their first argument so that
 two dashboards, or two tests in one process, never share entries across databases. Nothing
@@ -15,20 +15,17 @@ import streamlit as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from db.experiment_snapshots import load_snapshot, snapshot_or_compute
+from db.experiment_stats import analyze
 from db.session import create_db_engine, session_factory
-from experiments.analysis import ReportOptions, analyze
+from experiments.analysis import ReportOptions
 from experiments.metrics import METRICS, metric_power
 from experiments.report import daily_series
 from experiments.sequential import DEFAULT_TUNING_N
-from experiments.snapshots import (
-    Snapshot,
-    load_snapshot,
-    snapshot_or_compute,
-    snapshot_report,
-)
+from experiments.snapshots import Snapshot, snapshot_report
 from core.settings import Settings
 
-# Experiment statistics come from a stored snapshot (experiments/snapshots.py) or, when none is fresh,
+# Experiment statistics come from a stored snapshot (db/experiment_snapshots.py) or, when none is fresh,
 # from aggregating millions of events; in front of both, a minute in this process's cache.
 REPORT_TTL_S = 60
 LIST_TTL_S = 30
@@ -104,7 +101,7 @@ class Results:
 
 @st.cache_data(ttl=REPORT_TTL_S, show_spinner="Loading the experiment's statistics…")
 def results(database_url: str, tenant_id: str, key: str, max_age_s: float) -> Results:
-    """The stored snapshot when younger than `max_age_s`, else computed now and stored (`experiments.snapshots`)."""
+    """The stored snapshot when younger than `max_age_s`, else computed now and stored (`db.experiment_snapshots`)."""
     with engine(database_url).begin() as conn:
         snapshot, computed = snapshot_or_compute(conn, tenant_id, key, max_age_s)
     return Results(database_url, tenant_id, key, snapshot, computed)
@@ -134,7 +131,7 @@ def summary(database_url: str, tenant_id: str, key: str, max_age_s: float) -> tu
 
 def report(res: Results, sequential: bool = False, correction: str = "holm",
            alpha: float = 0.05) -> dict[str, Any] | None:
-    """What `experiments.analysis.analyze` gives for these options, on `res` (None: no experiment, no exposures)."""
+    """What `db.experiment_stats.analyze` gives for these options, on `res` (None: no experiment, no exposures)."""
     return _report(res, res.ident, sequential, correction, alpha)
 
 

@@ -6,7 +6,8 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from sqlalchemy import select, text
+from sqlalchemy import Row, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from db.models import Experiment
@@ -17,11 +18,32 @@ class ExperimentError(ValueError):
     """A request that the experiment's state does not allow; the message says why."""
 
 
-def definition_of(exp: Experiment) -> ExperimentDefinition:
-    """The pure definition assignment and analysis work with."""
+# What an ExperimentDefinition is built from. Selected as columns (not the ORM entity) so that the
+# reader works on a Connection as well as a Session: the loader and snapshots run on connections.
+_DEFINITION_COLUMNS = (Experiment.key, Experiment.arms, Experiment.salt, Experiment.traffic_fraction,
+                       Experiment.hash_version, Experiment.primary_metric, Experiment.started_at,
+                       Experiment.stopped_at)
+
+
+def definition_of(exp: Experiment | Row) -> ExperimentDefinition:
+    """The pure definition assignment and analysis work with, from an `Experiment` or a row of its columns."""
     return ExperimentDefinition.from_row(
-        exp.key, exp.arms, salt=exp.salt, traffic_fraction=exp.traffic_fraction, hash_version=exp.hash_version,
-        primary_metric=exp.primary_metric, started_at=exp.started_at, stopped_at=exp.stopped_at)
+        exp.key, exp.arms, salt=exp.salt or "", traffic_fraction=exp.traffic_fraction,
+        hash_version=exp.hash_version, primary_metric=exp.primary_metric, started_at=exp.started_at,
+        stopped_at=exp.stopped_at)
+
+
+def load_definition(conn: Connection | Session, tenant_id: str, key: str) -> ExperimentDefinition | None:
+    """The experiment's definition, or None if it does not exist; ValueError if the stored one is invalid."""
+    row = conn.execute(select(*_DEFINITION_COLUMNS)
+                       .where(Experiment.tenant_id == tenant_id, Experiment.key == key)).first()
+    return None if row is None else definition_of(row)
+
+
+def load_planned_sample_size(conn: Connection | Session, tenant_id: str, key: str) -> int | None:
+    """The experiment's planned total sample size (the sequential tuning parameter), if set."""
+    return conn.execute(select(Experiment.planned_sample_size)
+                        .where(Experiment.tenant_id == tenant_id, Experiment.key == key)).scalar()
 
 
 def create_experiment(session: Session, tenant_id: str, key: str, *, arms: list[dict], placement: str = "similar",

@@ -292,7 +292,7 @@ class ExperimentUser(_UserSums, Base):
 class ExperimentSnapshot(Base):
     """The latest sufficient statistics of one experiment (default analysis, with the per-day series).
 
-    Written by experiments/snapshots.py on a schedule; valid only for the definition it records.
+    Written by db/experiment_snapshots.py on a schedule; valid only for the definition it records.
     """
 
     __tablename__ = "experiment_snapshots"

@@ -1,5 +1,5 @@
 """Experiment assignment and statistics: pure functions over sufficient statistics.
 
-Only `experiments.loader` touches a database; everything else is pure and takes
-the frozen dataclasses of `experiments.stats`.
+Nothing here touches a database: everything takes the frozen dataclasses of
+`experiments.stats`, which `db/experiment_stats.py` loads from Postgres.
 """

@@ -1,24 +1,40 @@
-"""One call from the database to a report: what the CLI, the API and the dashboards use.
+"""What an analysis is asked: attribution, pre-period and report options, and the days it covers (pure).
 
-It composes the loader (the only I/O) with the pure report builder, so every surface
-shows the same numbers for the same options.
+`db.experiment_stats.analyze` runs one from the database; `experiments.snapshots.snapshot_report`
+runs one on stored statistics. Both build the report the same way, so every surface (CLI, API,
+dashboards) shows the same numbers for the same options.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
 from experiments.definition import ExperimentDefinition
-from experiments.loader import (
-    DEFAULT_PRE_PERIOD_DAYS,
-    Attribution,
-    load_experiment_stats,
-    load_planned_sample_size,
-)
-from experiments.report import DEFAULT_METRICS, build_report
-from experiments.sequential import DEFAULT_TUNING_N
+from experiments.report import DEFAULT_METRICS
+
+DEFAULT_PRE_PERIOD_DAYS = 14
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Which clicks and purchases count for an exposed user's arm.
+
+    - mode "request": the click/purchase carries the request_id of one of that user's exposures in
+      this experiment (exact, needs storefronts to echo request ids);
+    - mode "window": any click/purchase of the user within `window_hours` after their first
+      exposure in the experiment (robust when purchases lose the request id).
+    """
+
+    mode: str = "request"  # "request" | "window"
+    window_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("request", "window"):
+            raise ValueError(f"attribution mode must be 'request' or 'window', got {self.mode!r}")
+        if not (math.isfinite(self.window_hours) and self.window_hours > 0):
+            raise ValueError(f"attribution window_hours must be > 0, got {self.window_hours!r}")
 
 
 @dataclass(frozen=True)
@@ -43,23 +59,3 @@ def days_elapsed(definition: ExperimentDefinition | None, now: datetime | None =
         return None
     end = definition.stopped_at or now or datetime.now(timezone.utc)
     return max((end - definition.started_at).total_seconds() / 86400.0, 0.0) or None
-
-
-def analyze(conn: Any, tenant_id: str, key: str, options: ReportOptions = ReportOptions(),
-            now: datetime | None = None) -> dict[str, Any] | None:
-    """The report of experiment `key`, or None when it neither exists nor has exposures.
-
-    Raises ValueError for an invalid stored definition or invalid options (caller shows it).
-    """
-    definition, stats = load_experiment_stats(conn, tenant_id, key, attribution=options.attribution,
-                                              daily=options.daily, pre_period_days=options.pre_period_days)
-    if definition is None and not stats.arms:
-        return None
-    tuning_n = options.tuning_n
-    if not tuning_n and definition is not None:
-        tuning_n = load_planned_sample_size(conn, tenant_id, key) or 0
-    return build_report(definition, stats, alpha=options.alpha, correction=options.correction,
-                        metrics=options.metrics, sequential=options.sequential,
-                        tuning_n=tuning_n or DEFAULT_TUNING_N, cuped=options.cuped,
-                        target_relative_mde=options.target_relative_mde,
-                        days_elapsed=days_elapsed(definition, now), tenant_id=tenant_id)

@@ -159,7 +159,7 @@ async def refresh_results(engine, refresh_s: float) -> list:
     Every worker runs it; the per-experiment advisory lock lets one compute and the others skip.
     A snapshot younger than 0.9 x the interval is left alone (another worker's tick just made it).
     """
-    from experiments.snapshots import refresh_due
+    from db.experiment_snapshots import refresh_due
 
     try:
         return await asyncio.to_thread(refresh_due, engine, older_than_s=0.9 * refresh_s)

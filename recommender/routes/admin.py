@@ -90,7 +90,8 @@ async def results(request: Request, key: str, tenant: AdminTenant,
                   sequential: Annotated[bool, Query(description="Always-valid (peeking-safe) inference")] = False,
                   correction: Annotated[Literal["holm", "fdr_bh"], Query()] = "holm") -> dict:
     """The analysis report: per metric and arm n, value, CI, lift, p, adjusted p, SRM, power."""
-    from experiments.analysis import ReportOptions, analyze
+    from db.experiment_stats import analyze
+    from experiments.analysis import ReportOptions
 
     def _run():
         with request.app.state.engine.connect() as conn:

@@ -1,5 +1,5 @@
 """Every page under Streamlit's AppTest against a real Postgres with known data: the numbers shown
-are exactly those of `experiments.analysis.analyze` (and of the db/recommender reads), and the
+are exactly those of `db.experiment_stats.analyze` (and of the db/recommender reads), and the
 empty states explain themselves instead of raising."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboards.ui import pct, verdict
-from experiments.analysis import ReportOptions, analyze
+from db.experiment_stats import analyze
+from experiments.analysis import ReportOptions
 from tests.dashboards.helpers import TIMEOUT_S, page, texts
 from tests.dashboards.seed import (
     APP_DIR,

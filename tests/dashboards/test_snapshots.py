@@ -12,9 +12,10 @@ from sqlalchemy import insert, text
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
+from db.experiment_snapshots import load_snapshot, refresh_due
+from db.experiment_stats import analyze
 from db.models import InteractionEvent
-from experiments.analysis import ReportOptions, analyze
-from experiments.snapshots import load_snapshot, refresh_due
+from experiments.analysis import ReportOptions
 from tests.dashboards.helpers import TIMEOUT_S, page, texts
 from tests.dashboards.seed import EXPERIMENT, TENANT, USERS
 

@@ -9,9 +9,9 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
+from db.experiment_stats import load_arm_stats, load_daily_stats
 from db.migrate import alembic_config, upgrade
 from db.session import create_db_engine
-from experiments.loader import load_arm_stats, load_daily_stats
 from tests.experiments.rollup_data import SCENARIO, START, random_events, setup_tenants, write
 
 pytestmark = pytest.mark.integration

@@ -12,13 +12,9 @@ from datetime import date, datetime, timezone
 import pytest
 from sqlalchemy import text
 
-from experiments.loader import (
-    Attribution,
-    load_arm_stats,
-    load_daily_stats,
-    load_definition,
-    load_experiment_stats,
-)
+from db.experiment_stats import load_arm_stats, load_daily_stats, load_experiment_stats
+from db.experiments import load_definition
+from experiments.analysis import Attribution
 from experiments.stats import ArmStats
 
 pytestmark = pytest.mark.integration
@@ -225,7 +221,8 @@ def test_bench_stats_runs_on_a_small_size(request, monkeypatch, tmp_path):
 
 
 def test_analyze_uses_the_planned_sample_size_as_tuning_parameter(engine):
-    from experiments.analysis import ReportOptions, analyze, days_elapsed
+    from db.experiment_stats import analyze
+    from experiments.analysis import ReportOptions, days_elapsed
 
     with engine.begin() as conn:
         conn.execute(text("UPDATE experiments SET planned_sample_size = 1234 WHERE key = 'exp1'"))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.definition import Arm, ExperimentDefinition
-from experiments.loader import cumulate_daily
+from experiments.daily import cumulate_daily
 from experiments.report import build_report, render_text
 from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
 

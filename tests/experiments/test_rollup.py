@@ -17,14 +17,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 
+from db.experiment_stats import load_arm_stats, load_daily_stats, load_experiment_stats, rollup_exact
 from db.models import InteractionEvent
-from experiments.loader import (
-    Attribution,
-    load_arm_stats,
-    load_daily_stats,
-    load_experiment_stats,
-    rollup_exact,
-)
+from experiments.analysis import Attribution
 from experiments.stats import ExperimentStats
 from tests.experiments.rollup_data import SCENARIO, START, at, ev, random_events, setup_tenants, write
 from tests.helpers import wait_for

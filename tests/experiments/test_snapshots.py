@@ -1,4 +1,4 @@
-"""Result snapshots (experiments/snapshots.py, migration 0006) against a real Postgres.
+"""Result snapshots (db/experiment_snapshots.py, experiments/snapshots.py, migration 0006) against a real Postgres.
 
 Exactness is dataclass equality (bit for bit), as in test_rollup.py: a snapshot must give the
 numbers a live load gives. The events are rollup_data.py's adversarial scenario plus random traffic.
@@ -15,20 +15,17 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from experiments.analysis import ReportOptions, analyze
-from experiments.loader import load_experiment_stats
-from experiments.snapshots import (
-    FORMAT,
+from db.experiment_snapshots import (
     compute_snapshot,
     load_snapshot,
     refresh_due,
     refresh_snapshot,
     snapshot_or_compute,
-    snapshot_report,
-    stats_from_json,
-    stats_to_json,
     try_lock,
 )
+from db.experiment_stats import analyze, load_experiment_stats
+from experiments.analysis import ReportOptions
+from experiments.snapshots import FORMAT, snapshot_report, stats_from_json, stats_to_json
 from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
 from tests.experiments.rollup_data import SCENARIO, random_events, setup_tenants, write
 

@@ -44,7 +44,7 @@ def time_experiment_page(database_url: str, tenant_id: str, key: str) -> dict[st
     import streamlit as st
 
     from dashboards import data
-    from experiments.snapshots import lock, refresh_snapshot
+    from db.experiment_snapshots import lock, refresh_snapshot
 
     os.environ["VITRINE_DATABASE_URL"] = database_url  # what the page's get_settings() reads
     engine = data.engine(database_url)

@@ -48,8 +48,8 @@ def report(
     target_mde: float = typer.Option(0.05, help="Relative MDE the sample-size figure is computed for"),
 ) -> None:
     """Per metric and arm: n, value, CI, lift, p, adjusted p, significance, SRM, power."""
-    from experiments.analysis import ReportOptions, analyze
-    from experiments.loader import Attribution
+    from db.experiment_stats import analyze
+    from experiments.analysis import Attribution, ReportOptions
     from experiments.report import render_text
 
     try:
@@ -78,7 +78,7 @@ def refresh(
     due: bool = typer.Option(False, "--due", help="Only the snapshots that are due (what the worker's timer does)"),
 ) -> None:
     """Recompute result snapshots (running and stopped experiments) now; print what was done and how long it took."""
-    from experiments.snapshots import refresh_due
+    from db.experiment_snapshots import refresh_due
 
     settings = load_settings()
     engine = _engine()
@@ -196,7 +196,7 @@ def bench_stats(
     """Time loader (SQL aggregation in Postgres) + analysis for N synthetic interaction events."""
     from sqlalchemy import text
 
-    from experiments.loader import load_experiment_stats, rollup_exact
+    from db.experiment_stats import load_experiment
     from experiments.report import build_report
     from experiments.simulate import machine
 
@@ -213,18 +213,17 @@ def bench_stats(
             tenant, key, gen_s = _prepare_bench(engine, n, fresh)
             with engine.connect() as conn:
                 t0 = time.perf_counter()
-                definition, stats = load_experiment_stats(conn, tenant, key, source=source)
+                loaded = load_experiment(conn, tenant, key, source=source)
                 t1 = time.perf_counter()
+                # Which source answered: "auto" reads the rollup only when it is exact.
+                definition, stats, used = loaded.definition, loaded.stats, loaded.source
                 build_report(definition, stats)
                 t2 = time.perf_counter()
                 daily_s = None
                 if daily:
-                    load_experiment_stats(conn, tenant, key, daily=True, source=source)
+                    load_experiment(conn, tenant, key, daily=True, source=source)
                     daily_s = time.perf_counter() - t2 - (t1 - t0)  # daily query alone (approx.)
                 conn.rollback()
-                # Which path answered (not timed): "auto" reads the rollup only when it is exact.
-                bounds = (definition.started_at, definition.stopped_at) if definition else (None, None)
-                used = "rollup" if source == "auto" and rollup_exact(conn, tenant, key, *bounds) else "raw"
             rows.append({"events": n, "users": sum(a.users for a in stats.arms), "generate_s": gen_s,
                          "load_s": t1 - t0, "analysis_s": t2 - t1, "total_s": t2 - t0, "daily_s": daily_s,
                          "source": used})

@@ -1,66 +1,27 @@
-"""The one I/O module: interaction events in Postgres -> per-arm sufficient statistics.
+"""The SQL that turns interaction events into per-arm sufficient statistics (text only: no I/O here).
 
-All aggregation runs inside Postgres (one round trip, a handful of rows back), so 10M
-events never travel to Python. The unit is the user: a user's arm is the arm of their
-exposures in the experiment; users exposed to more than one arm are excluded and counted
-(`ExperimentStats.multi_arm_users`), as GrowthBook does with "multiple exposures".
-
-Attribution (which clicks and purchases count for the arm) is an explicit parameter:
-- mode "request": the click/purchase carries the request_id of one of that user's
-  exposures in this experiment (exact, needs storefronts to echo request ids);
-- mode "window": any click/purchase of the user within `window_hours` after their first
-  exposure in the experiment (robust when purchases lose the request id).
-
-Request attribution reads the rollup `experiment_users` / `experiment_user_days` (one row per
-experiment and user / user and day, kept current by triggers on interaction_events: migration
-0005) when it answers exactly,
-and the raw events otherwise: window attribution, exposures outside [start, end), outcomes
-before start - 1 h, a request shared by two experiments. Both give the same numbers
-(tests/experiments/test_rollup.py); docs/experiments.md explains the design.
+Every aggregation runs inside Postgres (one round trip, a handful of rows back), so 10M events
+never travel to Python; `db/experiment_stats.py` runs these queries and picks the source. Two
+sources answer the same question:
+- raw `interaction_events`: any attribution, any bounds (the reference);
+- the rollup `experiment_users` / `experiment_user_days` (one row per experiment and user / user
+  and day, kept current by triggers on interaction_events: migration 0005): request attribution,
+  when no exposure or attributed outcome falls outside the bounds (`rollup_totals_sql` returns an
+  `INEXACT` row, `rollup_inexact_sql` true, when one does).
+Both give the same numbers to the last bit (tests/experiments/test_rollup.py); docs/experiments.md
+explains the design.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-from dataclasses import dataclass, fields, replace
-from datetime import date, datetime, timedelta
-from typing import Any
-
-from sqlalchemy import text
-
-from experiments.definition import ExperimentDefinition
-from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
-
-log = logging.getLogger(__name__)
+from experiments.analysis import Attribution
 
 MULTIPLE = "__multiple__"  # pseudo-arm row carrying the count of multi-arm users
 INEXACT = "__inexact__"  # pseudo-arm row: the rollup cannot answer these bounds exactly
-SOURCES = ("auto", "rollup", "raw")
-DEFAULT_PRE_PERIOD_DAYS = 14
 # Money and per-user ratios are summed as numeric: exact, so the result does not depend on the
 # order rows reach an aggregate (plans change with table statistics and parallel workers) and
 # the rollup and the raw path agree to the last bit. Counts and their squares stay float8
 # (integers below 2^53 are exact there too).
-# Hash aggregates over millions of (request, user) groups spill to disk with the 4 MB
-# default (10M events: 5M groups, ~370 MB in memory); set for the current transaction
-# only (set_config(..., is_local => true)). Lower it if many reports run at once.
-DEFAULT_WORK_MEM = "1GB"
-
-
-@dataclass(frozen=True)
-class Attribution:
-    """Which clicks and purchases count for an exposed user's arm."""
-
-    mode: str = "request"  # "request" | "window"
-    window_hours: float = 24.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("request", "window"):
-            raise ValueError(f"attribution mode must be 'request' or 'window', got {self.mode!r}")
-        if not (math.isfinite(self.window_hours) and self.window_hours > 0):
-            raise ValueError(f"attribution window_hours must be > 0, got {self.window_hours!r}")
-
 
 # Bounds of the analysis window on exposures (NULL = unbounded).
 _BOUNDS = """(CAST(:start AS timestamptz) IS NULL OR occurred_at >= CAST(:start AS timestamptz))
@@ -261,7 +222,9 @@ deltas AS (
     FROM rollup_cum WHERE cx > 0
 )"""
 
-_MIXED = "SELECT EXISTS (SELECT 1 FROM experiment_requests WHERE tenant_id = :tenant AND mixed)"
+# A request with exposures of two experiments (anywhere in the tenant): the rollup cannot tell which
+# experiment its outcomes belong to, so the raw events answer.
+MIXED_SQL = "SELECT EXISTS (SELECT 1 FROM experiment_requests WHERE tenant_id = :tenant AND mixed)"
 
 # Per-day cumulative stats: per user and day, the change of each per-user function
 # (x, x^2, y/x, ...) since the user's previous active day; summing these changes over
@@ -366,202 +329,28 @@ ORDER BY d.day, u.arm
 """
 
 
-def _params(tenant_id: str, key: str, attribution: Attribution, start: datetime | None,
-            end: datetime | None, pre_period_days: int) -> dict[str, Any]:
-    return {"tenant": tenant_id, "key": key, "start": start, "end": end,
-            "window_s": float(attribution.window_hours) * 3600.0,
-            "pre_days": int(pre_period_days), "multiple": MULTIPLE, "inexact": INEXACT}
-
-
 def totals_sql(attribution: Attribution) -> str:
-    """The SQL of `load_arm_stats` for this attribution mode (for EXPLAIN and review)."""
+    """Per-arm totals from raw events for this attribution mode, plus the `MULTIPLE` row."""
     mode = attribution.mode
     return "WITH " + ",".join([_USER_TOTALS[mode], _PRE, _PER_USER[mode]]) + _TOTALS
 
 
 def daily_sql(attribution: Attribution) -> str:
-    """The SQL of `load_daily_stats` for this attribution mode."""
+    """Per (arm, UTC day) increments of the totals from raw events for this attribution mode."""
     return "WITH " + ",".join([_DAILY_SOURCE[attribution.mode], _PRE, _DAILY]) + _DAILY_SELECT
 
 
 def rollup_totals_sql() -> str:
-    """The SQL of `load_arm_stats` on the rollup (request attribution), with its exactness check row."""
+    """`totals_sql` (request attribution) on the rollup, plus an `INEXACT` row when the bounds would filter."""
     return "WITH " + ",".join([_ROLLUP_USERS, _PRE, _PER_USER["request"]]) + _TOTALS + _ROLLUP_CHECK
 
 
 def rollup_daily_sql() -> str:
-    """The SQL of `load_daily_stats` on the rollup (request attribution)."""
+    """`daily_sql` (request attribution) on the rollup."""
     return "WITH " + ",".join([_ROLLUP_USERS, _ROLLUP_DAILY_SOURCE, _PRE]) + _DAILY_SELECT
 
 
-def rollup_exact(conn: Any, tenant_id: str, key: str, start: datetime | None = None,
-                 end: datetime | None = None) -> bool:
-    """True when the rollup gives exactly the raw path's request attribution for [start, end)."""
-    if conn.execute(text(_MIXED), {"tenant": tenant_id}).scalar():
-        return False
-    return not conn.execute(text("WITH " + _ROLLUP_USERS + f" SELECT coalesce(bool_or(x), false) FROM "
-                                 f"(SELECT {_ROLLUP_INEXACT} AS x FROM users) c"),
-                            {"tenant": tenant_id, "key": key, "start": start, "end": end}).scalar()
-
-
-def _check_source(source: str, attribution: Attribution) -> None:
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    if source == "rollup" and attribution.mode != "request":
-        raise ValueError("the rollup answers request attribution only")
-
-
-def load_definition(conn: Any, tenant_id: str, key: str) -> ExperimentDefinition | None:
-    """The experiment's definition from the `experiments` table, or None if it does not exist."""
-    row = conn.execute(text(
-        "SELECT key, arms, traffic_fraction, salt, hash_version, primary_metric, started_at, stopped_at "
-        "FROM experiments WHERE tenant_id = :tenant AND key = :key"),
-        {"tenant": tenant_id, "key": key}).mappings().first()
-    if row is None:
-        return None
-    return ExperimentDefinition.from_row(
-        row["key"], row["arms"], salt=row["salt"] or "", traffic_fraction=row["traffic_fraction"],
-        hash_version=row["hash_version"], primary_metric=row["primary_metric"],
-        started_at=row["started_at"], stopped_at=row["stopped_at"])
-
-
-def load_planned_sample_size(conn: Any, tenant_id: str, key: str) -> int | None:
-    """The experiment's planned total sample size (the sequential tuning parameter), if set."""
-    return conn.execute(text("SELECT planned_sample_size FROM experiments WHERE tenant_id = :tenant AND key = :key"),
-                        {"tenant": tenant_id, "key": key}).scalar()
-
-
-def _tune(conn: Any, work_mem: str | None) -> None:
-    if work_mem:
-        conn.execute(text("SELECT set_config('work_mem', :wm, true)"), {"wm": work_mem})
-
-
-def _daily_rows(conn: Any, rollup: bool, attribution: Attribution, params: dict[str, Any]) -> list:
-    if not rollup:
-        return conn.execute(text(daily_sql(attribution)), params).mappings().all()
-    # Rollup rows arrive in time order, so the (user, day) primary key is uncorrelated with the
-    # heap: walking it costs ~25 s at 5M rows against ~9 s for a scan and a sort (measured,
-    # docs/experiments.md). The planner cannot see that; switch index scans off for this query.
-    conn.execute(text("SELECT set_config('enable_indexscan', 'off', true)"))
-    try:
-        return conn.execute(text(rollup_daily_sql()), params).mappings().all()
-    finally:
-        conn.execute(text("SELECT set_config('enable_indexscan', 'on', true)"))
-
-
-def _arm_stats(key: str, rows: list) -> ExperimentStats | None:
-    multiple = 0
-    arms = []
-    for row in rows:
-        if row["arm"] == INEXACT:
-            return None
-        if row["arm"] == MULTIPLE:
-            multiple = int(row["users"])
-        else:
-            arms.append(ArmStats.from_mapping(row["arm"], dict(row)))
-    return ExperimentStats(key=key, arms=tuple(sorted(arms, key=lambda a: a.arm)), multi_arm_users=multiple)
-
-
-def _rollup_arm_stats(conn: Any, tenant_id: str, key: str, params: dict[str, Any]) -> ExperimentStats | None:
-    """Request attribution from the rollup, or None when it cannot answer these bounds exactly."""
-    if conn.execute(text(_MIXED), {"tenant": tenant_id}).scalar():
-        return None
-    return _arm_stats(key, conn.execute(text(rollup_totals_sql()), params).mappings().all())
-
-
-def load_arm_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
-                   start: datetime | None = None, end: datetime | None = None,
-                   pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
-                   work_mem: str | None = DEFAULT_WORK_MEM, source: str = "auto") -> ExperimentStats:
-    """Per-arm sufficient statistics of exposures in [start, end) (None = unbounded).
-
-    `conn` is a SQLAlchemy Connection or Session; the caller owns the transaction. `source`:
-    "auto" reads the rollup when it is exact, else raw events; "rollup" raises ValueError when
-    it is not exact; "raw" always aggregates raw events (the reference the rollup is tested against).
-    """
-    _check_source(source, attribution)
-    _tune(conn, work_mem)
-    params = _params(tenant_id, key, attribution, start, end, pre_period_days)
-    if source != "raw" and attribution.mode == "request":
-        stats = _rollup_arm_stats(conn, tenant_id, key, params)
-        if stats is not None:
-            return stats
-        if source == "rollup":
-            raise ValueError(f"the rollup cannot answer experiment {key!r} exactly for these bounds")
-        log.info("experiment %s/%s: rollup not exact for these bounds, aggregating raw events", tenant_id, key)
-    return _arm_stats(key, conn.execute(text(totals_sql(attribution)), params).mappings().all())
-
-
-def load_daily_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
-                     start: datetime | None = None, end: datetime | None = None,
-                     pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
-                     work_mem: str | None = DEFAULT_WORK_MEM, source: str = "auto") -> tuple[DailyArmStats, ...]:
-    """Cumulative per-arm statistics at the end of each UTC day (what a daily peek saw).
-
-    `source` as in `load_arm_stats`; "auto" checks exactness first (one more pass over the rollup).
-    """
-    _check_source(source, attribution)
-    _tune(conn, work_mem)
-    use_rollup = attribution.mode == "request" and source != "raw"
-    if use_rollup and source == "auto":
-        use_rollup = rollup_exact(conn, tenant_id, key, start, end)
-    elif use_rollup and not rollup_exact(conn, tenant_id, key, start, end):
-        raise ValueError(f"the rollup cannot answer experiment {key!r} exactly for these bounds")
-    rows = _daily_rows(conn, use_rollup, attribution, _params(tenant_id, key, attribution, start, end, pre_period_days))
-    return cumulate_daily([(r["arm"], r["day"], dict(r)) for r in rows])
-
-
-def cumulate_daily(increments: list[tuple[str, date, dict]]) -> tuple[DailyArmStats, ...]:
-    """Turn per-day increments into cumulative per-arm stats for every day in range (pure)."""
-    if not increments:
-        return ()
-    arms = sorted({a for a, _, _ in increments})
-    first, last = min(d for _, d, _ in increments), max(d for _, d, _ in increments)
-    by_key = {(a, d): ArmStats.from_mapping(a, row) for a, d, row in increments}
-    running = {a: ArmStats(arm=a) for a in arms}
-    out: list[DailyArmStats] = []
-    day = first
-    while day <= last:
-        for a in arms:
-            inc = by_key.get((a, day))
-            if inc is not None:
-                running[a] = _add(running[a], inc)
-            out.append(DailyArmStats(day, running[a]))
-        day += timedelta(days=1)
-    return tuple(out)
-
-
-def _add(a: ArmStats, b: ArmStats) -> ArmStats:
-    changes = {f.name: getattr(a, f.name) + getattr(b, f.name) for f in fields(ArmStats) if f.name != "arm"}
-    return replace(a, **changes)
-
-
-def load_experiment_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
-                          daily: bool = False, pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
-                          source: str = "auto") -> tuple[ExperimentDefinition | None, ExperimentStats]:
-    """Definition plus stats, bounded by the experiment's started_at / stopped_at when set.
-
-    `source` as in `load_arm_stats` ("auto": the rollup when exact, else raw events).
-    """
-    _check_source(source, attribution)
-    definition = load_definition(conn, tenant_id, key)
-    start = definition.started_at if definition else None
-    end = definition.stopped_at if definition else None
-    params = _params(tenant_id, key, attribution, start, end, pre_period_days)
-    stats = None
-    if attribution.mode == "request" and source != "raw":
-        _tune(conn, DEFAULT_WORK_MEM)
-        stats = _rollup_arm_stats(conn, tenant_id, key, params)
-        if stats is None and source == "rollup":
-            raise ValueError(f"the rollup cannot answer experiment {key!r} exactly for these bounds")
-    # The totals query already checked exactness: the daily series reads the same source.
-    used = "rollup" if stats is not None else "raw"
-    if stats is None:
-        if attribution.mode == "request" and source == "auto":
-            log.info("experiment %s/%s: rollup not exact for these bounds, aggregating raw events", tenant_id, key)
-        stats = load_arm_stats(conn, tenant_id, key, attribution=attribution, start=start, end=end,
-                               pre_period_days=pre_period_days, source="raw")
-    if daily:
-        daily_rows = _daily_rows(conn, used == "rollup", attribution, params)
-        stats = stats.with_daily(cumulate_daily([(r["arm"], r["day"], dict(r)) for r in daily_rows]))
-    return definition, stats
+def rollup_inexact_sql() -> str:
+    """One boolean: true when [start, end) or the outcome floor would drop something the rollup counted."""
+    return "WITH " + _ROLLUP_USERS + f" SELECT coalesce(bool_or(x), false) FROM " \
+        f"(SELECT {_ROLLUP_INEXACT} AS x FROM users) c"
