@@ -19,7 +19,7 @@ from core.contracts import CatalogEvent
 from streams.image_fetch import ImageFetcher
 from streams.ingest import Indexer, TransientError
 from vision.components import build_detector, build_embedder
-from core.machine import quota_cpus, usable_cpus
+from core.machine import usable_cpus
 
 pytestmark = pytest.mark.integration
 
@@ -253,13 +253,6 @@ def test_model_streams_one_per_core_only_for_the_thread_safe_detector(settings):
     assert model_streams(settings.model_copy(update={"torch_threads": 2})) == 1
     default = settings.model_copy(update={"detector": "whole-image", "torch_threads": 0})
     assert model_streams(default) == min(4, usable_cpus())
-
-
-def test_usable_cpus_follow_the_affinity_mask_and_the_cgroup_quota():
-    assert usable_cpus() <= len(os.sched_getaffinity(0))
-    assert quota_cpus("max", "100000") is None and quota_cpus("-1", "100000") is None  # v2 / v1: no limit
-    assert quota_cpus("150000", "100000") == 1.5  # docker --cpus 1.5: two streams, rounded up
-    assert quota_cpus("50000\n", "100000\n") == 0.5
 
 
 def test_the_worker_keeps_faust_state_under_the_data_dir(settings):

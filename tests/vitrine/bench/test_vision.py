@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.machine import machine_info
 from vitrine.bench.vision import bench_images, peak_rss_mb, throughput
 
 
@@ -24,8 +23,5 @@ def test_throughput_counts_images_not_batches():
     assert 0 < result["images_per_s"] <= result["best_images_per_s"]
 
 
-def test_machine_info_names_the_machine():
-    info = machine_info()
-    assert info["cores"] >= 1 and info["cpu"] and info["python"].startswith("3.")
-    assert info["torch"] and info["onnxruntime"]
-    assert peak_rss_mb() > 10
+def test_peak_rss_is_reported_in_megabytes():
+    assert 10 < peak_rss_mb() < 1_000_000  # a Python process with numpy and PIL loaded holds tens of MB
