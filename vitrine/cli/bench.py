@@ -1,4 +1,4 @@
-"""Benchmarks of the running system: `vitrine bench ingest` and `vitrine bench serve`."""
+"""Every `vitrine bench` command: ingest, serve, vision, stats, dashboard. The logic lives in vitrine/bench/."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import typer
 
+from vitrine.cli import vision as vision_cli
 from vitrine.cli.app import bench_app, fail, load_settings, setup_logging
 
 
@@ -124,3 +125,57 @@ def print_serve_table(r: dict) -> None:
                f"{g['visual_p99_ms_at_top_users']} ms -> {'met' if g['visual_p99_under_50ms'] else 'MISSED'}")
     typer.echo(f"goal API p50 (1 user, sequential) / raw p50 < 2: {g['api_p50_over_raw_p50']} -> "
                f"{'met' if g['api_overhead_under_2x'] else 'MISSED'}")
+
+
+@bench_app.command("vision")
+def bench_vision(
+    images: int = typer.Option(64, "--images", min=32, help="Size of the fixed image set"),
+    detector_name: str = typer.Option(None, "--detector", help="Override VITRINE_DETECTOR"),
+    yolo_weights: str = typer.Option(None, "--yolo-weights",
+                                     help="Override VITRINE_YOLO_WEIGHTS (yolo11n.yaml = same compute, random weights)"),
+    also_torch: bool = typer.Option(False, "--also-torch", help="Also measure the embedder in eager torch"),
+    as_json: bool = vision_cli.JSON, verbose: bool = vision_cli.VERBOSE,
+) -> None:
+    """Images/s for detection and for embedding at batch 1 and 32 on a fixed image set, and peak memory."""
+    vision_cli.quiet_logging(verbose)
+    settings = load_settings()
+    updates = {k: v for k, v in (("detector", detector_name), ("yolo_weights", yolo_weights)) if v}
+    settings = settings.model_copy(update=updates)
+    from core.machine import machine_info
+    from vitrine.bench.vision import (bench_detector, bench_embedder, bench_images, bench_pipeline,
+                              peak_rss_mb, sample_photo_paths)
+
+    photos = bench_images(images)
+    embedder, detector = vision_cli.build_models(settings)
+    vision_cli.load_or_fail(detector)
+    vision_cli.load_or_fail(embedder)
+    report = {"images": len(photos), "image_set": "seeded crops (200-800 px) of "
+              + ", ".join(p.name for p in sample_photo_paths()),
+              "settings": vision_cli.vision_settings(settings), "detection": bench_detector(detector, photos), "embedding": [bench_embedder(embedder, photos)],
+              "pipeline": bench_pipeline(detector, embedder, photos, **vision_cli.item_policy(settings))}
+    if also_torch and embedder.runtime != "torch":
+        torch_embedder, _ = vision_cli.build_models(settings.model_copy(update={"use_onnx": False}), detector=False)
+        report["embedding"].append(bench_embedder(torch_embedder, photos))
+    report["peak_rss_mb"] = peak_rss_mb()
+    report["machine"] = machine_info()  # last: names torch's thread count only if torch ran
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    m = report["machine"]
+    typer.echo(f"{report['images']} images: {report['image_set']}")
+    typer.echo(f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}, "
+               f"onnxruntime {m['onnxruntime']}, torch threads {m.get('torch_threads')}, "
+               f"load average {m['load_average_1m']}")
+    typer.echo(f"{'stage':<8}{'model':<44}{'runtime':<13}{'batch':>6}{'images/s':>10}{'best':>8}")
+    det = report["detection"]
+    typer.echo(f"{'detect':<8}{det['name']:<44}{'-':<13}{det['batch']:>6}"
+               f"{det['images_per_s']:>10.1f}{det['best_images_per_s']:>8.1f}")
+    for emb in report["embedding"]:
+        for run in emb["runs"]:
+            typer.echo(f"{'embed':<8}{emb['model_key']:<44}{emb['runtime']:<13}{run['batch']:>6}"
+                       f"{run['images_per_s']:>10.1f}{run['best_images_per_s']:>8.1f}")
+    pipe = report["pipeline"]
+    typer.echo(f"{'ingest':<8}{'bytes->load->detect->items->embed':<44}{embedder.runtime:<13}{pipe['batch']:>6}"
+               f"{pipe['images_per_s']:>10.1f}{pipe['best_images_per_s']:>8.1f}")
+    typer.echo("images/s: median of 3 timed passes over the set (after one warm-up batch); best: fastest pass")
+    typer.echo(f"peak RSS: {report['peak_rss_mb']:.0f} MB")

@@ -1,4 +1,4 @@
-"""CLI commands for vision: `models`, `embed`, `detect`, `eval retrieval`, `bench vision`."""
+"""CLI commands for vision: `models`, `embed`, `detect`, `eval retrieval` (`bench vision` is in bench.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from vitrine.cli.app import app, bench_app, eval_app, fail, load_settings, setup_logging
+from vitrine.cli.app import app, eval_app, fail, load_settings, setup_logging
 from core.settings import Settings
 
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Debug logging")
@@ -18,14 +18,14 @@ JSON = typer.Option(False, "--json", help="Print one JSON object instead of a ta
 METRICS = ("mAP@5", "mAP@10", "R@1", "R@5", "R@10")
 
 
-def _quiet_logging(verbose: bool) -> None:
+def quiet_logging(verbose: bool) -> None:
     setup_logging(verbose)
     if not verbose:  # open_clip and ultralytics narrate every load step on the root logger
         logging.getLogger().setLevel(logging.WARNING)
         logging.getLogger("vision").setLevel(logging.INFO)
 
 
-def _models(settings: Settings, *, embedder: bool = True, detector: bool = True):
+def build_models(settings: Settings, *, embedder: bool = True, detector: bool = True):
     """The configured models, built exactly as the worker builds them (not loaded)."""
     from vision.model import VisionError
     from vision.components import build_detector, build_embedder
@@ -36,7 +36,7 @@ def _models(settings: Settings, *, embedder: bool = True, detector: bool = True)
         fail(str(exc))
 
 
-def _load(model) -> None:
+def load_or_fail(model) -> None:
     from vision.model import VisionError
 
     try:
@@ -45,7 +45,7 @@ def _load(model) -> None:
         fail(str(exc))
 
 
-def _policy(settings: Settings) -> dict:
+def item_policy(settings: Settings) -> dict:
     return {"min_score": settings.detect_min_score, "min_area": settings.detect_min_area,
             "max_items": settings.detect_max_items, "iou_threshold": settings.detect_iou_threshold}
 
@@ -70,7 +70,7 @@ def _items_of(paths: list[Path], settings: Settings, detector):
         if isinstance(loaded, str):
             yield path, loaded, []
         else:
-            yield path, loaded, extract_items(loaded.image, detector.detect([loaded.image])[0], **_policy(settings))
+            yield path, loaded, extract_items(loaded.image, detector.detect([loaded.image])[0], **item_policy(settings))
 
 
 @app.command("models")
@@ -79,11 +79,11 @@ def models(
     as_json: bool = JSON, verbose: bool = VERBOSE,
 ) -> None:
     """Show the configured detector and embedder, where their weights come from, and whether they load."""
-    _quiet_logging(verbose)
+    quiet_logging(verbose)
     settings = load_settings()
     from vision.model import VisionError
 
-    embedder, detector = _models(settings)
+    embedder, detector = build_models(settings)
     rows = []
     for role, model in (("embedder", embedder), ("detector", detector)):
         row = {"role": role, "name": model.name, "loads": None, "error": None}
@@ -119,10 +119,10 @@ def detect(
     as_json: bool = JSON, verbose: bool = VERBOSE,
 ) -> None:
     """Find the items in images with the configured detector and item policy."""
-    _quiet_logging(verbose)
+    quiet_logging(verbose)
     settings = load_settings()
-    _, detector = _models(settings, embedder=False)
-    _load(detector)
+    _, detector = build_models(settings, embedder=False)
+    load_or_fail(detector)
     out, failed = [], 0
     for path, loaded, items in _items_of(images, settings, detector):
         if isinstance(loaded, str):
@@ -151,13 +151,13 @@ def embed(
     as_json: bool = JSON, verbose: bool = VERBOSE,
 ) -> None:
     """Detect the items of images and embed each one with the configured embedder."""
-    _quiet_logging(verbose)
+    quiet_logging(verbose)
     settings = load_settings()
     from vision.model import VisionError
 
-    embedder, detector = _models(settings)
-    _load(detector)
-    _load(embedder)
+    embedder, detector = build_models(settings)
+    load_or_fail(detector)
+    load_or_fail(embedder)
     text_vecs = None
     if text:
         try:
@@ -232,7 +232,7 @@ def eval_retrieval(
     as_json: bool = JSON, verbose: bool = VERBOSE,
 ) -> None:
     """Leave-one-out retrieval quality (mAP@5/10, R@1/5/10) of the embedder vs raw pixels, relevance = same label."""
-    _quiet_logging(verbose)
+    quiet_logging(verbose)
     settings = load_settings()
     from core.machine import machine_info
     from vision.datasets import DatasetError, load_fashion_mnist, load_image_folder
@@ -245,8 +245,8 @@ def eval_retrieval(
                                   max_pixels=settings.max_image_pixels))
     except DatasetError as exc:
         fail(str(exc))
-    embedder, _ = _models(settings, detector=False)
-    _load(embedder)
+    embedder, _ = build_models(settings, detector=False)
+    load_or_fail(embedder)
     started = time.perf_counter()
     vectors = embedder.embed(data.images)
     embed_s = time.perf_counter() - started
@@ -259,7 +259,7 @@ def eval_retrieval(
                     "euclidean; whole images (no detection)",
         "embedder": {"model_key": embedder.model_key, "dim": embedder.dim, "runtime": embedder.runtime,
                      "seconds": round(embed_s, 1), "images_per_s": round(len(data.images) / embed_s, 1)},
-        "machine": machine_info(), "settings": _settings_used(settings), "results": results,
+        "machine": machine_info(), "settings": vision_settings(settings), "results": results,
     }
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -274,61 +274,7 @@ def eval_retrieval(
             typer.echo(f"{label:<14}{row['queries']:>8}" + "".join(f"{_fmt(row[m]):>9}" for m in METRICS))
 
 
-@bench_app.command("vision")
-def bench_vision(
-    images: int = typer.Option(64, "--images", min=32, help="Size of the fixed image set"),
-    detector_name: str = typer.Option(None, "--detector", help="Override VITRINE_DETECTOR"),
-    yolo_weights: str = typer.Option(None, "--yolo-weights",
-                                     help="Override VITRINE_YOLO_WEIGHTS (yolo11n.yaml = same compute, random weights)"),
-    also_torch: bool = typer.Option(False, "--also-torch", help="Also measure the embedder in eager torch"),
-    as_json: bool = JSON, verbose: bool = VERBOSE,
-) -> None:
-    """Images/s for detection and for embedding at batch 1 and 32 on a fixed image set, and peak memory."""
-    _quiet_logging(verbose)
-    settings = load_settings()
-    updates = {k: v for k, v in (("detector", detector_name), ("yolo_weights", yolo_weights)) if v}
-    settings = settings.model_copy(update=updates)
-    from core.machine import machine_info
-    from vitrine.bench.vision import (bench_detector, bench_embedder, bench_images, bench_pipeline,
-                              peak_rss_mb, sample_photo_paths)
-
-    photos = bench_images(images)
-    embedder, detector = _models(settings)
-    _load(detector)
-    _load(embedder)
-    report = {"images": len(photos), "image_set": "seeded crops (200-800 px) of "
-              + ", ".join(p.name for p in sample_photo_paths()),
-              "settings": _settings_used(settings), "detection": bench_detector(detector, photos), "embedding": [bench_embedder(embedder, photos)],
-              "pipeline": bench_pipeline(detector, embedder, photos, **_policy(settings))}
-    if also_torch and embedder.runtime != "torch":
-        torch_embedder, _ = _models(settings.model_copy(update={"use_onnx": False}), detector=False)
-        report["embedding"].append(bench_embedder(torch_embedder, photos))
-    report["peak_rss_mb"] = peak_rss_mb()
-    report["machine"] = machine_info()  # last: names torch's thread count only if torch ran
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-        return
-    m = report["machine"]
-    typer.echo(f"{report['images']} images: {report['image_set']}")
-    typer.echo(f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}, "
-               f"onnxruntime {m['onnxruntime']}, torch threads {m.get('torch_threads')}, "
-               f"load average {m['load_average_1m']}")
-    typer.echo(f"{'stage':<8}{'model':<44}{'runtime':<13}{'batch':>6}{'images/s':>10}{'best':>8}")
-    det = report["detection"]
-    typer.echo(f"{'detect':<8}{det['name']:<44}{'-':<13}{det['batch']:>6}"
-               f"{det['images_per_s']:>10.1f}{det['best_images_per_s']:>8.1f}")
-    for emb in report["embedding"]:
-        for run in emb["runs"]:
-            typer.echo(f"{'embed':<8}{emb['model_key']:<44}{emb['runtime']:<13}{run['batch']:>6}"
-                       f"{run['images_per_s']:>10.1f}{run['best_images_per_s']:>8.1f}")
-    pipe = report["pipeline"]
-    typer.echo(f"{'ingest':<8}{'bytes->load->detect->items->embed':<44}{embedder.runtime:<13}{pipe['batch']:>6}"
-               f"{pipe['images_per_s']:>10.1f}{pipe['best_images_per_s']:>8.1f}")
-    typer.echo("images/s: median of 3 timed passes over the set (after one warm-up batch); best: fastest pass")
-    typer.echo(f"peak RSS: {report['peak_rss_mb']:.0f} MB")
-
-
-def _settings_used(settings: Settings) -> dict:
+def vision_settings(settings: Settings) -> dict:
     keys = ("embedder", "detector", "clip_model", "clip_pretrained", "yolo_weights", "torch_threads",
             "embed_batch_size", "use_onnx", "detect_min_score", "detect_min_area", "detect_max_items",
             "detect_iou_threshold")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import vitrine.cli.vision  # noqa: F401  registers the commands
+import vitrine.cli.bench  # noqa: F401  registers the commands (bench vision; it imports the vision commands too)
 from vitrine.cli.app import app
 
 runner = CliRunner()
