@@ -11,14 +11,13 @@ figures validate the code the report uses:
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from statsmodels.stats.proportion import proportion_confint
 
+from core.machine import machine_info
 from experiments.power import proportion_test_power
 from experiments.proportions import TwoProportionZTest
 from experiments.ratio import DeltaMethodRatioTest
@@ -81,14 +80,8 @@ class SimulationResult:
         """A JSON-serialisable dict, including the machine it ran on."""
         d = asdict(self)
         d["settings"]["tuning_n"] = effective_tuning_n(self.settings)
-        d["machine"] = machine()
+        d["machine"] = machine_info()
         return d
-
-
-def machine() -> dict:
-    """Where a figure was measured."""
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
 
 
 def effective_tuning_n(s: SimulationSettings) -> float:

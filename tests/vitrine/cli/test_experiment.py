@@ -15,7 +15,7 @@ def test_simulate_json_names_settings_and_machine():
                                    "--ctr-users", "100", "--json"])
     assert out.exit_code == 0, out.output
     d = json.loads(out.output)
-    assert d["settings"]["runs"] == 20 and d["machine"]["cpus"] >= 1
+    assert d["settings"]["runs"] == 20 and d["machine"]["cores"] >= 1
     for key in ("aa_fpr", "ab_power", "ab_power_theoretical", "peeking_fpr_naive", "peeking_fpr_sequential"):
         assert key in d
 
