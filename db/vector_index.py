@@ -4,7 +4,7 @@
 one. pgvector indexes need a fixed dimension, so each model gets its own partial index on
 `embedding::halfvec(dim)` restricted to `model = '<name@version>'`. Queries must use the very
 same expression and predicate (see db/vector_queries.py) or the planner cannot use the index.
-halfvec halves the index size at equal recall (PLATFORM.md).
+halfvec halves the index size at equal recall (docs/serving.md).
 """
 
 from __future__ import annotations
