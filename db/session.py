@@ -15,6 +15,11 @@ def normalize_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+def libpq_url(url: str) -> str:
+    """The same database as a plain postgresql:// URL, for `psycopg.connect` (libpq knows no "+psycopg")."""
+    return make_url(normalize_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def create_db_engine(url: str, *, pool_size: int = 5, **kwargs) -> Engine:
     """An Engine for `url` with pre-ping, so a restarted Postgres costs one retry, not an outage."""
     return create_engine(normalize_url(url), pool_size=pool_size, pool_pre_ping=True, **kwargs)

@@ -21,7 +21,7 @@ METHOD = "CUPED Welch t-test"
 class CupedTTest:
     """Welch t-test on CUPED-adjusted means; NO_PRE_PERIOD when the covariate is constant.
 
-    Reuses statsmodels `_tstat_generic` / `_tconfint_generic` through `welch_result`.
+    Reuses the Welch t statistic, p-value and CIs of `welch_result` (scipy `stats.t`).
     Use `cuped_or_welch` to fall back to the plain test when there is no pre-period.
     """
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from statsmodels.stats.weightstats import _tconfint_generic, _tstat_generic
+from scipy import stats
 
 from experiments.result import (
     ErrorCode,
@@ -15,6 +15,7 @@ from experiments.result import (
     all_finite,
     delta_method_lift,
     neutral_result,
+    t_interval,
 )
 from experiments.stats import SampleMeanStatistic
 
@@ -32,8 +33,9 @@ def welch_result(method: str, mean_c: float, var_mean_c: float, n_c: int,
                  mean_t: float, var_mean_t: float, n_t: int, alpha: float) -> TestResult:
     """A Welch t-test from means and variances of the means (shared by means and CUPED).
 
-    Wraps statsmodels `_tstat_generic` / `_tconfint_generic`, the helpers behind
-    `CompareMeans.ttest_ind(usevar="unequal")` and `tconfint_diff`.
+    The same t statistic, p-value and CIs as statsmodels `CompareMeans.ttest_ind(usevar="unequal")`
+    and `tconfint_diff`, from scipy `stats.t.sf` and `t_interval`: statsmodels has no public call
+    that takes (estimate, se, dof).
     """
     if n_c == 0 or n_t == 0:
         return neutral_result(method, ErrorCode.ZERO_USERS, mean_c, mean_t)
@@ -45,14 +47,15 @@ def welch_result(method: str, mean_c: float, var_mean_c: float, n_c: int,
     if se == 0:
         return neutral_result(method, ErrorCode.ZERO_VARIANCE, mean_c, mean_t)
     dof = welch_dof(var_mean_c, n_c, var_mean_t, n_t)
-    t, p = _tstat_generic(mean_t, mean_c, se, dof, "two-sided", diff=0)
-    lo, hi = _tconfint_generic(mean_t - mean_c, se, dof, alpha, "two-sided")
+    t = (mean_t - mean_c) / se
+    p = 2 * stats.t.sf(abs(t), dof)
+    lo, hi = t_interval(mean_t - mean_c, se, dof, alpha)
     error, lift, lift_ci = None, 0.0, (0.0, 0.0)
     if mean_c == 0:
         error = ErrorCode.ZERO_DENOMINATOR  # lift undefined; difference and p stay valid
     else:
         lift, lift_var = delta_method_lift(mean_c, mean_t, var_mean_c, var_mean_t)
-        lift_ci = _tconfint_generic(lift, math.sqrt(lift_var), dof, alpha, "two-sided")
+        lift_ci = t_interval(lift, math.sqrt(lift_var), dof, alpha)
     if not all_finite(t, p, lo, hi, lift, *lift_ci):
         return neutral_result(method, ErrorCode.INVALID_INPUT, mean_c, mean_t)
     return TestResult(method, mean_c, mean_t, mean_t - mean_c, (float(lo), float(hi)), lift,

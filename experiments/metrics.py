@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from statsmodels.stats.proportion import proportion_confint
-from statsmodels.stats.weightstats import _tconfint_generic, _zconfint_generic
 
 from experiments.cuped import cuped_or_welch
 from experiments.means import WelchTTest
 from experiments.power import PowerResult, mean_power, proportion_power
 from experiments.proportions import TwoProportionZTest
 from experiments.ratio import DeltaMethodRatioTest
+from experiments.result import t_interval, z_interval
 from experiments.stats import ArmStats
 
 
@@ -61,7 +61,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 
 
 def arm_value(metric: Metric, s: ArmStats, alpha: float) -> tuple[float, tuple[float, float]]:
-    """The arm's own value and CI: Wilson for proportions (`proportion_confint`), z/t otherwise."""
+    """The arm's own value and CI: Wilson for proportions (`proportion_confint`), z for CTR, t (n - 1) for means.
+
+    The t interval is statsmodels `DescrStatsW.tconfint_mean` computed from sufficient statistics.
+    """
     if s.users == 0:
         return 0.0, (0.0, 0.0)
     if metric.kind == "proportion":
@@ -70,12 +73,12 @@ def arm_value(metric: Metric, s: ArmStats, alpha: float) -> tuple[float, tuple[f
         return p.mean, (float(lo), float(hi))
     if metric.kind == "ratio":
         r = s.ctr
-        lo, hi = _zconfint_generic(r.ratio, math.sqrt(r.variance_of_ratio), alpha, "two-sided")
+        lo, hi = z_interval(r.ratio, math.sqrt(r.variance_of_ratio), alpha)
         return r.ratio, (float(lo), float(hi))
     m = s.ctr_per_user if metric.name == "ctr_per_user" else s.revenue_per_user
     if m.n < 2:
         return m.mean, (m.mean, m.mean)
-    lo, hi = _tconfint_generic(m.mean, math.sqrt(m.variance_of_mean), m.n - 1, alpha, "two-sided")
+    lo, hi = t_interval(m.mean, math.sqrt(m.variance_of_mean), m.n - 1, alpha)
     return m.mean, (float(lo), float(hi))
 
 

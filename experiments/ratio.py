@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from statsmodels.stats.weightstats import _zconfint_generic, _zstat_generic
+from scipy import stats
 
 from experiments.result import (
     ErrorCode,
@@ -20,6 +20,7 @@ from experiments.result import (
     all_finite,
     delta_method_lift,
     neutral_result,
+    z_interval,
 )
 from experiments.stats import RatioStatistic
 
@@ -30,8 +31,9 @@ METHOD = "delta-method z-test (ratio)"
 class DeltaMethodRatioTest:
     """Treatment vs control ratio of per-user sums (CTR = clicks / exposures).
 
-    Var(ratio) comes from `RatioStatistic.variance_of_ratio`; the z statistic and CIs
-    wrap statsmodels `_zstat_generic` / `_zconfint_generic` (the helpers of `ztest`).
+    Var(ratio) comes from `RatioStatistic.variance_of_ratio`; the z statistic, p-value and CIs
+    are those of statsmodels `ztest` / `zconfint`, from scipy `stats.norm.sf` and `z_interval`
+    (statsmodels has no public call that takes (estimate, se)).
     """
 
     control: RatioStatistic
@@ -73,13 +75,14 @@ class DeltaMethodRatioTest:
             return neutral_result(METHOD, self.error, c.ratio, t.ratio)
         est = self.estimate()
         se = math.sqrt(est.effect_variance)
-        z, p = _zstat_generic(est.treatment_value, est.control_value, se, "two-sided", diff=0)
-        lo, hi = _zconfint_generic(est.effect, se, self.alpha, "two-sided")
+        z = (est.treatment_value - est.control_value) / se
+        p = 2 * stats.norm.sf(abs(z))
+        lo, hi = z_interval(est.effect, se, self.alpha)
         error, lift_ci = None, (0.0, 0.0)
         if not est.lift_defined:
             error = ErrorCode.ZERO_DENOMINATOR
         else:
-            lift_ci = _zconfint_generic(est.lift, math.sqrt(est.lift_variance), self.alpha, "two-sided")
+            lift_ci = z_interval(est.lift, math.sqrt(est.lift_variance), self.alpha)
         if not all_finite(z, p, lo, hi, *lift_ci):
             return neutral_result(METHOD, ErrorCode.INVALID_INPUT, c.ratio, t.ratio)
         return TestResult(METHOD, est.control_value, est.treatment_value, est.effect,

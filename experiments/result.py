@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from enum import Enum
 
+from scipy import stats
+
 
 class ErrorCode(str, Enum):
     """Why a test could not be computed; the result is then neutral (no effect, p = 1)."""
@@ -108,3 +110,19 @@ def delta_method_lift(control_mean: float, treatment_mean: float,
     lift = t / c - 1.0
     var = treatment_var_of_mean / (c * c) + t * t * control_var_of_mean / c ** 4
     return lift, var
+
+
+def t_interval(estimate: float, se: float, dof: float, alpha: float) -> tuple[float, float]:
+    """Two-sided (1 - alpha) t interval estimate +- t(1 - alpha/2, dof) se, as statsmodels `tconfint_diff`.
+
+    Not scipy `stats.t.interval`: that is NaN for se = 0 (e.g. the lift CI of an all-zero treatment),
+    where the interval is the point (estimate, estimate).
+    """
+    crit = float(stats.t.ppf(1 - alpha / 2, dof))
+    return estimate - crit * se, estimate + crit * se
+
+
+def z_interval(estimate: float, se: float, alpha: float) -> tuple[float, float]:
+    """Two-sided (1 - alpha) normal interval estimate +- z(1 - alpha/2) se, as statsmodels `zconfint`."""
+    crit = float(stats.norm.ppf(1 - alpha / 2))
+    return estimate - crit * se, estimate + crit * se

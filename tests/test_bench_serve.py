@@ -1,34 +1,35 @@
-"""Pure helpers of `vitrine bench serve`: percentiles, summaries, recall, the synthetic vectors."""
+"""Pure helpers of `vitrine bench serve`: latency summaries, recall, cache hit rates, the synthetic vectors."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from vitrine.bench.serve import (
     cache_hit_rates,
     clustered_vectors,
     latency_summary,
-    percentile,
     recall_at_k,
 )
-
-
-@pytest.mark.parametrize("q", [0, 50, 95, 99, 100])
-def test_percentile_matches_numpy_linear(q):
-    values = sorted([0.012, 0.003, 0.05, 0.007, 0.02, 0.011, 0.009])
-    # numpy's default method ("linear") is the reference.
-    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), abs=1e-12)
-
-
-def test_percentile_of_nothing_is_nan():
-    assert np.isnan(percentile([], 50))
 
 
 def test_latency_summary_in_milliseconds():
     s = latency_summary([0.001, 0.002, 0.003, 0.004], elapsed_s=2.0, errors=1)
     # p50 of 1..4 ms by linear interpolation is 2.5 ms; 4 successes in 2 s is 2 per second.
     assert (s["requests"], s["errors"], s["qps"], s["p50_ms"], s["max_ms"]) == (4, 1, 2.0, 2.5, 4.0)
+
+
+def test_latency_summary_percentiles_interpolate_between_ranks():
+    s = latency_summary([0.012, 0.003, 0.05, 0.007, 0.02, 0.011, 0.009], elapsed_s=1.0)
+    # Unsorted input. Sorted, ranks 0..6: p50 is rank 3 (11 ms); p95 is rank 5.7, 20 + 0.7 * (50 - 20) = 41 ms;
+    # p99 is rank 5.94, 20 + 0.94 * 30 = 48.2 ms (the linear definition, numpy's default).
+    assert (s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"]) == (11.0, 41.0, 48.2, 50.0)
+
+
+def test_latency_summary_of_no_success_has_no_percentiles():
+    # A saturated level where every request failed: counts stay, latencies are None (JSON null), not NaN.
+    assert latency_summary([], elapsed_s=3.0, errors=5) == {
+        "requests": 0, "errors": 5, "elapsed_s": 3.0, "qps": 0.0,
+        "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
 
 
 def test_recall_at_k():

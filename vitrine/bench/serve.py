@@ -22,6 +22,7 @@ from contextlib import ExitStack
 import numpy as np
 from sqlalchemy import text
 
+from db.session import libpq_url
 from db.tenants import hash_key
 from db.vector_index import ensure_vector_index, index_name
 from db.vector_queries import choose_strategy, similar_products
@@ -39,23 +40,16 @@ SHARED_CORES_NOTE = ("the load generator runs on the same cores as the API, the 
                      "its own CPU time is taken from the system under test")
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """q-th percentile (0-100) by linear interpolation between closest ranks (numpy's default method)."""
-    if not sorted_values:
-        return float("nan")
-    pos = (len(sorted_values) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def latency_summary(latencies_s: list[float], elapsed_s: float, errors: int = 0) -> dict:
-    """Count, throughput and p50/p95/p99/max in milliseconds of successful requests."""
-    s = sorted(latencies_s)
-    ms = {f"p{q}_ms": round(percentile(s, q) * 1000, 2) if s else None for q in (50, 95, 99)}
-    return {"requests": len(s), "errors": errors, "elapsed_s": round(elapsed_s, 2),
-            "qps": round(len(s) / elapsed_s, 1) if elapsed_s > 0 else 0.0, **ms,
-            "max_ms": round(s[-1] * 1000, 2) if s else None}
+    """Count, throughput and p50/p95/p99/max in milliseconds of successful requests (None without any)."""
+    n = len(latencies_s)
+    ms = dict.fromkeys(("p50_ms", "p95_ms", "p99_ms", "max_ms"))
+    if n:  # np.percentile raises on no data; a level where nothing succeeded reports None
+        # numpy's default "linear" method interpolates between closest ranks; q = 100 is the maximum.
+        values = np.percentile(latencies_s, (50, 95, 99, 100))
+        ms = {k: round(float(v) * 1000, 2) for k, v in zip(ms, values, strict=True)}
+    return {"requests": n, "errors": errors, "elapsed_s": round(elapsed_s, 2),
+            "qps": round(n / elapsed_s, 1) if elapsed_s > 0 else 0.0, **ms}
 
 
 def recall_at_k(served: list[str], exact: list[str], k: int = LIMIT) -> float:
@@ -84,12 +78,6 @@ def clustered_vectors(n: int, dim: int, seed: int):
         yield start, x, cat
 
 
-def _psycopg_url(database_url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def _loaded_items(system: LocalSystem, model_key: str) -> int:
     with system.engine.connect() as c:
         return c.scalar(text("SELECT count(*) FROM items WHERE tenant_id = :t AND model = :m"),
@@ -102,7 +90,7 @@ def load_catalog(system: LocalSystem, *, products: int, model_key: str, dim: int
     from pgvector.psycopg import register_vector
 
     name = index_name(model_key)
-    with psycopg.connect(_psycopg_url(system.settings.database_url), autocommit=True) as pg:
+    with psycopg.connect(libpq_url(system.settings.database_url), autocommit=True) as pg:
         register_vector(pg)
         # Building once after the load is far cheaper than keeping the graph up to date per row.
         pg.execute(f"DROP INDEX IF EXISTS {name}")
@@ -307,13 +295,13 @@ def served_recall(system: LocalSystem, key: str, pids: list[str], *, model_key: 
 def cache_lookups(base_url: str) -> dict[str, dict[str, float]]:
     """The API's `vitrine_serving_cache_lookups_total` counters: {cache: {"hit": n, "miss": n}}."""
     import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[str, dict[str, float]] = {}
-    for line in httpx.get(f"{base_url}/metrics/", timeout=10).text.splitlines():
-        if line.startswith("vitrine_serving_cache_lookups_total{"):
-            labels, value = line[line.index("{") + 1:line.index("}")], float(line.rsplit(" ", 1)[1])
-            kv = dict(part.split("=", 1) for part in labels.split(","))
-            out.setdefault(kv["cache"].strip('"'), {})[kv["outcome"].strip('"')] = value
+    for family in text_string_to_metric_families(httpx.get(f"{base_url}/metrics/", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "vitrine_serving_cache_lookups_total":
+                out.setdefault(sample.labels["cache"], {})[sample.labels["outcome"]] = sample.value
     return out
 
 

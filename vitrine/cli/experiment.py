@@ -16,9 +16,8 @@ BENCH_TENANT = "bench-stats"  # + "-N": one tenant per size, so sizes do not sha
 
 def _engine():
     """An Engine on the configured (or embedded, running) database, or exit with one line."""
-    from sqlalchemy import create_engine
-
     from core.settings import StackNotRunning
+    from db.session import create_db_engine
 
     settings = load_settings()
     try:
@@ -26,9 +25,7 @@ def _engine():
         url = settings.database_url or settings.resolved().database_url
     except StackNotRunning as exc:
         fail(str(exc))
-    if url.startswith(("postgresql://", "postgres://")):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is the installed driver
-    return create_engine(url)
+    return create_db_engine(url)
 
 
 @experiment_app.command("report")
