@@ -126,13 +126,13 @@ def test_overview_reads_the_snapshot(seeded, db_engine, sessions):
 
 
 def test_bench_dashboard_json(seeded):
-    import vitrine.cli.experiment  # noqa: F401  registers the commands
+    import vitrine.cli.bench  # noqa: F401  registers the commands
     from vitrine.cli.app import app
 
     out = CliRunner().invoke(app, ["bench", "dashboard", "--tenant", TENANT, "--key", EXPERIMENT, "--json"])
     assert out.exit_code == 0, out.output
     d = json.loads(out.output.strip().splitlines()[-1])
-    assert d["benchmark"] == "dashboard" and d["machine"]["cpus"] >= 1 and len(d["load_average_before"]) == 3
+    assert d["benchmark"] == "dashboard" and d["machine"]["cores"] >= 1 and len(d["load_average_before"]) == 3
     (r,) = d["results"]
     assert (r["tenant"], r["experiment"], r["users"], r["source"]) == (TENANT, EXPERIMENT, USERS, "rollup")
     assert r["events"] > USERS and r["days"] >= 5

@@ -195,31 +195,6 @@ def test_loader_accepts_a_session(engine):
     assert_arm(stats.arm("baseline"), BASELINE_REQUEST)
 
 
-def test_bench_stats_runs_on_a_small_size(request, monkeypatch, tmp_path):
-    from typer.testing import CliRunner
-
-    from vitrine.cli.app import app
-    import vitrine.cli.experiment  # noqa: F401  registers the commands
-
-    try:
-        db_engine = request.getfixturevalue("db_engine")
-    except pytest.FixtureLookupError:
-        pytest.skip("no db_engine fixture (tests/conftest.py) available")
-    monkeypatch.setenv("VITRINE_DATABASE_URL", db_engine.url.render_as_string(hide_password=False))
-    monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path))
-    out = CliRunner().invoke(app, ["bench", "stats", "--events", "2000", "--json"])
-    assert out.exit_code == 0, out.output
-    row = json.loads(out.output)["results"][0]
-    # 1,000 requests over 100 users (u = request * 7919 mod 100): every user is exposed.
-    assert row["events"] == 2000 and row["users"] == 100 and row["generate_s"] is not None
-    assert row["source"] == "rollup"  # the triggers kept the rollup current during generation
-    again = CliRunner().invoke(app, ["bench", "stats", "--events", "2000", "--json", "--no-daily",
-                                     "--source", "raw"])
-    again_row = json.loads(again.output)["results"][0]
-    assert again_row["generate_s"] is None and again_row["source"] == "raw"  # data reused, raw path
-    assert again_row["users"] == 100
-
-
 def test_analyze_uses_the_planned_sample_size_as_tuning_parameter(engine):
     from db.experiment_stats import analyze
     from experiments.analysis import ReportOptions, days_elapsed

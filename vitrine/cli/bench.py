@@ -7,7 +7,7 @@ import json
 import typer
 
 from vitrine.cli import vision as vision_cli
-from vitrine.cli.app import bench_app, fail, load_settings, setup_logging
+from vitrine.cli.app import bench_app, database_engine, fail, load_settings, setup_logging
 
 
 def _machine_line(m: dict) -> str:
@@ -179,3 +179,119 @@ def bench_vision(
                f"{pipe['images_per_s']:>10.1f}{pipe['best_images_per_s']:>8.1f}")
     typer.echo("images/s: median of 3 timed passes over the set (after one warm-up batch); best: fastest pass")
     typer.echo(f"peak RSS: {report['peak_rss_mb']:.0f} MB")
+
+
+@bench_app.command("stats")
+def bench_stats(
+    events: str = typer.Option("1000000,10000000", help="Comma-separated event counts"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object with the figures and the machine"),
+    daily: bool = typer.Option(True, "--daily/--no-daily", help="Also time the per-day series"),
+    fresh: bool = typer.Option(False, "--fresh", help="Regenerate events even if already there"),
+    cleanup: bool = typer.Option(False, "--cleanup", help="Delete the generated events afterwards"),
+    source: str = typer.Option("auto", help="auto: the rollup when exact (else raw events); "
+                               "raw: always aggregate raw events (the pre-rollup path, for comparison)"),
+) -> None:
+    """Time loader (SQL aggregation in Postgres) + analysis for N synthetic interaction events."""
+    from core.machine import machine_info
+    from vitrine.bench.stats import time_stats
+
+    try:
+        sizes = [int(x.replace("_", "")) for x in events.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--events must be comma-separated integers, got {events!r}")
+    if source not in ("auto", "raw"):
+        fail(f"--source must be auto or raw, got {source!r}")
+    engine = database_engine()
+    try:
+        rows = time_stats(engine, sizes, daily=daily, fresh=fresh, cleanup=cleanup, source=source)
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps({"benchmark": "stats", "goal": "10M events analysed in < 10 s",
+                               "machine": machine_info(), "results": rows}))
+        return
+    typer.echo(f"{'events':>12} {'users':>10} {'generate s':>11} {'load s':>8} {'analysis s':>11} "
+               f"{'total s':>8} {'daily s':>8}  source")
+    for r in rows:
+        gen = f"{r['generate_s']:.1f}" if r["generate_s"] is not None else "reused"
+        dly = f"{r['daily_s']:.2f}" if r["daily_s"] is not None else "-"
+        typer.echo(f"{r['events']:>12,} {r['users']:>10,} {gen:>11} {r['load_s']:>8.2f} {r['analysis_s']:>11.3f} "
+                   f"{r['total_s']:>8.2f} {dly:>8}  {r['source']}")
+
+
+# --- bench dashboard -----------------------------------------------------------------------
+
+
+@bench_app.command("dashboard")
+def bench_dashboard(
+    events: str = typer.Option("1000000,10000000", help="Comma-separated event counts: the `bench stats` "
+                               "experiments (generated first when missing)"),
+    tenant: str = typer.Option(None, "--tenant", "-t", help="Time this tenant's experiment instead (with --key)"),
+    key: str = typer.Option(None, "--key", "-k", help="Experiment to time (with --tenant)"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object with the figures and the machine"),
+) -> None:
+    """Time the experiment detail page (Streamlit AppTest, in process): cold live, cold from snapshot, warm; refresh.
+
+    Deletes the experiment's result snapshot first (the cold live run stores a new one).
+    """
+    import os
+
+    from core.machine import machine_info
+    from core.settings import StackNotRunning
+    from vitrine.bench.dashboard import time_experiment_page, warm_imports
+    from vitrine.bench.stats import prepare
+
+    if (tenant is None) != (key is None):
+        fail("--tenant and --key go together")
+    settings = load_settings()
+    try:
+        url = settings.database_url or settings.resolved().database_url
+    except StackNotRunning as exc:
+        fail(str(exc))
+    if not settings.kafka_bootstrap and not settings.stack_file.exists():
+        # The page reads Postgres only, but the dashboard's settings want a broker address too.
+        os.environ.setdefault("VITRINE_KAFKA_BOOTSTRAP", "unused:9092")
+    if tenant is not None:
+        targets = [(tenant, key)]
+    else:
+        try:
+            sizes = [int(x.replace("_", "")) for x in events.split(",") if x.strip()]
+        except ValueError:
+            fail(f"--events must be comma-separated integers, got {events!r}")
+        engine = database_engine()
+        try:
+            targets = [prepare(engine, n, fresh=False)[:2] for n in sizes]
+        finally:
+            engine.dispose()
+    warm_imports()
+    load_before = os.getloadavg()
+    try:
+        rows = [time_experiment_page(url, t, k) for t, k in targets]
+    except RuntimeError as exc:
+        fail(str(exc))
+    load_after = os.getloadavg()
+    settings_used = {"results_max_age_s": settings.results_max_age_s, "cache_ttl_s": _report_ttl_s(),
+                     "page": "dashboards/pages/experiment.py", "runner": "streamlit.testing.v1.AppTest"}
+    if as_json:
+        typer.echo(json.dumps({"benchmark": "dashboard", "goal": "a page with 10M events loads in a few seconds",
+                               "machine": machine_info(), "load_average_before": list(load_before),
+                               "load_average_after": list(load_after), "settings": settings_used,
+                               "results": rows}))
+        return
+    m = machine_info()
+    typer.echo(f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}; load average "
+               f"(1/5/15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
+               f"after {', '.join(f'{x:.2f}' for x in load_after)}")
+    typer.echo(f"settings: snapshot max age {settings.results_max_age_s:g} s, cache TTL {_report_ttl_s()} s; "
+               "cold = st.cache_data cleared, connection pool kept\n")
+    typer.echo(f"{'events':>12} {'users':>10} {'cold live s':>12} {'cold snapshot s':>16} {'warm s':>8} "
+               f"{'refresh s':>10}  source")
+    for r in rows:
+        typer.echo(f"{r['events']:>12,} {r['users']:>10,} {r['cold_live_s']:>12.2f} {r['cold_snapshot_s']:>16.2f} "
+                   f"{r['warm_s']:>8.2f} {r['refresh_s']:>10.2f}  {r['source']}")
+
+
+def _report_ttl_s() -> int:
+    from dashboards.data import REPORT_TTL_S
+
+    return REPORT_TTL_S
