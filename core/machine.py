@@ -53,13 +53,24 @@ def usable_cpus() -> int:
 
 def machine_info() -> dict:
     """CPU model, cores, Python and the versions of the inference libraries."""
-    info = {"cpu": _cpu_model(), "cores": os.cpu_count(), "usable_cpus": usable_cpus(),
-            "python": platform.python_version(), "platform": platform.platform(),
-            # Shared machines: a busy neighbour halves the figures; the reader should see that.
-            "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    info = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        # Shared machines: a busy neighbour halves the figures; the reader should see that.
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
     # Versions from package metadata: importing ultralytics here would configure it before vision does.
-    for key, dist in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("open_clip", "open_clip_torch"),
-                      ("ultralytics", "ultralytics"), ("numpy", "numpy"), ("pillow", "pillow")):
+    for key, dist in (
+        ("torch", "torch"),
+        ("onnxruntime", "onnxruntime"),
+        ("open_clip", "open_clip_torch"),
+        ("ultralytics", "ultralytics"),
+        ("numpy", "numpy"),
+        ("pillow", "pillow"),
+    ):
         try:
             info[key] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.settings import StackNotRunning
 from dashboards import auth
 from dashboards.data import get_settings
-from core.settings import StackNotRunning
 
 PAGES = Path(__file__).resolve().parent / "pages"
 
@@ -28,16 +28,36 @@ def main() -> None:
     if tenant is None:
         st.info("No tenants yet. Create one with `vitrine tenant create NAME`, then reload this page.")
         st.stop()
-    page = st.navigation({
-        "Analysts": [
-            st.Page(PAGES / "overview.py", title="Experiments", icon=":material/science:", url_path="experiments", default=True),
-            st.Page(PAGES / "experiment.py", title="Experiment detail", icon=":material/monitoring:", url_path="experiment"),
-        ],
-        "Operators": [
-            st.Page(PAGES / "catalog.py", title="Catalog explorer", icon=":material/image_search:", url_path="catalog"),
-            st.Page(PAGES / "pipeline.py", title="Pipeline health", icon=":material/health_and_safety:", url_path="pipeline"),
-        ],
-    })
+    page = st.navigation(
+        {
+            "Analysts": [
+                st.Page(
+                    PAGES / "overview.py",
+                    title="Experiments",
+                    icon=":material/science:",
+                    url_path="experiments",
+                    default=True,
+                ),
+                st.Page(
+                    PAGES / "experiment.py",
+                    title="Experiment detail",
+                    icon=":material/monitoring:",
+                    url_path="experiment",
+                ),
+            ],
+            "Operators": [
+                st.Page(
+                    PAGES / "catalog.py", title="Catalog explorer", icon=":material/image_search:", url_path="catalog"
+                ),
+                st.Page(
+                    PAGES / "pipeline.py",
+                    title="Pipeline health",
+                    icon=":material/health_and_safety:",
+                    url_path="pipeline",
+                ),
+            ],
+        }
+    )
     page.run()
 
 

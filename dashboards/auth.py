@@ -42,8 +42,10 @@ def signed_in() -> bool:
 def sign_in_form(database_url: str, admin_key: str) -> None:
     """The sign-in form; on success stores the allowed tenants and reruns."""
     st.title("vitrine dashboards")
-    st.write("Sign in with your tenant's **admin key** (shown once by `vitrine tenant create`), "
-             "or with the operator password given to `vitrine dashboard`.")
+    st.write(
+        "Sign in with your tenant's **admin key** (shown once by `vitrine tenant create`), "
+        "or with the operator password given to `vitrine dashboard`."
+    )
     with st.form("sign-in"):
         secret = st.text_input("Admin key or dashboard password", type="password")
         submitted = st.form_submit_button("Sign in")

@@ -26,8 +26,8 @@ def current_tenant() -> str:
 
 def database_url_or_stop() -> str:
     """The database URL of the resolved settings; stops with the reason if none is configured."""
-    from dashboards.data import get_settings
     from core.settings import StackNotRunning
+    from dashboards.data import get_settings
 
     try:
         return get_settings().database_url
@@ -105,14 +105,15 @@ def verdict(report: dict[str, Any]) -> str:
         elif r.get("significant"):
             verb = "lifts" if (r["lift"] or 0) > 0 else "lowers"
             size = pct(abs(r["lift"] or 0), signed=False)
-            parts.append(f"{r['arm']} {verb} {metric} by {size} "
-                         f"[{pct(r['lift_ci'][0])}, {pct(r['lift_ci'][1])}], {p}")
+            parts.append(f"{r['arm']} {verb} {metric} by {size} [{pct(r['lift_ci'][0])}, {pct(r['lift_ci'][1])}], {p}")
         else:
             parts.append(f"no significant difference in {metric} yet: {r['arm']} {interval}, {p}")
         if underpowered(r) and not r.get("significant"):
             pw = r["power"]
-            parts[-1] += (f" (under-powered: a {pct(pw['target_relative_mde'], signed=False, digits=0)} lift needs "
-                          f"{pw['required_n_control']:,} users per arm)")
+            parts[-1] += (
+                f" (under-powered: a {pct(pw['target_relative_mde'], signed=False, digits=0)} lift needs "
+                f"{pw['required_n_control']:,} users per arm)"
+            )
     tail = f"{srm_text(report)}; {n_metrics} metric{'s' if n_metrics != 1 else ''}, {correction}"
     if report.get("srm") and report["srm"]["mismatch"]:
         tail += " — do not trust these results until the split is explained"
@@ -124,6 +125,9 @@ def as_of_text(snapshot: Any, live: bool, now: datetime | None = None) -> str:
     at = snapshot.computed_at.astimezone(UTC)
     minutes = max(((now or datetime.now(UTC)) - at).total_seconds(), 0.0) / 60
     took = f"{snapshot.duration_ms / 1000:.1f} s"
-    where = (f"a live computation for this view ({snapshot.source} path, {took}; now stored)" if live else
-             f"the stored snapshot ({snapshot.source} path, computed in {took})")
+    where = (
+        f"a live computation for this view ({snapshot.source} path, {took}; now stored)"
+        if live
+        else f"the stored snapshot ({snapshot.source} path, computed in {took})"
+    )
     return f"Results as of {at:%Y-%m-%d %H:%M:%S} UTC ({minutes:.0f} min ago), from {where}"

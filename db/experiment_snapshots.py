@@ -68,8 +68,9 @@ def _stored_row(conn: Any, tenant_id: str, key: str) -> Any | None:
     return conn.execute(text(_SELECT), {"tenant": tenant_id, "key": key}).mappings().first()
 
 
-def load_snapshot(conn: Any, tenant_id: str, key: str, max_age_s: float,
-                  now: datetime | None = None) -> Snapshot | None:
+def load_snapshot(
+    conn: Any, tenant_id: str, key: str, max_age_s: float, now: datetime | None = None
+) -> Snapshot | None:
     """The stored snapshot, or None when missing, older than `max_age_s` or computed for another definition."""
     definition = load_definition(conn, tenant_id, key)
     if definition is None:
@@ -77,20 +78,32 @@ def load_snapshot(conn: Any, tenant_id: str, key: str, max_age_s: float,
     row = _stored_row(conn, tenant_id, key)
     if row is None or not is_valid(definition, row, max_age_s, now or datetime.now(UTC)):
         return None
-    return Snapshot(definition, stats_from_json(row["stats"]), row["computed_at"], row["source"],
-                    row["duration_ms"], load_planned_sample_size(conn, tenant_id, key))
+    return Snapshot(
+        definition,
+        stats_from_json(row["stats"]),
+        row["computed_at"],
+        row["source"],
+        row["duration_ms"],
+        load_planned_sample_size(conn, tenant_id, key),
+    )
 
 
 def try_lock(conn: Any, tenant_id: str, key: str) -> bool:
     """Take the experiment's advisory lock for this transaction if nobody holds it."""
-    return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:cls, hashtext(:tenant || '/' || :key))"),
-                             {"cls": LOCK_CLASS, "tenant": tenant_id, "key": key}).scalar())
+    return bool(
+        conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(:cls, hashtext(:tenant || '/' || :key))"),
+            {"cls": LOCK_CLASS, "tenant": tenant_id, "key": key},
+        ).scalar()
+    )
 
 
 def lock(conn: Any, tenant_id: str, key: str) -> None:
     """Wait for the experiment's advisory lock (held until this transaction ends)."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(:cls, hashtext(:tenant || '/' || :key))"),
-                 {"cls": LOCK_CLASS, "tenant": tenant_id, "key": key})
+    conn.execute(
+        text("SELECT pg_advisory_xact_lock(:cls, hashtext(:tenant || '/' || :key))"),
+        {"cls": LOCK_CLASS, "tenant": tenant_id, "key": key},
+    )
 
 
 def compute_snapshot(conn: Any, tenant_id: str, key: str) -> Snapshot:
@@ -108,11 +121,21 @@ def save_snapshot(conn: Any, tenant_id: str, snapshot: Snapshot) -> None:
     d = snapshot.definition
     if d is None:
         return
-    conn.execute(text(_UPSERT), {
-        "tenant": tenant_id, "key": d.key, "format": FORMAT, "computed_at": snapshot.computed_at,
-        "source": snapshot.source, "duration_ms": snapshot.duration_ms, "started_at": d.started_at,
-        "stopped_at": d.stopped_at, "arms": json.dumps(arms_to_json(d)),
-        "stats": json.dumps(stats_to_json(snapshot.stats), allow_nan=False)})
+    conn.execute(
+        text(_UPSERT),
+        {
+            "tenant": tenant_id,
+            "key": d.key,
+            "format": FORMAT,
+            "computed_at": snapshot.computed_at,
+            "source": snapshot.source,
+            "duration_ms": snapshot.duration_ms,
+            "started_at": d.started_at,
+            "stopped_at": d.stopped_at,
+            "arms": json.dumps(arms_to_json(d)),
+            "stats": json.dumps(stats_to_json(snapshot.stats), allow_nan=False),
+        },
+    )
 
 
 def refresh_snapshot(conn: Any, tenant_id: str, key: str) -> Snapshot:
@@ -122,8 +145,9 @@ def refresh_snapshot(conn: Any, tenant_id: str, key: str) -> Snapshot:
     return snapshot
 
 
-def snapshot_or_compute(conn: Any, tenant_id: str, key: str, max_age_s: float,
-                        force: bool = False) -> tuple[Snapshot, bool]:
+def snapshot_or_compute(
+    conn: Any, tenant_id: str, key: str, max_age_s: float, force: bool = False
+) -> tuple[Snapshot, bool]:
     """(a valid stored snapshot, False), else (one computed now and stored, True): what a page reads.
 
     Waits for the experiment's lock, so a page opened while a worker computes the same experiment
@@ -141,8 +165,15 @@ def snapshot_or_compute(conn: Any, tenant_id: str, key: str, max_age_s: float,
     return refresh_snapshot(conn, tenant_id, key), True
 
 
-def refresh_due(engine: Engine, *, older_than_s: float, tenant_id: str | None = None, key: str | None = None,
-                force: bool = False, now: datetime | None = None) -> list[Refresh]:
+def refresh_due(
+    engine: Engine,
+    *,
+    older_than_s: float,
+    tenant_id: str | None = None,
+    key: str | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> list[Refresh]:
     """Refresh the snapshots that are due (running experiments, stopped ones not yet seen stopped).
 
     One transaction per experiment under its advisory lock: another process computing it gets

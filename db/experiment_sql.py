@@ -263,7 +263,11 @@ user_day_events AS (
     FROM attributed a JOIN users u ON u.user_id = a.user_id
     WHERE a.request_x > 0
 )""",
-    "window": ",".join([_EXPOSURES, _OUTCOMES["window"], """
+    "window": ",".join(
+        [
+            _EXPOSURES,
+            _OUTCOMES["window"],
+            """
 user_day_events AS (
     SELECT e.user_id, (e.occurred_at AT TIME ZONE 'UTC')::date AS day,
            1 AS x, 0 AS y, 0 AS purch, 0::numeric AS rev
@@ -274,7 +278,9 @@ user_day_events AS (
            0, (o.type = 'click')::int, (o.type = 'purchase')::int,
            CASE WHEN o.type = 'purchase' THEN coalesce(o.value, 0)::numeric ELSE 0 END
     FROM outcome_events o JOIN users u ON u.user_id = o.user_id
-)"""]),
+)""",
+        ]
+    ),
 }
 
 _DAILY = """
@@ -352,5 +358,7 @@ def rollup_daily_sql() -> str:
 
 def rollup_inexact_sql() -> str:
     """One boolean: true when [start, end) or the outcome floor would drop something the rollup counted."""
-    return "WITH " + _ROLLUP_USERS + f" SELECT coalesce(bool_or(x), false) FROM " \
+    return (
+        "WITH " + _ROLLUP_USERS + f" SELECT coalesce(bool_or(x), false) FROM "
         f"(SELECT {_ROLLUP_INEXACT} AS x FROM users) c"
+    )

@@ -56,11 +56,24 @@ class LoadedExperiment:
     source: str  # "rollup" | "raw"
 
 
-def _params(tenant_id: str, key: str, attribution: Attribution, start: datetime | None,
-            end: datetime | None, pre_period_days: int) -> dict[str, Any]:
-    return {"tenant": tenant_id, "key": key, "start": start, "end": end,
-            "window_s": float(attribution.window_hours) * 3600.0,
-            "pre_days": int(pre_period_days), "multiple": MULTIPLE, "inexact": INEXACT}
+def _params(
+    tenant_id: str,
+    key: str,
+    attribution: Attribution,
+    start: datetime | None,
+    end: datetime | None,
+    pre_period_days: int,
+) -> dict[str, Any]:
+    return {
+        "tenant": tenant_id,
+        "key": key,
+        "start": start,
+        "end": end,
+        "window_s": float(attribution.window_hours) * 3600.0,
+        "pre_days": int(pre_period_days),
+        "multiple": MULTIPLE,
+        "inexact": INEXACT,
+    }
 
 
 def _check_source(source: str, attribution: Attribution) -> None:
@@ -89,17 +102,20 @@ def _arm_stats(key: str, rows: list) -> ExperimentStats | None:
     return ExperimentStats(key=key, arms=tuple(sorted(arms, key=lambda a: a.arm)), multi_arm_users=multiple)
 
 
-def rollup_exact(conn: Any, tenant_id: str, key: str, start: datetime | None = None,
-                 end: datetime | None = None) -> bool:
+def rollup_exact(
+    conn: Any, tenant_id: str, key: str, start: datetime | None = None, end: datetime | None = None
+) -> bool:
     """True when the rollup gives exactly the raw path's request attribution for [start, end)."""
     if conn.execute(text(MIXED_SQL), {"tenant": tenant_id}).scalar():
         return False
-    return not conn.execute(text(rollup_inexact_sql()),
-                            {"tenant": tenant_id, "key": key, "start": start, "end": end}).scalar()
+    return not conn.execute(
+        text(rollup_inexact_sql()), {"tenant": tenant_id, "key": key, "start": start, "end": end}
+    ).scalar()
 
 
-def _choose_source(conn: Any, tenant_id: str, key: str, attribution: Attribution, source: str,
-                   params: dict[str, Any], *, totals: bool) -> tuple[str, ExperimentStats | None]:
+def _choose_source(
+    conn: Any, tenant_id: str, key: str, attribution: Attribution, source: str, params: dict[str, Any], *, totals: bool
+) -> tuple[str, ExperimentStats | None]:
     """("rollup", its totals or None) when the rollup answers exactly, else ("raw", None): rollup or raw, decided once.
 
     With `totals` the exactness check rides in the rollup's totals query (one pass over the rollup,
@@ -135,9 +151,20 @@ def _daily_rows(conn: Any, rollup: bool, attribution: Attribution, params: dict[
         conn.execute(text("SELECT set_config('enable_indexscan', 'on', true)"))
 
 
-def _load(conn: Any, tenant_id: str, key: str, *, attribution: Attribution, start: datetime | None,
-          end: datetime | None, pre_period_days: int, work_mem: str | None, source: str, totals: bool,
-          daily: bool) -> tuple[str, ExperimentStats | None, tuple[DailyArmStats, ...]]:
+def _load(
+    conn: Any,
+    tenant_id: str,
+    key: str,
+    *,
+    attribution: Attribution,
+    start: datetime | None,
+    end: datetime | None,
+    pre_period_days: int,
+    work_mem: str | None,
+    source: str,
+    totals: bool,
+    daily: bool,
+) -> tuple[str, ExperimentStats | None, tuple[DailyArmStats, ...]]:
     """(source used, totals if asked, daily series if asked): both read from the one source chosen."""
     _check_source(source, attribution)
     _tune(conn, work_mem)
@@ -152,37 +179,82 @@ def _load(conn: Any, tenant_id: str, key: str, *, attribution: Attribution, star
     return used, stats, series
 
 
-def load_arm_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
-                   start: datetime | None = None, end: datetime | None = None,
-                   pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
-                   work_mem: str | None = DEFAULT_WORK_MEM, source: str = "auto") -> ExperimentStats:
+def load_arm_stats(
+    conn: Any,
+    tenant_id: str,
+    key: str,
+    *,
+    attribution: Attribution = Attribution(),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
+    work_mem: str | None = DEFAULT_WORK_MEM,
+    source: str = "auto",
+) -> ExperimentStats:
     """Per-arm sufficient statistics of exposures in [start, end) (None = unbounded).
 
     `conn` is a SQLAlchemy Connection or Session; the caller owns the transaction. `source`:
     "auto" reads the rollup when it is exact, else raw events; "rollup" raises ValueError when
     it is not exact; "raw" always aggregates raw events (the reference the rollup is tested against).
     """
-    _, stats, _ = _load(conn, tenant_id, key, attribution=attribution, start=start, end=end,
-                        pre_period_days=pre_period_days, work_mem=work_mem, source=source, totals=True, daily=False)
+    _, stats, _ = _load(
+        conn,
+        tenant_id,
+        key,
+        attribution=attribution,
+        start=start,
+        end=end,
+        pre_period_days=pre_period_days,
+        work_mem=work_mem,
+        source=source,
+        totals=True,
+        daily=False,
+    )
     return stats
 
 
-def load_daily_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
-                     start: datetime | None = None, end: datetime | None = None,
-                     pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
-                     work_mem: str | None = DEFAULT_WORK_MEM, source: str = "auto") -> tuple[DailyArmStats, ...]:
+def load_daily_stats(
+    conn: Any,
+    tenant_id: str,
+    key: str,
+    *,
+    attribution: Attribution = Attribution(),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
+    work_mem: str | None = DEFAULT_WORK_MEM,
+    source: str = "auto",
+) -> tuple[DailyArmStats, ...]:
     """Cumulative per-arm statistics at the end of each UTC day (what a daily peek saw).
 
     `source` as in `load_arm_stats`; "auto" checks exactness first (one more pass over the rollup).
     """
-    _, _, series = _load(conn, tenant_id, key, attribution=attribution, start=start, end=end,
-                         pre_period_days=pre_period_days, work_mem=work_mem, source=source, totals=False, daily=True)
+    _, _, series = _load(
+        conn,
+        tenant_id,
+        key,
+        attribution=attribution,
+        start=start,
+        end=end,
+        pre_period_days=pre_period_days,
+        work_mem=work_mem,
+        source=source,
+        totals=False,
+        daily=True,
+    )
     return series
 
 
-def load_experiment(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
-                    daily: bool = False, pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
-                    source: str = "auto") -> LoadedExperiment:
+def load_experiment(
+    conn: Any,
+    tenant_id: str,
+    key: str,
+    *,
+    attribution: Attribution = Attribution(),
+    daily: bool = False,
+    pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
+    source: str = "auto",
+) -> LoadedExperiment:
     """Definition plus stats, bounded by the experiment's started_at / stopped_at when set.
 
     `source` as in `load_arm_stats`; the daily series reads the source the totals read.
@@ -191,37 +263,70 @@ def load_experiment(conn: Any, tenant_id: str, key: str, *, attribution: Attribu
     definition = load_definition(conn, tenant_id, key)
     start = definition.started_at if definition else None
     end = definition.stopped_at if definition else None
-    used, stats, series = _load(conn, tenant_id, key, attribution=attribution, start=start, end=end,
-                                pre_period_days=pre_period_days, work_mem=DEFAULT_WORK_MEM, source=source,
-                                totals=True, daily=daily)
+    used, stats, series = _load(
+        conn,
+        tenant_id,
+        key,
+        attribution=attribution,
+        start=start,
+        end=end,
+        pre_period_days=pre_period_days,
+        work_mem=DEFAULT_WORK_MEM,
+        source=source,
+        totals=True,
+        daily=daily,
+    )
     return LoadedExperiment(definition, stats.with_daily(series) if daily else stats, used)
 
 
-def load_experiment_stats(conn: Any, tenant_id: str, key: str, *, attribution: Attribution = Attribution(),
-                          daily: bool = False, pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
-                          source: str = "auto") -> tuple[ExperimentDefinition | None, ExperimentStats]:
+def load_experiment_stats(
+    conn: Any,
+    tenant_id: str,
+    key: str,
+    *,
+    attribution: Attribution = Attribution(),
+    daily: bool = False,
+    pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
+    source: str = "auto",
+) -> tuple[ExperimentDefinition | None, ExperimentStats]:
     """(definition, stats) of `load_experiment`."""
-    loaded = load_experiment(conn, tenant_id, key, attribution=attribution, daily=daily,
-                             pre_period_days=pre_period_days, source=source)
+    loaded = load_experiment(
+        conn, tenant_id, key, attribution=attribution, daily=daily, pre_period_days=pre_period_days, source=source
+    )
     return loaded.definition, loaded.stats
 
 
-def analyze(conn: Any, tenant_id: str, key: str, options: ReportOptions = ReportOptions(),
-            now: datetime | None = None) -> dict[str, Any] | None:
+def analyze(
+    conn: Any, tenant_id: str, key: str, options: ReportOptions = ReportOptions(), now: datetime | None = None
+) -> dict[str, Any] | None:
     """The report of experiment `key` from live statistics, or None when it neither exists nor has exposures.
 
     What the CLI, the API and the dashboards (without a snapshot) show. Raises ValueError for an
     invalid stored definition or invalid options (caller shows it).
     """
-    definition, stats = load_experiment_stats(conn, tenant_id, key, attribution=options.attribution,
-                                              daily=options.daily, pre_period_days=options.pre_period_days)
+    definition, stats = load_experiment_stats(
+        conn,
+        tenant_id,
+        key,
+        attribution=options.attribution,
+        daily=options.daily,
+        pre_period_days=options.pre_period_days,
+    )
     if definition is None and not stats.arms:
         return None
     tuning_n = options.tuning_n
     if not tuning_n and definition is not None:
         tuning_n = load_planned_sample_size(conn, tenant_id, key) or 0
-    return build_report(definition, stats, alpha=options.alpha, correction=options.correction,
-                        metrics=options.metrics, sequential=options.sequential,
-                        tuning_n=tuning_n or DEFAULT_TUNING_N, cuped=options.cuped,
-                        target_relative_mde=options.target_relative_mde,
-                        days_elapsed=days_elapsed(definition, now), tenant_id=tenant_id)
+    return build_report(
+        definition,
+        stats,
+        alpha=options.alpha,
+        correction=options.correction,
+        metrics=options.metrics,
+        sequential=options.sequential,
+        tuning_n=tuning_n or DEFAULT_TUNING_N,
+        cuped=options.cuped,
+        target_relative_mde=options.target_relative_mde,
+        days_elapsed=days_elapsed(definition, now),
+        tenant_id=tenant_id,
+    )

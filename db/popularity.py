@@ -19,7 +19,8 @@ def add_engagement(session: Session, rows: list[tuple[str, str, str, datetime]],
     lam = math.log(2) / half_life_s
     # Decay the stored score to the new event's time, then add its weight (per row, in time order,
     # aggregated first so one statement touches each product once).
-    session.execute(text("""
+    session.execute(
+        text("""
         INSERT INTO product_popularity AS pp (tenant_id, product_id, score, updated_at)
         SELECT tenant_id, product_id,
                sum(weight * exp(-:lam * extract(epoch FROM (max_at - at)))), max_at
@@ -37,5 +38,12 @@ def add_engagement(session: Session, rows: list[tuple[str, str, str, datetime]],
                   + EXCLUDED.score * exp(-:lam * extract(epoch FROM
                         (greatest(pp.updated_at, EXCLUDED.updated_at) - EXCLUDED.updated_at))),
             updated_at = greatest(pp.updated_at, EXCLUDED.updated_at)
-    """), {"lam": lam, "tenants": [r[0] for r in rows], "products": [r[1] for r in rows],
-           "weights": [WEIGHTS[r[2]] for r in rows], "ats": [r[3] for r in rows]})
+    """),
+        {
+            "lam": lam,
+            "tenants": [r[0] for r in rows],
+            "products": [r[1] for r in rows],
+            "weights": [WEIGHTS[r[2]] for r in rows],
+            "ats": [r[3] for r in rows],
+        },
+    )

@@ -29,13 +29,18 @@ def catalog_status(session: Session, only_tenant: str | None = None) -> list[dic
     out = []
     for tid in ids:
         row = {"tenant_id": tid, **catalog_counts(session, tid)}
-        row["images_pending"] = session.scalar(text(
-            "SELECT count(*) FROM product_images WHERE tenant_id = :t AND status = 'pending'"), {"t": tid})
+        row["images_pending"] = session.scalar(
+            text("SELECT count(*) FROM product_images WHERE tenant_id = :t AND status = 'pending'"), {"t": tid}
+        )
         row["failure_reasons"] = [
-            {"reason": r.reason or "(none)", "count": r.n} for r in session.execute(text(
-                "SELECT failure_reason AS reason, count(*) AS n FROM product_images "
-                "WHERE tenant_id = :t AND status = 'failed' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3"),
-                {"t": tid})
+            {"reason": r.reason or "(none)", "count": r.n}
+            for r in session.execute(
+                text(
+                    "SELECT failure_reason AS reason, count(*) AS n FROM product_images "
+                    "WHERE tenant_id = :t AND status = 'failed' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3"
+                ),
+                {"t": tid},
+            )
         ]
         out.append(row)
     return out

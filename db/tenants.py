@@ -8,7 +8,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,8 +36,9 @@ def slugify(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:63]
 
 
-def create_tenant(session: Session, name: str, tenant_id: str | None = None, *,
-                  default_arm: str = "baseline") -> TenantCredentials:
+def create_tenant(
+    session: Session, name: str, tenant_id: str | None = None, *, default_arm: str = "baseline"
+) -> TenantCredentials:
     """Add a tenant with fresh keys (the caller commits); `default_arm` serves users outside experiments."""
     tid = tenant_id or slugify(name)
     if not _SLUG.match(tid):
@@ -50,10 +51,16 @@ def create_tenant(session: Session, name: str, tenant_id: str | None = None, *,
         admin_key=f"vak_{tid}_{secrets.token_urlsafe(24)}",
         webhook_secret=f"whsec_{secrets.token_urlsafe(32)}",
     )
-    session.add(Tenant(
-        id=tid, name=name, storefront_key_hash=hash_key(creds.storefront_key),
-        admin_key_hash=hash_key(creds.admin_key), webhook_secret=creds.webhook_secret, default_arm=default_arm,
-    ))
+    session.add(
+        Tenant(
+            id=tid,
+            name=name,
+            storefront_key_hash=hash_key(creds.storefront_key),
+            admin_key_hash=hash_key(creds.admin_key),
+            webhook_secret=creds.webhook_secret,
+            default_arm=default_arm,
+        )
+    )
     session.flush()
     return creds
 
@@ -64,10 +71,13 @@ def tenant_by_storefront_key(session: Session, key: str) -> Tenant | None:
 
 def active_webhook_secrets(tenant: Tenant, now: datetime | None = None) -> list[str]:
     """The current secret, plus the previous one while its rotation grace period lasts."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     out = [tenant.webhook_secret]
-    if tenant.webhook_secret_previous and tenant.webhook_secret_previous_expires_at and \
-            tenant.webhook_secret_previous_expires_at > now:
+    if (
+        tenant.webhook_secret_previous
+        and tenant.webhook_secret_previous_expires_at
+        and tenant.webhook_secret_previous_expires_at > now
+    ):
         out.append(tenant.webhook_secret_previous)
     return out
 

@@ -34,8 +34,10 @@ def ensure_vector_index(conn: Connection, model_key: str, dim: int, *, m: int = 
     if not 1 <= dim <= 4000:  # halfvec HNSW supports up to 4,000 dimensions
         raise ValueError(f"unsupported vector dimension {dim}")
     name = index_name(model_key)
-    conn.execute(text(
-        f"CREATE INDEX IF NOT EXISTS {name} ON items USING hnsw ({vector_expr(dim)} halfvec_cosine_ops) "
-        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) WHERE model = '{model_key}'"
-    ))
+    conn.execute(
+        text(
+            f"CREATE INDEX IF NOT EXISTS {name} ON items USING hnsw ({vector_expr(dim)} halfvec_cosine_ops) "
+            f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) WHERE model = '{model_key}'"
+        )
+    )
     return name

@@ -86,13 +86,24 @@ def _query(model_key: str, dim: int, *, exact: bool, category: bool, by_vector: 
     return text(_sql(model_key, dim, exact=exact, category=category, by_vector=by_vector))
 
 
-_HNSW_SETTINGS = text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                      "set_config('hnsw.ef_search', :ef, true)")
+_HNSW_SETTINGS = text(
+    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', :ef, true)"
+)
 
 
-def similar_products(session: Session, *, tenant_id: str, external_id: str, model_key: str, dim: int,
-                     limit: int = 10, category: str | None = None, ef_search: int = 64,
-                     exact_threshold: int = EXACT_THRESHOLD, strategy: str = "auto") -> VisualResult:
+def similar_products(
+    session: Session,
+    *,
+    tenant_id: str,
+    external_id: str,
+    model_key: str,
+    dim: int,
+    limit: int = 10,
+    category: str | None = None,
+    ef_search: int = 64,
+    exact_threshold: int = EXACT_THRESHOLD,
+    strategy: str = "auto",
+) -> VisualResult:
     """Products of the same tenant nearest to any item of `external_id`, best item match first.
 
     strategy: "auto" (exact for small filtered sets, else HNSW with an exact retry if short),
@@ -100,11 +111,11 @@ def similar_products(session: Session, *, tenant_id: str, external_id: str, mode
     """
     if not _MODEL_KEY.match(model_key):
         raise ValueError(f"invalid model key {model_key!r}")
-    params = {"tenant": tenant_id, "pid": external_id, "limit": limit, "k": max(4 * limit, 40),
-              "category": category}
+    params = {"tenant": tenant_id, "pid": external_id, "limit": limit, "k": max(4 * limit, 40), "category": category}
     if strategy == "auto":
-        strategy = choose_strategy(session, model_key=model_key, tenant_id=tenant_id, category=category,
-                                   exact_threshold=exact_threshold)
+        strategy = choose_strategy(
+            session, model_key=model_key, tenant_id=tenant_id, category=category, exact_threshold=exact_threshold
+        )
     used = strategy
     if strategy == "hnsw":
         _hnsw_settings(session, max(ef_search, params["k"]))
@@ -115,12 +126,14 @@ def similar_products(session: Session, *, tenant_id: str, external_id: str, mode
         rows = _exact(session, model_key, dim, category, params)
     if not rows and not _has_vectors(session, model_key, tenant_id, external_id):
         return VisualResult(None, used)
-    return VisualResult([Neighbour(r.external_id, r.title, r.category, r.price, r.image_url, float(r.dist))
-                         for r in rows], used)
+    return VisualResult(
+        [Neighbour(r.external_id, r.title, r.category, r.price, r.image_url, float(r.dist)) for r in rows], used
+    )
 
 
-def similar_to_vector(session: Session, *, tenant_id: str, vector, model_key: str, dim: int, limit: int = 10,
-                      ef_search: int = 64) -> list[Neighbour]:
+def similar_to_vector(
+    session: Session, *, tenant_id: str, vector, model_key: str, dim: int, limit: int = 10, ef_search: int = 64
+) -> list[Neighbour]:
     """Products of the tenant nearest to a query vector (search by image or by text)."""
     if not _MODEL_KEY.match(model_key):
         raise ValueError(f"invalid model key {model_key!r}")
@@ -133,17 +146,21 @@ def similar_to_vector(session: Session, *, tenant_id: str, vector, model_key: st
     return [Neighbour(r.external_id, r.title, r.category, r.price, r.image_url, float(r.dist)) for r in rows]
 
 
-def choose_strategy(session: Session, *, model_key: str, tenant_id: str, category: str | None,
-                    exact_threshold: int = EXACT_THRESHOLD) -> str:
-    """"exact" when at most `exact_threshold` items pass the filters, else "hnsw" (a bounded count).
+def choose_strategy(
+    session: Session, *, model_key: str, tenant_id: str, category: str | None, exact_threshold: int = EXACT_THRESHOLD
+) -> str:
+    """ "exact" when at most `exact_threshold` items pass the filters, else "hnsw" (a bounded count).
 
     Only a cost decision: either strategy returns full, correct lists (HNSW falls back to exact
     when it comes back short), so a caller may reuse the answer for a while.
     """
     if not _MODEL_KEY.match(model_key):
         raise ValueError(f"invalid model key {model_key!r}")
-    return "exact" if _filtered_items(session, model_key, tenant_id, category, exact_threshold) <= exact_threshold \
+    return (
+        "exact"
+        if _filtered_items(session, model_key, tenant_id, category, exact_threshold) <= exact_threshold
         else "hnsw"
+    )
 
 
 def _hnsw_settings(session: Session, ef_search: int) -> None:
@@ -161,13 +178,24 @@ def _exact(session: Session, model_key: str, dim: int, category: str | None, par
 def _filtered_items(session: Session, model_key: str, tenant_id: str, category: str | None, cap: int) -> int:
     """How many items pass the filters, counted up to cap + 1 (an index-only scan, bounded)."""
     cat = "AND category = :category" if category is not None else ""
-    return session.scalar(text(
-        f"SELECT count(*) FROM (SELECT 1 FROM items WHERE tenant_id = :tenant AND model = '{model_key}' "
-        f"AND in_stock {cat} LIMIT :cap) x"), {"tenant": tenant_id, "category": category, "cap": cap + 1})
+    return session.scalar(
+        text(
+            f"SELECT count(*) FROM (SELECT 1 FROM items WHERE tenant_id = :tenant AND model = '{model_key}' "
+            f"AND in_stock {cat} LIMIT :cap) x"
+        ),
+        {"tenant": tenant_id, "category": category, "cap": cap + 1},
+    )
 
 
 def _has_vectors(session: Session, model_key: str, tenant_id: str, external_id: str) -> bool:
-    return session.execute(text(
-        f"SELECT 1 FROM items it JOIN products p ON p.id = it.product_id "
-        f"WHERE p.tenant_id = :tenant AND p.external_id = :pid AND NOT p.deleted AND it.model = '{model_key}' LIMIT 1"
-    ), {"tenant": tenant_id, "pid": external_id}).first() is not None
+    return (
+        session.execute(
+            text(
+                f"SELECT 1 FROM items it JOIN products p ON p.id = it.product_id "
+                f"WHERE p.tenant_id = :tenant AND p.external_id = :pid AND NOT p.deleted "
+                f"AND it.model = '{model_key}' LIMIT 1"
+            ),
+            {"tenant": tenant_id, "pid": external_id},
+        ).first()
+        is not None
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from experiments.definition import ExperimentDefinition
 from experiments.report import DEFAULT_METRICS
@@ -57,5 +57,5 @@ def days_elapsed(definition: ExperimentDefinition | None, now: datetime | None =
     """Days between start and stop (or now); None when the start is unknown."""
     if definition is None or definition.started_at is None:
         return None
-    end = definition.stopped_at or now or datetime.now(timezone.utc)
+    end = definition.stopped_at or now or datetime.now(UTC)
     return max((end - definition.started_at).total_seconds() / 86400.0, 0.0) or None

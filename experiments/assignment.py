@@ -16,8 +16,8 @@ buckets outside every range get the default arm with in_experiment=False.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from experiments.definition import ExperimentDefinition
 
@@ -25,8 +25,8 @@ CURRENT_HASH_VERSION = 1
 
 
 def _hash_v1(seed: str, user_id: str) -> float:
-    digest = hashlib.sha256(f"{seed}:{user_id}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    digest = hashlib.sha256(f"{seed}:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 HASHES: dict[int, Callable[[str, str], float]] = {1: _hash_v1}
@@ -76,12 +76,12 @@ def assign(definition: ExperimentDefinition, user_id: str, default_arm: str) -> 
     idx = choose_arm(bucket, bucket_ranges(definition.weights, definition.traffic_fraction))
     if idx is None:
         return Assignment(definition.key, str(user_id), default_arm, False, bucket, definition.hash_version)
-    return Assignment(definition.key, str(user_id), definition.arms[idx].name, True, bucket,
-                      definition.hash_version)
+    return Assignment(definition.key, str(user_id), definition.arms[idx].name, True, bucket, definition.hash_version)
 
 
-def assign_sticky(definition: ExperimentDefinition, user_id: str, default_arm: str,
-                  stored_arm: str | None) -> Assignment:
+def assign_sticky(
+    definition: ExperimentDefinition, user_id: str, default_arm: str, stored_arm: str | None
+) -> Assignment:
     """Assignment that honours a stored first assignment (sticky across weight changes).
 
     The caller stores the first in-experiment assignment (db `assignments` table) and

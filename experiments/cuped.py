@@ -103,8 +103,9 @@ class CupedTTest:
         return self.result
 
 
-def cuped_or_welch(control: RegressionAdjustedStatistic, treatment: RegressionAdjustedStatistic,
-                   alpha: float = 0.05) -> CupedTTest | WelchTTest:
+def cuped_or_welch(
+    control: RegressionAdjustedStatistic, treatment: RegressionAdjustedStatistic, alpha: float = 0.05
+) -> CupedTTest | WelchTTest:
     """CUPED when pre-period data exists (the covariate varies), else the plain Welch t-test."""
     test = CupedTTest(control, treatment, alpha)
     return test if test.has_covariate else WelchTTest(control.post, treatment.post, alpha)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 WEIGHT_TOLERANCE = 1e-6  # weights must sum to 1 within this (0.1 + 0.2 + 0.7 is not exactly 1.0)
 METRICS = ("ctr", "conversion", "revenue_per_user", "click_through", "ctr_per_user")
@@ -44,11 +45,13 @@ class ExperimentDefinition:
         from experiments.assignment import HASHES  # assignment imports this module
 
         if self.hash_version not in HASHES:
-            raise ValueError(f"experiment {self.key!r}: unknown hash_version {self.hash_version!r}; "
-                             f"known: {sorted(HASHES)}")
+            raise ValueError(
+                f"experiment {self.key!r}: unknown hash_version {self.hash_version!r}; known: {sorted(HASHES)}"
+            )
         if self.primary_metric not in METRICS:
-            raise ValueError(f"experiment {self.key!r}: primary_metric {self.primary_metric!r} "
-                             f"is not one of {', '.join(METRICS)}")
+            raise ValueError(
+                f"experiment {self.key!r}: primary_metric {self.primary_metric!r} is not one of {', '.join(METRICS)}"
+            )
 
     @property
     def seed(self) -> str:
@@ -71,7 +74,7 @@ class ExperimentDefinition:
         return self.arms[0].name
 
     @classmethod
-    def from_row(cls, key: str, arms: Iterable[Mapping[str, Any]], **kwargs: Any) -> "ExperimentDefinition":
+    def from_row(cls, key: str, arms: Iterable[Mapping[str, Any]], **kwargs: Any) -> ExperimentDefinition:
         """Build from the JSON arms of the `experiments` table: [{"name", "weight"}, ...]."""
         parsed = []
         for i, a in enumerate(arms):
@@ -99,7 +102,8 @@ def validate_arms(arms: tuple[Arm, ...]) -> None:
             raise ValueError(f"arm {a.name!r}: weight must be >= 0, got {w!r}")
     total = math.fsum(a.weight for a in arms)
     if abs(total - 1.0) > WEIGHT_TOLERANCE:
-        raise ValueError(f"arm weights must sum to 1 (within {WEIGHT_TOLERANCE:g}), "
-                         f"got {total!r} from {[a.weight for a in arms]!r}")
+        raise ValueError(
+            f"arm weights must sum to 1 (within {WEIGHT_TOLERANCE:g}), got {total!r} from {[a.weight for a in arms]!r}"
+        )
     if not any(a.weight > 0 for a in arms):
         raise ValueError("at least one arm must have a positive weight")

@@ -25,12 +25,13 @@ METHOD = "Welch t-test"
 def welch_dof(var_mean_c: float, n_c: int, var_mean_t: float, n_t: int) -> float:
     """Welch-Satterthwaite degrees of freedom, as statsmodels `CompareMeans.dof_satt`."""
     num = (var_mean_c + var_mean_t) ** 2
-    den = var_mean_c ** 2 / (n_c - 1) + var_mean_t ** 2 / (n_t - 1)
+    den = var_mean_c**2 / (n_c - 1) + var_mean_t**2 / (n_t - 1)
     return num / den if den > 0 else float(n_c + n_t - 2)
 
 
-def welch_result(method: str, mean_c: float, var_mean_c: float, n_c: int,
-                 mean_t: float, var_mean_t: float, n_t: int, alpha: float) -> TestResult:
+def welch_result(
+    method: str, mean_c: float, var_mean_c: float, n_c: int, mean_t: float, var_mean_t: float, n_t: int, alpha: float
+) -> TestResult:
     """A Welch t-test from means and variances of the means (shared by means and CUPED).
 
     The same t statistic, p-value and CIs as statsmodels `CompareMeans.ttest_ind(usevar="unequal")`
@@ -58,18 +59,25 @@ def welch_result(method: str, mean_c: float, var_mean_c: float, n_c: int,
         lift_ci = t_interval(lift, math.sqrt(lift_var), dof, alpha)
     if not all_finite(t, p, lo, hi, lift, *lift_ci):
         return neutral_result(method, ErrorCode.INVALID_INPUT, mean_c, mean_t)
-    return TestResult(method, mean_c, mean_t, mean_t - mean_c, (float(lo), float(hi)), lift,
-                      (float(lift_ci[0]), float(lift_ci[1])), float(p), float(t), error)
+    return TestResult(
+        method,
+        mean_c,
+        mean_t,
+        mean_t - mean_c,
+        (float(lo), float(hi)),
+        lift,
+        (float(lift_ci[0]), float(lift_ci[1])),
+        float(p),
+        float(t),
+        error,
+    )
 
 
-def mean_estimate(mean_c: float, var_mean_c: float, n_c: int,
-                  mean_t: float, var_mean_t: float, n_t: int) -> Estimate:
+def mean_estimate(mean_c: float, var_mean_c: float, n_c: int, mean_t: float, var_mean_t: float, n_t: int) -> Estimate:
     """The Estimate (difference, lift and their variances) behind a comparison of means."""
     lift_defined = mean_c != 0
-    lift, lift_var = (delta_method_lift(mean_c, mean_t, var_mean_c, var_mean_t)
-                      if lift_defined else (0.0, 0.0))
-    return Estimate(mean_c, mean_t, mean_t - mean_c, var_mean_c + var_mean_t, lift, lift_var,
-                    n_c + n_t, lift_defined)
+    lift, lift_var = delta_method_lift(mean_c, mean_t, var_mean_c, var_mean_t) if lift_defined else (0.0, 0.0)
+    return Estimate(mean_c, mean_t, mean_t - mean_c, var_mean_c + var_mean_t, lift, lift_var, n_c + n_t, lift_defined)
 
 
 @dataclass(frozen=True)
@@ -91,8 +99,7 @@ class WelchTTest:
         c, t = self.control, self.treatment
         if c.n < 0 or t.n < 0 or not all_finite(c.sum, c.sum_squares, t.sum, t.sum_squares):
             return neutral_result(METHOD, ErrorCode.INVALID_INPUT)
-        return welch_result(METHOD, c.mean, c.variance_of_mean, c.n,
-                            t.mean, t.variance_of_mean, t.n, self.alpha)
+        return welch_result(METHOD, c.mean, c.variance_of_mean, c.n, t.mean, t.variance_of_mean, t.n, self.alpha)
 
     @property
     def error(self) -> ErrorCode | None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from statsmodels.stats.proportion import proportion_confint
 
@@ -33,6 +33,7 @@ def _prop(attr: str) -> Callable[[ArmStats, ArmStats, float, bool], object]:
         if cuped and attr == "conversion":
             return cuped_or_welch(c.conversion_cuped, t.conversion_cuped, alpha)
         return TwoProportionZTest(getattr(c, attr), getattr(t, attr), alpha)
+
     return make
 
 
@@ -50,14 +51,21 @@ def _revenue(c: ArmStats, t: ArmStats, alpha: float, cuped: bool) -> object:
     return WelchTTest(c.revenue_per_user, t.revenue_per_user, alpha)
 
 
-METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("ctr", "CTR (clicks / exposures, user-level delta method)", "ratio", _ratio),
-    Metric("ctr_per_user", "CTR per user (mean of each user's clicks / exposures)", "mean", _ctr_per_user),
-    Metric("click_through", "Click-through users (users who clicked / users exposed)", "proportion",
-           _prop("click_through")),
-    Metric("conversion", "Conversion (purchasers / users exposed)", "proportion", _prop("conversion"), True),
-    Metric("revenue_per_user", "Revenue per exposed user", "mean", _revenue, True),
-)}
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("ctr", "CTR (clicks / exposures, user-level delta method)", "ratio", _ratio),
+        Metric("ctr_per_user", "CTR per user (mean of each user's clicks / exposures)", "mean", _ctr_per_user),
+        Metric(
+            "click_through",
+            "Click-through users (users who clicked / users exposed)",
+            "proportion",
+            _prop("click_through"),
+        ),
+        Metric("conversion", "Conversion (purchasers / users exposed)", "proportion", _prop("conversion"), True),
+        Metric("revenue_per_user", "Revenue per exposed user", "mean", _revenue, True),
+    )
+}
 
 
 def arm_value(metric: Metric, s: ArmStats, alpha: float) -> tuple[float, tuple[float, float]]:
@@ -82,11 +90,22 @@ def arm_value(metric: Metric, s: ArmStats, alpha: float) -> tuple[float, tuple[f
     return m.mean, (float(lo), float(hi))
 
 
-def metric_power(metric: Metric, c: ArmStats, t: ArmStats, alpha: float, power: float,
-                 target_relative_mde: float, control_users_per_day: float) -> PowerResult:
+def metric_power(
+    metric: Metric,
+    c: ArmStats,
+    t: ArmStats,
+    alpha: float,
+    power: float,
+    target_relative_mde: float,
+    control_users_per_day: float,
+) -> PowerResult:
     """MDE now, n needed for the target MDE, days remaining: proportions via Cohen's h, else d."""
-    kw = dict(alpha=alpha, power=power, target_relative_mde=target_relative_mde,
-              control_users_per_day=control_users_per_day)
+    kw = {
+        "alpha": alpha,
+        "power": power,
+        "target_relative_mde": target_relative_mde,
+        "control_users_per_day": control_users_per_day,
+    }
     if metric.kind == "proportion":
         p = c.click_through if metric.name == "click_through" else c.conversion
         return proportion_power(p.mean, c.users, t.users, **kw)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from statsmodels.stats.multitest import multipletests
 
@@ -28,9 +28,14 @@ class AdjustedPValues:
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict."""
-        return {"method": self.method, "label": self.label, "alpha": self.alpha,
-                "p_values": list(self.p_values), "adjusted": list(self.adjusted),
-                "reject": list(self.reject)}
+        return {
+            "method": self.method,
+            "label": self.label,
+            "alpha": self.alpha,
+            "p_values": list(self.p_values),
+            "adjusted": list(self.adjusted),
+            "reject": list(self.reject),
+        }
 
 
 def adjust_p_values(p_values: Sequence[float], method: str = "holm", alpha: float = 0.05) -> AdjustedPValues:
@@ -47,5 +52,6 @@ def adjust_p_values(p_values: Sequence[float], method: str = "holm", alpha: floa
     if not ps:
         return AdjustedPValues(method, CORRECTIONS[method], alpha, (), (), ())
     reject, adjusted, _, _ = multipletests(ps, alpha=alpha, method=method)
-    return AdjustedPValues(method, CORRECTIONS[method], alpha, ps,
-                           tuple(float(p) for p in adjusted), tuple(bool(r) for r in reject))
+    return AdjustedPValues(
+        method, CORRECTIONS[method], alpha, ps, tuple(float(p) for p in adjusted), tuple(bool(r) for r in reject)
+    )

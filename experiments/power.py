@@ -56,17 +56,24 @@ def _solve(**kwargs: float) -> float:
     return float(NormalIndPower().solve_power(**kwargs))
 
 
-def proportion_power(baseline_rate: float, n_control: int, n_treatment: int, alpha: float = 0.05,
-                     power: float = DEFAULT_POWER, target_relative_mde: float = DEFAULT_TARGET_MDE,
-                     control_users_per_day: float = 0.0) -> PowerResult:
+def proportion_power(
+    baseline_rate: float,
+    n_control: int,
+    n_treatment: int,
+    alpha: float = 0.05,
+    power: float = DEFAULT_POWER,
+    target_relative_mde: float = DEFAULT_TARGET_MDE,
+    control_users_per_day: float = 0.0,
+) -> PowerResult:
     """Power of a two-proportion test via Cohen's h (`proportion_effectsize`, `NormalIndPower`).
 
     The MDE solves NormalIndPower for h at the current n and maps h back to a rate:
     p2 = sin(asin(sqrt(p1)) + h / 2)^2 (an increase).
     """
     ratio = n_treatment / n_control if n_control > 0 else 1.0
-    base = PowerResult("proportion", baseline_rate, n_control, ratio, alpha, power,
-                       target_relative_mde=target_relative_mde)
+    base = PowerResult(
+        "proportion", baseline_rate, n_control, ratio, alpha, power, target_relative_mde=target_relative_mde
+    )
     if n_control < 2 or n_treatment < 2:
         return replace(base, error=ErrorCode.TOO_FEW_USERS)
     if not 0.0 < baseline_rate < 1.0:
@@ -81,22 +88,32 @@ def proportion_power(baseline_rate: float, n_control: int, n_treatment: int, alp
     if 0.0 < target_rate < 1.0 and target_relative_mde != 0:
         h_target = abs(float(proportion_effectsize(target_rate, baseline_rate)))
         required = math.ceil(_solve(effect_size=h_target, nobs1=None, alpha=alpha, power=power, ratio=ratio))
-    return replace(base, mde_absolute=mde_abs, mde_relative=mde_abs / baseline_rate,
-                    required_n_control=required,
-                    days_remaining=days_remaining(required, n_control, control_users_per_day))
+    return replace(
+        base,
+        mde_absolute=mde_abs,
+        mde_relative=mde_abs / baseline_rate,
+        required_n_control=required,
+        days_remaining=days_remaining(required, n_control, control_users_per_day),
+    )
 
 
-def mean_power(baseline_mean: float, sd: float, n_control: int, n_treatment: int, alpha: float = 0.05,
-               power: float = DEFAULT_POWER, target_relative_mde: float = DEFAULT_TARGET_MDE,
-               control_users_per_day: float = 0.0) -> PowerResult:
+def mean_power(
+    baseline_mean: float,
+    sd: float,
+    n_control: int,
+    n_treatment: int,
+    alpha: float = 0.05,
+    power: float = DEFAULT_POWER,
+    target_relative_mde: float = DEFAULT_TARGET_MDE,
+    control_users_per_day: float = 0.0,
+) -> PowerResult:
     """Power of a two-sample test of means with per-unit standard deviation `sd` (`NormalIndPower`).
 
     Effect size d = delta / sd. For a ratio metric pass the delta-method per-user sd,
     sqrt(n Var(ratio)).
     """
     ratio = n_treatment / n_control if n_control > 0 else 1.0
-    base = PowerResult("mean", baseline_mean, n_control, ratio, alpha, power,
-                       target_relative_mde=target_relative_mde)
+    base = PowerResult("mean", baseline_mean, n_control, ratio, alpha, power, target_relative_mde=target_relative_mde)
     if n_control < 2 or n_treatment < 2:
         return replace(base, error=ErrorCode.TOO_FEW_USERS)
     if not (math.isfinite(sd) and sd > 0):
@@ -106,15 +123,23 @@ def mean_power(baseline_mean: float, sd: float, n_control: int, n_treatment: int
     if baseline_mean == 0:
         return replace(base, mde_absolute=mde_abs, error=ErrorCode.ZERO_DENOMINATOR)
     d_target = abs(baseline_mean * target_relative_mde) / sd
-    required = (math.ceil(_solve(effect_size=d_target, nobs1=None, alpha=alpha, power=power, ratio=ratio))
-                if d_target > 0 else 0)
-    return replace(base, mde_absolute=mde_abs, mde_relative=mde_abs / abs(baseline_mean),
-                    required_n_control=required,
-                    days_remaining=days_remaining(required, n_control, control_users_per_day))
+    required = (
+        math.ceil(_solve(effect_size=d_target, nobs1=None, alpha=alpha, power=power, ratio=ratio))
+        if d_target > 0
+        else 0
+    )
+    return replace(
+        base,
+        mde_absolute=mde_abs,
+        mde_relative=mde_abs / abs(baseline_mean),
+        required_n_control=required,
+        days_remaining=days_remaining(required, n_control, control_users_per_day),
+    )
 
 
-def proportion_test_power(p_control: float, p_treatment: float, n_control: int, ratio: float = 1.0,
-                          alpha: float = 0.05) -> float:
+def proportion_test_power(
+    p_control: float, p_treatment: float, n_control: int, ratio: float = 1.0, alpha: float = 0.05
+) -> float:
     """Theoretical power of the two-proportion test for true rates (Cohen's h, `NormalIndPower.power`)."""
     h = abs(float(proportion_effectsize(p_treatment, p_control)))
     return float(NormalIndPower().power(effect_size=h, nobs1=n_control, alpha=alpha, ratio=ratio))

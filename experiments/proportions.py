@@ -54,17 +54,17 @@ class TwoProportionZTest:
         lift, lift_var = 0.0, 0.0
         if lift_defined:
             lift = t.mean / c.mean - 1.0
-            lift_var = var_t / c.mean ** 2 + t.mean ** 2 * var_c / c.mean ** 4
-        return Estimate(c.mean, t.mean, t.mean - c.mean, var_c + var_t, lift, lift_var,
-                        c.n + t.n, lift_defined)
+            lift_var = var_t / c.mean**2 + t.mean**2 * var_c / c.mean**4
+        return Estimate(c.mean, t.mean, t.mean - c.mean, var_c + var_t, lift, lift_var, c.n + t.n, lift_defined)
 
     @cached_property
     def _z_and_p(self) -> tuple[float, float]:
         # Kept apart from the CIs so simulations that only need p stay fast.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            z, p = proportions_ztest([self.treatment.successes, self.control.successes],
-                                     [self.treatment.n, self.control.n])
+            z, p = proportions_ztest(
+                [self.treatment.successes, self.control.successes], [self.treatment.n, self.control.n]
+            )
         return float(z), float(p)
 
     @cached_property
@@ -77,15 +77,16 @@ class TwoProportionZTest:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             diff_lo, diff_hi = confint_proportions_2indep(
-                t.successes, t.n, c.successes, c.n, compare="diff", method="newcomb", alpha=self.alpha)
+                t.successes, t.n, c.successes, c.n, compare="diff", method="newcomb", alpha=self.alpha
+            )
             error, lift, lift_ci = None, 0.0, (0.0, 0.0)
             if c.successes == 0:
                 # Lift relative to a zero baseline is undefined; the difference and p stay valid.
                 error = ErrorCode.ZERO_DENOMINATOR
             else:
                 r_lo, r_hi = confint_proportions_2indep(
-                    t.successes, t.n, c.successes, c.n, compare="ratio", method="log-adjusted",
-                    alpha=self.alpha)
+                    t.successes, t.n, c.successes, c.n, compare="ratio", method="log-adjusted", alpha=self.alpha
+                )
                 lift, lift_ci = t.mean / c.mean - 1.0, (float(r_lo) - 1.0, float(r_hi) - 1.0)
         if not all_finite(z, p, diff_lo, diff_hi, lift, *lift_ci):
             return neutral_result(METHOD, ErrorCode.INVALID_INPUT, c.mean, t.mean)
@@ -123,5 +124,3 @@ class TwoProportionZTest:
     def compute_result(self) -> TestResult:
         """The result (gbstats naming)."""
         return self.result
-
-

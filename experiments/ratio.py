@@ -85,9 +85,18 @@ class DeltaMethodRatioTest:
             lift_ci = z_interval(est.lift, math.sqrt(est.lift_variance), self.alpha)
         if not all_finite(z, p, lo, hi, *lift_ci):
             return neutral_result(METHOD, ErrorCode.INVALID_INPUT, c.ratio, t.ratio)
-        return TestResult(METHOD, est.control_value, est.treatment_value, est.effect,
-                          (float(lo), float(hi)), est.lift, (float(lift_ci[0]), float(lift_ci[1])),
-                          float(p), float(z), error)
+        return TestResult(
+            METHOD,
+            est.control_value,
+            est.treatment_value,
+            est.effect,
+            (float(lo), float(hi)),
+            est.lift,
+            (float(lift_ci[0]), float(lift_ci[1])),
+            float(p),
+            float(z),
+            error,
+        )
 
     @property
     def p_value(self) -> float:

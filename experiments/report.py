@@ -8,7 +8,8 @@ metric and arm: n, value with CI, lift vs control with CI, p-value, adjusted p-v
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from experiments.definition import ExperimentDefinition
 from experiments.metrics import METRICS, arm_value, metric_power
@@ -37,11 +38,21 @@ def _arms(definition: ExperimentDefinition | None, stats: ExperimentStats) -> li
     return named
 
 
-def build_report(definition: ExperimentDefinition | None, stats: ExperimentStats, *,
-                 alpha: float = 0.05, correction: str = "holm", metrics: Sequence[str] = DEFAULT_METRICS,
-                 sequential: bool = False, tuning_n: float = DEFAULT_TUNING_N, cuped: bool = True,
-                 power: float = DEFAULT_POWER, target_relative_mde: float = DEFAULT_TARGET_MDE,
-                 days_elapsed: float | None = None, tenant_id: str | None = None) -> dict[str, Any]:
+def build_report(
+    definition: ExperimentDefinition | None,
+    stats: ExperimentStats,
+    *,
+    alpha: float = 0.05,
+    correction: str = "holm",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    sequential: bool = False,
+    tuning_n: float = DEFAULT_TUNING_N,
+    cuped: bool = True,
+    power: float = DEFAULT_POWER,
+    target_relative_mde: float = DEFAULT_TARGET_MDE,
+    days_elapsed: float | None = None,
+    tenant_id: str | None = None,
+) -> dict[str, Any]:
     """The full report as plain dicts, lists, strings and finite floats (JSON-ready)."""
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -54,8 +65,10 @@ def build_report(definition: ExperimentDefinition | None, stats: ExperimentStats
     arm_stats = {name: stats.arm(name) for name, _ in arms}
     srm = check_srm([arm_stats[n].users for n, _ in arms], [w for _, w in arms]) if len(arms) >= 2 else None
     if srm is not None and srm.mismatch:
-        warnings.append(f"SAMPLE RATIO MISMATCH (p = {srm.p_value:.2g} < {srm.threshold}): the split does not "
-                        "match the weights; do not trust the results below until the cause is found")
+        warnings.append(
+            f"SAMPLE RATIO MISMATCH (p = {srm.p_value:.2g} < {srm.threshold}): the split does not "
+            "match the weights; do not trust the results below until the cause is found"
+        )
     if stats.multi_arm_users:
         warnings.append(f"{stats.multi_arm_users} users were exposed to several arms and are excluded")
     if days_elapsed is None and stats.daily:
@@ -71,52 +84,83 @@ def build_report(definition: ExperimentDefinition | None, stats: ExperimentStats
         for arm_name, weight in arms:
             s = arm_stats[arm_name]
             value, ci = arm_value(metric, s, alpha)
-            row: dict[str, Any] = {"arm": arm_name, "is_control": arm_name == control, "weight": weight,
-                                   "n": s.users, "value": value, "ci": list(ci)}
+            row: dict[str, Any] = {
+                "arm": arm_name,
+                "is_control": arm_name == control,
+                "weight": weight,
+                "n": s.users,
+                "value": value,
+                "ci": list(ci),
+            }
             if arm_name != control:
                 test = metric.make_test(c, s, alpha, use_cuped and metric.cuped_capable)
                 result: TestResult = (SequentialTest(test, tuning_n) if sequential else test).compute_result()
-                row.update(method=result.method, effect=result.effect, effect_ci=list(result.effect_ci),
-                           lift=result.lift, lift_ci=list(result.lift_ci), p_value=result.p_value,
-                           error=result.error.value if result.error else None)
+                row.update(
+                    method=result.method,
+                    effect=result.effect,
+                    effect_ci=list(result.effect_ci),
+                    lift=result.lift,
+                    lift_ci=list(result.lift_ci),
+                    p_value=result.p_value,
+                    error=result.error.value if result.error else None,
+                )
                 family.append((len(metric_blocks), len(rows), result))
                 pw = metric_power(metric, c, s, alpha, power, target_relative_mde, per_day)
                 row["power"] = pw.to_dict()
             rows.append(row)
-        metric_blocks.append({"name": name, "label": metric.label, "primary": bool(
-            definition is not None and definition.primary_metric == name),
-            "cuped": use_cuped and metric.cuped_capable, "rows": rows})
+        metric_blocks.append(
+            {
+                "name": name,
+                "label": metric.label,
+                "primary": bool(definition is not None and definition.primary_metric == name),
+                "cuped": use_cuped and metric.cuped_capable,
+                "rows": rows,
+            }
+        )
 
     adjusted = adjust_p_values([r.p_value for _, _, r in family], correction, alpha)
     for (mi, ri, result), p_adj in zip(family, adjusted.adjusted):
         row = metric_blocks[mi]["rows"][ri]
         row["p_value_adjusted"] = p_adj
         row["significant"] = result.error is None and p_adj < alpha
-    return _clean({
-        "experiment": stats.key,
-        "tenant": tenant_id,
-        "control": control,
-        "primary_metric": definition.primary_metric if definition else None,
-        "alpha": alpha,
-        "analysis": (f"sequential (always-valid normal-mixture confidence sequences, tuning_n={tuning_n:g})"
-                     if sequential else "fixed-horizon"),
-        "cuped": use_cuped,
-        "days_elapsed": days_elapsed,
-        "arms": [{"name": n, "weight": w, "users": arm_stats[n].users} for n, w in arms],
-        "srm": srm.to_dict() if srm else None,
-        "multi_arm_users": stats.multi_arm_users,
-        "correction": {"method": adjusted.method, "label": adjusted.label,
-                       "family": f"{len(family)} comparisons: every treatment arm vs {control} "
-                                 f"on every metric in this report"},
-        "power_settings": {"power": power, "target_relative_mde": target_relative_mde},
-        "warnings": warnings,
-        "metrics": metric_blocks,
-    })
+    return _clean(
+        {
+            "experiment": stats.key,
+            "tenant": tenant_id,
+            "control": control,
+            "primary_metric": definition.primary_metric if definition else None,
+            "alpha": alpha,
+            "analysis": (
+                f"sequential (always-valid normal-mixture confidence sequences, tuning_n={tuning_n:g})"
+                if sequential
+                else "fixed-horizon"
+            ),
+            "cuped": use_cuped,
+            "days_elapsed": days_elapsed,
+            "arms": [{"name": n, "weight": w, "users": arm_stats[n].users} for n, w in arms],
+            "srm": srm.to_dict() if srm else None,
+            "multi_arm_users": stats.multi_arm_users,
+            "correction": {
+                "method": adjusted.method,
+                "label": adjusted.label,
+                "family": f"{len(family)} comparisons: every treatment arm vs {control} on every metric in this report",
+            },
+            "power_settings": {"power": power, "target_relative_mde": target_relative_mde},
+            "warnings": warnings,
+            "metrics": metric_blocks,
+        }
+    )
 
 
-def daily_series(definition: ExperimentDefinition | None, stats: ExperimentStats, metric: str = "ctr", *,
-                 alpha: float = 0.05, sequential: bool = True,
-                 tuning_n: float = DEFAULT_TUNING_N) -> list[dict[str, Any]]:
+def daily_series(
+    definition: ExperimentDefinition | None,
+    stats: ExperimentStats,
+    metric: str = "ctr",
+    *,
+    alpha: float = 0.05,
+    sequential: bool = True,
+    tuning_n: float = DEFAULT_TUNING_N,
+) -> list[dict[str, Any]]:
     """Per day and treatment arm, from the cumulative daily stats: n, values, lift and its CI, p.
 
     Sequential by default: a chart of daily lifts is a peek per day, so only always-valid
@@ -139,10 +183,24 @@ def daily_series(definition: ExperimentDefinition | None, stats: ExperimentStats
             t = by_day[day].get(arm_name, ArmStats(arm=arm_name))
             test = m.make_test(c, t, alpha, False)
             r = (SequentialTest(test, tuning_n) if sequential else test).compute_result()
-            out.append(_clean({"day": day.isoformat(), "arm": arm_name, "n_control": c.users, "n": t.users,
-                               "control_value": r.control_value, "value": r.treatment_value, "lift": r.lift,
-                               "lift_ci": list(r.lift_ci), "effect_ci": list(r.effect_ci), "p_value": r.p_value,
-                               "method": r.method, "error": r.error.value if r.error else None}))
+            out.append(
+                _clean(
+                    {
+                        "day": day.isoformat(),
+                        "arm": arm_name,
+                        "n_control": c.users,
+                        "n": t.users,
+                        "control_value": r.control_value,
+                        "value": r.treatment_value,
+                        "lift": r.lift,
+                        "lift_ci": list(r.lift_ci),
+                        "effect_ci": list(r.effect_ci),
+                        "p_value": r.p_value,
+                        "method": r.method,
+                        "error": r.error.value if r.error else None,
+                    }
+                )
+            )
     return out
 
 
@@ -178,15 +236,18 @@ def render_text(report: dict[str, Any]) -> str:
     if report.get("tenant"):
         head += f" (tenant {report['tenant']})"
     out.append(head)
-    out.append(f"control: {report['control']}   primary metric: {report['primary_metric'] or '-'}   "
-               f"alpha: {report['alpha']}   analysis: {report['analysis']}"
-               + ("   CUPED: on" if report["cuped"] else ""))
+    out.append(
+        f"control: {report['control']}   primary metric: {report['primary_metric'] or '-'}   "
+        f"alpha: {report['alpha']}   analysis: {report['analysis']}" + ("   CUPED: on" if report["cuped"] else "")
+    )
     srm = report["srm"]
     if srm:
         exp = "/".join(f"{e:,.0f}" for e in srm["expected"])
         obs = "/".join(f"{o:,}" for o in srm["observed"])
-        out.append(f"SRM: {srm['status'].upper()} (chi-square p = {_p(srm['p_value'])}, threshold "
-                   f"{srm['threshold']}; users observed {obs}, expected {exp})")
+        out.append(
+            f"SRM: {srm['status'].upper()} (chi-square p = {_p(srm['p_value'])}, threshold "
+            f"{srm['threshold']}; users observed {obs}, expected {exp})"
+        )
     for w in report["warnings"]:
         out.append(f"WARNING: {w}")
     out.append(f"adjusted p: {report['correction']['label']}; family: {report['correction']['family']}")
@@ -207,11 +268,23 @@ def render_text(report: dict[str, Any]) -> str:
                 note = (note + " " if note else "") + f"MDE {_pct(pw.get('mde_relative'), False)}"
                 if pw.get("required_n_control"):
                     days = pw.get("days_remaining")
-                    note += (f", {_pct(pw['target_relative_mde'], False)} needs {pw['required_n_control']:,}/arm"
-                             + (f" (~{days:.1f} d more)" if days else ""))
-            table.append([r["arm"], f"{r['n']:,}", _num(r["value"]), ci, _pct(r["lift"]),
-                          f"[{_pct(r['lift_ci'][0])}, {_pct(r['lift_ci'][1])}]", _p(r["p_value"]),
-                          _p(r.get("p_value_adjusted")), "yes" if r.get("significant") else "no", note])
+                    note += f", {_pct(pw['target_relative_mde'], False)} needs {pw['required_n_control']:,}/arm" + (
+                        f" (~{days:.1f} d more)" if days else ""
+                    )
+            table.append(
+                [
+                    r["arm"],
+                    f"{r['n']:,}",
+                    _num(r["value"]),
+                    ci,
+                    _pct(r["lift"]),
+                    f"[{_pct(r['lift_ci'][0])}, {_pct(r['lift_ci'][1])}]",
+                    _p(r["p_value"]),
+                    _p(r.get("p_value_adjusted")),
+                    "yes" if r.get("significant") else "no",
+                    note,
+                ]
+            )
         widths = [max(len(str(row[i])) for row in table) for i in range(len(cols))]
         for row in table:
             out.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

@@ -56,8 +56,9 @@ class TestResult:
         return d
 
 
-def neutral_result(method: str, error: ErrorCode, control_value: float = 0.0,
-                   treatment_value: float = 0.0) -> TestResult:
+def neutral_result(
+    method: str, error: ErrorCode, control_value: float = 0.0, treatment_value: float = 0.0
+) -> TestResult:
     """A result that claims nothing: used for degenerate inputs instead of NaN or an exception."""
     return TestResult(
         method=method,
@@ -100,15 +101,16 @@ class Estimate:
     lift_defined: bool = True
 
 
-def delta_method_lift(control_mean: float, treatment_mean: float,
-                      control_var_of_mean: float, treatment_var_of_mean: float) -> tuple[float, float]:
+def delta_method_lift(
+    control_mean: float, treatment_mean: float, control_var_of_mean: float, treatment_var_of_mean: float
+) -> tuple[float, float]:
     """Relative lift t/c - 1 and its delta-method variance (as in gbstats' relative tests).
 
     Var(t/c) ~= Var(t)/c^2 + t^2 Var(c)/c^4, treating the two arms as independent.
     """
     c, t = control_mean, treatment_mean
     lift = t / c - 1.0
-    var = treatment_var_of_mean / (c * c) + t * t * control_var_of_mean / c ** 4
+    var = treatment_var_of_mean / (c * c) + t * t * control_var_of_mean / c**4
     return lift, var
 
 

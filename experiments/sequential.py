@@ -87,8 +87,9 @@ class SequentialTest:
         method = f"sequential {self.test.METHOD} (normal-mixture CS, tuning_n={self.tuning_n:g})"
         if est is None:
             base = self.test.compute_result()
-            return neutral_result(method, base.error or ErrorCode.INVALID_INPUT,
-                                  base.control_value, base.treatment_value)
+            return neutral_result(
+                method, base.error or ErrorCode.INVALID_INPUT, base.control_value, base.treatment_value
+            )
         if est.effect_variance <= 0:
             return neutral_result(method, ErrorCode.ZERO_VARIANCE, est.control_value, est.treatment_value)
         hw = sequence_halfwidth(est.effect_variance, est.n, self.alpha, self.tuning_n)
@@ -100,9 +101,18 @@ class SequentialTest:
         elif not est.lift_defined:
             error = ErrorCode.ZERO_DENOMINATOR
         z = est.effect / math.sqrt(est.effect_variance)
-        return TestResult(method, est.control_value, est.treatment_value, est.effect,
-                          (est.effect - hw, est.effect + hw), est.lift if est.lift_defined else 0.0,
-                          lift_ci, p, z, error)
+        return TestResult(
+            method,
+            est.control_value,
+            est.treatment_value,
+            est.effect,
+            (est.effect - hw, est.effect + hw),
+            est.lift if est.lift_defined else 0.0,
+            lift_ci,
+            p,
+            z,
+            error,
+        )
 
     @property
     def p_value(self) -> float:

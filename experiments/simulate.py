@@ -109,14 +109,19 @@ def fixed_horizon_rejection_rate(settings: SimulationSettings, treatment_rate: f
     s = settings
     rng = np.random.default_rng(s.seed)
     n, conv_c, conv_t = _daily_counts(rng, s, treatment_rate)
-    hits = sum(TwoProportionZTest(ProportionStatistic(int(n[-1]), int(conv_c[r, -1])),
-                                  ProportionStatistic(int(n[-1]), int(conv_t[r, -1])), s.alpha).p_value < s.alpha
-               for r in range(s.runs))
+    hits = sum(
+        TwoProportionZTest(
+            ProportionStatistic(int(n[-1]), int(conv_c[r, -1])),
+            ProportionStatistic(int(n[-1]), int(conv_t[r, -1])),
+            s.alpha,
+        ).p_value
+        < s.alpha
+        for r in range(s.runs)
+    )
     return _rate(hits, s.runs)
 
 
-def _conversion_runs(rng: np.random.Generator, s: SimulationSettings, rate_t: float
-                     ) -> tuple[int, int, int, int]:
+def _conversion_runs(rng: np.random.Generator, s: SimulationSettings, rate_t: float) -> tuple[int, int, int, int]:
     """(final-day rejections, naive ever-rejected, sequential ever-rejected, runs)."""
     n, conv_c, conv_t = _daily_counts(rng, s, rate_t)
     tuning = effective_tuning_n(s)
@@ -124,8 +129,11 @@ def _conversion_runs(rng: np.random.Generator, s: SimulationSettings, rate_t: fl
     for r in range(s.runs):
         naive_hit = seq_hit = False
         for d in range(s.days):
-            test = TwoProportionZTest(ProportionStatistic(int(n[d]), int(conv_c[r, d])),
-                                      ProportionStatistic(int(n[d]), int(conv_t[r, d])), s.alpha)
+            test = TwoProportionZTest(
+                ProportionStatistic(int(n[d]), int(conv_c[r, d])),
+                ProportionStatistic(int(n[d]), int(conv_t[r, d])),
+                s.alpha,
+            )
             p = test.p_value
             naive_hit = naive_hit or p < s.alpha
             seq_hit = seq_hit or SequentialTest(test, tuning).p_value < s.alpha
@@ -143,9 +151,16 @@ def _ctr_arm(rng: np.random.Generator, s: SimulationSettings, arm: str) -> ArmSt
     x = 1 + rng.poisson(s.exposures_mean - 1, size=s.ctr_users)
     y = rng.binomial(x, rng.beta(a, b, size=s.ctr_users))
     xf, yf = x.astype(float), y.astype(float)
-    return ArmStats(arm=arm, users=s.ctr_users, exposures=int(x.sum()), exposures_sum_squares=float((xf * xf).sum()),
-                    clicks=int(y.sum()), clicks_sum_squares=float((yf * yf).sum()),
-                    clicks_exposures_sum_products=float((xf * yf).sum()), clickers=int((y > 0).sum()))
+    return ArmStats(
+        arm=arm,
+        users=s.ctr_users,
+        exposures=int(x.sum()),
+        exposures_sum_squares=float((xf * xf).sum()),
+        clicks=int(y.sum()),
+        clicks_sum_squares=float((yf * yf).sum()),
+        clicks_exposures_sum_products=float((xf * yf).sum()),
+        clickers=int((y > 0).sum()),
+    )
 
 
 def _ctr_runs(rng: np.random.Generator, s: SimulationSettings) -> tuple[int, int]:
@@ -154,8 +169,12 @@ def _ctr_runs(rng: np.random.Generator, s: SimulationSettings) -> tuple[int, int
     for _ in range(s.runs):
         c, t = _ctr_arm(rng, s, "a"), _ctr_arm(rng, s, "b")
         delta += DeltaMethodRatioTest(c.ctr, t.ctr, s.alpha).p_value < s.alpha
-        naive += TwoProportionZTest(ProportionStatistic(c.exposures, c.clicks),
-                                    ProportionStatistic(t.exposures, t.clicks), s.alpha).p_value < s.alpha
+        naive += (
+            TwoProportionZTest(
+                ProportionStatistic(c.exposures, c.clicks), ProportionStatistic(t.exposures, t.clicks), s.alpha
+            ).p_value
+            < s.alpha
+        )
     return delta, naive
 
 
@@ -201,8 +220,10 @@ def render_text(r: SimulationResult) -> str:
         ("CTR A/A FPR: impressions as independent (wrong)", fmt(r.ctr_aa_fpr_naive_impressions)),
     ]
     width = max(len(name) for name, _ in figures)
-    lines = [f"settings: runs={s.runs} users={s.users} (both arms) days={s.days} baseline={s.baseline_rate} "
-             f"effect={s.effect:+.0%} alpha={s.alpha} seed={s.seed} tuning_n={effective_tuning_n(s):g}"]
+    lines = [
+        f"settings: runs={s.runs} users={s.users} (both arms) days={s.days} baseline={s.baseline_rate} "
+        f"effect={s.effect:+.0%} alpha={s.alpha} seed={s.seed} tuning_n={effective_tuning_n(s):g}"
+    ]
     lines += [f"{name.ljust(width)}  {value}" for name, value in figures]
     lines.append(f"seconds: {r.seconds:.1f}")
     return "\n".join(lines) + "\n"

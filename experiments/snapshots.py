@@ -42,6 +42,7 @@ class Snapshot:
 
 # --- JSON ----------------------------------------------------------------------------------------
 
+
 def _arm_to_json(a: ArmStats) -> dict[str, Any]:
     return a.to_dict()
 
@@ -50,23 +51,30 @@ def _arm_from_json(d: dict[str, Any]) -> ArmStats:
     # JSONB stores numbers as numeric: 1e20 comes back as an int, 2.0 may too. The decimal value is
     # exactly the one json.dumps wrote (the shortest repr of the float), so casting back by the
     # field's type gives the same float bit for bit.
-    return ArmStats(arm=str(d["arm"]), **{name: (int(d[name]) if name in _INT_FIELDS else float(d[name]))
-                                          for name in _NUMBER_FIELDS})
+    return ArmStats(
+        arm=str(d["arm"]),
+        **{name: (int(d[name]) if name in _INT_FIELDS else float(d[name])) for name in _NUMBER_FIELDS},
+    )
 
 
 def stats_to_json(stats: ExperimentStats) -> dict[str, Any]:
     """`ExperimentStats` (with its daily series) as plain JSON values; `stats_from_json` inverts it exactly."""
-    return {"key": stats.key, "multi_arm_users": stats.multi_arm_users,
-            "arms": [_arm_to_json(a) for a in stats.arms],
-            "daily": [{"day": d.day.isoformat(), "stats": _arm_to_json(d.stats)} for d in stats.daily]}
+    return {
+        "key": stats.key,
+        "multi_arm_users": stats.multi_arm_users,
+        "arms": [_arm_to_json(a) for a in stats.arms],
+        "daily": [{"day": d.day.isoformat(), "stats": _arm_to_json(d.stats)} for d in stats.daily],
+    }
 
 
 def stats_from_json(d: dict[str, Any]) -> ExperimentStats:
     """The `ExperimentStats` that `stats_to_json` serialised."""
     return ExperimentStats(
-        key=str(d["key"]), arms=tuple(_arm_from_json(a) for a in d["arms"]),
+        key=str(d["key"]),
+        arms=tuple(_arm_from_json(a) for a in d["arms"]),
         multi_arm_users=int(d["multi_arm_users"]),
-        daily=tuple(DailyArmStats(date.fromisoformat(x["day"]), _arm_from_json(x["stats"])) for x in d["daily"]))
+        daily=tuple(DailyArmStats(date.fromisoformat(x["day"]), _arm_from_json(x["stats"])) for x in d["daily"]),
+    )
 
 
 def arms_to_json(definition: ExperimentDefinition) -> list[dict[str, Any]]:
@@ -75,6 +83,7 @@ def arms_to_json(definition: ExperimentDefinition) -> list[dict[str, Any]]:
 
 
 # --- validity ------------------------------------------------------------------------------------
+
 
 def _definition_fields(definition: ExperimentDefinition) -> tuple:
     """What the statistics depend on: the analysis window and the arms."""
@@ -97,8 +106,7 @@ def is_valid(definition: ExperimentDefinition, row: Any, max_age_s: float, now: 
     return is_final(definition, row["computed_at"]) or now - row["computed_at"] <= timedelta(seconds=max_age_s)
 
 
-def is_due(status: str, definition: ExperimentDefinition, row: Any | None, older_than_s: float,
-           now: datetime) -> bool:
+def is_due(status: str, definition: ExperimentDefinition, row: Any | None, older_than_s: float, now: datetime) -> bool:
     """Running: no valid snapshot at most `older_than_s` old. Stopped: no valid snapshot taken after the stop."""
     if row is None or row["format"] != FORMAT or _row_fields(row) != _definition_fields(definition):
         return True
@@ -111,8 +119,10 @@ def is_due(status: str, definition: ExperimentDefinition, row: Any | None, older
 
 # --- reports from a snapshot ---------------------------------------------------------------------
 
-def snapshot_report(snapshot: Snapshot, options: ReportOptions | None = None,
-                    tenant_id: str | None = None) -> dict[str, Any] | None:
+
+def snapshot_report(
+    snapshot: Snapshot, options: ReportOptions | None = None, tenant_id: str | None = None
+) -> dict[str, Any] | None:
     """What `db.experiment_stats.analyze` returns for these options, built from the snapshot's statistics.
 
     Days elapsed are counted at the snapshot's as-of time. Raises ValueError for options a snapshot
@@ -125,8 +135,16 @@ def snapshot_report(snapshot: Snapshot, options: ReportOptions | None = None,
     if definition is None and not stats.arms:
         return None
     tuning_n = options.tuning_n or (snapshot.planned_sample_size if definition is not None else 0) or 0
-    return build_report(definition, stats, alpha=options.alpha, correction=options.correction,
-                        metrics=options.metrics, sequential=options.sequential,
-                        tuning_n=tuning_n or DEFAULT_TUNING_N, cuped=options.cuped,
-                        target_relative_mde=options.target_relative_mde,
-                        days_elapsed=days_elapsed(definition, snapshot.computed_at), tenant_id=tenant_id)
+    return build_report(
+        definition,
+        stats,
+        alpha=options.alpha,
+        correction=options.correction,
+        metrics=options.metrics,
+        sequential=options.sequential,
+        tuning_n=tuning_n or DEFAULT_TUNING_N,
+        cuped=options.cuped,
+        target_relative_mde=options.target_relative_mde,
+        days_elapsed=days_elapsed(definition, snapshot.computed_at),
+        tenant_id=tenant_id,
+    )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from scipy.stats import chisquare
 
@@ -37,9 +37,15 @@ class SrmResult:
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict."""
-        return {"status": self.status, "mismatch": self.mismatch, "p_value": self.p_value,
-                "chi2": self.chi2, "threshold": self.threshold, "observed": list(self.observed),
-                "expected": list(self.expected)}
+        return {
+            "status": self.status,
+            "mismatch": self.mismatch,
+            "p_value": self.p_value,
+            "chi2": self.chi2,
+            "threshold": self.threshold,
+            "observed": list(self.observed),
+            "expected": list(self.expected),
+        }
 
 
 def check_srm(users: Sequence[int], weights: Sequence[float], threshold: float = SRM_THRESHOLD) -> SrmResult:

@@ -6,9 +6,9 @@ sums of squares and cross-products, so 10M events reduce to a few numbers per ar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
-from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class RatioStatistic:
         if n < 2 or xbar == 0:
             return 0.0
         r = self.numerator.mean / xbar
-        v = (self.numerator.variance - 2 * r * self.covariance + r * r * self.denominator.variance)
+        v = self.numerator.variance - 2 * r * self.covariance + r * r * self.denominator.variance
         return max(v, 0.0) / (n * xbar * xbar)
 
 
@@ -211,9 +211,15 @@ class ArmStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_users(cls, arm: str, exposures: Sequence[float], clicks: Sequence[float],
-                   revenue: Sequence[float] | None = None, pre_revenue: Sequence[float] | None = None,
-                   pre_active: Sequence[bool] | None = None) -> "ArmStats":
+    def from_users(
+        cls,
+        arm: str,
+        exposures: Sequence[float],
+        clicks: Sequence[float],
+        revenue: Sequence[float] | None = None,
+        pre_revenue: Sequence[float] | None = None,
+        pre_active: Sequence[bool] | None = None,
+    ) -> ArmStats:
         """Sum per-user values (one entry per user, exposures >= 1) into sufficient statistics.
 
         What the loader's SQL computes, for tests, simulations and in-memory data. A user
@@ -229,28 +235,36 @@ class ArmStats:
             raise ValueError("every user in an arm has at least one exposure")
         ctr = [y / x for x, y in zip(exposures, clicks)]
         return cls(
-            arm=arm, users=n, exposures=int(sum(exposures)), exposures_sum_squares=float(sum(x * x for x in exposures)),
-            clicks=int(sum(clicks)), clicks_sum_squares=float(sum(y * y for y in clicks)),
+            arm=arm,
+            users=n,
+            exposures=int(sum(exposures)),
+            exposures_sum_squares=float(sum(x * x for x in exposures)),
+            clicks=int(sum(clicks)),
+            clicks_sum_squares=float(sum(y * y for y in clicks)),
             clicks_exposures_sum_products=float(sum(x * y for x, y in zip(exposures, clicks))),
-            clickers=sum(1 for y in clicks if y > 0), click_rate_sum=float(sum(ctr)),
+            clickers=sum(1 for y in clicks if y > 0),
+            click_rate_sum=float(sum(ctr)),
             click_rate_sum_squares=float(sum(c * c for c in ctr)),
-            purchasers=sum(1 for r in rev if r > 0), revenue_sum=float(sum(rev)),
+            purchasers=sum(1 for r in rev if r > 0),
+            revenue_sum=float(sum(rev)),
             revenue_sum_squares=float(sum(r * r for r in rev)),
-            pre_active_users=sum(1 for a in active if a), pre_purchasers=sum(1 for p in pre if p > 0),
+            pre_active_users=sum(1 for a in active if a),
+            pre_purchasers=sum(1 for p in pre if p > 0),
             pre_and_post_purchasers=sum(1 for p, r in zip(pre, rev) if p > 0 and r > 0),
-            pre_revenue_sum=float(sum(pre)), pre_revenue_sum_squares=float(sum(p * p for p in pre)),
+            pre_revenue_sum=float(sum(pre)),
+            pre_revenue_sum_squares=float(sum(p * p for p in pre)),
             revenue_pre_revenue_sum_products=float(sum(p * r for p, r in zip(pre, rev))),
         )
 
     @classmethod
-    def from_mapping(cls, arm: str, row: dict) -> "ArmStats":
+    def from_mapping(cls, arm: str, row: dict) -> ArmStats:
         """Build from a mapping with (a subset of) the field names; NULL sums become 0."""
         kwargs = {}
         for f in fields(cls):
             if f.name == "arm" or f.name not in row:
                 continue
             v = row[f.name]
-            kwargs[f.name] = (0 if v is None else (int(v) if f.type == "int" else float(v)))
+            kwargs[f.name] = 0 if v is None else (int(v) if f.type == "int" else float(v))
         return cls(arm=arm, **kwargs)
 
 
@@ -278,6 +292,6 @@ class ExperimentStats:
                 return a
         return ArmStats(arm=name)
 
-    def with_daily(self, daily: tuple[DailyArmStats, ...]) -> "ExperimentStats":
+    def with_daily(self, daily: tuple[DailyArmStats, ...]) -> ExperimentStats:
         """A copy carrying a per-day series."""
         return replace(self, daily=tuple(daily))

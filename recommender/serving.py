@@ -26,22 +26,27 @@ class Served:
 @dataclass(frozen=True)
 class RunningExperiment:
     """What assignment needs of a running experiment (immutable, so processes can cache it)."""
+
     id: int
     key: str
     definition: ExperimentDefinition
 
 
-def running_experiment(session: Session, tenant_id: str, placement: str,
-                       cache: TTLCache | None = None) -> RunningExperiment | None:
+def running_experiment(
+    session: Session, tenant_id: str, placement: str, cache: TTLCache | None = None
+) -> RunningExperiment | None:
     """The placement's running experiment; with `cache`, read at most once per TTL per (tenant, placement)."""
+
     def load() -> RunningExperiment | None:
         exp = exp_repo.running_experiment(session, tenant_id, placement)
         return None if exp is None else RunningExperiment(exp.id, exp.key, exp_repo.definition_of(exp))
+
     return load() if cache is None else cache.get_or_load((tenant_id, placement), load)
 
 
-def assigned_arm(session: Session, tenant: Tenant, user_id: str, placement: str,
-                 experiments: TTLCache | None = None) -> tuple[str | None, str]:
+def assigned_arm(
+    session: Session, tenant: Tenant, user_id: str, placement: str, experiments: TTLCache | None = None
+) -> tuple[str | None, str]:
     """(experiment key or None, arm). The first in-experiment assignment is stored and wins later."""
     exp = running_experiment(session, tenant.id, placement, experiments)
     if exp is None:
@@ -49,8 +54,7 @@ def assigned_arm(session: Session, tenant: Tenant, user_id: str, placement: str,
     definition = exp.definition
     fresh = assign(definition, user_id, tenant.default_arm)
     if fresh.in_experiment:
-        arm = exp_repo.sticky_arm(session, experiment_id=exp.id, tenant_id=tenant.id, user_id=user_id,
-                                  arm=fresh.arm)
+        arm = exp_repo.sticky_arm(session, experiment_id=exp.id, tenant_id=tenant.id, user_id=user_id, arm=fresh.arm)
     else:  # outside the traffic now, but an earlier assignment still holds
         arm = exp_repo.stored_arm(session, exp.id, user_id)
         if arm is None:
@@ -60,8 +64,18 @@ def assigned_arm(session: Session, tenant: Tenant, user_id: str, placement: str,
     return exp.key, arm
 
 
-def serve(session: Session, arms: dict[str, Arm], tenant: Tenant, *, user_id: str, product_id: str,
-          placement: str, limit: int, same_category: bool, experiments: TTLCache | None = None) -> Served | None:
+def serve(
+    session: Session,
+    arms: dict[str, Arm],
+    tenant: Tenant,
+    *,
+    user_id: str,
+    product_id: str,
+    placement: str,
+    limit: int,
+    same_category: bool,
+    experiments: TTLCache | None = None,
+) -> Served | None:
     """Recommendations for one product view, or None if the product is unknown to this tenant."""
     experiment, arm_name = assigned_arm(session, tenant, user_id, placement, experiments)
     arm = arms.get(arm_name) or arms["baseline"]

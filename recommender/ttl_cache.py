@@ -28,8 +28,9 @@ class TTLCache:
     grow it without limit.
     """
 
-    def __init__(self, name: str, ttl_s: float, *, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, name: str, ttl_s: float, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ):
         if ttl_s < 0:
             raise ValueError(f"ttl_s must be >= 0, not {ttl_s}")
         self.name, self.ttl_s, self.max_entries, self._clock = name, ttl_s, max_entries, clock

@@ -17,14 +17,16 @@ from streams.producer import BrokerUnavailable, EventProducer
 
 log = logging.getLogger(__name__)
 
-SENT = Counter("vitrine_buffered_events_total", "Events sent off the request path, by topic and outcome",
-               ["topic", "outcome"])
+SENT = Counter(
+    "vitrine_buffered_events_total", "Events sent off the request path, by topic and outcome", ["topic", "outcome"]
+)
 BUFFERED = Gauge("vitrine_send_buffer_events", "Events waiting in the send buffer", ["topic"])
 
 
 class BufferedSender:
-    def __init__(self, producer: EventProducer, topic: str, *, max_buffer: int = 50_000, batch: int = 500,
-                 retry_s: float = 1.0):
+    def __init__(
+        self, producer: EventProducer, topic: str, *, max_buffer: int = 50_000, batch: int = 500, retry_s: float = 1.0
+    ):
         self.producer, self.topic, self.batch, self.retry_s = producer, topic, batch, retry_s
         self.queue: asyncio.Queue[tuple[str, BaseModel]] = asyncio.Queue(max_buffer)
         self._task: asyncio.Task | None = None
@@ -53,8 +55,13 @@ class BufferedSender:
                     SENT.labels(self.topic, "sent").inc(len(batch))
                     break
                 except BrokerUnavailable as exc:
-                    log.warning("holding %d events for %s (%d more buffered): %s", len(batch), self.topic,
-                                self.queue.qsize(), exc)
+                    log.warning(
+                        "holding %d events for %s (%d more buffered): %s",
+                        len(batch),
+                        self.topic,
+                        self.queue.qsize(),
+                        exc,
+                    )
                     await asyncio.sleep(self.retry_s)
             BUFFERED.labels(self.topic).set(self.queue.qsize())
 

@@ -48,8 +48,17 @@ def parse_dead_letter(partition: int, offset: int, key: bytes | None, value: byt
     try:
         dl = DeadLetter.model_validate_json(value)
     except ValidationError:  # written by something else: keep it visible rather than hide it
-        return DeadLetterRecord(partition, offset, key.decode(errors="replace") if key else None, None, None,
-                                "unreadable dead-letter record", value.decode(errors="replace"), None, None)
+        return DeadLetterRecord(
+            partition,
+            offset,
+            key.decode(errors="replace") if key else None,
+            None,
+            None,
+            "unreadable dead-letter record",
+            value.decode(errors="replace"),
+            None,
+            None,
+        )
     tenant_id = event_id = None
     with contextlib.suppress(ValueError):
         original = json.loads(dl.payload)
@@ -57,20 +66,33 @@ def parse_dead_letter(partition: int, offset: int, key: bytes | None, value: byt
             tenant_id, event_id = original.get("tenant_id"), original.get("event_id")
     if dl.key and ":" in dl.key:  # the key is authoritative: tenant:product_id
         tenant_id = dl.key.split(":", 1)[0]
-    return DeadLetterRecord(partition, offset, dl.key, dl.failed_at.isoformat(timespec="seconds"), dl.attempts,
-                            dl.error, dl.payload, str(tenant_id) if tenant_id else None,
-                            str(event_id) if event_id else None)
+    return DeadLetterRecord(
+        partition,
+        offset,
+        dl.key,
+        dl.failed_at.isoformat(timespec="seconds"),
+        dl.attempts,
+        dl.error,
+        dl.payload,
+        str(tenant_id) if tenant_id else None,
+        str(event_id) if event_id else None,
+    )
 
 
 def iter_dead_letters(settings: Settings) -> Iterator[DeadLetterRecord]:
     """Every record of the dead-letter topic, parsed; raises BrokerUnreachable."""
-    for r in read_topic(settings.kafka_bootstrap, settings.topic(DEAD_LETTER.name),
-                        timeout_s=settings.kafka_ack_timeout_s, client_id=f"{settings.app_id}-cli"):
+    for r in read_topic(
+        settings.kafka_bootstrap,
+        settings.topic(DEAD_LETTER.name),
+        timeout_s=settings.kafka_ack_timeout_s,
+        client_id=f"{settings.app_id}-cli",
+    ):
         yield parse_dead_letter(r.partition, r.offset, r.key, r.value)
 
 
-def newest_dead_letters(records: Iterable[DeadLetterRecord], limit: int,
-                        tenant: str | None = None) -> tuple[list[DeadLetterRecord], int]:
+def newest_dead_letters(
+    records: Iterable[DeadLetterRecord], limit: int, tenant: str | None = None
+) -> tuple[list[DeadLetterRecord], int]:
     """(the newest `limit` of the tenant's records, oldest first; how many the tenant has in all)."""
     shown: deque[DeadLetterRecord] = deque(maxlen=limit)  # the newest N, without holding the whole topic
     total = 0
@@ -81,8 +103,9 @@ def newest_dead_letters(records: Iterable[DeadLetterRecord], limit: int,
     return sorted(shown, key=lambda r: (r.failed_at or "", r.partition, r.offset)), total
 
 
-def select_replay(records: Iterable[DeadLetterRecord], tenant: str | None = None,
-                  event_ids: Iterable[str] = ()) -> ReplaySelection:
+def select_replay(
+    records: Iterable[DeadLetterRecord], tenant: str | None = None, event_ids: Iterable[str] = ()
+) -> ReplaySelection:
     """The records of `tenant` (all if None) with one of `event_ids` (any if empty), each key+payload once."""
     wanted = set(event_ids)
     # Deduplicated: an event dead-lettered twice (e.g. after an earlier replay) is re-sent once.
@@ -103,8 +126,9 @@ def resend(settings: Settings, records: Iterable[DeadLetterRecord]) -> int:
     """Produce each record's original payload with its original key to `replay_topic`; raises BrokerUnreachable."""
     topic = replay_topic(settings)
     sent = 0
-    with SyncProducer(settings.kafka_bootstrap, client_id=f"{settings.app_id}-replay",
-                      timeout_s=settings.kafka_ack_timeout_s) as producer:
+    with SyncProducer(
+        settings.kafka_bootstrap, client_id=f"{settings.app_id}-replay", timeout_s=settings.kafka_ack_timeout_s
+    ) as producer:
         for record in records:
             producer.send(topic, record.key, record.payload.encode())
             sent += 1

@@ -159,8 +159,12 @@ def _to_record(number: int, doc: dict, tenant_id: str) -> FeedRecord:
             event = CatalogEvent.model_validate({"tenant_id": tenant_id, **doc})
         else:
             product = Product.model_validate(doc)
-            event = CatalogEvent(event_id=import_event_id(tenant_id, product.id, product.version),
-                                 tenant_id=tenant_id, type="product.upserted", product=product)
+            event = CatalogEvent(
+                event_id=import_event_id(tenant_id, product.id, product.version),
+                tenant_id=tenant_id,
+                type="product.upserted",
+                product=product,
+            )
     except ValidationError as exc:
         return FeedRecord(number, error=describe_errors(exc))
     if event.tenant_id != tenant_id:

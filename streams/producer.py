@@ -23,15 +23,18 @@ class EventProducer:
         self.bootstrap = bootstrap
         self.ack_timeout_s = ack_timeout_s
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, client_id=client_id, acks="all",
-            request_timeout_ms=int(ack_timeout_s * 1000), linger_ms=2,
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            acks="all",
+            request_timeout_ms=int(ack_timeout_s * 1000),
+            linger_ms=2,
         )
         self._started = False
 
     async def start(self) -> None:
         try:
             await asyncio.wait_for(self._producer.start(), self.ack_timeout_s)
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             raise BrokerUnavailable(f"Kafka at {self.bootstrap} is unreachable: {exc!r}") from exc
         self._started = True
 
@@ -59,10 +62,9 @@ class EventProducer:
             raise BrokerUnavailable("the Kafka producer is not running")
         try:
             futures = [
-                await self._producer.send(topic, key=k.encode(), value=e.model_dump_json().encode())
-                for k, e in events
+                await self._producer.send(topic, key=k.encode(), value=e.model_dump_json().encode()) for k, e in events
             ]
             await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout_s)
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             log.warning("produce to %s failed: %r", topic, exc)
             raise BrokerUnavailable(f"Kafka did not acknowledge: {exc!r}") from exc

@@ -1,4 +1,4 @@
-"""The Kafka side of `vitrine status` and the pipeline dashboard: worker lag and dead letters, probed without raising."""
+"""The Kafka side of `vitrine status` and the pipeline page: worker lag and dead letters, probed without raising."""
 
 from __future__ import annotations
 
@@ -14,8 +14,16 @@ from streams.topics import PRODUCT_EVENTS
 def kafka_status(settings: Settings) -> dict:
     """Worker lag and dead letters (total and per tenant); `reachable: false` with the reason instead of failing."""
     events = settings.topic(PRODUCT_EVENTS.name)
-    out = {"reachable": False, "group": settings.app_id, "topic": events, "lag": None, "lag_error": None,
-           "dead_letters": None, "dead_letters_by_tenant": {}, "error": None}
+    out = {
+        "reachable": False,
+        "group": settings.app_id,
+        "topic": events,
+        "lag": None,
+        "lag_error": None,
+        "dead_letters": None,
+        "dead_letters_by_tenant": {},
+        "error": None,
+    }
     try:
         # Counted by reading, not from offsets (Tansu's end offsets are not high watermarks). Reading
         # first also probes the broker with a short timeout: the lag helper's admin client waits 30 s.

@@ -11,10 +11,14 @@ from core.settings import Settings
 def settings_env(s: Settings) -> dict[str, str]:
     """The environment that makes a `vitrine` child process use the same settings."""
     return {
-        "VITRINE_DATA_DIR": str(s.data_dir), "VITRINE_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-        "VITRINE_DATABASE_URL": s.database_url, "VITRINE_TOPIC_PREFIX": s.topic_prefix,
-        "VITRINE_APP_ID": s.app_id, "VITRINE_TOPIC_PARTITIONS": str(s.topic_partitions),
-        "VITRINE_WORKER_WEB_PORT": str(s.worker_web_port), "VITRINE_API_PORT": str(s.api_port),
+        "VITRINE_DATA_DIR": str(s.data_dir),
+        "VITRINE_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "VITRINE_DATABASE_URL": s.database_url,
+        "VITRINE_TOPIC_PREFIX": s.topic_prefix,
+        "VITRINE_APP_ID": s.app_id,
+        "VITRINE_TOPIC_PARTITIONS": str(s.topic_partitions),
+        "VITRINE_WORKER_WEB_PORT": str(s.worker_web_port),
+        "VITRINE_API_PORT": str(s.api_port),
         "VITRINE_FETCH_ALLOW_PRIVATE": str(s.fetch_allow_private).lower(),
         "VITRINE_FETCH_ALLOW_HOSTS": s.fetch_allow_hosts,
         "VITRINE_FETCH_TIMEOUT_S": str(s.fetch_timeout_s),

@@ -55,6 +55,7 @@ def test_signed_product_is_indexed_and_recommended(settings, sessions, running, 
     def indexed():
         with sessions() as s:
             return s.scalars(select(Product).where(Product.indexed_at.is_not(None))).all()
+
     products = wait_for(lambda: len(indexed()) == 3 and indexed(), timeout_s=120, what="3 products indexed")
     assert {p.external_id for p in products} == {"bus-front", "bus-mirror", "gift-blue"}
 
@@ -78,57 +79,86 @@ def test_signed_product_is_indexed_and_recommended(settings, sessions, running, 
     assert StorefrontClient(base, other.storefront_key).recommendations("bus-front", user_id="u1").status_code == 404
 
     # Every indexed product was announced on catalog.product-indexed.
-    consumer = KafkaConsumer(settings.topic(PRODUCT_INDEXED.name), bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        settings.topic(PRODUCT_INDEXED.name),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     notices = [m.value for m in consumer]
     consumer.close()
     assert len(notices) == 3 and all(b'"status":"indexed"' in n for n in notices)
     assert worker.poll() is None  # still running
 
 
-def test_exposures_and_clicks_land_once_and_two_api_processes_agree(settings, sessions, running, image_server,
-                                                                       sample_images, tmp_path):
+def test_exposures_and_clicks_land_once_and_two_api_processes_agree(
+    settings, sessions, running, image_server, sample_images, tmp_path
+):
     from db.experiments import create_experiment, start_experiment
 
     base, worker = running
     second_port = free_port()
-    second = procs.spawn(["api"], {**settings_env(settings), "VITRINE_API_PORT": str(second_port)},
-                         tmp_path / "api2.log")
+    second = procs.spawn(
+        ["api"], {**settings_env(settings), "VITRINE_API_PORT": str(second_port)}, tmp_path / "api2.log"
+    )
     try:
         with sessions.begin() as s:
             acme = create_tenant(s, "Acme", "acme")
-            create_experiment(s, "acme", "vis-1", arms=[{"name": "baseline", "weight": 0.5},
-                                                        {"name": "visual", "weight": 0.5}])
+            create_experiment(
+                s, "acme", "vis-1", arms=[{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}]
+            )
             start_experiment(s, "acme", "vis-1")
         by_id = {smp.id: smp for smp in sample_images[1]}
         catalog = CatalogClient(base, "acme", acme.webhook_secret)
-        assert catalog.send([sample_event(by_id[i], "acme", image_server.base_url)
-                             for i in ("bus-front", "bus-mirror")]).status_code == 202
-        wait_for(lambda: _count(sessions, "SELECT count(*) FROM products WHERE indexed_at IS NOT NULL") == 2,
-                 120, what="2 products indexed")
+        assert (
+            catalog.send(
+                [sample_event(by_id[i], "acme", image_server.base_url) for i in ("bus-front", "bus-mirror")]
+            ).status_code
+            == 202
+        )
+        wait_for(
+            lambda: _count(sessions, "SELECT count(*) FROM products WHERE indexed_at IS NOT NULL") == 2,
+            120,
+            what="2 products indexed",
+        )
         procs.wait_http(f"http://127.0.0.1:{second_port}/healthz", second, timeout_s=60)
         one, two = (StorefrontClient(b, acme.storefront_key) for b in (base, f"http://127.0.0.1:{second_port}"))
         users = [f"shopper-{i}" for i in range(20)]
         first = {u: one.recommendations("bus-front", user_id=u).json() for u in users}
-        assert {u: two.recommendations("bus-front", user_id=u).json()["arm"] for u in users} == \
-            {u: r["arm"] for u, r in first.items()}
+        assert {u: two.recommendations("bus-front", user_id=u).json()["arm"] for u in users} == {
+            u: r["arm"] for u, r in first.items()
+        }
 
-        click = {"event_id": "click-1", "type": "click", "user_id": "shopper-0", "product_id": "bus-mirror",
-                 "request_id": first["shopper-0"]["request_id"]}
+        click = {
+            "event_id": "click-1",
+            "type": "click",
+            "user_id": "shopper-0",
+            "product_id": "bus-mirror",
+            "request_id": first["shopper-0"]["request_id"],
+        }
         for _ in range(3):  # the storefront retries: one row, one popularity increment
             assert one.events(click).status_code == 202
         expected = len(users) * 2 + 1  # every response logged one exposure, on both processes
-        wait_for(lambda: _count(sessions, "SELECT count(*) FROM interaction_events") == expected, 60,
-                 what=f"{expected} interaction rows")
+        wait_for(
+            lambda: _count(sessions, "SELECT count(*) FROM interaction_events") == expected,
+            60,
+            what=f"{expected} interaction rows",
+        )
         assert _count(sessions, "SELECT count(*) FROM interaction_events WHERE type = 'click'") == 1
-        assert _count(sessions, "SELECT count(DISTINCT request_id) FROM interaction_events "
-                                "WHERE type = 'exposure'") == len(users) * 2
-        exposure = _row(sessions, "SELECT experiment, arm, payload FROM interaction_events WHERE request_id = :r "
-                                  "AND type = 'exposure'", r=first["shopper-0"]["request_id"])
+        assert (
+            _count(sessions, "SELECT count(DISTINCT request_id) FROM interaction_events WHERE type = 'exposure'")
+            == len(users) * 2
+        )
+        exposure = _row(
+            sessions,
+            "SELECT experiment, arm, payload FROM interaction_events WHERE request_id = :r AND type = 'exposure'",
+            r=first["shopper-0"]["request_id"],
+        )
         assert exposure.experiment == "vis-1" and exposure.arm == first["shopper-0"]["arm"]
         assert exposure.payload["shown"] == [i["product_id"] for i in first["shopper-0"]["items"]]
-        assert _row(sessions, "SELECT score FROM product_popularity WHERE product_id = 'bus-mirror'").score == \
-            pytest.approx(1.0, abs=1e-3)
+        assert _row(
+            sessions, "SELECT score FROM product_popularity WHERE product_id = 'bus-mirror'"
+        ).score == pytest.approx(1.0, abs=1e-3)
         assert worker.poll() is None
     finally:
         procs.stop(second)
@@ -136,12 +166,14 @@ def test_exposures_and_clicks_land_once_and_two_api_processes_agree(settings, se
 
 def _count(sessions, sql: str) -> int:
     from sqlalchemy import text
+
     with sessions() as s:
         return s.scalar(text(sql))
 
 
 def _row(sessions, sql: str, **params):
     from sqlalchemy import text
+
     with sessions() as s:
         return s.execute(text(sql), params).one()
 
@@ -152,24 +184,44 @@ def test_many_concurrent_requests_do_not_exhaust_the_connection_pool(settings, s
 
     import httpx
 
+    from core.contracts import CatalogEvent
     from db import catalog
     from db.catalog import ImageResult
-    from core.contracts import CatalogEvent
 
     base, _ = running
     with sessions.begin() as s:
         acme = create_tenant(s, "Acme", "acme")
         for i in range(5):
-            e = CatalogEvent.model_validate({"event_id": f"e{i}", "tenant_id": "acme", "type": "product.upserted",
-                                             "product": {"id": f"p{i}", "version": 1, "category": "c",
-                                                         "image_urls": [f"https://x.test/{i}.jpg"]}})
-            catalog.upsert_product(s, e, [ImageResult(f"https://x.test/{i}.jpg", 0, "ok", content_hash=str(i))],
-                                   model_key="m@1", dim=4)
+            e = CatalogEvent.model_validate(
+                {
+                    "event_id": f"e{i}",
+                    "tenant_id": "acme",
+                    "type": "product.upserted",
+                    "product": {
+                        "id": f"p{i}",
+                        "version": 1,
+                        "category": "c",
+                        "image_urls": [f"https://x.test/{i}.jpg"],
+                    },
+                }
+            )
+            catalog.upsert_product(
+                s, e, [ImageResult(f"https://x.test/{i}.jpg", 0, "ok", content_hash=str(i))], model_key="m@1", dim=4
+            )
 
     async def burst():
-        async with httpx.AsyncClient(base_url=base, timeout=20, headers={"X-Vitrine-Key": acme.storefront_key},
-                                     limits=httpx.Limits(max_connections=120)) as client:
-            return await asyncio.gather(*(client.get("/v1/recommendations", params={
-                "product_id": "p0", "user_id": f"u{i}"}) for i in range(120)))
+        async with httpx.AsyncClient(
+            base_url=base,
+            timeout=20,
+            headers={"X-Vitrine-Key": acme.storefront_key},
+            limits=httpx.Limits(max_connections=120),
+        ) as client:
+            return await asyncio.gather(
+                *(
+                    client.get("/v1/recommendations", params={"product_id": "p0", "user_id": f"u{i}"})
+                    for i in range(120)
+                )
+            )
+
     responses = asyncio.run(burst())
     assert [r.status_code for r in responses] == [200] * 120

@@ -11,7 +11,19 @@ from vision.items import ItemCrop, extract_items
 from vision.model import ModelLoadError, UnknownBackend, VisionError
 
 __all__ = [
-    "Detection", "Detector", "Embedder", "ImageError", "ItemCrop", "LoadedImage", "ModelLoadError",
-    "TextNotSupported", "UnknownBackend", "VisionError", "content_hash", "create_detector",
-    "create_embedder", "extract_items", "load_image",
+    "Detection",
+    "Detector",
+    "Embedder",
+    "ImageError",
+    "ItemCrop",
+    "LoadedImage",
+    "ModelLoadError",
+    "TextNotSupported",
+    "UnknownBackend",
+    "VisionError",
+    "content_hash",
+    "create_detector",
+    "create_embedder",
+    "extract_items",
+    "load_image",
 ]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -27,8 +27,14 @@ class ClipEmbedder(Embedder):
     name = "clip"
     supports_text = True
 
-    def __init__(self, *, model_name: str = "ViT-B-32", pretrained: str | Path | None = "laion2b_s34b_b79k",
-                 load_timeout: float = 600.0, **kwargs):
+    def __init__(
+        self,
+        *,
+        model_name: str = "ViT-B-32",
+        pretrained: str | Path | None = "laion2b_s34b_b79k",
+        load_timeout: float = 600.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         import open_clip
 
@@ -77,7 +83,7 @@ class ClipEmbedder(Embedder):
         parts = []
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
-                tokens = self._tokenizer(list(texts[start:start + self.batch_size]))
+                tokens = self._tokenizer(list(texts[start : start + self.batch_size]))
                 parts.append(self._model.encode_text(tokens).float().numpy())
         return l2_normalize(np.concatenate(parts))
 
@@ -96,8 +102,9 @@ class ClipEmbedder(Embedder):
             try:
                 model, _, transform = open_clip.create_model_and_transforms(self.model_name, pretrained=self.pretrained)
             except Exception as exc:
-                raise ModelLoadError(f"CLIP checkpoint {self.pretrained} does not load into "
-                                     f"{self.model_name}: {exc}") from exc
+                raise ModelLoadError(
+                    f"CLIP checkpoint {self.pretrained} does not load into {self.model_name}: {exc}"
+                ) from exc
         else:
             model, transform = self._load_from_hub(open_clip, cache)
         model.eval()
@@ -108,10 +115,14 @@ class ClipEmbedder(Embedder):
     def _load_from_hub(self, open_clip, cache: Path):
         tags = open_clip.list_pretrained_tags_by_model(self.model_name)
         if self.pretrained not in tags:
-            raise ModelLoadError(f"open_clip has no pretrained tag {self.pretrained!r} for {self.model_name}; "
-                                 f"known tags: {', '.join(tags) or 'none'}; or give a local checkpoint path")
-        hint = (f"fetch the checkpoint on a connected machine (open_clip {self.model_name} {self.pretrained}) "
-                f"and set VITRINE_CLIP_PRETRAINED to its file path")
+            raise ModelLoadError(
+                f"open_clip has no pretrained tag {self.pretrained!r} for {self.model_name}; "
+                f"known tags: {', '.join(tags) or 'none'}; or give a local checkpoint path"
+            )
+        hint = (
+            f"fetch the checkpoint on a connected machine (open_clip {self.model_name} {self.pretrained}) "
+            f"and set VITRINE_CLIP_PRETRAINED to its file path"
+        )
         offline = _check_reachable(HUB_HOST)
         outcome: dict = {}
 
@@ -119,7 +130,8 @@ class ClipEmbedder(Embedder):
             # Cached weights load without the network; otherwise this downloads (~600 MB for ViT-B-32).
             try:
                 model, _, transform = open_clip.create_model_and_transforms(
-                    self.model_name, pretrained=self.pretrained, cache_dir=str(cache))
+                    self.model_name, pretrained=self.pretrained, cache_dir=str(cache)
+                )
                 outcome["result"] = (model, transform)
             except BaseException as exc:  # reported to the loading thread below
                 outcome["error"] = exc
@@ -128,8 +140,9 @@ class ClipEmbedder(Embedder):
         worker.start()
         worker.join(self.load_timeout)
         if worker.is_alive():
-            raise ModelLoadError(f"loading CLIP {self.model_name}/{self.pretrained} did not finish in "
-                                 f"{self.load_timeout:.0f}s; {hint}")
+            raise ModelLoadError(
+                f"loading CLIP {self.model_name}/{self.pretrained} did not finish in {self.load_timeout:.0f}s; {hint}"
+            )
         if "error" in outcome:
             why = f"{HUB_HOST} is unreachable ({offline}); this machine looks offline" if offline else outcome["error"]
             raise ModelLoadError(f"cannot load CLIP {self.model_name}/{self.pretrained}: {why}. {hint}")

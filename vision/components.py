@@ -12,9 +12,14 @@ def build_embedder(settings: Settings):
     options = {}
     if settings.embedder == "clip":
         options = {"model_name": settings.clip_model, "pretrained": settings.clip_pretrained}
-    return create_embedder(settings.embedder, cache_dir=settings.data_dir / "models",
-                           batch_size=settings.embed_batch_size, threads=settings.torch_threads,
-                           use_onnx=settings.use_onnx, **options)
+    return create_embedder(
+        settings.embedder,
+        cache_dir=settings.data_dir / "models",
+        batch_size=settings.embed_batch_size,
+        threads=settings.torch_threads,
+        use_onnx=settings.use_onnx,
+        **options,
+    )
 
 
 def build_detector(settings: Settings):

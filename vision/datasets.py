@@ -15,8 +15,18 @@ from vision.image import ImageError, load_image
 log = logging.getLogger(__name__)
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 INSTALL_HINT = (
     "install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu); without root: "
@@ -39,8 +49,9 @@ class LabelledImages:
     description: str
 
 
-def load_fashion_mnist(root: Path = FASHION_MNIST_DIR, *, split: str = "t10k", sample: int = 2000,
-                       seed: int = 0) -> LabelledImages:
+def load_fashion_mnist(
+    root: Path = FASHION_MNIST_DIR, *, split: str = "t10k", sample: int = 2000, seed: int = 0
+) -> LabelledImages:
     """A seeded, class-balanced sample of Fashion-MNIST (28x28 grey product photos, 10 classes)."""
     root = Path(root)
     images_gz, labels_gz = root / f"{split}-images-idx3-ubyte.gz", root / f"{split}-labels-idx1-ubyte.gz"
@@ -57,14 +68,20 @@ def load_fashion_mnist(root: Path = FASHION_MNIST_DIR, *, split: str = "t10k", s
     )
 
 
-def load_image_folder(root: Path, *, sample: int = 2000, seed: int = 0, max_bytes: int = 20 * 1024 * 1024,
-                      max_pixels: int = 40_000_000) -> LabelledImages:
+def load_image_folder(
+    root: Path, *, sample: int = 2000, seed: int = 0, max_bytes: int = 20 * 1024 * 1024, max_pixels: int = 40_000_000
+) -> LabelledImages:
     """An ImageFolder tree (one subfolder per label), sampled with a seed, unreadable files skipped."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a directory (expected one subfolder of images per label)")
-    files = sorted((p, d.name) for d in root.iterdir() if d.is_dir()
-                   for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(
+        (p, d.name)
+        for d in root.iterdir()
+        if d.is_dir()
+        for p in d.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
     if len({label for _, label in files}) < 2:
         raise DatasetError(f"{root} needs at least two label subfolders with images in them")
     labels = np.array([label for _, label in files])
@@ -79,9 +96,11 @@ def load_image_folder(root: Path, *, sample: int = 2000, seed: int = 0, max_byte
             skipped += 1
             log.warning("skipping %s: %s", path, exc)
     return LabelledImages(
-        name=str(root), images=images, labels=kept,
+        name=str(root),
+        images=images,
+        labels=kept,
         description=f"{root}: {len(images)} images in {len(set(kept))} labels (seed {seed}"
-                    + (f", {skipped} unreadable skipped)" if skipped else ")"),
+        + (f", {skipped} unreadable skipped)" if skipped else ")"),
     )
 
 
@@ -106,5 +125,5 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     magic = int.from_bytes(data[:4], "big")
     if magic != 0x0800 + ndim:  # IDX: unsigned bytes, `ndim` dimensions
         raise DatasetError(f"{path} is not an IDX file of {ndim} dimensions")
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)

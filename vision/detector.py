@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageChops
@@ -45,8 +45,12 @@ class Detection:
 
     def to_dict(self) -> dict:
         """Plain JSON-able form (box rounded to 0.1 px)."""
-        return {"box": [round(v, 1) for v in self.box], "label": self.label,
-                "score": round(self.score, 4), "kind": self.kind}
+        return {
+            "box": [round(v, 1) for v in self.box],
+            "label": self.label,
+            "score": round(self.score, 4),
+            "kind": self.kind,
+        }
 
 
 class Detector(LazyModel):
@@ -83,16 +87,19 @@ class WholeImageDetector(Detector):
         pass  # nothing to load
 
     def _detect(self, images: list[Image.Image]) -> list[list[Detection]]:
-        return [[whole_image_detection(im, trim=self.trim, tolerance=self.tolerance, margin=self.margin)]
-                for im in images]
+        return [
+            [whole_image_detection(im, trim=self.trim, tolerance=self.tolerance, margin=self.margin)] for im in images
+        ]
 
 
-def whole_image_detection(image: Image.Image, *, trim: bool = True, tolerance: int = 24,
-                          margin: float = 0.02) -> Detection:
+def whole_image_detection(
+    image: Image.Image, *, trim: bool = True, tolerance: int = 24, margin: float = 0.02
+) -> Detection:
     """The 'whole' item of an image: its product area on a plain background, else the full frame."""
     box = trim_box(image, tolerance=tolerance, margin=margin) if trim else None
-    return Detection(box=box or (0.0, 0.0, float(image.width), float(image.height)),
-                     label=WHOLE_LABEL, score=1.0, kind="whole")
+    return Detection(
+        box=box or (0.0, 0.0, float(image.width), float(image.height)), label=WHOLE_LABEL, score=1.0, kind="whole"
+    )
 
 
 # Images larger than this are box-reduced by an integer factor first (a 2,000 px photo by 3):
@@ -105,7 +112,9 @@ _PLAIN_BORDER_SHARE = 0.9
 _MIN_LINE_SHARE = 0.01
 
 
-def trim_box(image: Image.Image, *, tolerance: int = 24, margin: float = 0.02) -> tuple[float, float, float, float] | None:
+def trim_box(
+    image: Image.Image, *, tolerance: int = 24, margin: float = 0.02
+) -> tuple[float, float, float, float] | None:
     """Bounding box of what differs from a plain border colour, or None when there is no plain border.
 
     The per-pixel work runs in Pillow's C operations (reduce, difference, lighter): 0.26 ms for a

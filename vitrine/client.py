@@ -20,10 +20,15 @@ class CatalogClient:
 
     def send(self, events: Sequence[dict] | dict) -> httpx.Response:
         body = json.dumps(events, default=str).encode()
-        return self._http.post("/v1/catalog/events", content=body, headers={
-            "Content-Type": "application/json", "X-Vitrine-Tenant": self.tenant_id,
-            signing.HEADER: signing.sign(self._secret, body),
-        })
+        return self._http.post(
+            "/v1/catalog/events",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Vitrine-Tenant": self.tenant_id,
+                signing.HEADER: signing.sign(self._secret, body),
+            },
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -36,8 +41,9 @@ class StorefrontClient:
         self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers={"X-Vitrine-Key": storefront_key})
 
     def recommendations(self, product_id: str, *, user_id: str, limit: int = 10, **params) -> httpx.Response:
-        return self._http.get("/v1/recommendations",
-                              params={"product_id": product_id, "user_id": user_id, "limit": limit, **params})
+        return self._http.get(
+            "/v1/recommendations", params={"product_id": product_id, "user_id": user_id, "limit": limit, **params}
+        )
 
     def events(self, events: list[dict] | dict) -> httpx.Response:
         return self._http.post("/v1/events", json=events)

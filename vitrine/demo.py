@@ -14,12 +14,12 @@ from contextlib import ExitStack
 import typer
 from sqlalchemy import func, select
 
+from core.settings import Settings
 from db.models import Product
 from vitrine.client import CatalogClient, StorefrontClient
 from vitrine.image_server import ImageServer
 from vitrine.local_system import start_local_system
 from vitrine.sample_catalog import sample_event, write_sample_images
-from core.settings import Settings
 
 log = logging.getLogger(__name__)
 DEMO_TENANT = "demo"
@@ -32,8 +32,10 @@ def run_demo(settings: Settings, *, n_products: int = 8, serve: bool = False, in
         samples = write_sample_images(settings.data_dir / "demo" / "images")[:n_products]
         images = stack.enter_context(ImageServer(settings.data_dir / "demo" / "images"))
         system = start_local_system(settings, stack, name="demo")
-        typer.echo(f"{'started the embedded stack' if system.started_stack else 'using the running stack'}: "
-                   f"kafka {system.settings.kafka_bootstrap}, postgres under {settings.data_dir.resolve()}")
+        typer.echo(
+            f"{'started the embedded stack' if system.started_stack else 'using the running stack'}: "
+            f"kafka {system.settings.kafka_bootstrap}, postgres under {settings.data_dir.resolve()}"
+        )
         creds = system.fresh_tenant(DEMO_TENANT, "Demo retailer")
         base, worker, logs = system.base_url, system.worker, system.logs
         typer.echo(f"api on {base}, worker running (logs under {logs})")
@@ -73,8 +75,11 @@ def _wait_indexed(sessions, tenant_id: str, n: int, worker, timeout_s: float, lo
         if worker.poll() is not None:
             raise RuntimeError(f"worker exited with {worker.returncode}; see {logs / 'worker.log'}")
         with sessions() as s:
-            done = s.scalar(select(func.count()).select_from(Product).where(
-                Product.tenant_id == tenant_id, Product.indexed_at.is_not(None)))
+            done = s.scalar(
+                select(func.count())
+                .select_from(Product)
+                .where(Product.tenant_id == tenant_id, Product.indexed_at.is_not(None))
+            )
         if done >= n:
             return
         time.sleep(0.5)

@@ -58,7 +58,7 @@ class ImageServer:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
 
-    def start(self) -> "ImageServer":
+    def start(self) -> ImageServer:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
@@ -71,7 +71,7 @@ class ImageServer:
         if not self._thread.is_alive():
             self._loop.close()  # else the garbage collector closes it, warning, at some later point
 
-    def __enter__(self) -> "ImageServer":
+    def __enter__(self) -> ImageServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -14,12 +14,12 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.settings import Settings, StackNotRunning
 from db.models import Tenant
 from db.session import create_db_engine, session_factory
 from db.tenants import TenantCredentials, create_tenant
 from streams.embedded_broker import free_port
 from vitrine import procs
-from core.settings import Settings, StackNotRunning
 from vitrine.stack import EmbeddedStack
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,14 @@ class LocalSystem:
             return create_tenant(s, name, tenant_id, default_arm=default_arm)
 
 
-def start_local_system(settings: Settings, stack: ExitStack, *, name: str, allow_hosts: str = "127.0.0.1",
-                       extra_env: dict[str, str] | None = None) -> LocalSystem:
+def start_local_system(
+    settings: Settings,
+    stack: ExitStack,
+    *,
+    name: str,
+    allow_hosts: str = "127.0.0.1",
+    extra_env: dict[str, str] | None = None,
+) -> LocalSystem:
     """Start (or reuse) the stack and an api + worker; cleanup is registered on `stack`."""
     started = False
     try:
@@ -60,11 +66,15 @@ def start_local_system(settings: Settings, stack: ExitStack, *, name: str, allow
     stack.callback(engine.dispose)
     api_port = free_port()
     env = {
-        "VITRINE_KAFKA_BOOTSTRAP": resolved.kafka_bootstrap, "VITRINE_DATABASE_URL": resolved.database_url,
-        "VITRINE_DATA_DIR": str(settings.data_dir.resolve()), "VITRINE_API_PORT": str(api_port),
-        "VITRINE_WORKER_WEB_PORT": str(free_port()), "VITRINE_FETCH_ALLOW_HOSTS": allow_hosts,
+        "VITRINE_KAFKA_BOOTSTRAP": resolved.kafka_bootstrap,
+        "VITRINE_DATABASE_URL": resolved.database_url,
+        "VITRINE_DATA_DIR": str(settings.data_dir.resolve()),
+        "VITRINE_API_PORT": str(api_port),
+        "VITRINE_WORKER_WEB_PORT": str(free_port()),
+        "VITRINE_FETCH_ALLOW_HOSTS": allow_hosts,
         # Topics and consumer group as resolved here (settings built in code are not in os.environ).
-        "VITRINE_TOPIC_PREFIX": resolved.topic_prefix, "VITRINE_APP_ID": resolved.app_id,
+        "VITRINE_TOPIC_PREFIX": resolved.topic_prefix,
+        "VITRINE_APP_ID": resolved.app_id,
         "VITRINE_TOPIC_PARTITIONS": str(resolved.topic_partitions),
         **(extra_env or {}),
     }

@@ -17,8 +17,12 @@ def spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "vitrine", *command], env={**os.environ, **env},
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-m", "vitrine", *command],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
 
@@ -34,8 +38,9 @@ def stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> int:
     return proc.returncode
 
 
-def wait_http(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 60.0,
-              log_path: Path | None = None) -> None:
+def wait_http(
+    url: str, proc: subprocess.Popen | None = None, timeout_s: float = 60.0, log_path: Path | None = None
+) -> None:
     """Poll `url` until it answers 2xx; fail early if `proc` dies."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -27,8 +27,12 @@ def _assets() -> dict[str, Path]:
 
     ua = Path(ultralytics.__file__).parent / "assets"
     mpl = Path(matplotlib.get_data_path()) / "sample_data"
-    return {"bus": ua / "bus.jpg", "zidane": ua / "zidane.jpg",
-            "gift": mpl / "Minduka_Present_Blue_Pack.png", "portrait": mpl / "grace_hopper.jpg"}
+    return {
+        "bus": ua / "bus.jpg",
+        "zidane": ua / "zidane.jpg",
+        "gift": mpl / "Minduka_Present_Blue_Pack.png",
+        "portrait": mpl / "grace_hopper.jpg",
+    }
 
 
 def _crop(img: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
@@ -80,16 +84,22 @@ def write_sample_images(out: Path) -> list[Sample]:
     return SAMPLES
 
 
-def sample_event(sample: Sample, tenant_id: str, base_url: str, *, version: int = 1,
-                 event_id: str | None = None) -> dict:
+def sample_event(
+    sample: Sample, tenant_id: str, base_url: str, *, version: int = 1, event_id: str | None = None
+) -> dict:
     """A product.upserted event for one sample, with its image served from `base_url`."""
     return {
         "event_id": event_id or f"{tenant_id}-{sample.id}-v{version}",
         "tenant_id": tenant_id,
         "type": "product.upserted",
         "product": {
-            "id": sample.id, "version": version, "title": sample.title, "category": sample.category,
-            "price": sample.price, "currency": "EUR", "in_stock": True,
+            "id": sample.id,
+            "version": version,
+            "title": sample.title,
+            "category": sample.category,
+            "price": sample.price,
+            "currency": "EUR",
+            "in_stock": True,
             "image_urls": [f"{base_url}/{sample.image}"],
         },
     }

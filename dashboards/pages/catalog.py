@@ -52,18 +52,24 @@ if not matches:
     if query:
         st.info(f"No product of tenant {tenant} matches {query!r}.")
     else:
-        st.info(f"The catalog of tenant {tenant} is empty. Push products with `POST /v1/catalog/events` or "
-                f"`vitrine catalog import FEED --tenant {tenant}`; they appear here once the worker indexed them.")
+        st.info(
+            f"The catalog of tenant {tenant} is empty. Push products with `POST /v1/catalog/events` or "
+            f"`vitrine catalog import FEED --tenant {tenant}`; they appear here once the worker indexed them."
+        )
     st.stop()
 
-labels = {m["external_id"]: f"{m['external_id']} — {m['title']}" + (" (deleted)" if m["deleted"] else "")
-          for m in matches}
-pid = st.selectbox(f"Product ({len(matches)} match{'es' if len(matches) != 1 else ''})", list(labels),
-                   format_func=labels.get)
+labels = {
+    m["external_id"]: f"{m['external_id']} — {m['title']}" + (" (deleted)" if m["deleted"] else "") for m in matches
+}
+pid = st.selectbox(
+    f"Product ({len(matches)} match{'es' if len(matches) != 1 else ''})", list(labels), format_func=labels.get
+)
 product = next(m for m in matches if m["external_id"] == pid)
-st.caption(f"category **{product['category'] or '–'}** · price {product['price'] if product['price'] is not None else '–'}"
-           f" · version {product['version']} · {'in stock' if product['in_stock'] else 'out of stock'} · "
-           f"indexed at {product['indexed_at'] or 'never'}")
+st.caption(
+    f"category **{product['category'] or '–'}** · price {product['price'] if product['price'] is not None else '–'}"
+    f" · version {product['version']} · {'in stock' if product['in_stock'] else 'out of stock'} · "
+    f"indexed at {product['indexed_at'] or 'never'}"
+)
 
 st.subheader("Images and detected items")
 images = data.product_images(url, tenant, pid)
@@ -77,13 +83,27 @@ for i, img in enumerate(images):
         elif img["status"] != "ok":
             st.info(f"Image {img['position']} is {img['status']}.")
         if img["status"] == "ok" or img["items"]:
-            st.image(boxes_on_placeholder(img["width"], img["height"], img["items"]),
-                     caption=f"{img['width']}×{img['height']} px placeholder · {len(img['items'])} item(s)")
+            st.image(
+                boxes_on_placeholder(img["width"], img["height"], img["items"]),
+                caption=f"{img['width']}×{img['height']} px placeholder · {len(img['items'])} item(s)",
+            )
         st.markdown(f"[original image]({img['url']})")
         if img["items"]:
-            st.dataframe(pd.DataFrame([{"kind": it["kind"], "label": it["label"], "score": it["score"],
-                                        "box": ", ".join(f"{v:.0f}" for v in it["box"])} for it in img["items"]]),
-                         hide_index=True, width="stretch")
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "kind": it["kind"],
+                            "label": it["label"],
+                            "score": it["score"],
+                            "box": ", ".join(f"{v:.0f}" for v in it["box"]),
+                        }
+                        for it in img["items"]
+                    ]
+                ),
+                hide_index=True,
+                width="stretch",
+            )
 
 st.subheader("What each arm would recommend")
 settings = data.get_settings()
@@ -97,9 +117,14 @@ with left:
     elif not lists["visual"]:
         st.info("No other in-stock product of this tenant has vectors yet.")
     else:
-        st.dataframe(neighbour_frame(lists["visual"], "similarity"), hide_index=True, width="stretch",
-                     column_config={"similarity": st.column_config.ProgressColumn(
-                         "similarity", min_value=0.0, max_value=1.0, format="%.3f")})
+        st.dataframe(
+            neighbour_frame(lists["visual"], "similarity"),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "similarity": st.column_config.ProgressColumn("similarity", min_value=0.0, max_value=1.0, format="%.3f")
+            },
+        )
 with right:
     st.markdown("**baseline** · same category, by decayed popularity")
     if lists["baseline"] is None:
@@ -107,5 +132,9 @@ with right:
     elif not lists["baseline"]:
         st.info("No other in-stock product in this category.")
     else:
-        st.dataframe(neighbour_frame(lists["baseline"], "popularity"), hide_index=True, width="stretch",
-                     column_config={"popularity": st.column_config.NumberColumn(format="%.2f")})
+        st.dataframe(
+            neighbour_frame(lists["baseline"], "popularity"),
+            hide_index=True,
+            width="stretch",
+            column_config={"popularity": st.column_config.NumberColumn(format="%.2f")},
+        )

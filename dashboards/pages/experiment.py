@@ -27,31 +27,50 @@ def table_frame(report: dict) -> pd.DataFrame:
     rows = []
     for block in report["metrics"]:
         for r in block["rows"]:
-            rows.append({
-                "metric": short_label(block["name"]) + (" ★" if block["primary"] else ""),
-                "arm": r["arm"] + (" (control)" if r["is_control"] else ""), "n": r["n"],
-                "value": r["value"], "CI low": r["ci"][0], "CI high": r["ci"][1],
-                "lift": r.get("lift"), "lift CI low": (r.get("lift_ci") or [None, None])[0],
-                "lift CI high": (r.get("lift_ci") or [None, None])[1], "p": r.get("p_value"),
-                "p adjusted": r.get("p_value_adjusted"),
-                "significant": None if r["is_control"] else bool(r.get("significant")),
-                "note": r.get("error") or "",
-            })
+            rows.append(
+                {
+                    "metric": short_label(block["name"]) + (" ★" if block["primary"] else ""),
+                    "arm": r["arm"] + (" (control)" if r["is_control"] else ""),
+                    "n": r["n"],
+                    "value": r["value"],
+                    "CI low": r["ci"][0],
+                    "CI high": r["ci"][1],
+                    "lift": r.get("lift"),
+                    "lift CI low": (r.get("lift_ci") or [None, None])[0],
+                    "lift CI high": (r.get("lift_ci") or [None, None])[1],
+                    "p": r.get("p_value"),
+                    "p adjusted": r.get("p_value_adjusted"),
+                    "significant": None if r["is_control"] else bool(r.get("significant")),
+                    "note": r.get("error") or "",
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def lift_chart(series: list[dict], sequential: bool) -> alt.Chart:
     """Cumulative lift per day with its confidence band (always-valid when sequential)."""
-    frame = pd.DataFrame([{"day": s["day"], "arm": s["arm"], "lift": s["lift"], "low": s["lift_ci"][0],
-                           "high": s["lift_ci"][1]} for s in series])
+    frame = pd.DataFrame(
+        [
+            {"day": s["day"], "arm": s["arm"], "lift": s["lift"], "low": s["lift_ci"][0], "high": s["lift_ci"][1]}
+            for s in series
+        ]
+    )
     frame["day"] = pd.to_datetime(frame["day"])
     band_title = "always-valid CI" if sequential else "fixed-horizon CI"
     base = alt.Chart(frame).encode(x=alt.X("day:T", title="day"), color=alt.Color("arm:N", title="arm"))
-    band = base.mark_area(opacity=0.25).encode(y=alt.Y("low:Q", title=f"lift vs control ({band_title})",
-                                                       axis=alt.Axis(format="%")), y2="high:Q")
-    line = base.mark_line(point=True).encode(y="lift:Q", tooltip=["day:T", "arm:N", alt.Tooltip("lift:Q", format=".2%"),
-                                                                   alt.Tooltip("low:Q", format=".2%"),
-                                                                   alt.Tooltip("high:Q", format=".2%")])
+    band = base.mark_area(opacity=0.25).encode(
+        y=alt.Y("low:Q", title=f"lift vs control ({band_title})", axis=alt.Axis(format="%")), y2="high:Q"
+    )
+    line = base.mark_line(point=True).encode(
+        y="lift:Q",
+        tooltip=[
+            "day:T",
+            "arm:N",
+            alt.Tooltip("lift:Q", format=".2%"),
+            alt.Tooltip("low:Q", format=".2%"),
+            alt.Tooltip("high:Q", format=".2%"),
+        ],
+    )
     zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 4]).encode(y="y:Q")
     return (band + line + zero).properties(height=320)
 
@@ -80,23 +99,35 @@ def power_calculator(res: data.Results, report: dict) -> None:
     metric = c1.selectbox("Metric", names, index=names.index(block["name"]), format_func=short_label)
     arm = c2.selectbox("Treatment arm", treatments)
     power_level = c3.number_input("Power", 0.5, 0.99, float(report["power_settings"]["power"]), 0.05)
-    mde = c4.number_input("Target lift (relative)", 0.005, 1.0,
-                          float(report["power_settings"]["target_relative_mde"]), 0.005, format="%.3f")
-    per_day = c5.number_input("Control users per day", 0.0, None,
-                              float(round(control_users / days, 1)) if days else 0.0, 10.0)
+    mde = c4.number_input(
+        "Target lift (relative)",
+        0.005,
+        1.0,
+        float(report["power_settings"]["target_relative_mde"]),
+        0.005,
+        format="%.3f",
+    )
+    per_day = c5.number_input(
+        "Control users per day", 0.0, None, float(round(control_users / days, 1)) if days else 0.0, 10.0
+    )
     pw = data.power(res, metric, arm, report["control"], report["alpha"], power_level, mde, per_day)
     if pw["error"]:
         st.info(f"No power figures for {short_label(metric)} yet ({pw['error']}).")
         return
     m1, m2, m3 = st.columns(3)
     m1.metric("Detectable lift now (MDE)", pct(pw["mde_relative"], signed=False, digits=2))
-    m2.metric(f"Users per arm for a {pct(pw['target_relative_mde'], signed=False)} lift",
-              f"{pw['required_n_control']:,}")
+    m2.metric(
+        f"Users per arm for a {pct(pw['target_relative_mde'], signed=False)} lift", f"{pw['required_n_control']:,}"
+    )
     remaining = pw["days_remaining"]
-    m3.metric("Days remaining at this traffic", "reached" if remaining == 0 else
-              ("– (no traffic)" if remaining is None else f"{remaining:.1f}"))
-    st.caption(f"Two-sided, alpha = {pw['alpha']}, power = {pw['power']:.0%}; now {pw['n_control']:,} control users; "
-               f"{pw['kind']} metric (statsmodels NormalIndPower).")
+    m3.metric(
+        "Days remaining at this traffic",
+        "reached" if remaining == 0 else ("– (no traffic)" if remaining is None else f"{remaining:.1f}"),
+    )
+    st.caption(
+        f"Two-sided, alpha = {pw['alpha']}, power = {pw['power']:.0%}; now {pw['n_control']:,} control users; "
+        f"{pw['kind']} metric (statsmodels NormalIndPower)."
+    )
 
 
 tenant = current_tenant()
@@ -110,8 +141,11 @@ keys = [e["key"] for e in experiments]
 wanted = st.session_state.get(SELECTED_KEY) or st.query_params.get("experiment")
 with st.sidebar:
     key = st.selectbox("Experiment", keys, index=keys.index(wanted) if wanted in keys else len(keys) - 1)
-    sequential = st.toggle("Sequential (peeking-safe) analysis", value=False,
-                           help="Always-valid confidence sequences: safe to look every day.")
+    sequential = st.toggle(
+        "Sequential (peeking-safe) analysis",
+        value=False,
+        help="Always-valid confidence sequences: safe to look every day.",
+    )
     correction = st.radio("Multiple-testing correction", list(CORRECTIONS), format_func=CORRECTIONS.get)
 st.session_state[SELECTED_KEY] = key
 st.query_params["experiment"] = key
@@ -121,8 +155,11 @@ st.title(f"Experiment {key}")
 res = data.results(url, tenant, key, data.get_settings().results_max_age_s)
 as_of, recompute = st.columns([4, 1])
 as_of.caption(as_of_text(res.snapshot, res.live))
-if recompute.button("Recompute now", help="Aggregate the events again now and replace the stored snapshot "
-                    "(takes as long as a live computation: ~25 s at 10M events)"):
+if recompute.button(
+    "Recompute now",
+    help="Aggregate the events again now and replace the stored snapshot "
+    "(takes as long as a live computation: ~25 s at 10M events)",
+):
     with st.spinner("Recomputing the experiment's statistics…"):
         data.recompute(url, tenant, key)
     st.rerun()
@@ -130,8 +167,10 @@ report = data.report(res, sequential, correction)
 if report is None:
     st.info("This experiment has no exposures yet.")
     st.stop()
-st.caption(f"control **{report['control']}** · primary metric **{report['primary_metric'] or '–'}** · "
-           f"alpha {report['alpha']} · {report['analysis']}" + (" · CUPED on" if report["cuped"] else ""))
+st.caption(
+    f"control **{report['control']}** · primary metric **{report['primary_metric'] or '–'}** · "
+    f"alpha {report['alpha']} · {report['analysis']}" + (" · CUPED on" if report["cuped"] else "")
+)
 
 text = verdict(report)
 sig = any(r.get("significant") for b in report["metrics"] if b["primary"] for r in b["rows"])
@@ -139,40 +178,62 @@ srm_bad = bool(report["srm"] and report["srm"]["mismatch"])
 (st.error if srm_bad else st.success if sig else st.info)(f"**Verdict:** {text}")
 for w in report["warnings"]:
     st.warning(w)
-st.markdown(f"{srm_text(report)} · adjusted p: {report['correction']['label']} "
-            f"({report['correction']['family']})")
+st.markdown(f"{srm_text(report)} · adjusted p: {report['correction']['label']} ({report['correction']['family']})")
 
 st.subheader("Results per metric and arm")
-st.dataframe(table_frame(report), hide_index=True, width="stretch", column_config={
-    "value": st.column_config.NumberColumn(format="%.4f"), "CI low": st.column_config.NumberColumn(format="%.4f"),
-    "CI high": st.column_config.NumberColumn(format="%.4f"),
-    "lift": st.column_config.NumberColumn(format="percent"),
-    "lift CI low": st.column_config.NumberColumn(format="percent"),
-    "lift CI high": st.column_config.NumberColumn(format="percent"),
-    "p": st.column_config.NumberColumn(format="%.4f"), "p adjusted": st.column_config.NumberColumn(format="%.4f"),
-})
+st.dataframe(
+    table_frame(report),
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "value": st.column_config.NumberColumn(format="%.4f"),
+        "CI low": st.column_config.NumberColumn(format="%.4f"),
+        "CI high": st.column_config.NumberColumn(format="%.4f"),
+        "lift": st.column_config.NumberColumn(format="percent"),
+        "lift CI low": st.column_config.NumberColumn(format="percent"),
+        "lift CI high": st.column_config.NumberColumn(format="percent"),
+        "p": st.column_config.NumberColumn(format="%.4f"),
+        "p adjusted": st.column_config.NumberColumn(format="%.4f"),
+    },
+)
 
 st.subheader("Cumulative lift over time")
 block = primary_block(report)
 metric_names = [m["name"] for m in report["metrics"]]
-chart_metric = st.selectbox("Metric", metric_names, index=metric_names.index(block["name"]) if block else 0,
-                            format_func=short_label, key="chart_metric")
+chart_metric = st.selectbox(
+    "Metric",
+    metric_names,
+    index=metric_names.index(block["name"]) if block else 0,
+    format_func=short_label,
+    key="chart_metric",
+)
 daily = data.daily(res, chart_metric, sequential, report["alpha"])
 if not daily["series"]:
     st.info("No daily data yet: the chart appears once two arms have exposures.")
 else:
     st.altair_chart(lift_chart(daily["series"], sequential), width="stretch")
-    st.caption("Band: always-valid confidence sequence (tuning n = "
-               f"{daily['tuning_n']:,.0f}); safe to read every day." if sequential else
-               "Band: fixed-horizon CI per day. Reading it every day inflates false positives; "
-               "switch on the sequential analysis to peek safely.")
+    st.caption(
+        f"Band: always-valid confidence sequence (tuning n = {daily['tuning_n']:,.0f}); safe to read every day."
+        if sequential
+        else "Band: fixed-horizon CI per day. Reading it every day inflates false positives; "
+        "switch on the sequential analysis to peek safely."
+    )
 if daily["counts"]:
     st.subheader("Exposures per day and arm")
     exposures = exposures_frame(daily["counts"])
-    st.altair_chart(alt.Chart(exposures).mark_bar().encode(
-        x=alt.X("yearmonthdate(day):O", title="day"), xOffset="arm:N", y=alt.Y("exposures that day:Q"),
-        color="arm:N", tooltip=["day:T", "arm:N", "exposures that day:Q", "users:Q"],
-    ).properties(height=240), width="stretch")
+    st.altair_chart(
+        alt.Chart(exposures)
+        .mark_bar()
+        .encode(
+            x=alt.X("yearmonthdate(day):O", title="day"),
+            xOffset="arm:N",
+            y=alt.Y("exposures that day:Q"),
+            color="arm:N",
+            tooltip=["day:T", "arm:N", "exposures that day:Q", "users:Q"],
+        )
+        .properties(height=240),
+        width="stretch",
+    )
     st.caption("A sudden drop in one arm or a split drifting from the weights shows here first (SRM).")
 
 power_calculator(res, report)

@@ -36,8 +36,10 @@ if counts.get("failure_reasons"):
     st.markdown("**Failed images by reason** (most frequent first)")
     st.dataframe(pd.DataFrame(counts["failure_reasons"]), hide_index=True, width="stretch")
 elif not counts.get("products"):
-    st.info(f"Nothing ingested yet for tenant {tenant}: push products with `POST /v1/catalog/events` or "
-            f"`vitrine catalog import FEED --tenant {tenant}` and keep `vitrine worker` running.")
+    st.info(
+        f"Nothing ingested yet for tenant {tenant}: push products with `POST /v1/catalog/events` or "
+        f"`vitrine catalog import FEED --tenant {tenant}` and keep `vitrine worker` running."
+    )
 
 st.subheader("Kafka")
 k = st.columns(3)
@@ -45,10 +47,16 @@ if not kafka["reachable"]:
     st.error(f"Kafka is unreachable: {kafka['error']}")
 else:
     lag = kafka["lag"]
-    k[0].metric("Worker lag (catalog events)", "unavailable" if lag is None else f"{lag:,}",
-                help=kafka["lag_error"] or f"group {kafka['group']} on {kafka['topic']}")
-    k[1].metric("Dead letters (this tenant)", f"{kafka['dead_letters_by_tenant'].get(tenant, 0):,}",
-                help="`vitrine catalog dead-letters` lists them; `vitrine catalog replay` re-sends them")
+    k[0].metric(
+        "Worker lag (catalog events)",
+        "unavailable" if lag is None else f"{lag:,}",
+        help=kafka["lag_error"] or f"group {kafka['group']} on {kafka['topic']}",
+    )
+    k[1].metric(
+        "Dead letters (this tenant)",
+        f"{kafka['dead_letters_by_tenant'].get(tenant, 0):,}",
+        help="`vitrine catalog dead-letters` lists them; `vitrine catalog replay` re-sends them",
+    )
     k[2].metric("Dead letters (all tenants)", f"{kafka['dead_letters'] or 0:,}")
     if kafka["lag_error"]:
         st.warning(f"Consumer lag unavailable: {kafka['lag_error']}")
@@ -69,9 +77,18 @@ if not rate:
 else:
     frame = pd.DataFrame(rate)
     frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
-    st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("hour:T", title="hour (UTC)"), y=alt.Y("n:Q", title="per hour"), color=alt.Color("series:N"),
-        tooltip=["hour:T", "series:N", "n:Q"]).properties(height=280), width="stretch")
+    st.altair_chart(
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("hour:T", title="hour (UTC)"),
+            y=alt.Y("n:Q", title="per hour"),
+            color=alt.Color("series:N"),
+            tooltip=["hour:T", "series:N", "n:Q"],
+        )
+        .properties(height=280),
+        width="stretch",
+    )
 
 if st.session_state.get("allowed_tenants", []) is None:  # signed in as operator: every tenant at a glance
     st.subheader("All tenants")
@@ -81,8 +98,22 @@ if st.session_state.get("allowed_tenants", []) is None:  # signed in as operator
         st.error(f"Cannot read the catalog: {exc}.")
         everyone = []
     dead = kafka["dead_letters_by_tenant"] if kafka["reachable"] else {}
-    st.dataframe(pd.DataFrame([{
-        "tenant": t["tenant_id"], "products": t["products"], "deleted": t["deleted"], "images ok": t["images_ok"],
-        "pending": t["images_pending"], "failed": t["images_failed"], "items": t["items"],
-        "dead letters": dead.get(t["tenant_id"], 0) if kafka["reachable"] else None,
-    } for t in everyone]), hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "tenant": t["tenant_id"],
+                    "products": t["products"],
+                    "deleted": t["deleted"],
+                    "images ok": t["images_ok"],
+                    "pending": t["images_pending"],
+                    "failed": t["images_failed"],
+                    "items": t["items"],
+                    "dead letters": dead.get(t["tenant_id"], 0) if kafka["reachable"] else None,
+                }
+                for t in everyone
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )

@@ -23,13 +23,15 @@ class BaselineArm:
         if not exists:
             return None
         ranked = self._ranked(session, request.tenant_id, category, request.limit + 1)
-        items = [n for n in ranked if n.product_id != request.product_id][:request.limit]
+        items = [n for n in ranked if n.product_id != request.product_id][: request.limit]
         return ArmResult(self.name, items, strategy="popularity")
 
     def _ranked(self, session: Session, tenant_id: str, category: str | None, need: int):
         def load(limit: int):
-            return popular_in_category(session, tenant_id=tenant_id, category=category, limit=limit,
-                                       half_life_s=self.half_life_s)
+            return popular_in_category(
+                session, tenant_id=tenant_id, category=category, limit=limit, half_life_s=self.half_life_s
+            )
+
         if self.lists is None or not self.lists.enabled or need > CACHED_LIST:
             return load(need)
         # The tenant is part of the key: a category name shared by two shops never mixes their lists.

@@ -18,7 +18,10 @@ def page(name: str, tenant: str = TENANT) -> AppTest:
 
 def texts(at: AppTest) -> str:
     """Every markdown, caption, title, alert and metric text on the page, joined."""
-    parts = [e.value for kind in ("markdown", "caption", "title", "subheader", "info", "success", "warning", "error")
-             for e in getattr(at, kind)]
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "title", "subheader", "info", "success", "warning", "error")
+        for e in getattr(at, kind)
+    ]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
     return "\n".join(str(p) for p in parts)

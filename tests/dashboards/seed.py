@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert, text
 
+from core.contracts import CatalogEvent, DeadLetter
 from db.catalog import ImageResult, ItemRow, upsert_product
 from db.experiments import create_experiment
 from db.models import InteractionEvent
 from db.tenants import create_tenant
-from core.contracts import CatalogEvent, DeadLetter
 
 TENANT = "acme"
 EMPTY_TENANT = "empty-shop"
@@ -47,14 +47,38 @@ def _events(start: datetime) -> list[dict]:
             n += 1
             at = day + timedelta(minutes=5 * r)
             request = f"req-{u}-{r}"
-            rows.append(dict(tenant_id=TENANT, event_id=f"e{n}", type="exposure", user_id=f"u{u}",
-                             request_id=request, product_id="p-01", experiment=EXPERIMENT, arm=arm,
-                             value=None, payload={}, occurred_at=at))
+            rows.append(
+                {
+                    "tenant_id": TENANT,
+                    "event_id": f"e{n}",
+                    "type": "exposure",
+                    "user_id": f"u{u}",
+                    "request_id": request,
+                    "product_id": "p-01",
+                    "experiment": EXPERIMENT,
+                    "arm": arm,
+                    "value": None,
+                    "payload": {},
+                    "occurred_at": at,
+                }
+            )
             if rng.random() < CLICK_P[arm]:
                 n += 1
-                rows.append(dict(tenant_id=TENANT, event_id=f"e{n}", type="click", user_id=f"u{u}",
-                                 request_id=request, product_id="p-02", experiment=EXPERIMENT, arm=arm,
-                                 value=None, payload={}, occurred_at=at + timedelta(seconds=30)))
+                rows.append(
+                    {
+                        "tenant_id": TENANT,
+                        "event_id": f"e{n}",
+                        "type": "click",
+                        "user_id": f"u{u}",
+                        "request_id": request,
+                        "product_id": "p-02",
+                        "experiment": EXPERIMENT,
+                        "arm": arm,
+                        "value": None,
+                        "payload": {},
+                        "occurred_at": at + timedelta(seconds=30),
+                    }
+                )
     return rows
 
 
@@ -67,17 +91,31 @@ def _catalog(session, model_key: str, dim: int) -> None:
         label = {"dresses": "dress", "shoes": "shoe"}[category]
         pid = f"p-{i:02d}"
         url = f"https://img.example.com/{pid}.jpg"
-        event = CatalogEvent(event_id=f"ev-{pid}", tenant_id=TENANT, type="product.upserted",
-                             product={"id": pid, "version": 1, "title": f"{label} number {i}",
-                                      "category": category, "price": 10 + i, "image_urls": [url]})
+        event = CatalogEvent(
+            event_id=f"ev-{pid}",
+            tenant_id=TENANT,
+            type="product.upserted",
+            product={
+                "id": pid,
+                "version": 1,
+                "title": f"{label} number {i}",
+                "category": category,
+                "price": 10 + i,
+                "image_urls": [url],
+            },
+        )
         if i == 12:
             images = [ImageResult(url, 0, "failed", reason="HTTP 404 from img.example.com")]
         else:
-            def vec() -> np.ndarray:
+
+            def vec(category: str = category) -> np.ndarray:
                 v = centres[category] + 0.3 * rng.normal(size=dim)
                 return (v / np.linalg.norm(v)).astype(np.float32)
-            items = [ItemRow("whole", (0, 0, 640, 480), "whole image", 1.0, vec()),
-                     ItemRow("item", (100, 80, 400, 420), label, 0.87, vec())]
+
+            items = [
+                ItemRow("whole", (0, 0, 640, 480), "whole image", 1.0, vec()),
+                ItemRow("item", (100, 80, 400, 420), label, 0.87, vec()),
+            ]
             images = [ImageResult(url, 0, "ok", content_hash=f"h{i}", width=640, height=480, items=items)]
         upsert_product(session, event, images, model_key=model_key, dim=dim)
 
@@ -93,19 +131,35 @@ def seed(settings, sessions) -> Seeded:
     with sessions() as session, session.begin():
         creds = create_tenant(session, "Acme", TENANT)
         empty = create_tenant(session, "Empty shop", EMPTY_TENANT)
-        exp = create_experiment(session, TENANT, EXPERIMENT, primary_metric="ctr", planned_sample_size=3000,
-                                arms=[{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}])
+        exp = create_experiment(
+            session,
+            TENANT,
+            EXPERIMENT,
+            primary_metric="ctr",
+            planned_sample_size=3000,
+            arms=[{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}],
+        )
         exp.status, exp.started_at = "running", start
-        create_experiment(session, TENANT, EMPTY_EXPERIMENT, placement="search",
-                          arms=[{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}])
+        create_experiment(
+            session,
+            TENANT,
+            EMPTY_EXPERIMENT,
+            placement="search",
+            arms=[{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}],
+        )
         session.execute(insert(InteractionEvent), _events(start))
         _catalog(session, model_key, dim)
     with sessions() as session, session.begin():
         # Fresh tables have no planner statistics (autovacuum comes later): without them the
         # loader's joins get nested-loop plans that take minutes instead of milliseconds.
         session.execute(text("ANALYZE interaction_events; ANALYZE products; ANALYZE items"))
-    dead = DeadLetter(topic=settings.topic("catalog.product-events"), key=f"{TENANT}:p-99",
-                      payload='{"tenant_id": "acme", "event_id": "ev-p-99"}', error="embedder crashed", attempts=3)
+    dead = DeadLetter(
+        topic=settings.topic("catalog.product-events"),
+        key=f"{TENANT}:p-99",
+        payload='{"tenant_id": "acme", "event_id": "ev-p-99"}',
+        error="embedder crashed",
+        attempts=3,
+    )
     with SyncProducer(settings.kafka_bootstrap, timeout_s=10) as producer:
         producer.send(settings.topic(DEAD_LETTER.name), dead.key, dead.model_dump_json().encode())
         producer.flush()

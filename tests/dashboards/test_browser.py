@@ -25,8 +25,17 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 INSTALL = "apt-get install -y chromium chromium-driver (as root; CI does it in .ci/run)"
 ARTIFACTS = ROOT / "test-artifacts" / "dashboards"
 DOCS_SHOT = ROOT / "docs" / "experiment-detail.png"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1600,2300"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--window-size=1600,2300",
+]
 WAIT_S = 45
 
 selenium = pytest.importorskip("selenium", reason="pip install selenium (a dev extra) to run the browser test")
@@ -57,8 +66,13 @@ def dashboard(seeded, settings, tmp_path):
     port, password = free_port(), "correct horse battery staple"
     env = {**os.environ, **settings_env(settings), "HOME": str(tmp_path)}
     log = (tmp_path / "dashboard.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "vitrine", "dashboard", "--port", str(port), "--password", password],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vitrine", "dashboard", "--port", str(port), "--password", password],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _healthy(url) or proc.poll() is not None, 60, what="the dashboard to serve")
@@ -88,25 +102,29 @@ def browser(tmp_path, request):
 
 
 def _wait_text(driver, text: str) -> None:
-    WebDriverWait(driver, WAIT_S).until(lambda d: text in d.find_element(By.TAG_NAME, "body").text,
-                                        f"{text!r} never appeared")
+    WebDriverWait(driver, WAIT_S).until(
+        lambda d: text in d.find_element(By.TAG_NAME, "body").text, f"{text!r} never appeared"
+    )
 
 
 def _wait_charts(driver, n: int) -> None:
     # Vega renders into a canvas (or svg) inside .vega-embed once its data arrived.
     WebDriverWait(driver, WAIT_S).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, ".vega-embed canvas, .vega-embed svg.marks")) >= n,
-        f"{n} chart(s) never rendered")
+        f"{n} chart(s) never rendered",
+    )
 
 
 def _idle(driver) -> None:
     WebDriverWait(driver, WAIT_S).until(
-        lambda d: not d.find_elements(By.CSS_SELECTOR, "[data-testid='stStatusWidget']"), "the app never settled")
+        lambda d: not d.find_elements(By.CSS_SELECTOR, "[data-testid='stStatusWidget']"), "the app never settled"
+    )
 
 
 def _open(driver, title: str) -> None:
-    link = WebDriverWait(driver, WAIT_S).until(ec.element_to_be_clickable(
-        (By.XPATH, f"//a[@data-testid='stSidebarNavLink'][contains(., '{title}')]")))
+    link = WebDriverWait(driver, WAIT_S).until(
+        ec.element_to_be_clickable((By.XPATH, f"//a[@data-testid='stSidebarNavLink'][contains(., '{title}')]"))
+    )
     link.click()
 
 
@@ -122,7 +140,8 @@ def test_every_page_in_chromium(dashboard, browser):
     url, password = dashboard
     browser.get(url)
     field = WebDriverWait(browser, WAIT_S).until(
-        ec.presence_of_element_located((By.CSS_SELECTOR, "input[type='password']")))
+        ec.presence_of_element_located((By.CSS_SELECTOR, "input[type='password']"))
+    )
     _shot(browser, "0-sign-in")
     field.send_keys(password)
     browser.find_element(By.XPATH, "//button[contains(., 'Sign in')]").click()
@@ -130,7 +149,8 @@ def test_every_page_in_chromium(dashboard, browser):
     _wait_text(browser, "Tenant acme")
     _wait_text(browser, "Open an experiment")  # the table itself is a canvas: its cells are not DOM text
     WebDriverWait(browser, WAIT_S).until(
-        ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stDataFrame']")))
+        ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stDataFrame']"))
+    )
     _idle(browser)
     _shot(browser, "1-experiments")
 
@@ -146,12 +166,14 @@ def test_every_page_in_chromium(dashboard, browser):
 
     _open(browser, "Catalog explorer")
     search = WebDriverWait(browser, WAIT_S).until(
-        ec.presence_of_element_located((By.CSS_SELECTOR, "input[aria-label='Search products by id or title']")))
+        ec.presence_of_element_located((By.CSS_SELECTOR, "input[aria-label='Search products by id or title']"))
+    )
     search.send_keys("p-03", Keys.ENTER)
     _wait_text(browser, "What each arm would recommend")
     _wait_text(browser, "indexed at")
     WebDriverWait(browser, WAIT_S).until(
-        ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stImage'] img")))
+        ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stImage'] img"))
+    )
     _idle(browser)
     _shot(browser, "3-catalog")
 

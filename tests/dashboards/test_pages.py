@@ -80,11 +80,22 @@ def test_experiment_detail_numbers_equal_analyze(seeded, db_engine):
     assert not at.exception, at.exception
     report = _report(db_engine)
     frame = at.dataframe[0].value
-    expected = [(r["n"], r["value"], r["ci"], r.get("lift"), r.get("p_value"), r.get("p_value_adjusted"))
-                for b in report["metrics"] for r in b["rows"]]
-    shown = [(r["n"], r["value"], [r["CI low"], r["CI high"]], None if r["arm"].endswith("(control)") else r["lift"],
-              None if r["arm"].endswith("(control)") else r["p"],
-              None if r["arm"].endswith("(control)") else r["p adjusted"]) for _, r in frame.iterrows()]
+    expected = [
+        (r["n"], r["value"], r["ci"], r.get("lift"), r.get("p_value"), r.get("p_value_adjusted"))
+        for b in report["metrics"]
+        for r in b["rows"]
+    ]
+    shown = [
+        (
+            r["n"],
+            r["value"],
+            [r["CI low"], r["CI high"]],
+            None if r["arm"].endswith("(control)") else r["lift"],
+            None if r["arm"].endswith("(control)") else r["p"],
+            None if r["arm"].endswith("(control)") else r["p adjusted"],
+        )
+        for _, r in frame.iterrows()
+    ]
     assert shown == expected
     body = texts(at)
     assert verdict(report) in body
@@ -135,8 +146,9 @@ def test_catalog_explorer(seeded, sessions):
     assert at.selectbox[0].value == "p-03"
     assert kinds(at._tree).count("image") == 1  # one image, boxes drawn on its placeholder
     with sessions() as session, session.begin():
-        visual = similar_products(session, tenant_id=TENANT, external_id="p-03", model_key=seeded.model_key,
-                                  dim=seeded.dim, limit=10)
+        visual = similar_products(
+            session, tenant_id=TENANT, external_id="p-03", model_key=seeded.model_key, dim=seeded.dim, limit=10
+        )
         baseline = BaselineArm().recommend(session, ArmRequest(TENANT, "p-03", 10))
     items, visual_frame, baseline_frame = (d.value for d in at.dataframe)
     assert list(items["label"]) == ["whole image", "dress"]
@@ -179,8 +191,12 @@ def test_pipeline_health_all_tenants_for_operators(seeded):
 
 
 def test_empty_tenant_pages_explain(seeded):
-    for name, expected in (("overview", "No experiments yet"), ("experiment", "No experiments yet"),
-                           ("catalog", "is empty"), ("pipeline", "Nothing ingested yet")):
+    for name, expected in (
+        ("overview", "No experiments yet"),
+        ("experiment", "No experiments yet"),
+        ("catalog", "is empty"),
+        ("pipeline", "Nothing ingested yet"),
+    ):
         at = page(name, EMPTY_TENANT)
         assert not at.exception, (name, at.exception)
         assert expected in texts(at), name

@@ -24,13 +24,24 @@ pytestmark = pytest.mark.integration
 
 def _table(at: AppTest) -> list[tuple]:
     frame = at.dataframe[0].value
-    return [(r["n"], r["value"], [r["CI low"], r["CI high"]], None if r["arm"].endswith("(control)") else r["p"],
-             None if r["arm"].endswith("(control)") else r["p adjusted"]) for _, r in frame.iterrows()]
+    return [
+        (
+            r["n"],
+            r["value"],
+            [r["CI low"], r["CI high"]],
+            None if r["arm"].endswith("(control)") else r["p"],
+            None if r["arm"].endswith("(control)") else r["p adjusted"],
+        )
+        for _, r in frame.iterrows()
+    ]
 
 
 def _expected(report: dict) -> list[tuple]:
-    return [(r["n"], r["value"], r["ci"], r.get("p_value"), r.get("p_value_adjusted"))
-            for b in report["metrics"] for r in b["rows"]]
+    return [
+        (r["n"], r["value"], r["ci"], r.get("p_value"), r.get("p_value_adjusted"))
+        for b in report["metrics"]
+        for r in b["rows"]
+    ]
 
 
 def _snapshot(db_engine, max_age_s: float = 3600):
@@ -46,14 +57,32 @@ def _analyze_at(db_engine, when):
 def _more_clicks(sessions, n: int = 400) -> None:
     """Clicks on baseline users' first requests: the live numbers move away from the stored snapshot's."""
     with sessions() as session, session.begin():
-        exposures = session.execute(text(
-            "SELECT user_id, request_id, occurred_at FROM interaction_events WHERE tenant_id = :t AND "
-            "type = 'exposure' AND arm = 'baseline' AND request_id LIKE '%-0' ORDER BY user_id LIMIT :n"),
-            {"t": TENANT, "n": n}).all()
-        session.execute(insert(InteractionEvent), [{
-            "tenant_id": TENANT, "event_id": f"extra-{i}", "type": "click", "user_id": u, "request_id": r, "product_id": "p-03",
-            "experiment": EXPERIMENT, "arm": "baseline", "value": None, "payload": {}, "occurred_at": at + timedelta(seconds=40)}
-            for i, (u, r, at) in enumerate(exposures)])
+        exposures = session.execute(
+            text(
+                "SELECT user_id, request_id, occurred_at FROM interaction_events WHERE tenant_id = :t AND "
+                "type = 'exposure' AND arm = 'baseline' AND request_id LIKE '%-0' ORDER BY user_id LIMIT :n"
+            ),
+            {"t": TENANT, "n": n},
+        ).all()
+        session.execute(
+            insert(InteractionEvent),
+            [
+                {
+                    "tenant_id": TENANT,
+                    "event_id": f"extra-{i}",
+                    "type": "click",
+                    "user_id": u,
+                    "request_id": r,
+                    "product_id": "p-03",
+                    "experiment": EXPERIMENT,
+                    "arm": "baseline",
+                    "value": None,
+                    "payload": {},
+                    "occurred_at": at + timedelta(seconds=40),
+                }
+                for i, (u, r, at) in enumerate(exposures)
+            ],
+        )
 
 
 def test_detail_page_live_then_from_the_snapshot(seeded, db_engine, sessions):
@@ -141,4 +170,3 @@ def test_bench_dashboard_json(seeded):
     assert "live computation" in r["live_line"] and "stored snapshot" in r["snapshot_line"]
     out = CliRunner().invoke(app, ["bench", "dashboard", "--tenant", TENANT])
     assert out.exit_code == 1 and "go together" in out.output
-

@@ -6,22 +6,27 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from core.contracts import CatalogEvent
 from db import catalog
 from db.catalog import ImageResult, ItemRow
 from db.models import Item, Product
 from db.tenants import create_tenant
 from db.vector_index import ensure_vector_index
 from db.vector_queries import similar_products
-from core.contracts import CatalogEvent
 
 pytestmark = pytest.mark.integration
 MODEL, DIM = "test-model@1", 8
 
 
 def ev(pid="p1", version=1, type_="product.upserted", title="Shirt", urls=("https://x.test/a.jpg",)):
-    return CatalogEvent.model_validate({
-        "event_id": f"{pid}-{version}-{type_}", "tenant_id": "acme", "type": type_,
-        "product": {"id": pid, "version": version, "title": title, "image_urls": list(urls)}})
+    return CatalogEvent.model_validate(
+        {
+            "event_id": f"{pid}-{version}-{type_}",
+            "tenant_id": "acme",
+            "type": type_,
+            "product": {"id": pid, "version": version, "title": title, "image_urls": list(urls)},
+        }
+    )
 
 
 def img(url="https://x.test/a.jpg", h="h1", vec=None, items=True):
@@ -78,8 +83,9 @@ def test_unchanged_image_keeps_its_items_and_removed_image_drops_them(s):
     assert pid is not None
     catalog.upsert_product(s, ev(version=2, title="renamed"), [img(items=False)], model_key=MODEL, dim=DIM)
     assert s.scalar(select(Item.id)) == first_item  # not re-inserted
-    catalog.upsert_product(s, ev(version=3, urls=("https://x.test/b.jpg",)),
-                           [img("https://x.test/b.jpg", "h2")], model_key=MODEL, dim=DIM)
+    catalog.upsert_product(
+        s, ev(version=3, urls=("https://x.test/b.jpg",)), [img("https://x.test/b.jpg", "h2")], model_key=MODEL, dim=DIM
+    )
     assert count(s) == 1 and s.scalar(select(Item.id)) != first_item
 
 
@@ -95,8 +101,9 @@ def test_similar_products_stays_in_tenant_and_uses_the_model_index(s):
     catalog.upsert_product(s, other, [img(vec=base / np.linalg.norm(base))], model_key=MODEL, dim=DIM)
     s.commit()
     for strategy in ("hnsw", "exact"):
-        found = similar_products(s, tenant_id="acme", external_id="p0", model_key=MODEL, dim=DIM, limit=10,
-                                 strategy=strategy).neighbours
+        found = similar_products(
+            s, tenant_id="acme", external_id="p0", model_key=MODEL, dim=DIM, limit=10, strategy=strategy
+        ).neighbours
         assert [n.product_id for n in found] == ["p1", "p2", "p3", "p4"]  # ordered by growing noise; no "x"
         assert all(-1e-6 <= 1 - n.score <= 2 for n in found) and found[0].score > found[-1].score
         s.rollback()

@@ -31,22 +31,26 @@ def test_upgrade_backfills_existing_events(postgres):
             assert conn.execute(text("SELECT count(*) FROM experiment_users")).scalar() > 0
             for key in ("e1", "e2"):
                 rollup = load_arm_stats(conn, "t1", key, start=START, source="rollup").with_daily(
-                    load_daily_stats(conn, "t1", key, start=START, source="rollup"))
+                    load_daily_stats(conn, "t1", key, start=START, source="rollup")
+                )
                 raw = load_arm_stats(conn, "t1", key, start=START, source="raw").with_daily(
-                    load_daily_stats(conn, "t1", key, start=START, source="raw"))
+                    load_daily_stats(conn, "t1", key, start=START, source="raw")
+                )
                 assert rollup.arms and rollup == raw
         # and the triggers keep it current from here on
         write(engine, [dict(SCENARIO[0], event_id="late-1", request_id="late", user_id="u1")])
         with engine.connect() as conn:
-            assert load_arm_stats(conn, "t1", "e1", start=START, source="rollup") == \
-                load_arm_stats(conn, "t1", "e1", start=START, source="raw")
+            assert load_arm_stats(conn, "t1", "e1", start=START, source="rollup") == load_arm_stats(
+                conn, "t1", "e1", start=START, source="raw"
+            )
         command.downgrade(alembic_config(url), "0004")  # drops tables, functions and triggers
         with engine.connect() as conn:
             assert conn.execute(text("SELECT to_regclass('experiment_users')")).scalar() is None
         write(engine, [dict(SCENARIO[0], event_id="late-2")])  # no trigger left behind
         upgrade(url)
         with engine.connect() as conn:
-            assert load_arm_stats(conn, "t1", "e1", start=START, source="rollup") == \
-                load_arm_stats(conn, "t1", "e1", start=START, source="raw")
+            assert load_arm_stats(conn, "t1", "e1", start=START, source="rollup") == load_arm_stats(
+                conn, "t1", "e1", start=START, source="raw"
+            )
     finally:
         engine.dispose()

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
+from core.contracts import CatalogEvent
 from db import catalog
 from db.catalog import ImageResult, ItemRow
 from db.tenants import create_tenant
 from db.vector_index import ensure_vector_index
 from db.vector_queries import similar_products
-from core.contracts import CatalogEvent
 
 pytestmark = pytest.mark.integration
 MODEL, DIM, N, CATEGORIES = "recall@1", 64, 6000, 4
@@ -21,6 +21,7 @@ MODEL, DIM, N, CATEGORIES = "recall@1", 64, 6000, 4
 def clustered(postgres, tmp_path_factory):
     """6,000 products around 60 cluster centres, 4 categories, plus another tenant with the same vectors."""
     from db.session import create_db_engine, session_factory
+
     url = postgres.create_database("recall_module", template="vitrine_template")
     engine = create_db_engine(url)
     sessions = session_factory(engine)
@@ -33,14 +34,35 @@ def clustered(postgres, tmp_path_factory):
         batch = []
         for tenant in ("acme", "globex"):
             for i, v in enumerate(vecs):
-                e = CatalogEvent.model_validate({
-                    "event_id": f"{tenant}{i}", "tenant_id": tenant, "type": "product.upserted",
-                    "product": {"id": f"p{i}", "version": 1, "category": f"c{i % CATEGORIES}",
-                                "image_urls": [f"https://x.test/{i}.jpg"]}})
-                batch.append((e, [ImageResult(f"https://x.test/{i}.jpg", 0, "ok", content_hash=str(i),
-                                              items=[ItemRow("whole", (0, 0, 1, 1), "p", 1.0, v.astype(np.float32))])]))
+                e = CatalogEvent.model_validate(
+                    {
+                        "event_id": f"{tenant}{i}",
+                        "tenant_id": tenant,
+                        "type": "product.upserted",
+                        "product": {
+                            "id": f"p{i}",
+                            "version": 1,
+                            "category": f"c{i % CATEGORIES}",
+                            "image_urls": [f"https://x.test/{i}.jpg"],
+                        },
+                    }
+                )
+                batch.append(
+                    (
+                        e,
+                        [
+                            ImageResult(
+                                f"https://x.test/{i}.jpg",
+                                0,
+                                "ok",
+                                content_hash=str(i),
+                                items=[ItemRow("whole", (0, 0, 1, 1), "p", 1.0, v.astype(np.float32))],
+                            )
+                        ],
+                    )
+                )
         for i in range(0, len(batch), 500):  # bind-parameter limit of one statement
-            catalog.upsert_products(s, batch[i:i + 500], model_key=MODEL, dim=DIM)
+            catalog.upsert_products(s, batch[i : i + 500], model_key=MODEL, dim=DIM)
         ensure_vector_index(s.connection(), MODEL, DIM)
     with sessions() as s:
         s.execute(text("ANALYZE items"))
@@ -54,7 +76,14 @@ def recall(sessions, strategy: str, category: bool, queries: int = 60) -> tuple[
     with sessions() as s:
         for q in range(0, N, N // queries):
             cat = f"c{q % CATEGORIES}" if category else None
-            kw = dict(tenant_id="acme", external_id=f"p{q}", model_key=MODEL, dim=DIM, limit=10, category=cat)
+            kw = {
+                "tenant_id": "acme",
+                "external_id": f"p{q}",
+                "model_key": MODEL,
+                "dim": DIM,
+                "limit": 10,
+                "category": cat,
+            }
             got = similar_products(s, strategy=strategy, **kw).neighbours
             truth = similar_products(s, strategy="exact", **kw).neighbours
             s.rollback()

@@ -56,12 +56,19 @@ def to_gb(kind: str, arm: dict):
         return gb_mean(arm)
     if kind == "regression_adjusted":
         return gb.RegressionAdjustedStatistic(
-            n=arm["post"]["n"], post_statistic=gb_mean(arm["post"]), pre_statistic=gb_mean(arm["pre"]),
-            post_pre_sum_of_products=arm["post_pre_sum_of_products"], theta=0)
+            n=arm["post"]["n"],
+            post_statistic=gb_mean(arm["post"]),
+            pre_statistic=gb_mean(arm["pre"]),
+            post_pre_sum_of_products=arm["post_pre_sum_of_products"],
+            theta=0,
+        )
     if kind == "ratio":
         return gb.RatioStatistic(
-            n=arm["m"]["n"], m_statistic=gb_mean(arm["m"]), d_statistic=gb_mean(arm["d"]),
-            m_d_sum_of_products=arm["m_d_sum_of_products"])
+            n=arm["m"]["n"],
+            m_statistic=gb_mean(arm["m"]),
+            d_statistic=gb_mean(arm["d"]),
+            m_d_sum_of_products=arm["m_d_sum_of_products"],
+        )
     raise ValueError(kind)
 
 
@@ -75,21 +82,29 @@ def inputs() -> dict[str, dict]:
     cases: dict[str, dict] = {}
     for n_c, a, n_t, b in [(1000, 100, 1000, 130), (50_000, 2500, 50_000, 2650), (20_000, 1000, 20_400, 1100)]:
         cases[f"conversion/{n_c}-{a}-vs-{n_t}-{b}"] = {
-            "kind": "proportion", "control": {"n": n_c, "sum": a}, "treatment": {"n": n_t, "sum": b}}
+            "kind": "proportion",
+            "control": {"n": n_c, "sum": a},
+            "treatment": {"n": n_t, "sum": b},
+        }
 
     def revenue(seed: int, n: int) -> np.ndarray:
         rng = np.random.default_rng(seed)
         return np.where(rng.random(n) < 0.05, rng.lognormal(3, 1, n), 0.0)
 
     cases["revenue/lognormal-5pct-buyers"] = {
-        "kind": "mean", "control": mean_stat(revenue(1, 4000)), "treatment": mean_stat(revenue(2, 4200))}
+        "kind": "mean",
+        "control": mean_stat(revenue(1, 4000)),
+        "treatment": mean_stat(revenue(2, 4200)),
+    }
 
     rng = np.random.default_rng(7)
     pre = [rng.gamma(2, 5, n) for n in (3000, 3100)]
     post = [0.7 * x + rng.normal(0, 3, len(x)) for x in pre]
     post[1] = post[1] + 0.3
-    cuped = [{"post": mean_stat(y), "pre": mean_stat(x), "post_pre_sum_of_products": float((x * y).sum())}
-             for x, y in zip(pre, post)]
+    cuped = [
+        {"post": mean_stat(y), "pre": mean_stat(x), "post_pre_sum_of_products": float((x * y).sum())}
+        for x, y in zip(pre, post)
+    ]
     cases["cuped/gamma-pre-period"] = {"kind": "regression_adjusted", "control": cuped[0], "treatment": cuped[1]}
 
     rng = np.random.default_rng(3)
@@ -102,12 +117,19 @@ def inputs() -> dict[str, dict]:
 
     for tuning in (5000, 40_000):
         cases[f"sequential/tuning-{tuning}"] = {
-            "kind": "proportion", "sequential_tuning": tuning,
-            "control": {"n": 6000, "sum": 600}, "treatment": {"n": 6100, "sum": 700}}
+            "kind": "proportion",
+            "sequential_tuning": tuning,
+            "control": {"n": 6000, "sum": 600},
+            "treatment": {"n": 6100, "sum": 700},
+        }
 
-    for users, weights in [([1000, 1100], [0.5, 0.5]), ([5000, 5400], [0.5, 0.5]),
-                           ([980, 2050, 2970], [0.2, 0.3, 0.5]), ([100, 900], [0.1, 0.9]),
-                           ([10_000, 10_150], [0.5, 0.5])]:
+    for users, weights in [
+        ([1000, 1100], [0.5, 0.5]),
+        ([5000, 5400], [0.5, 0.5]),
+        ([980, 2050, 2970], [0.2, 0.3, 0.5]),
+        ([100, 900], [0.1, 0.9]),
+        ([10_000, 10_150], [0.5, 0.5]),
+    ]:
         cases["srm/" + "-".join(map(str, users))] = {"kind": "srm", "users": users, "weights": weights}
     return cases
 
@@ -121,15 +143,22 @@ def compute() -> dict:
             continue
         c, t = to_gb(case["kind"], case["control"]), to_gb(case["kind"], case["treatment"])
         if "sequential_tuning" in case:
-            case["gbstats"] = {d: result(SequentialTwoSidedTTest(c, t, SequentialConfig(
-                difference_type=d, sequential_tuning_parameter=case["sequential_tuning"])))
-                for d in ("absolute", "relative")}
+            case["gbstats"] = {
+                d: result(
+                    SequentialTwoSidedTTest(
+                        c, t, SequentialConfig(difference_type=d, sequential_tuning_parameter=case["sequential_tuning"])
+                    )
+                )
+                for d in ("absolute", "relative")
+            }
         else:
-            case["gbstats"] = {"absolute": result(TwoSidedTTest(c, t, ABSOLUTE)),
-                               "relative": result(TwoSidedTTest(c, t, RELATIVE))}
+            case["gbstats"] = {
+                "absolute": result(TwoSidedTTest(c, t, ABSOLUTE)),
+                "relative": result(TwoSidedTTest(c, t, RELATIVE)),
+            }
     return {
         "_comment": "Made by tests/experiments/gbstats_golden.py in a venv of gbstats_requirements.txt; "
-                    "do not edit by hand. .ci/run regenerates it and fails on any difference.",
+        "do not edit by hand. .ci/run regenerates it and fails on any difference.",
         "versions": {name: version(name) for name in PINNED},
         "cases": cases,
     }

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 
 from db.models import InteractionEvent
 
-START = datetime(2026, 3, 2, 6, 30, tzinfo=timezone.utc)  # not midnight: sub-day bounds
+START = datetime(2026, 3, 2, 6, 30, tzinfo=UTC)  # not midnight: sub-day bounds
 
 
 def at(hours: float) -> datetime:
@@ -24,8 +24,19 @@ def at(hours: float) -> datetime:
 
 
 def ev(eid, type_, user, request, experiment=None, arm=None, value=None, when=START, tenant="t1"):
-    return dict(tenant_id=tenant, event_id=eid, type=type_, user_id=user, request_id=request,
-                product_id="p1", experiment=experiment, arm=arm, value=value, payload={}, occurred_at=when)
+    return {
+        "tenant_id": tenant,
+        "event_id": eid,
+        "type": type_,
+        "user_id": user,
+        "request_id": request,
+        "product_id": "p1",
+        "experiment": experiment,
+        "arm": arm,
+        "value": value,
+        "payload": {},
+        "occurred_at": when,
+    }
 
 
 def write(engine, events, batch: int | None = None) -> None:
@@ -33,24 +44,37 @@ def write(engine, events, batch: int | None = None) -> None:
     batch = batch or max(len(events), 1)
     for i in range(0, len(events), batch):
         with engine.begin() as conn:
-            conn.execute(insert(InteractionEvent).values(events[i:i + batch])
-                         .on_conflict_do_nothing(constraint="uq_interaction_events_tenant_event"))
+            conn.execute(
+                insert(InteractionEvent)
+                .values(events[i : i + batch])
+                .on_conflict_do_nothing(constraint="uq_interaction_events_tenant_event")
+            )
 
 
 def setup_tenants(engine, *, started_at=START, stopped_at=None) -> None:
     with engine.begin() as conn:
         for tid in ("t1", "t2"):
-            conn.execute(text(
-                "INSERT INTO tenants (id, name, storefront_key_hash, admin_key_hash, webhook_secret, default_arm) "
-                "VALUES (:id, :name, :s, :a, 'x', 'baseline')"),
-                {"id": tid, "name": tid, "s": "s" + tid, "a": "a" + tid})
+            conn.execute(
+                text(
+                    "INSERT INTO tenants (id, name, storefront_key_hash, admin_key_hash, webhook_secret, default_arm) "
+                    "VALUES (:id, :name, :s, :a, 'x', 'baseline')"
+                ),
+                {"id": tid, "name": tid, "s": "s" + tid, "a": "a" + tid},
+            )
         for key in ("e1", "e2"):
-            conn.execute(text(
-                "INSERT INTO experiments (tenant_id, key, placement, status, arms, traffic_fraction, salt, "
-                "hash_version, primary_metric, guardrails, started_at, stopped_at) VALUES ('t1', :k, 'similar', "
-                "'running', CAST(:arms AS jsonb), 1.0, :k, 1, 'ctr', '[]'::jsonb, :start, :stop)"),
-                {"k": key, "start": started_at, "stop": stopped_at,
-                 "arms": json.dumps([{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}])})
+            conn.execute(
+                text(
+                    "INSERT INTO experiments (tenant_id, key, placement, status, arms, traffic_fraction, salt, "
+                    "hash_version, primary_metric, guardrails, started_at, stopped_at) VALUES ('t1', :k, 'similar', "
+                    "'running', CAST(:arms AS jsonb), 1.0, :k, 1, 'ctr', '[]'::jsonb, :start, :stop)"
+                ),
+                {
+                    "k": key,
+                    "start": started_at,
+                    "stop": stopped_at,
+                    "arms": json.dumps([{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}]),
+                },
+            )
 
 
 # Hand-made scenario: every case the attribution rules distinguish, arriving out of order.
@@ -118,8 +142,13 @@ def random_events(seed: int, n_users: int = 60) -> list[dict]:
         if rng.random() < 0.5:  # pre-period activity
             for _ in range(rng.randint(1, 3)):
                 kind = rng.choice(["click", "purchase", "add_to_cart", "exposure"])
-                add(kind, user, rng.choice([None, f"pre{u}"]), value=rng.randint(1, 40) * 0.25 if kind == "purchase"
-                    else None, when=at(-rng.uniform(0.5, 300)))
+                add(
+                    kind,
+                    user,
+                    rng.choice([None, f"pre{u}"]),
+                    value=rng.randint(1, 40) * 0.25 if kind == "purchase" else None,
+                    when=at(-rng.uniform(0.5, 300)),
+                )
         for q in range(rng.randint(1, 6)):
             request = rng.choice([f"r{u}-{q}", f"r{u}-{q}", None])
             key = "e1" if rng.random() < 0.85 else "e2"
@@ -130,9 +159,14 @@ def random_events(seed: int, n_users: int = 60) -> list[dict]:
             for _ in range(rng.choice([0, 0, 1, 2, 3])):
                 kind = rng.choice(["click", "click", "purchase", "add_to_cart"])
                 who = user if rng.random() < 0.95 else f"u{rng.randrange(n_users)}"
-                add(kind, who, request if rng.random() < 0.9 else None, rng.choice([None, key]),
+                add(
+                    kind,
+                    who,
+                    request if rng.random() < 0.9 else None,
+                    rng.choice([None, key]),
                     value=rng.choice([None, rng.randint(1, 400) * 0.25]) if kind == "purchase" else None,
-                    when=at(t + rng.uniform(-0.4, 30)))
+                    when=at(t + rng.uniform(-0.4, 30)),
+                )
     dupes = rng.sample(events, len(events) // 10)  # redelivered, some with other contents
     events += [dict(e, value=99.0) for e in dupes]
     rng.shuffle(events)

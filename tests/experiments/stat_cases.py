@@ -38,11 +38,15 @@ class TwoArmTestCases:
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         # pytest calls this hook on the collected subclass, so each module's own inputs parametrize the tests.
         if "significant" in metafunc.fixturenames:
-            metafunc.parametrize("arms, significant", [(self.SIGNIFICANT, True), (self.NOT_SIGNIFICANT, False)],
-                                 ids=["significant", "not-significant"])
+            metafunc.parametrize(
+                "arms, significant",
+                [(self.SIGNIFICANT, True), (self.NOT_SIGNIFICANT, False)],
+                ids=["significant", "not-significant"],
+            )
         elif "arms" in metafunc.fixturenames:
-            metafunc.parametrize("arms", [self.SIGNIFICANT, self.NOT_SIGNIFICANT],
-                                 ids=["significant", "not-significant"])
+            metafunc.parametrize(
+                "arms", [self.SIGNIFICANT, self.NOT_SIGNIFICANT], ids=["significant", "not-significant"]
+            )
         if "degenerate" in metafunc.fixturenames:
             metafunc.parametrize("degenerate", self.DEGENERATE, ids=[code.value for *_, code in self.DEGENERATE])
 
@@ -74,8 +78,14 @@ class TwoArmTestCases:
         control, treatment, code = degenerate
         r = self.make(control, treatment).compute_result()
         assert r.error == code and not r.ok
-        assert (r.p_value, r.statistic, r.effect, r.effect_ci, r.lift, r.lift_ci) == \
-            (1.0, 0.0, 0.0, (0.0, 0.0), 0.0, (0.0, 0.0))
+        assert (r.p_value, r.statistic, r.effect, r.effect_ci, r.lift, r.lift_ci) == (
+            1.0,
+            0.0,
+            0.0,
+            (0.0, 0.0),
+            0.0,
+            (0.0, 0.0),
+        )
         assert math.isfinite(r.control_value) and math.isfinite(r.treatment_value)
         fresh = self.make(control, treatment)  # the properties alone, before any compute_result
         assert (fresh.p_value, fresh.confidence_interval) == (1.0, (0.0, 0.0))

@@ -20,9 +20,11 @@ def arm(seed: int, n: int, lift: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ra(pre: np.ndarray, post: np.ndarray) -> RegressionAdjustedStatistic:
-    return RegressionAdjustedStatistic(SampleMeanStatistic(len(post), post.sum(), (post ** 2).sum()),
-                                       SampleMeanStatistic(len(pre), pre.sum(), (pre ** 2).sum()),
-                                       float((pre * post).sum()))
+    return RegressionAdjustedStatistic(
+        SampleMeanStatistic(len(post), post.sum(), (post**2).sum()),
+        SampleMeanStatistic(len(pre), pre.sum(), (pre**2).sum()),
+        float((pre * post).sum()),
+    )
 
 
 def test_matches_welch_on_adjusted_raw_values():
@@ -42,7 +44,7 @@ def test_variance_reduction_is_about_rho_squared():
     (xc, yc), (xt, yt) = arm(3, 5000, 0.0), arm(4, 5000, 0.0)
     test = CupedTTest(ra(xc, yc), ra(xt, yt))
     rho = np.corrcoef(np.concatenate([xc, xt]), np.concatenate([yc, yt]))[0, 1]
-    assert test.variance_reduction == pytest.approx(rho ** 2, abs=0.01)
+    assert test.variance_reduction == pytest.approx(rho**2, abs=0.01)
     assert test.variance_reduction > 0.5
 
 

@@ -20,8 +20,9 @@ conversion's (log ratio) and CUPED's lift are different constructions (docs/expe
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -60,8 +61,9 @@ def ratio(arm: dict) -> RatioStatistic:
 
 
 def sequential(case: dict) -> SequentialTest:
-    return SequentialTest(TwoProportionZTest(proportion(case["control"]), proportion(case["treatment"])),
-                          case["sequential_tuning"])
+    return SequentialTest(
+        TwoProportionZTest(proportion(case["control"]), proportion(case["treatment"])), case["sequential_tuning"]
+    )
 
 
 def two_arm(test: Callable, arm: Callable) -> Callable[[dict], Any]:
@@ -72,30 +74,47 @@ CONVERSION = two_arm(TwoProportionZTest, proportion)
 # case in gbstats_golden.json -> (our test on its inputs, {our field: tolerance})
 CASES: dict[str, tuple[Callable[[dict], Any], dict[str, float]]] = {
     "conversion/1000-100-vs-1000-130": (
-        CONVERSION, {"effect": EXACT, "p_value": 2e-4, "effect_ci": 2e-4, "lift": EXACT}),
+        CONVERSION,
+        {"effect": EXACT, "p_value": 2e-4, "effect_ci": 2e-4, "lift": EXACT},
+    ),
     "conversion/50000-2500-vs-50000-2650": (
-        CONVERSION, {"effect": EXACT, "p_value": 2e-5, "effect_ci": 2e-5, "lift": EXACT}),
+        CONVERSION,
+        {"effect": EXACT, "p_value": 2e-5, "effect_ci": 2e-5, "lift": EXACT},
+    ),
     "conversion/20000-1000-vs-20400-1100": (
-        CONVERSION, {"effect": EXACT, "p_value": 2e-4, "effect_ci": 2e-5, "lift": EXACT}),
+        CONVERSION,
+        {"effect": EXACT, "p_value": 2e-4, "effect_ci": 2e-5, "lift": EXACT},
+    ),
     "revenue/lognormal-5pct-buyers": (
         two_arm(WelchTTest, mean),
-        {"effect": EXACT, "p_value": SAME_FORMULA, "effect_ci": SAME_FORMULA, "lift": EXACT,
-         "lift_ci": SAME_FORMULA}),
+        {"effect": EXACT, "p_value": SAME_FORMULA, "effect_ci": SAME_FORMULA, "lift": EXACT, "lift_ci": SAME_FORMULA},
+    ),
     "cuped/gamma-pre-period": (
         two_arm(CupedTTest, regression_adjusted),
-        {"effect": SAME_FORMULA, "p_value": SAME_FORMULA, "effect_ci": SAME_FORMULA}),
+        {"effect": SAME_FORMULA, "p_value": SAME_FORMULA, "effect_ci": SAME_FORMULA},
+    ),
     "ratio/clicks-per-impression": (  # z (ours) vs t with ~10^4 dof (theirs)
         two_arm(DeltaMethodRatioTest, ratio),
-        {"effect": EXACT, "p_value": 1e-5, "effect_ci": 1e-5, "lift": EXACT, "lift_ci": 2e-5}),
+        {"effect": EXACT, "p_value": 1e-5, "effect_ci": 1e-5, "lift": EXACT, "lift_ci": 2e-5},
+    ),
     "sequential/tuning-5000": (
-        sequential, {"effect": EXACT, "p_value": SAME_FORMULA, "effect_ci": SAME_FORMULA, "lift_ci": SAME_FORMULA}),
+        sequential,
+        {"effect": EXACT, "p_value": SAME_FORMULA, "effect_ci": SAME_FORMULA, "lift_ci": SAME_FORMULA},
+    ),
     "sequential/tuning-40000": (
-        sequential, {"effect": EXACT, "p_value": SAME_FORMULA, "effect_ci": SAME_FORMULA, "lift_ci": SAME_FORMULA}),
+        sequential,
+        {"effect": EXACT, "p_value": SAME_FORMULA, "effect_ci": SAME_FORMULA, "lift_ci": SAME_FORMULA},
+    ),
 }
 SRM_CASES = ["srm/1000-1100", "srm/5000-5400", "srm/980-2050-2970", "srm/100-900", "srm/10000-10150"]
 # our result field -> (gbstats difference type, gbstats field)
-GBSTATS_FIELD = {"effect": ("absolute", "expected"), "p_value": ("absolute", "p_value"),
-                 "effect_ci": ("absolute", "ci"), "lift": ("relative", "expected"), "lift_ci": ("relative", "ci")}
+GBSTATS_FIELD = {
+    "effect": ("absolute", "expected"),
+    "p_value": ("absolute", "p_value"),
+    "effect_ci": ("absolute", "ci"),
+    "lift": ("relative", "expected"),
+    "lift_ci": ("relative", "ci"),
+}
 
 
 def test_every_golden_case_is_checked():

@@ -7,7 +7,7 @@ were worked out by hand from the event list; comments show the per-user values.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import text
@@ -20,11 +20,11 @@ from experiments.stats import ArmStats
 pytestmark = pytest.mark.integration
 
 T = "t1"
-START = datetime(2026, 1, 10, tzinfo=timezone.utc)
+START = datetime(2026, 1, 10, tzinfo=UTC)
 
 
 def ts(day: int, hh: int, mm: int = 0) -> datetime:
-    return datetime(2026, 1, day, hh, mm, tzinfo=timezone.utc)
+    return datetime(2026, 1, day, hh, mm, tzinfo=UTC)
 
 
 # (tenant, type, user, request, experiment, arm, value, occurred_at)
@@ -37,7 +37,7 @@ EVENTS = [
     (T, "purchase", "u1", "r2", "exp1", "baseline", 20.0, ts(11, 9, 30)),
     # a click on r1 stamped weeks before the start (beyond the 1 h clock-skew slack and the
     # 14-day pre-period): never counted
-    (T, "click", "u1", "r1", "exp1", "baseline", None, datetime(2025, 12, 20, tzinfo=timezone.utc)),
+    (T, "click", "u1", "r1", "exp1", "baseline", None, datetime(2025, 12, 20, tzinfo=UTC)),
     # u2, baseline: one exposure; a purchase of 5 without request id (window mode only)
     (T, "exposure", "u2", "r3", "exp1", "baseline", None, ts(10, 12)),
     (T, "purchase", "u2", None, None, None, 5.0, ts(10, 13)),
@@ -70,34 +70,75 @@ EVENTS = [
 def engine(db_engine):  # a fresh, migrated Postgres per test (tests/conftest.py)
     with db_engine.begin() as conn:
         for tid in (T, "t2"):
-            conn.execute(text(
-                "INSERT INTO tenants (id, name, storefront_key_hash, admin_key_hash, webhook_secret, default_arm) "
-                "VALUES (:id, :name, :s, :a, 'x', 'baseline')"), {"id": tid, "name": tid, "s": "s" + tid, "a": "a" + tid})
-        conn.execute(text(
-            "INSERT INTO experiments (tenant_id, key, placement, status, arms, traffic_fraction, salt, "
-            "hash_version, primary_metric, guardrails, started_at) VALUES (:t, 'exp1', 'similar', 'running', "
-            "CAST(:arms AS jsonb), 1.0, 'salt1', 1, 'conversion', '[]'::jsonb, :start)"),
-            {"t": T, "arms": json.dumps([{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}]),
-             "start": START})
-        conn.execute(text(
-            "INSERT INTO interaction_events (tenant_id, event_id, type, user_id, request_id, product_id, "
-            "experiment, arm, value, payload, occurred_at) VALUES (:t, :eid, :type, :u, :r, 'p1', :e, :a, :v, "
-            "'{}'::jsonb, :at)"),
-            [dict(t=t, eid=f"e{i}", type=ty, u=u, r=r, e=e, a=a, v=v, at=at)
-             for i, (t, ty, u, r, e, a, v, at) in enumerate(EVENTS)])
+            conn.execute(
+                text(
+                    "INSERT INTO tenants (id, name, storefront_key_hash, admin_key_hash, webhook_secret, default_arm) "
+                    "VALUES (:id, :name, :s, :a, 'x', 'baseline')"
+                ),
+                {"id": tid, "name": tid, "s": "s" + tid, "a": "a" + tid},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO experiments (tenant_id, key, placement, status, arms, traffic_fraction, salt, "
+                "hash_version, primary_metric, guardrails, started_at) VALUES (:t, 'exp1', 'similar', 'running', "
+                "CAST(:arms AS jsonb), 1.0, 'salt1', 1, 'conversion', '[]'::jsonb, :start)"
+            ),
+            {
+                "t": T,
+                "arms": json.dumps([{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}]),
+                "start": START,
+            },
+        )
+        conn.execute(
+            text(
+                "INSERT INTO interaction_events (tenant_id, event_id, type, user_id, request_id, product_id, "
+                "experiment, arm, value, payload, occurred_at) VALUES (:t, :eid, :type, :u, :r, 'p1', :e, :a, :v, "
+                "'{}'::jsonb, :at)"
+            ),
+            [
+                {"t": t, "eid": f"e{i}", "type": ty, "u": u, "r": r, "e": e, "a": a, "v": v, "at": at}
+                for i, (t, ty, u, r, e, a, v, at) in enumerate(EVENTS)
+            ],
+        )
     return db_engine
 
 
 BASELINE_REQUEST = ArmStats(
-    arm="baseline", users=2, exposures=3, exposures_sum_squares=5, clicks=2, clicks_sum_squares=4,
-    clicks_exposures_sum_products=4, clickers=1, click_rate_sum=1.0, click_rate_sum_squares=1.0,
-    purchasers=1, revenue_sum=20.0, revenue_sum_squares=400.0)
+    arm="baseline",
+    users=2,
+    exposures=3,
+    exposures_sum_squares=5,
+    clicks=2,
+    clicks_sum_squares=4,
+    clicks_exposures_sum_products=4,
+    clickers=1,
+    click_rate_sum=1.0,
+    click_rate_sum_squares=1.0,
+    purchasers=1,
+    revenue_sum=20.0,
+    revenue_sum_squares=400.0,
+)
 VISUAL_REQUEST = ArmStats(
-    arm="visual", users=2, exposures=4, exposures_sum_squares=10, clicks=2, clicks_sum_squares=2,
-    clicks_exposures_sum_products=4, clickers=2, click_rate_sum=1 / 3 + 1, click_rate_sum_squares=1 / 9 + 1,
-    purchasers=1, revenue_sum=25.0, revenue_sum_squares=625.0, pre_active_users=2, pre_purchasers=1,
-    pre_and_post_purchasers=0, pre_revenue_sum=30.0, pre_revenue_sum_squares=900.0,
-    revenue_pre_revenue_sum_products=0.0)
+    arm="visual",
+    users=2,
+    exposures=4,
+    exposures_sum_squares=10,
+    clicks=2,
+    clicks_sum_squares=2,
+    clicks_exposures_sum_products=4,
+    clickers=2,
+    click_rate_sum=1 / 3 + 1,
+    click_rate_sum_squares=1 / 9 + 1,
+    purchasers=1,
+    revenue_sum=25.0,
+    revenue_sum_squares=625.0,
+    pre_active_users=2,
+    pre_purchasers=1,
+    pre_and_post_purchasers=0,
+    pre_revenue_sum=30.0,
+    pre_revenue_sum_squares=900.0,
+    revenue_pre_revenue_sum_products=0.0,
+)
 
 
 def assert_arm(actual: ArmStats, expected: ArmStats) -> None:
@@ -120,11 +161,24 @@ def test_window_attribution_totals(engine):
     with engine.connect() as conn:
         stats = load_arm_stats(conn, T, "exp1", start=START, attribution=Attribution("window", 24))
     # u2's purchase without request id now counts; u3's click 48 h later does not.
-    assert_arm(stats.arm("baseline"), ArmStats(**{**BASELINE_REQUEST.to_dict(), "purchasers": 2,
-                                                  "revenue_sum": 25.0, "revenue_sum_squares": 425.0}))
-    assert_arm(stats.arm("visual"), ArmStats(**{
-        **VISUAL_REQUEST.to_dict(), "clicks": 1, "clicks_sum_squares": 1, "clicks_exposures_sum_products": 1,
-        "clickers": 1, "click_rate_sum": 1.0, "click_rate_sum_squares": 1.0}))
+    assert_arm(
+        stats.arm("baseline"),
+        ArmStats(**{**BASELINE_REQUEST.to_dict(), "purchasers": 2, "revenue_sum": 25.0, "revenue_sum_squares": 425.0}),
+    )
+    assert_arm(
+        stats.arm("visual"),
+        ArmStats(
+            **{
+                **VISUAL_REQUEST.to_dict(),
+                "clicks": 1,
+                "clicks_sum_squares": 1,
+                "clicks_exposures_sum_products": 1,
+                "clickers": 1,
+                "click_rate_sum": 1.0,
+                "click_rate_sum_squares": 1.0,
+            }
+        ),
+    )
 
 
 def test_daily_is_cumulative_and_ends_at_totals(engine):
@@ -170,8 +224,8 @@ def test_unknown_experiment_gives_no_arms(engine):
 def test_cli_report_reads_the_database(engine, monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from vitrine.cli.app import app
     import vitrine.cli.experiment  # noqa: F401  registers the commands
+    from vitrine.cli.app import app
 
     monkeypatch.setenv("VITRINE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path))
@@ -202,7 +256,7 @@ def test_analyze_uses_the_planned_sample_size_as_tuning_parameter(engine):
     with engine.begin() as conn:
         conn.execute(text("UPDATE experiments SET planned_sample_size = 1234 WHERE key = 'exp1'"))
     with engine.connect() as conn:
-        rep = analyze(conn, T, "exp1", ReportOptions(sequential=True), now=datetime(2026, 1, 13, tzinfo=timezone.utc))
+        rep = analyze(conn, T, "exp1", ReportOptions(sequential=True), now=datetime(2026, 1, 13, tzinfo=UTC))
         assert analyze(conn, T, "nope") is None
     assert "tuning_n=1234" in rep["analysis"] and rep["days_elapsed"] == pytest.approx(3.0)
     assert rep["primary_metric"] == "conversion" and rep["cuped"] is False  # baseline has no pre-period

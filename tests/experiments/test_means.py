@@ -61,7 +61,8 @@ def test_lift_uses_the_delta_method():
     c, t = stat(CONTROL), stat(TREATMENT)
     r = WelchTTest(c, t).compute_result()
     assert r.lift == pytest.approx(t.mean / c.mean - 1)
-    var = t.variance_of_mean / c.mean ** 2 + t.mean ** 2 * c.variance_of_mean / c.mean ** 4
+    var = t.variance_of_mean / c.mean**2 + t.mean**2 * c.variance_of_mean / c.mean**4
     from scipy.stats import t as tdist
-    half = tdist.ppf(0.975, 18.36794056901214) * var ** 0.5
+
+    half = tdist.ppf(0.975, 18.36794056901214) * var**0.5
     assert r.lift_ci == pytest.approx((r.lift - half, r.lift + half), rel=1e-9)

@@ -52,8 +52,10 @@ def test_theoretical_power_at_the_planned_size_is_80_percent():
     assert proportion_test_power(0.10, 0.12, 3835) == pytest.approx(0.8, abs=1e-3)
 
 
-@pytest.mark.parametrize("rate, n, code", [(0.0, 1000, ErrorCode.ZERO_VARIANCE), (1.0, 1000, ErrorCode.ALL_CONVERSIONS),
-                                            (0.1, 1, ErrorCode.TOO_FEW_USERS)])
+@pytest.mark.parametrize(
+    "rate, n, code",
+    [(0.0, 1000, ErrorCode.ZERO_VARIANCE), (1.0, 1000, ErrorCode.ALL_CONVERSIONS), (0.1, 1, ErrorCode.TOO_FEW_USERS)],
+)
 def test_degenerate_power_inputs(rate, n, code):
     r = proportion_power(rate, n, n)
     assert r.error == code and r.mde_absolute == 0.0 and r.required_n_control == 0

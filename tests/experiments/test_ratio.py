@@ -20,8 +20,11 @@ def users(seed: int, n: int, ctr: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ratio_stat(x: np.ndarray, y: np.ndarray) -> RatioStatistic:
-    return RatioStatistic(SampleMeanStatistic(len(y), y.sum(), (y * y).sum()),
-                          SampleMeanStatistic(len(x), x.sum(), (x * x).sum()), float((x * y).sum()))
+    return RatioStatistic(
+        SampleMeanStatistic(len(y), y.sum(), (y * y).sum()),
+        SampleMeanStatistic(len(x), x.sum(), (x * x).sum()),
+        float((x * y).sum()),
+    )
 
 
 def linearised_variance(x: np.ndarray, y: np.ndarray) -> float:
@@ -45,8 +48,11 @@ class TestDeltaMethodRatioTest(TwoArmTestCases):
     DEGENERATE = (
         (RatioStatistic(SampleMeanStatistic(0, 0, 0), SampleMeanStatistic(0, 0, 0), 0), OK, ErrorCode.ZERO_USERS),
         (RatioStatistic(SampleMeanStatistic(1, 1, 1), SampleMeanStatistic(1, 2, 4), 2), OK, ErrorCode.TOO_FEW_USERS),
-        (RatioStatistic(SampleMeanStatistic(5, 0, 0), SampleMeanStatistic(5, 0, 0), 0), OK,  # no exposures
-         ErrorCode.ZERO_DENOMINATOR),
+        (
+            RatioStatistic(SampleMeanStatistic(5, 0, 0), SampleMeanStatistic(5, 0, 0), 0),
+            OK,  # no exposures
+            ErrorCode.ZERO_DENOMINATOR,
+        ),
         (CONSTANT, CONSTANT, ErrorCode.ZERO_VARIANCE),  # ratio 0.5 with zero variance in both arms
     )
 

@@ -8,8 +8,8 @@ from datetime import date
 import numpy as np
 import pytest
 
-from experiments.definition import Arm, ExperimentDefinition
 from experiments.daily import cumulate_daily
+from experiments.definition import Arm, ExperimentDefinition
 from experiments.report import build_report, render_text
 from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
 
@@ -50,16 +50,17 @@ def test_text_shows_srm_before_results_and_labels_the_correction():
     stats = ExperimentStats("exp", (arm("baseline", 3000, 0.1, 0.05, 1), arm("visual", 3600, 0.1, 0.05, 2)))
     text = render_text(build_report(DEF, stats, correction="fdr_bh"))
     lines = text.splitlines()
-    srm_line = next(i for i, l in enumerate(lines) if l.startswith("SRM:"))
-    first_table = next(i for i, l in enumerate(lines) if l.startswith("arm "))
+    srm_line = next(i for i, line in enumerate(lines) if line.startswith("SRM:"))
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("arm "))
     assert srm_line < first_table and "MISMATCH" in lines[srm_line]
-    assert any("SAMPLE RATIO MISMATCH" in l for l in lines[:first_table])
+    assert any("SAMPLE RATIO MISMATCH" in line for line in lines[:first_table])
     assert "Benjamini-Hochberg" in text
 
 
 def test_cuped_only_when_every_arm_has_pre_period_data():
-    with_pre = ExperimentStats("exp", (arm("baseline", 3000, 0.1, 0.05, 1, pre=True),
-                                       arm("visual", 3000, 0.1, 0.05, 2, pre=True)))
+    with_pre = ExperimentStats(
+        "exp", (arm("baseline", 3000, 0.1, 0.05, 1, pre=True), arm("visual", 3000, 0.1, 0.05, 2, pre=True))
+    )
     rep = build_report(DEF, with_pre)
     by = {m["name"]: m for m in rep["metrics"]}
     assert rep["cuped"] and by["revenue_per_user"]["cuped"] and not by["ctr"]["cuped"]
@@ -75,15 +76,22 @@ def test_sequential_report_is_labelled():
     assert rep["analysis"].startswith("sequential") and "tuning_n=4000" in rep["metrics"][0]["rows"][1]["method"]
 
 
-@pytest.mark.parametrize("arms", [
-    (),
-    (ArmStats("baseline"),),
-    (ArmStats("baseline"), ArmStats("visual")),
-    (ArmStats("baseline", users=10, exposures=10, exposures_sum_squares=10),
-     ArmStats("visual", users=10, exposures=10, exposures_sum_squares=10)),  # no clicks, no revenue
-    (ArmStats.from_users("baseline", [1] * 5, [1] * 5, [3.0] * 5),
-     ArmStats.from_users("visual", [1] * 5, [1] * 5, [3.0] * 5)),  # everyone clicks and buys
-])
+@pytest.mark.parametrize(
+    "arms",
+    [
+        (),
+        (ArmStats("baseline"),),
+        (ArmStats("baseline"), ArmStats("visual")),
+        (
+            ArmStats("baseline", users=10, exposures=10, exposures_sum_squares=10),
+            ArmStats("visual", users=10, exposures=10, exposures_sum_squares=10),
+        ),  # no clicks, no revenue
+        (
+            ArmStats.from_users("baseline", [1] * 5, [1] * 5, [3.0] * 5),
+            ArmStats.from_users("visual", [1] * 5, [1] * 5, [3.0] * 5),
+        ),  # everyone clicks and buys
+    ],
+)
 def test_degenerate_data_never_gives_nan_or_exceptions(arms):
     rep = build_report(DEF, ExperimentStats("exp", arms))
     json.dumps(rep, allow_nan=False)
@@ -95,8 +103,9 @@ def test_degenerate_data_never_gives_nan_or_exceptions(arms):
 
 
 def test_unknown_arm_in_data_is_an_srm_and_no_definition_uses_equal_weights():
-    stats = ExperimentStats("exp", (arm("baseline", 1000, 0.1, 0.05, 1), arm("visual", 1000, 0.1, 0.05, 2),
-                                    arm("rogue", 100, 0.1, 0.05, 3)))
+    stats = ExperimentStats(
+        "exp", (arm("baseline", 1000, 0.1, 0.05, 1), arm("visual", 1000, 0.1, 0.05, 2), arm("rogue", 100, 0.1, 0.05, 3))
+    )
     assert build_report(DEF, stats)["srm"]["mismatch"]
     rep = build_report(None, ExperimentStats("exp", stats.arms[:2]))
     assert rep["control"] == "baseline" and [a["weight"] for a in rep["arms"]] == [0.5, 0.5]
@@ -105,12 +114,21 @@ def test_unknown_arm_in_data_is_an_srm_and_no_definition_uses_equal_weights():
 
 
 def test_cumulate_daily_carries_arms_forward_over_empty_days():
-    rows = [("a", date(2026, 1, 1), {"users": 2, "clicks": 1}), ("b", date(2026, 1, 1), {"users": 1}),
-            ("a", date(2026, 1, 3), {"users": 1, "clicks": 2})]
+    rows = [
+        ("a", date(2026, 1, 1), {"users": 2, "clicks": 1}),
+        ("b", date(2026, 1, 1), {"users": 1}),
+        ("a", date(2026, 1, 3), {"users": 1, "clicks": 2}),
+    ]
     daily = cumulate_daily(rows)
     got = {(d.day.day, d.stats.arm): (d.stats.users, d.stats.clicks) for d in daily}
-    assert got == {(1, "a"): (2, 1), (1, "b"): (1, 0), (2, "a"): (2, 1), (2, "b"): (1, 0),
-                   (3, "a"): (3, 3), (3, "b"): (1, 0)}
+    assert got == {
+        (1, "a"): (2, 1),
+        (1, "b"): (1, 0),
+        (2, "a"): (2, 1),
+        (2, "b"): (1, 0),
+        (3, "a"): (3, 3),
+        (3, "b"): (1, 0),
+    }
     assert all(isinstance(d, DailyArmStats) for d in daily)
     stats = ExperimentStats("exp", ()).with_daily(daily)
     assert build_report(None, stats)["days_elapsed"] == 3.0

@@ -37,9 +37,11 @@ def both(engine, key="e1", tenant="t1", **bounds) -> tuple[ExperimentStats, Expe
     """(rollup, raw) totals with the daily series, for the same bounds."""
     with engine.connect() as conn:
         rollup = load_arm_stats(conn, tenant, key, source="rollup", **bounds).with_daily(
-            load_daily_stats(conn, tenant, key, source="rollup", **bounds))
+            load_daily_stats(conn, tenant, key, source="rollup", **bounds)
+        )
         raw = load_arm_stats(conn, tenant, key, source="raw", **bounds).with_daily(
-            load_daily_stats(conn, tenant, key, source="raw", **bounds))
+            load_daily_stats(conn, tenant, key, source="raw", **bounds)
+        )
     return rollup, raw
 
 
@@ -87,19 +89,23 @@ def test_load_experiment_stats_auto_uses_the_rollup_and_matches_raw(engine):
 
 
 def test_bounds_the_rollup_cannot_answer_fall_back_to_raw(engine):
-    write(engine, SCENARIO + [
-        ev("h1", "exposure", "u7", "r20", "e1", "baseline", when=at(-3)),  # before the start
-        ev("h2", "click", "u7", "r20", when=at(-4.5)),  # skewed: before the exposure
-    ])
+    write(
+        engine,
+        SCENARIO
+        + [
+            ev("h1", "exposure", "u7", "r20", "e1", "baseline", when=at(-3)),  # before the start
+            ev("h2", "click", "u7", "r20", when=at(-4.5)),  # skewed: before the exposure
+        ],
+    )
     with engine.connect() as conn:
         assert not rollup_exact(conn, "t1", "e1", START)
         assert rollup_exact(conn, "t1", "e1", START - timedelta(hours=5))
         with pytest.raises(ValueError, match="cannot answer"):
             load_arm_stats(conn, "t1", "e1", start=START, source="rollup")
-        auto = load_arm_stats(conn, "t1", "e1", start=START).with_daily(
-            load_daily_stats(conn, "t1", "e1", start=START))
+        auto = load_arm_stats(conn, "t1", "e1", start=START).with_daily(load_daily_stats(conn, "t1", "e1", start=START))
         raw = load_arm_stats(conn, "t1", "e1", start=START, source="raw").with_daily(
-            load_daily_stats(conn, "t1", "e1", start=START, source="raw"))
+            load_daily_stats(conn, "t1", "e1", start=START, source="raw")
+        )
         end = at(40)  # stops before u3's last exposure
         assert not rollup_exact(conn, "t1", "e1", None, end)
         auto_end = load_arm_stats(conn, "t1", "e1", end=end)
@@ -107,8 +113,9 @@ def test_bounds_the_rollup_cannot_answer_fall_back_to_raw(engine):
         # every exposure is in bounds, but an attributed outcome (u7's click) is before start - 1 h
         assert not rollup_exact(conn, "t1", "e1", START - timedelta(hours=3))
         floor = START - timedelta(hours=3)
-        assert load_arm_stats(conn, "t1", "e1", start=floor) == load_arm_stats(conn, "t1", "e1", start=floor,
-                                                                               source="raw")
+        assert load_arm_stats(conn, "t1", "e1", start=floor) == load_arm_stats(
+            conn, "t1", "e1", start=floor, source="raw"
+        )
     assert_same(auto, raw)
     assert auto_end == raw_end
     assert_same(*both(engine, start=START - timedelta(hours=4)))  # these bounds drop nothing
@@ -150,10 +157,13 @@ def test_deletes_and_updates_recompute_the_rollup(engine):
     assert_same(*both(engine, start=START))
     with engine.begin() as conn:  # deleting a tenant's events empties its rollup
         conn.execute(text("DELETE FROM interaction_events WHERE tenant_id = 't1'"))
-        left = conn.execute(text(
-            "SELECT (SELECT count(*) FROM experiment_user_days WHERE tenant_id = 't1') "
-            "+ (SELECT count(*) FROM experiment_requests WHERE tenant_id = 't1') "
-            "+ (SELECT count(*) FROM experiment_pending_outcomes WHERE tenant_id = 't1')")).scalar()
+        left = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM experiment_user_days WHERE tenant_id = 't1') "
+                "+ (SELECT count(*) FROM experiment_requests WHERE tenant_id = 't1') "
+                "+ (SELECT count(*) FROM experiment_pending_outcomes WHERE tenant_id = 't1')"
+            )
+        ).scalar()
     assert left == 0
     assert_same(*both(engine, tenant="t2"))
 
@@ -207,7 +217,7 @@ def test_random_traffic_rollup_equals_raw(engine, seed):
     i = 0
     while i < len(events):  # batches of random size, as the agent's buffer would deliver
         size = rng.choice([1, 5, 40, 200])
-        write(engine, events[i:i + size])
+        write(engine, events[i : i + size])
         i += size
     for key in ("e1", "e2"):
         rollup, raw = both(engine, key=key, start=START - timedelta(hours=1))

@@ -60,6 +60,8 @@ def test_sequential_is_wider_than_fixed_horizon():
 
 def test_tightest_near_the_tuning_parameter():
     # Half-width relative to the fixed z half-width (1.96 sd) is smallest near n = tuning_n.
-    ratios = {n: sequence_halfwidth(1.0 / n, n, 0.05, 10_000) / (1.959964 * math.sqrt(1.0 / n))
-              for n in (1000, 10_000, 100_000)}
+    ratios = {
+        n: sequence_halfwidth(1.0 / n, n, 0.05, 10_000) / (1.959964 * math.sqrt(1.0 / n))
+        for n in (1000, 10_000, 100_000)
+    }
     assert ratios[10_000] < ratios[1000] and ratios[10_000] < ratios[100_000]

@@ -46,8 +46,9 @@ def _refresh(engine, key="e1"):
 
 def _stored(engine, key="e1"):
     with engine.connect() as conn:
-        return conn.execute(text("SELECT computed_at FROM experiment_snapshots WHERE tenant_id = 't1' "
-                                 "AND experiment = :k"), {"k": key}).scalar()
+        return conn.execute(
+            text("SELECT computed_at FROM experiment_snapshots WHERE tenant_id = 't1' AND experiment = :k"), {"k": key}
+        ).scalar()
 
 
 def test_json_round_trip_is_exact_on_loaded_stats(engine):
@@ -67,12 +68,25 @@ def test_json_round_trip_is_exact_on_loaded_stats(engine):
 
 def test_awkward_floats_survive_jsonb(db_engine):
     # JSONB keeps numbers as numeric: 1e300 comes back as a 301-digit integer, 2.0 as "2.0".
-    arm = ArmStats(arm="visual", users=3, exposures=2**53 - 1, exposures_sum_squares=1e300,
-                   clicks_sum_squares=2.0, click_rate_sum=0.1 + 0.2, click_rate_sum_squares=1e-300,
-                   revenue_sum=123456.78901234567, revenue_sum_squares=5e-324, pre_revenue_sum=-0.0,
-                   revenue_pre_revenue_sum_products=1 / 3)
-    stats = ExperimentStats("x", (arm,), multi_arm_users=2,
-                            daily=(DailyArmStats(date(2026, 3, 1), arm), DailyArmStats(date(2026, 3, 2), arm)))
+    arm = ArmStats(
+        arm="visual",
+        users=3,
+        exposures=2**53 - 1,
+        exposures_sum_squares=1e300,
+        clicks_sum_squares=2.0,
+        click_rate_sum=0.1 + 0.2,
+        click_rate_sum_squares=1e-300,
+        revenue_sum=123456.78901234567,
+        revenue_sum_squares=5e-324,
+        pre_revenue_sum=-0.0,
+        revenue_pre_revenue_sum_products=1 / 3,
+    )
+    stats = ExperimentStats(
+        "x",
+        (arm,),
+        multi_arm_users=2,
+        daily=(DailyArmStats(date(2026, 3, 1), arm), DailyArmStats(date(2026, 3, 2), arm)),
+    )
     with db_engine.connect() as conn:
         back = conn.execute(text("SELECT CAST(:j AS jsonb)"), {"j": json.dumps(stats_to_json(stats))}).scalar()
     assert stats_from_json(back) == stats
@@ -88,8 +102,10 @@ def test_snapshot_is_used_when_fresh_and_ignored_when_stale_or_the_definition_ch
         assert load_snapshot(conn, "t1", "e2", max_age_s=60) is None  # never computed
         assert load_snapshot(conn, "t1", "nope", max_age_s=60) is None  # no such experiment
     changes = [
-        ("UPDATE experiments SET arms = '[{\"name\": \"baseline\", \"weight\": 0.4}, "
-        "{\"name\": \"visual\", \"weight\": 0.6}]'::jsonb"),
+        (
+            'UPDATE experiments SET arms = \'[{"name": "baseline", "weight": 0.4}, '
+            '{"name": "visual", "weight": 0.6}]\'::jsonb'
+        ),
         "UPDATE experiments SET started_at = started_at - interval '1 day'",
         "UPDATE experiments SET stopped_at = now() + interval '1 hour'",
     ]
@@ -107,8 +123,9 @@ def test_snapshot_is_used_when_fresh_and_ignored_when_stale_or_the_definition_ch
 
 def test_a_snapshot_taken_after_the_stop_does_not_expire(engine):
     with engine.begin() as conn:
-        conn.execute(text("UPDATE experiments SET status = 'stopped', stopped_at = now() - interval '1 minute' "
-                          "WHERE key = 'e1'"))
+        conn.execute(
+            text("UPDATE experiments SET status = 'stopped', stopped_at = now() - interval '1 minute' WHERE key = 'e1'")
+        )
     snap = _refresh(engine)
     with engine.connect() as conn:
         later = load_snapshot(conn, "t1", "e1", max_age_s=60, now=snap.computed_at + timedelta(days=30))
@@ -150,10 +167,13 @@ def test_the_raw_path_is_named_when_the_rollup_cannot_answer(engine):
 
 def test_refresh_due_picks_running_and_newly_stopped_experiments(engine):
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO experiments (tenant_id, key, placement, status, arms, traffic_fraction, salt, hash_version, "
-            "primary_metric, guardrails) SELECT tenant_id, 'draft-one', 'search', 'draft', arms, 1.0, 'd', 1, 'ctr', "
-            "'[]'::jsonb FROM experiments WHERE key = 'e1'"))
+        conn.execute(
+            text(
+                "INSERT INTO experiments (tenant_id, key, placement, status, arms, traffic_fraction, salt, "
+                "hash_version, primary_metric, guardrails) SELECT tenant_id, 'draft-one', 'search', 'draft', arms, "
+                "1.0, 'd', 1, 'ctr', '[]'::jsonb FROM experiments WHERE key = 'e1'"
+            )
+        )
     first = refresh_due(engine, older_than_s=300)
     assert [(r.key, r.status) for r in first] == [("e1", "refreshed"), ("e2", "refreshed")]  # not the draft
     assert all(r.duration_ms >= 0 and r.source == "rollup" for r in first)
@@ -166,8 +186,9 @@ def test_refresh_due_picks_running_and_newly_stopped_experiments(engine):
     far = datetime.now(UTC) + timedelta(days=10)
     assert [r.key for r in refresh_due(engine, older_than_s=300, now=far)] == ["e2"]  # running only
     # explicit selection and force: what `vitrine experiment refresh --key` does
-    assert [(r.key, r.status) for r in refresh_due(engine, older_than_s=300, key="draft-one", force=True)] == \
-        [("draft-one", "refreshed")]
+    assert [(r.key, r.status) for r in refresh_due(engine, older_than_s=300, key="draft-one", force=True)] == [
+        ("draft-one", "refreshed")
+    ]
 
 
 def test_the_advisory_lock_keeps_a_second_worker_out(engine):
@@ -223,8 +244,10 @@ def test_cli_refresh_prints_what_it_refreshed(engine, monkeypatch):
     lines = out.output.splitlines()
     assert lines[0].split() == ["tenant", "experiment", "status", "seconds", "source"]
     rows = [line.split() for line in lines[1:]]
-    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [("t1", "e1", "refreshed", "rollup"),
-                                                         ("t1", "e2", "refreshed", "rollup")]
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [
+        ("t1", "e1", "refreshed", "rollup"),
+        ("t1", "e2", "refreshed", "rollup"),
+    ]
     assert all(float(r[3]) >= 0 for r in rows)
     assert _stored(engine, "e1") is not None
     out = CliRunner().invoke(app, ["experiment", "refresh", "--key", "missing"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,9 +20,18 @@ pytestmark = pytest.mark.integration
 
 
 def event(product_id="p1", tenant="acme", **product):
-    return {"event_id": f"e-{product_id}", "tenant_id": tenant, "type": "product.upserted",
-            "product": {"id": product_id, "version": 1, "title": "Shirt",
-                        "image_urls": ["https://img.example.com/p1.jpg"], **product}}
+    return {
+        "event_id": f"e-{product_id}",
+        "tenant_id": tenant,
+        "type": "product.upserted",
+        "product": {
+            "id": product_id,
+            "version": 1,
+            "title": "Shirt",
+            "image_urls": ["https://img.example.com/p1.jpg"],
+            **product,
+        },
+    }
 
 
 @pytest.fixture
@@ -40,8 +50,12 @@ def post(client, body: bytes, secret: str | None, tenant="acme", ts=None):
 
 
 def produced(settings) -> list[dict]:
-    consumer = KafkaConsumer(settings.topic(PRODUCT_EVENTS.name), bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        settings.topic(PRODUCT_EVENTS.name),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
     out = [json.loads(m.value) | {"_key": m.key.decode()} for m in consumer]
     consumer.close()
     return out
@@ -105,24 +119,26 @@ def test_oversized_bodies_are_refused_before_parsing(api):
 
 
 def test_rotated_secret_keeps_working_during_the_grace_period(api, sessions):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from db.models import Tenant
+
     client, creds = api
     with sessions.begin() as s:
         t = s.get(Tenant, "acme")
         t.webhook_secret_previous, t.webhook_secret = t.webhook_secret, "whsec_new"
-        t.webhook_secret_previous_expires_at = datetime.now(timezone.utc) + timedelta(hours=1)
+        t.webhook_secret_previous_expires_at = datetime.now(UTC) + timedelta(hours=1)
     assert post(client, json.dumps(event("p1")).encode(), creds.webhook_secret).status_code == 202
     assert post(client, json.dumps(event("p2")).encode(), "whsec_new").status_code == 202
     with sessions.begin() as s:
-        s.get(Tenant, "acme").webhook_secret_previous_expires_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+        s.get(Tenant, "acme").webhook_secret_previous_expires_at = datetime.now(UTC) - timedelta(seconds=1)
     assert post(client, json.dumps(event("p3")).encode(), creds.webhook_secret).status_code == 401
 
 
 def test_broker_down_answers_503_with_retry_after_and_the_retry_is_accepted(settings, sessions, tmp_path):
     from streams.embedded_broker import EmbeddedBroker
     from streams.topics import ensure_topics
+
     with sessions.begin() as s:
         creds = create_tenant(s, "Acme", "acme")
     own = EmbeddedBroker(log_path=tmp_path / "broker.log").start()  # a broker of our own, to stop
@@ -141,8 +157,12 @@ def test_broker_down_answers_503_with_retry_after_and_the_retry_is_accepted(sett
             ensure_topics(local)
             # A client honouring Retry-After tries again; once the producer has reconnected the event
             # is accepted (its claim was released, so it is not mistaken for a duplicate).
-            retry = wait_for(lambda: (r := post(client, body, creds.webhook_secret)).status_code == 202 and r,
-                             60, interval_s=1.0, what="the webhook to accept again")
+            retry = wait_for(
+                lambda: (r := post(client, body, creds.webhook_secret)).status_code == 202 and r,
+                60,
+                interval_s=1.0,
+                what="the webhook to accept again",
+            )
             assert retry.json()["accepted"] == ["e-p1"]
     finally:  # after the app's shutdown, which still talks to the broker
         if restarted is not None:
@@ -156,8 +176,15 @@ def test_api_exposes_prometheus_metrics(api):
         return [s for f in text_string_to_metric_families(client.get("/metrics/").text) for s in f.samples]
 
     def malformed_count() -> float:
-        return next((s.value for s in samples() if s.name == "vitrine_api_rejected_requests_total"
-                     and s.labels == {"reason": "malformed_json"}), 0.0)
+        return next(
+            (
+                s.value
+                for s in samples()
+                if s.name == "vitrine_api_rejected_requests_total" and s.labels == {"reason": "malformed_json"}
+            ),
+            0.0,
+        )
+
     before = malformed_count()
     post(client, b"{", creds.webhook_secret)
     assert malformed_count() == before + 1

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from fastapi.testclient import TestClient
 
+from core.contracts import CatalogEvent
 from db.tenants import create_tenant
 from recommender.app import create_app
-from core.contracts import CatalogEvent
 from streams.image_fetch import ImageFetcher
 from streams.ingest import Indexer
 from vision.components import build_detector, build_embedder
@@ -28,13 +28,21 @@ def indexed(settings, sessions, image_server, sample_images):
     async def index():
         fetcher = ImageFetcher(allow_hosts=frozenset({"127.0.0.1"}))
         ix = Indexer(sessions=sessions, embedder=embedder, detector=build_detector(settings), fetcher=fetcher)
-        events = [CatalogEvent.model_validate({
-            "event_id": f"{t}-{p}", "tenant_id": t, "type": "product.upserted",
-            "product": {"id": p, "version": 1, "title": p, "image_urls": [f"{image_server.base_url}/{p}.jpg"]}})
-            for t, p in (("acme", "bus-wide"), ("acme", "gift-blue"), ("acme", "portrait"), ("globex", "bus-front"))]
+        events = [
+            CatalogEvent.model_validate(
+                {
+                    "event_id": f"{t}-{p}",
+                    "tenant_id": t,
+                    "type": "product.upserted",
+                    "product": {"id": p, "version": 1, "title": p, "image_urls": [f"{image_server.base_url}/{p}.jpg"]},
+                }
+            )
+            for t, p in (("acme", "bus-wide"), ("acme", "gift-blue"), ("acme", "portrait"), ("globex", "bus-front"))
+        ]
         results = await ix.handle_batch(events)
         await fetcher.aclose()
         assert [r.status for r in results] == ["indexed"] * 4
+
     asyncio.run(index())
     with TestClient(create_app(settings)) as client:
         yield client, a, sample_images[0]
@@ -43,8 +51,12 @@ def indexed(settings, sessions, image_server, sample_images):
 def test_a_shoppers_photo_finds_the_matching_product_of_its_own_tenant_only(indexed):
     client, a, root = indexed
     photo = (root / "bus-front.jpg").read_bytes()  # a different crop of the same bus
-    resp = client.post("/v1/search/by-image", headers={"X-Vitrine-Key": a.storefront_key},
-                       files={"image": ("look.jpg", photo, "image/jpeg")}, params={"limit": 3})
+    resp = client.post(
+        "/v1/search/by-image",
+        headers={"X-Vitrine-Key": a.storefront_key},
+        files={"image": ("look.jpg", photo, "image/jpeg")},
+        params={"limit": 3},
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["items"][0]["label"] and len(body["items"][0]["box"]) == 4
@@ -57,8 +69,9 @@ def test_bad_uploads_and_private_urls_get_clear_errors(indexed, image_server):
     h = {"X-Vitrine-Key": a.storefront_key}
     text_file = client.post("/v1/search/by-image", headers=h, files={"image": ("x.jpg", b"hello", "image/jpeg")})
     assert text_file.status_code == 422 and "not an image" in text_file.text
-    private = client.post("/v1/search/by-image", headers=h,
-                          data={"url": f"http://localhost:{image_server.port}/bus-front.jpg"})
+    private = client.post(
+        "/v1/search/by-image", headers=h, data={"url": f"http://localhost:{image_server.port}/bus-front.jpg"}
+    )
     assert private.status_code == 422 and "refused" in private.text
     neither = client.post("/v1/search/by-image", headers=h)
     assert neither.status_code == 422 and "exactly one" in neither.text

@@ -4,7 +4,7 @@ invalidation by this process at once, changes made elsewhere within the TTL."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -99,8 +99,10 @@ def test_a_new_key_works_at_once_and_a_revoked_one_stops_within_the_ttl(twins, s
     assert rec(client, a.storefront_key, "red").json()["arm"] == "visual"
     assert rec(client, "vsk_acme_new", "red").status_code == 401  # unknown keys are not cached...
     with sessions.begin() as s:
-        s.execute(text("UPDATE tenants SET storefront_key_hash = :h, default_arm = 'baseline' WHERE id = 'acme'"),
-                  {"h": hash_key("vsk_acme_new")})
+        s.execute(
+            text("UPDATE tenants SET storefront_key_hash = :h, default_arm = 'baseline' WHERE id = 'acme'"),
+            {"h": hash_key("vsk_acme_new")},
+        )
     body = rec(client, "vsk_acme_new", "red").json()  # ...so the new key works at once, with the new arm
     assert body["arm"] == "baseline"
     clock.now += TTL
@@ -129,7 +131,7 @@ def test_experiments_started_here_serve_at_once_and_started_elsewhere_within_the
 def test_baseline_list_is_refreshed_after_its_ttl_and_never_shows_the_viewed_product(twins, sessions, clock):
     client, _, a, _ = twins
     set_arm(sessions, clock, "baseline")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with sessions.begin() as s:
         s.add(ProductPopularity(tenant_id="acme", product_id="a-far", score=10.0, updated_at=now))
         s.add(ProductPopularity(tenant_id="acme", product_id="red", score=50.0, updated_at=now))

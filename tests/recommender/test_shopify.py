@@ -17,13 +17,29 @@ from recommender.app import create_app
 # products/update example from shopify.dev "Webhooks delivery structure", plus images as the
 # REST Product resource documents them (position, src).
 UPDATE = {
-    "id": 9554194432293, "title": "T-Shirt", "status": "active", "vendor": "My Store", "product_type": "Shirts",
+    "id": 9554194432293,
+    "title": "T-Shirt",
+    "status": "active",
+    "vendor": "My Store",
+    "product_type": "Shirts",
     "updated_at": "2025-04-22T14:30:00-05:00",
-    "variants": [{"id": 123456789, "title": "Default Title", "price": "29.99", "sku": "TSHIRT-001",
-                  "taxable": True, "updated_at": "2025-04-22T14:30:00-05:00",
-                  "inventory_management": "shopify", "inventory_policy": "deny", "inventory_quantity": 3}],
-    "images": [{"id": 2, "position": 2, "src": "https://cdn.shopify.com/s/files/back.jpg"},
-               {"id": 1, "position": 1, "src": "https://cdn.shopify.com/s/files/front.jpg"}],
+    "variants": [
+        {
+            "id": 123456789,
+            "title": "Default Title",
+            "price": "29.99",
+            "sku": "TSHIRT-001",
+            "taxable": True,
+            "updated_at": "2025-04-22T14:30:00-05:00",
+            "inventory_management": "shopify",
+            "inventory_policy": "deny",
+            "inventory_quantity": 3,
+        }
+    ],
+    "images": [
+        {"id": 2, "position": 2, "src": "https://cdn.shopify.com/s/files/back.jpg"},
+        {"id": 1, "position": 1, "src": "https://cdn.shopify.com/s/files/front.jpg"},
+    ],
     "tags": "cotton, comfortable",
 }
 DELETE = {"id": 9554194432293}  # products/delete carries only the id
@@ -33,10 +49,16 @@ def test_update_maps_to_an_upsert_with_ordered_images_and_a_time_version():
     e = shopify.to_event("products/update", UPDATE, tenant_id="acme", webhook_id="w-1", triggered_at=None)
     assert e.type == "product.upserted" and e.event_id == "shopify:w-1" and e.key == "acme:9554194432293"
     assert e.product.version == 1745350200000  # 2025-04-22T19:30:00Z in ms
-    assert [str(u) for u in e.product.image_urls] == ["https://cdn.shopify.com/s/files/front.jpg",
-                                                      "https://cdn.shopify.com/s/files/back.jpg"]
-    assert (e.product.title, e.product.category, str(e.product.price), e.product.in_stock) == \
-        ("T-Shirt", "Shirts", "29.99", True)
+    assert [str(u) for u in e.product.image_urls] == [
+        "https://cdn.shopify.com/s/files/front.jpg",
+        "https://cdn.shopify.com/s/files/back.jpg",
+    ]
+    assert (e.product.title, e.product.category, str(e.product.price), e.product.in_stock) == (
+        "T-Shirt",
+        "Shirts",
+        "29.99",
+        True,
+    )
     assert e.product.attributes["vendor"] == "My Store"
 
 
@@ -44,13 +66,15 @@ def test_sold_out_and_draft_products_are_not_in_stock():
     sold_out = {**UPDATE, "variants": [{**UPDATE["variants"][0], "inventory_quantity": 0}]}
     draft = {**UPDATE, "status": "draft"}
     for doc in (sold_out, draft):
-        assert not shopify.to_event("products/update", doc, tenant_id="a", webhook_id="w",
-                                    triggered_at=None).product.in_stock
+        assert not shopify.to_event(
+            "products/update", doc, tenant_id="a", webhook_id="w", triggered_at=None
+        ).product.in_stock
 
 
 def test_delete_uses_the_trigger_time_as_version():
-    e = shopify.to_event("products/delete", DELETE, tenant_id="acme", webhook_id="w-2",
-                         triggered_at="2025-04-23T00:00:00Z")
+    e = shopify.to_event(
+        "products/delete", DELETE, tenant_id="acme", webhook_id="w-2", triggered_at="2025-04-23T00:00:00Z"
+    )
     assert e.type == "product.deleted" and e.product.id == "9554194432293"
     assert e.product.version == 1745366400000
 
@@ -63,9 +87,17 @@ def test_unknown_topic_is_refused():
 def shopify_post(client, tenant, doc, secret, topic="products/update", webhook_id="w-1"):
     body = json.dumps(doc).encode()
     sig = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-    return client.post(f"/v1/catalog/shopify/{tenant}", content=body, headers={
-        "X-Shopify-Topic": topic, "X-Shopify-Hmac-Sha256": sig, "X-Shopify-Webhook-Id": webhook_id,
-        "X-Shopify-Shop-Domain": "acme.myshopify.com", "Content-Type": "application/json"})
+    return client.post(
+        f"/v1/catalog/shopify/{tenant}",
+        content=body,
+        headers={
+            "X-Shopify-Topic": topic,
+            "X-Shopify-Hmac-Sha256": sig,
+            "X-Shopify-Webhook-Id": webhook_id,
+            "X-Shopify-Shop-Domain": "acme.myshopify.com",
+            "Content-Type": "application/json",
+        },
+    )
 
 
 @pytest.mark.integration

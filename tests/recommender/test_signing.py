@@ -21,15 +21,18 @@ def test_valid_signature_passes_and_returns_timestamp():
     assert signing.verify(header, BODY, ["s3cret"], tolerance_s=300, now=1700000100) == 1700000000
 
 
-@pytest.mark.parametrize("header, body, secrets, now, message", [
-    (None, BODY, ["s3cret"], 1700000000, "missing"),
-    ("v1=abc", BODY, ["s3cret"], 1700000000, "malformed"),
-    ("t=1700000000", BODY, ["s3cret"], 1700000000, "malformed"),
-    (signing.sign("wrong", BODY, 1700000000), BODY, ["s3cret"], 1700000000, "does not match"),
-    (signing.sign("s3cret", BODY, 1700000000), BODY + b" ", ["s3cret"], 1700000000, "does not match"),
-    (signing.sign("s3cret", BODY, 1700000000), BODY, ["s3cret"], 1700000301, "tolerance"),
-    (signing.sign("s3cret", BODY, 1700000400), BODY, ["s3cret"], 1700000000, "tolerance"),
-])
+@pytest.mark.parametrize(
+    "header, body, secrets, now, message",
+    [
+        (None, BODY, ["s3cret"], 1700000000, "missing"),
+        ("v1=abc", BODY, ["s3cret"], 1700000000, "malformed"),
+        ("t=1700000000", BODY, ["s3cret"], 1700000000, "malformed"),
+        (signing.sign("wrong", BODY, 1700000000), BODY, ["s3cret"], 1700000000, "does not match"),
+        (signing.sign("s3cret", BODY, 1700000000), BODY + b" ", ["s3cret"], 1700000000, "does not match"),
+        (signing.sign("s3cret", BODY, 1700000000), BODY, ["s3cret"], 1700000301, "tolerance"),
+        (signing.sign("s3cret", BODY, 1700000400), BODY, ["s3cret"], 1700000000, "tolerance"),
+    ],
+)
 def test_bad_signatures_are_refused_with_a_reason(header, body, secrets, now, message):
     with pytest.raises(signing.SignatureError, match=message):
         signing.verify(header, body, secrets, tolerance_s=300, now=now)

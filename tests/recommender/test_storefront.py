@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,7 +30,7 @@ def shop(settings, sessions):
         ensure_vector_index(s.connection(), "m@1", 4)
         put_product(s, "acme", "red", [1, 0, 0, 0])
         put_product(s, "acme", "red2", [0.95, 0.05, 0, 0])  # cos 0.9986 to red; shoe: 0.9945
-        put_product(s, "acme", "blue", [0, 1, 0, 0], created=datetime.now(timezone.utc) - timedelta(days=3))
+        put_product(s, "acme", "blue", [0, 1, 0, 0], created=datetime.now(UTC) - timedelta(days=3))
         put_product(s, "acme", "red-sold-out", [0.99, 0, 0, 0], in_stock=False)
         put_product(s, "acme", "shoe", [0.95, 0, 0.1, 0], category="shoes")
         put_product(s, "acme", "new", None)  # no vectors yet
@@ -62,7 +62,7 @@ def test_visual_arm_falls_back_to_baseline_without_vectors(shop):
 
 def test_baseline_ranks_by_decayed_popularity(shop, sessions):
     client, a, _ = shop
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with sessions.begin() as s:
         s.execute(text("UPDATE tenants SET default_arm = 'baseline' WHERE id = 'acme'"))
         s.add(ProductPopularity(tenant_id="acme", product_id="blue", score=10.0, updated_at=now))
@@ -79,11 +79,19 @@ def test_tenant_isolation_on_every_endpoint(shop, settings):
     assert client.get("/v1/recommendations", params={"product_id": "red", "user_id": "u"}).status_code == 401
     # Events: the tenant is the key's, whatever the body says (extra fields are refused).
     ev = {"event_id": "c1", "type": "click", "user_id": "u1", "product_id": "red"}
-    assert client.post("/v1/events", json={**ev, "tenant_id": "acme"},
-                       headers={"X-Vitrine-Key": b.storefront_key}).status_code == 422
+    assert (
+        client.post(
+            "/v1/events", json={**ev, "tenant_id": "acme"}, headers={"X-Vitrine-Key": b.storefront_key}
+        ).status_code
+        == 422
+    )
     assert client.post("/v1/events", json=ev, headers={"X-Vitrine-Key": b.storefront_key}).status_code == 202
-    consumer = KafkaConsumer(settings.topic(INTERACTIONS.name), bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        settings.topic(INTERACTIONS.name),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
     clicks = [json.loads(m.value) for m in consumer if b'"click"' in m.value]
     consumer.close()
     assert [(c["tenant_id"], c["event_id"]) for c in clicks] == [("globex", "c1")]
@@ -114,8 +122,10 @@ def test_experiment_assignment_is_sticky_and_follows_weights(shop, sessions):
     assert 70 <= arms.count("visual") <= 130  # 200 users at 50/50: a 4-sigma band
     # Re-weighting to 90/10 must not move anyone already assigned.
     with sessions.begin() as s:
-        s.execute(text("UPDATE experiments SET arms = CAST(:a AS jsonb) WHERE key = 'vis-1'"),
-                  {"a": json.dumps([{"name": "baseline", "weight": 0.9}, {"name": "visual", "weight": 0.1}])})
+        s.execute(
+            text("UPDATE experiments SET arms = CAST(:a AS jsonb) WHERE key = 'vis-1'"),
+            {"a": json.dumps([{"name": "baseline", "weight": 0.9}, {"name": "visual", "weight": 0.1}])},
+        )
     again = {u: rec(client, a.storefront_key, "red", user=u).json()["arm"] for u in first}
     assert again == {u: r["arm"] for u, r in first.items()}
     with sessions() as s:
@@ -127,6 +137,7 @@ def test_experiment_assignment_is_sticky_and_follows_weights(shop, sessions):
 def test_api_keeps_serving_while_the_broker_is_down_and_flushes_exposures_later(settings, sessions, tmp_path):
     from streams.embedded_broker import EmbeddedBroker
     from streams.topics import ensure_topics
+
     with sessions.begin() as s:
         a = create_tenant(s, "Acme", "acme")
         put_product(s, "acme", "red", None)
@@ -142,8 +153,12 @@ def test_api_keeps_serving_while_the_broker_is_down_and_flushes_exposures_later(
                 assert rec(client, a.storefront_key, "red", user=f"u{i}").status_code == 200
             back = EmbeddedBroker(own.port, log_path=tmp_path / "b2.log").start()
             ensure_topics(local)
-            consumer = KafkaConsumer(local.topic(INTERACTIONS.name), bootstrap_servers=local.kafka_bootstrap,
-                                     auto_offset_reset="earliest", consumer_timeout_ms=1000)
+            consumer = KafkaConsumer(
+                local.topic(INTERACTIONS.name),
+                bootstrap_servers=local.kafka_bootstrap,
+                auto_offset_reset="earliest",
+                consumer_timeout_ms=1000,
+            )
             seen: list = []
             deadline = time.monotonic() + 30
             while len(seen) < 5 and time.monotonic() < deadline:
@@ -165,13 +180,15 @@ def test_results_endpoint_reports_the_experiment_for_its_tenant_only(shop, sessi
     for i in range(40):
         rec(client, a.storefront_key, "red", user=f"user-{i}")
     from sqlalchemy import text as sql
+
     with sessions.begin() as s:  # the worker would write these from the topic; here straight to the table
-        s.execute(sql("""INSERT INTO interaction_events (tenant_id, event_id, type, user_id, request_id, experiment,
+        s.execute(
+            sql("""INSERT INTO interaction_events (tenant_id, event_id, type, user_id, request_id, experiment,
                          arm, payload, occurred_at)
                          SELECT 'acme', 'x' || a.user_id, 'exposure', a.user_id, 'r' || a.user_id, 'vis-1', a.arm,
-                                '{}'::jsonb, now() FROM assignments a"""))
+                                '{}'::jsonb, now() FROM assignments a""")
+        )
     report = client.get("/v1/experiments/vis-1/results", headers=admin)
     assert report.status_code == 200, report.text
     assert sum(arm["users"] for arm in report.json()["arms"]) == 40
-    assert client.get("/v1/experiments/vis-1/results",
-                      headers={"X-Vitrine-Admin-Key": b.admin_key}).status_code == 404
+    assert client.get("/v1/experiments/vis-1/results", headers={"X-Vitrine-Admin-Key": b.admin_key}).status_code == 404

@@ -1,4 +1,4 @@
-"""Dead letters read back: parsing (pure), picking the newest and the replays (pure), reading and re-sending (real broker)."""
+"""Dead letters read back: parsing, picking the newest or the replays (pure), reading and re-sending (real broker)."""
 
 from __future__ import annotations
 
@@ -23,22 +23,41 @@ from streams.sync_producer import BrokerUnreachable
 from streams.topics import DEAD_LETTER, PRODUCT_EVENTS
 
 
-def dead_letter(tenant: str, pid: str, event_id: str, error: str = "ConnectError: image host down",
-                second: int = 5) -> tuple[bytes, bytes]:
+def dead_letter(
+    tenant: str, pid: str, event_id: str, error: str = "ConnectError: image host down", second: int = 5
+) -> tuple[bytes, bytes]:
     """(key, value) of a dead letter as the worker writes it, for an upsert of `pid`."""
-    original = {"event_id": event_id, "tenant_id": tenant, "type": "product.upserted",
-                "product": {"id": pid, "version": 1, "image_urls": ["https://cdn.example.com/x.jpg"]}}
-    record = DeadLetter(topic="catalog.product-events", key=f"{tenant}:{pid}", payload=json.dumps(original),
-                        error=error, attempts=3, failed_at=datetime(2026, 1, 2, 3, 4, second, tzinfo=UTC))
+    original = {
+        "event_id": event_id,
+        "tenant_id": tenant,
+        "type": "product.upserted",
+        "product": {"id": pid, "version": 1, "image_urls": ["https://cdn.example.com/x.jpg"]},
+    }
+    record = DeadLetter(
+        topic="catalog.product-events",
+        key=f"{tenant}:{pid}",
+        payload=json.dumps(original),
+        error=error,
+        attempts=3,
+        failed_at=datetime(2026, 1, 2, 3, 4, second, tzinfo=UTC),
+    )
     return record.key.encode(), record.model_dump_json().encode()
 
 
-def record(tenant: str | None, event_id: str | None, *, offset: int = 0, failed_at: str | None = None,
-           key: str | None = None, payload: str = "{}") -> DeadLetterRecord:
+def record(
+    tenant: str | None,
+    event_id: str | None,
+    *,
+    offset: int = 0,
+    failed_at: str | None = None,
+    key: str | None = None,
+    payload: str = "{}",
+) -> DeadLetterRecord:
     return DeadLetterRecord(0, offset, key, failed_at, 1, "boom", payload, tenant, event_id)
 
 
 # --- parsing -----------------------------------------------------------------------------------------
+
 
 def test_a_worker_dead_letter_is_parsed_whole():
     key, value = dead_letter("acme", "p1", "e-1")
@@ -51,8 +70,17 @@ def test_a_worker_dead_letter_is_parsed_whole():
 
 
 def test_the_key_names_the_tenant_even_when_the_payload_says_otherwise():
-    value = DeadLetter(topic="t", key="acme:p1", payload=json.dumps({"tenant_id": "globex", "event_id": "e-1"}),
-                       error="x", attempts=1).model_dump_json().encode()
+    value = (
+        DeadLetter(
+            topic="t",
+            key="acme:p1",
+            payload=json.dumps({"tenant_id": "globex", "event_id": "e-1"}),
+            error="x",
+            attempts=1,
+        )
+        .model_dump_json()
+        .encode()
+    )
     assert parse_dead_letter(0, 0, b"acme:p1", value).tenant_id == "acme"
 
 
@@ -71,11 +99,14 @@ def test_a_record_written_by_something_else_stays_visible():
 
 # --- selecting ---------------------------------------------------------------------------------------
 
+
 def test_newest_keeps_the_last_n_of_the_tenant_sorted_by_failure_time():
-    records = [record("acme", "e-1", offset=0, failed_at="2026-01-02T00:00:03"),
-               record("globex", "e-2", offset=1, failed_at="2026-01-02T00:00:09"),
-               record("acme", "e-3", offset=2, failed_at="2026-01-02T00:00:01"),
-               record("acme", "e-4", offset=3, failed_at="2026-01-02T00:00:02")]
+    records = [
+        record("acme", "e-1", offset=0, failed_at="2026-01-02T00:00:03"),
+        record("globex", "e-2", offset=1, failed_at="2026-01-02T00:00:09"),
+        record("acme", "e-3", offset=2, failed_at="2026-01-02T00:00:01"),
+        record("acme", "e-4", offset=3, failed_at="2026-01-02T00:00:02"),
+    ]
     rows, total = newest_dead_letters(records, limit=2, tenant="acme")
     assert [r.event_id for r in rows] == ["e-3", "e-4"] and total == 3  # the last two read, oldest first
     rows, total = newest_dead_letters(records, limit=10)
@@ -85,8 +116,12 @@ def test_newest_keeps_the_last_n_of_the_tenant_sorted_by_failure_time():
 
 def test_replay_selection_filters_dedupes_and_reports_missing_ids():
     twice = {"key": "acme:p1", "payload": '{"event_id": "e-1"}'}
-    records = [record("acme", "e-1", offset=0, **twice), record("acme", "e-1", offset=5, **twice),
-               record("acme", "e-2", key="acme:p2"), record("globex", "e-3", key="globex:g1")]
+    records = [
+        record("acme", "e-1", offset=0, **twice),
+        record("acme", "e-1", offset=5, **twice),
+        record("acme", "e-2", key="acme:p2"),
+        record("globex", "e-3", key="globex:g1"),
+    ]
     everything = select_replay(records)
     assert [(r.event_id, r.offset) for r in everything.records] == [("e-1", 0), ("e-2", 0), ("e-3", 0)]
     assert everything.missing == set()
@@ -97,6 +132,7 @@ def test_replay_selection_filters_dedupes_and_reports_missing_ids():
 
 
 # --- on the broker -----------------------------------------------------------------------------------
+
 
 def produce(settings, logical: str, records: list[tuple[bytes, bytes]]) -> None:
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")

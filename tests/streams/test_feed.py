@@ -14,8 +14,16 @@ def _line(doc) -> bytes:
     return (json.dumps(doc) + "\n").encode()
 
 
-PRODUCT = {"id": "p1", "version": 3, "title": "Red shirt", "category": "shirts", "price": "19.90",
-           "currency": "EUR", "image_urls": ["https://cdn.example.com/p1.jpg"], "attributes": {"size": "M"}}
+PRODUCT = {
+    "id": "p1",
+    "version": 3,
+    "title": "Red shirt",
+    "category": "shirts",
+    "price": "19.90",
+    "currency": "EUR",
+    "image_urls": ["https://cdn.example.com/p1.jpg"],
+    "attributes": {"size": "M"},
+}
 
 
 def test_good_jsonl_products_become_deterministic_upserts():
@@ -48,8 +56,7 @@ def test_bad_lines_are_numbered_and_the_good_ones_still_parse():
         _line({**PRODUCT, "id": "p7"}),
     ]
     records = list(parse_jsonl(lines, "acme"))
-    assert [(r.line, r.ok) for r in records] == [(1, True), (2, False), (4, False), (5, False), (6, False),
-                                                 (7, True)]
+    assert [(r.line, r.ok) for r in records] == [(1, True), (2, False), (4, False), (5, False), (6, False), (7, True)]
     errors = {r.line: r.error for r in records if not r.ok}
     assert errors[2].startswith("invalid JSON")
     assert "version: Input should be greater than or equal to 0" in errors[4]
@@ -59,8 +66,12 @@ def test_bad_lines_are_numbered_and_the_good_ones_still_parse():
 
 
 def test_schema_errors_name_the_nested_field_of_a_whole_event():
-    event = {"event_id": "e1", "tenant_id": "acme", "type": "product.upserted",
-             "product": {**PRODUCT, "image_urls": ["not a url"], "colour": "red"}}
+    event = {
+        "event_id": "e1",
+        "tenant_id": "acme",
+        "type": "product.upserted",
+        "product": {**PRODUCT, "image_urls": ["not a url"], "colour": "red"},
+    }
     [record] = parse_jsonl([_line(event)], "acme")
     assert not record.ok
     assert "product.image_urls.0: Input should be a valid URL" in record.error
@@ -93,7 +104,8 @@ def test_csv_splits_image_urls_and_keeps_extra_columns_as_attributes():
 def test_csv_bad_rows_report_the_line_they_start_on():
     lines = [
         "id,version,title,price\n",
-        'p1,1,"a title\n', 'over two lines",5\n',  # one record on lines 2-3 (as a file yields them)
+        'p1,1,"a title\n',
+        'over two lines",5\n',  # one record on lines 2-3 (as a file yields them)
         "p2,x,ok,5\n",  # line 4: bad version
         "p3,1,ok,5,surplus\n",  # line 5: too many fields
         "p4,1,ok,-2\n",  # line 6: negative price

@@ -1,4 +1,4 @@
-"""`kafka_status`: dead letters per tenant and the worker group's lag on the real broker; an absent broker is reported."""
+"""`kafka_status`: dead letters per tenant and the worker group's lag on the real broker; an absent broker is named."""
 
 from __future__ import annotations
 
@@ -34,9 +34,14 @@ def test_dead_letters_are_counted_per_tenant_and_lag_from_the_start(settings):
     status = kafka_status(settings)
 
     assert status == {
-        "reachable": True, "group": settings.app_id, "topic": settings.topic(PRODUCT_EVENTS.name),
-        "lag": 2, "lag_error": None, "dead_letters": 4,
-        "dead_letters_by_tenant": {"acme": 2, "globex": 1, "?": 1}, "error": None,
+        "reachable": True,
+        "group": settings.app_id,
+        "topic": settings.topic(PRODUCT_EVENTS.name),
+        "lag": 2,
+        "lag_error": None,
+        "dead_letters": 4,
+        "dead_letters_by_tenant": {"acme": 2, "globex": 1, "?": 1},
+        "error": None,
     }
 
 

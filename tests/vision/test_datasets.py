@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vision.datasets import (FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, DatasetError, balanced_sample,
-                             load_fashion_mnist, load_image_folder)
+from vision.datasets import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    DatasetError,
+    balanced_sample,
+    load_fashion_mnist,
+    load_image_folder,
+)
 
 
 def _write_idx(path, array: np.ndarray) -> None:

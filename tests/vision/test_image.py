@@ -22,8 +22,9 @@ def _photo(w: int = 64, h: int = 48) -> Image.Image:
     # A smooth gradient: JPEG-friendly, and its halves are distinguishable.
     x = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
     y = np.linspace(0, 255, h, dtype=np.float32)[:, None, None]
-    arr = np.concatenate([np.broadcast_to(x, (h, w, 1)), np.broadcast_to(y, (h, w, 1)),
-                          np.full((h, w, 1), 128, np.float32)], axis=2)
+    arr = np.concatenate(
+        [np.broadcast_to(x, (h, w, 1)), np.broadcast_to(y, (h, w, 1)), np.full((h, w, 1), 128, np.float32)], axis=2
+    )
     return Image.fromarray(arr.astype(np.uint8), "RGB")
 
 
@@ -155,7 +156,9 @@ def test_importing_vision_does_not_import_the_model_libraries():
     import subprocess
     import sys
 
-    code = ("import sys, vision; heavy = [m for m in ('torch', 'onnxruntime', 'open_clip', 'ultralytics') "
-            "if m in sys.modules]; print(','.join(heavy))")
+    code = (
+        "import sys, vision; heavy = [m for m in ('torch', 'onnxruntime', 'open_clip', 'ultralytics') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

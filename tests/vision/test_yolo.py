@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from vision import yolo as yolo_module
 from vision.detector import create_detector
 from vision.image import ImageError, load_image
 from vision.items import extract_items
 from vision.model import ModelLoadError
-from vision import yolo as yolo_module
 
 # A random YOLO11n names its 80 classes "0".."79": map a few like the COCO product list would.
 CLASSES = {"0", "1", "2", "3"}
@@ -20,8 +20,17 @@ LABELS = {"0": "bag", "1": "lamp"}
 
 @pytest.fixture(scope="module")
 def random_yolo(model_cache):
-    det = create_detector("yolo", cache_dir=model_cache, weights="yolo11n.yaml", classes=CLASSES,
-                          label_map=LABELS, context_classes={"4"}, conf=0.0, max_det=40, imgsz=320)
+    det = create_detector(
+        "yolo",
+        cache_dir=model_cache,
+        weights="yolo11n.yaml",
+        classes=CLASSES,
+        label_map=LABELS,
+        context_classes={"4"},
+        conf=0.0,
+        max_det=40,
+        imgsz=320,
+    )
     det.load()
     return det
 
@@ -115,8 +124,9 @@ def test_a_local_onnx_export_runs_through_onnxruntime(random_yolo, tmp_path, mon
 
     monkeypatch.chdir(tmp_path)  # ultralytics writes the export next to the (yaml) model: here
     exported = YOLO("yolo11n.yaml").export(format="onnx", imgsz=320, simplify=False)
-    det = create_detector("yolo", cache_dir=tmp_path, weights=str(exported), classes=None, conf=0.0,
-                          max_det=10, imgsz=320)
+    det = create_detector(
+        "yolo", cache_dir=tmp_path, weights=str(exported), classes=None, conf=0.0, max_det=10, imgsz=320
+    )
     (dets,) = det.detect([photos["bus"]])
     assert det.weights_path.suffix == ".onnx"
     assert dets[0].kind == "whole" and 1 < len(dets) <= 11
@@ -127,11 +137,14 @@ def test_importing_ultralytics_through_vision_keeps_torch_multithreaded(tmp_path
     import subprocess
     import sys
 
-    code = ("import sys; from vision.yolo import prepare_ultralytics; prepare_ultralytics(sys.argv[1]); "
-            "import ultralytics, torch; print(torch.get_num_threads())")
+    code = (
+        "import sys; from vision.yolo import prepare_ultralytics; prepare_ultralytics(sys.argv[1]); "
+        "import ultralytics, torch; print(torch.get_num_threads())"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "YOLO_CONFIG_DIR")}
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
-                         env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, check=True
+    )
     assert int(out.stdout.strip().splitlines()[-1]) == os.cpu_count()
 
 

@@ -49,11 +49,15 @@ def time_experiment_page(database_url: str, tenant_id: str, key: str) -> dict[st
     os.environ["VITRINE_DATABASE_URL"] = database_url  # what the page's get_settings() reads
     engine = data.engine(database_url)
     with engine.connect() as conn:
-        events = conn.execute(text("SELECT count(*) FROM interaction_events WHERE tenant_id = :t AND experiment = :k"),
-                              {"t": tenant_id, "k": key}).scalar()
+        events = conn.execute(
+            text("SELECT count(*) FROM interaction_events WHERE tenant_id = :t AND experiment = :k"),
+            {"t": tenant_id, "k": key},
+        ).scalar()
     with engine.begin() as conn:
-        conn.execute(text("DELETE FROM experiment_snapshots WHERE tenant_id = :t AND experiment = :k"),
-                     {"t": tenant_id, "k": key})
+        conn.execute(
+            text("DELETE FROM experiment_snapshots WHERE tenant_id = :t AND experiment = :k"),
+            {"t": tenant_id, "k": key},
+        )
     st.cache_data.clear()
     cold_live_s, live_line = _run_page(tenant_id, key)
     st.cache_data.clear()
@@ -64,10 +68,20 @@ def time_experiment_page(database_url: str, tenant_id: str, key: str) -> dict[st
         lock(conn, tenant_id, key)
         snapshot = refresh_snapshot(conn, tenant_id, key)
     refresh_s = time.perf_counter() - t0
-    return {"tenant": tenant_id, "experiment": key, "events": int(events or 0),
-            "users": sum(a.users for a in snapshot.stats.arms), "days": len({d.day for d in snapshot.stats.daily}),
-            "source": snapshot.source, "cold_live_s": cold_live_s, "cold_snapshot_s": cold_snapshot_s,
-            "warm_s": warm_s, "refresh_s": refresh_s, "live_line": live_line, "snapshot_line": snapshot_line}
+    return {
+        "tenant": tenant_id,
+        "experiment": key,
+        "events": int(events or 0),
+        "users": sum(a.users for a in snapshot.stats.arms),
+        "days": len({d.day for d in snapshot.stats.daily}),
+        "source": snapshot.source,
+        "cold_live_s": cold_live_s,
+        "cold_snapshot_s": cold_snapshot_s,
+        "warm_s": warm_s,
+        "refresh_s": refresh_s,
+        "live_line": live_line,
+        "snapshot_line": snapshot_line,
+    }
 
 
 def warm_imports() -> None:

@@ -20,13 +20,13 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 from PIL import Image, ImageOps
 
+from core.settings import Settings
 from streams.topics import PRODUCT_INDEXED
 from streams.worker import model_streams
 from vitrine.client import CatalogClient
 from vitrine.image_server import ImageServer
 from vitrine.local_system import start_local_system
 from vitrine.sample_catalog import _assets
-from core.settings import Settings
 
 TENANT = "bench-ingest"
 POST_BATCH = 50
@@ -54,8 +54,9 @@ def make_images(out: Path, n: int, seed: int = 0, size: int = 320) -> list[str]:
     return names
 
 
-def build_catalog(n_products: int, image_names: list[str], base_url: str, *, version: int, tag: str,
-                  seed: int = 0) -> list[dict]:
+def build_catalog(
+    n_products: int, image_names: list[str], base_url: str, *, version: int, tag: str, seed: int = 0
+) -> list[dict]:
     """Events for n products with 1-3 images each (seeded, so a re-send has the same images)."""
     rng = random.Random(seed)
     events, k = [], 0
@@ -63,9 +64,20 @@ def build_catalog(n_products: int, image_names: list[str], base_url: str, *, ver
         count = rng.randint(1, 3)
         urls = [f"{base_url}/{image_names[(k + j) % len(image_names)]}" for j in range(count)]
         k += count
-        events.append({"event_id": f"{tag}-{i}-v{version}", "tenant_id": TENANT, "type": "product.upserted",
-                       "product": {"id": f"p{i}", "version": version, "title": f"Product {i}",
-                                   "category": f"c{i % 10}", "image_urls": urls}})
+        events.append(
+            {
+                "event_id": f"{tag}-{i}-v{version}",
+                "tenant_id": TENANT,
+                "type": "product.upserted",
+                "product": {
+                    "id": f"p{i}",
+                    "version": version,
+                    "title": f"Product {i}",
+                    "category": f"c{i % 10}",
+                    "image_urls": urls,
+                },
+            }
+        )
     return events
 
 
@@ -80,12 +92,11 @@ def _indexed_consumer(settings: Settings) -> KafkaConsumer:
     return consumer
 
 
-def _send_and_wait(client: CatalogClient, consumer: KafkaConsumer, events: list[dict],
-                   timeout_s: float) -> dict:
+def _send_and_wait(client: CatalogClient, consumer: KafkaConsumer, events: list[dict], timeout_s: float) -> dict:
     posted_at: dict[str, float] = {}
     started = time.time()
     for i in range(0, len(events), POST_BATCH):
-        chunk = events[i:i + POST_BATCH]
+        chunk = events[i : i + POST_BATCH]
         resp = client.send(chunk)
         if resp.status_code != 202:
             raise RuntimeError(f"webhook answered {resp.status_code}: {resp.text[:300]}")
@@ -109,8 +120,11 @@ def _send_and_wait(client: CatalogClient, consumer: KafkaConsumer, events: list[
     elapsed = last - started
     latencies.sort()
     return {
-        "products": len(events), "elapsed_s": round(elapsed, 3), "post_s": round(posted_done - started, 3),
-        "products_per_s": round(len(events) / elapsed, 1), "statuses": statuses,
+        "products": len(events),
+        "elapsed_s": round(elapsed, 3),
+        "post_s": round(posted_done - started, 3),
+        "products_per_s": round(len(events) / elapsed, 1),
+        "statuses": statuses,
         "latency_p50_s": round(statistics.median(latencies), 3),
         "latency_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3),
     }
@@ -148,8 +162,12 @@ def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeou
 
         # The same catalog again with new event ids and versions: images are fetched and hashed,
         # found unchanged, and not embedded again.
-        resend = _send_and_wait(client, consumer, build_catalog(products, names, server.base_url, version=2,
-                                                                tag="resend", seed=seed), timeout_s)
+        resend = _send_and_wait(
+            client,
+            consumer,
+            build_catalog(products, names, server.base_url, version=2, tag="resend", seed=seed),
+            timeout_s,
+        )
     after = reference.measure()  # the stack has stopped
 
     # The reference is the faster of the two measurements: other load on a shared machine only
@@ -160,18 +178,27 @@ def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeou
 
     alone, alone_streams = best("all_cores"), best("worker_config")
     return {
-        "benchmark": "ingest", "machine": machine_info(),
-        "settings": {"products": products, "embedder": reference.embedder.model_key,
-                     "runtime": reference.embedder.runtime, "detector": settings.detector,
-                     "embed_batch_size": settings.embed_batch_size, "post_batch": POST_BATCH, "seed": seed},
-        "first_ingest": first, "resend_unchanged": resend,
+        "benchmark": "ingest",
+        "machine": machine_info(),
+        "settings": {
+            "products": products,
+            "embedder": reference.embedder.model_key,
+            "runtime": reference.embedder.runtime,
+            "detector": settings.detector,
+            "embed_batch_size": settings.embed_batch_size,
+            "post_batch": POST_BATCH,
+            "seed": seed,
+        },
+        "first_ingest": first,
+        "resend_unchanged": resend,
         "embedder_only": alone,
         "embedder_only_runs": {"before_pipeline": before, "after_pipeline": after},
         "pipeline_to_embedder_ratio": round(first["images_per_s"] / alone["images_per_s"], 3),
         "model_streams": reference.streams,
         "embedder_only_worker_config": alone_streams,
-        "pipeline_to_worker_config_ratio":
-            round(first["images_per_s"] / alone_streams["images_per_s"], 3) if alone_streams else None,
+        "pipeline_to_worker_config_ratio": round(first["images_per_s"] / alone_streams["images_per_s"], 3)
+        if alone_streams
+        else None,
     }
 
 
@@ -201,14 +228,17 @@ class EmbedderReference:
         batch = self.settings.embed_batch_size
         return {
             "all_cores": throughput(self.embedder.embed, self.images, batch, rounds=2),
-            "worker_config": (parallel_throughput(self.single_threaded.embed, self.images, batch, self.streams)
-                              if self.single_threaded is not None else None),
+            "worker_config": (
+                parallel_throughput(self.single_threaded.embed, self.images, batch, self.streams)
+                if self.single_threaded is not None
+                else None
+            ),
         }
 
 
 def parallel_throughput(embed, images: list, batch: int, streams: int, rounds: int = 2) -> dict:
     """Images/s of `streams` threads embedding batches of `batch` at once (median of `rounds` passes)."""
-    batches = [images[i:i + batch] for i in range(0, len(images), batch)]
+    batches = [images[i : i + batch] for i in range(0, len(images), batch)]
     with ThreadPoolExecutor(max_workers=streams) as pool:
         list(pool.map(embed, batches[:streams]))  # warm-up
         rates = []
@@ -216,5 +246,12 @@ def parallel_throughput(embed, images: list, batch: int, streams: int, rounds: i
             started = time.perf_counter()
             list(pool.map(embed, batches))
             rates.append(len(images) / (time.perf_counter() - started))
-    return {"batch": batch, "streams": streams, "threads_per_stream": 1, "images": len(images), "rounds": rounds,
-            "images_per_s": round(statistics.median(rates), 2), "best_images_per_s": round(max(rates), 2)}
+    return {
+        "batch": batch,
+        "streams": streams,
+        "threads_per_stream": 1,
+        "images": len(images),
+        "rounds": rounds,
+        "images_per_s": round(statistics.median(rates), 2),
+        "best_images_per_s": round(max(rates), 2),
+    }

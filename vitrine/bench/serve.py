@@ -22,12 +22,12 @@ from contextlib import ExitStack
 import numpy as np
 from sqlalchemy import text
 
+from core.settings import Settings
 from db.session import libpq_url
 from db.tenants import hash_key
 from db.vector_index import ensure_vector_index, index_name
 from db.vector_queries import choose_strategy, similar_products
 from vitrine.local_system import LocalSystem, start_local_system
-from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,10 @@ CENTRES, CATEGORIES, LATENT = 1000, 16, 16
 SPREAD, NOISE = 0.1, 0.1  # within-cluster spread ~0.4 along LATENT directions, noise ~0.1, centres 1 apart
 CHUNK = 5000
 LIMIT = 10
-SHARED_CORES_NOTE = ("the load generator runs on the same cores as the API, the worker and Postgres: "
-                     "its own CPU time is taken from the system under test")
+SHARED_CORES_NOTE = (
+    "the load generator runs on the same cores as the API, the worker and Postgres: "
+    "its own CPU time is taken from the system under test"
+)
 
 
 def latency_summary(latencies_s: list[float], elapsed_s: float, errors: int = 0) -> dict:
@@ -48,8 +50,13 @@ def latency_summary(latencies_s: list[float], elapsed_s: float, errors: int = 0)
         # numpy's default "linear" method interpolates between closest ranks; q = 100 is the maximum.
         values = np.percentile(latencies_s, (50, 95, 99, 100))
         ms = {k: round(float(v) * 1000, 2) for k, v in zip(ms, values, strict=True)}
-    return {"requests": n, "errors": errors, "elapsed_s": round(elapsed_s, 2),
-            "qps": round(n / elapsed_s, 1) if elapsed_s > 0 else 0.0, **ms}
+    return {
+        "requests": n,
+        "errors": errors,
+        "elapsed_s": round(elapsed_s, 2),
+        "qps": round(n / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+        **ms,
+    }
 
 
 def recall_at_k(served: list[str], exact: list[str], k: int = LIMIT) -> float:
@@ -80,8 +87,9 @@ def clustered_vectors(n: int, dim: int, seed: int):
 
 def _loaded_items(system: LocalSystem, model_key: str) -> int:
     with system.engine.connect() as c:
-        return c.scalar(text("SELECT count(*) FROM items WHERE tenant_id = :t AND model = :m"),
-                        {"t": TENANT, "m": model_key})
+        return c.scalar(
+            text("SELECT count(*) FROM items WHERE tenant_id = :t AND model = :m"), {"t": TENANT, "m": model_key}
+        )
 
 
 def load_catalog(system: LocalSystem, *, products: int, model_key: str, dim: int, seed: int) -> dict:
@@ -106,28 +114,46 @@ def load_catalog(system: LocalSystem, *, products: int, model_key: str, dim: int
             # nested loop, 100k x 100k comparisons (10 minutes); hash joins take seconds.
             pg.execute("SET LOCAL enable_nestloop = off")
             args = {"t": TENANT, "m": model_key, "d": dim}
-            pg.execute("""INSERT INTO products (tenant_id, external_id, version, title, category, price, currency,
+            pg.execute(
+                """INSERT INTO products (tenant_id, external_id, version, title, category, price, currency,
                                                 in_stock, attributes, deleted, indexed_at)
                           SELECT %(t)s::varchar, 'p' || n, 1, 'Product ' || n, category, 10 + n %% 90, 'EUR',
-                                 true, '{}', false, now() FROM bench_vec""", args)
-            pg.execute("""INSERT INTO product_images (tenant_id, product_id, url, position, status)
+                                 true, '{}', false, now() FROM bench_vec""",
+                args,
+            )
+            pg.execute(
+                """INSERT INTO product_images (tenant_id, product_id, url, position, status)
                           SELECT %(t)s::varchar, id, 'http://127.0.0.1/bench/' || external_id || '.jpg', 0, 'ok'
-                          FROM products WHERE tenant_id = %(t)s::varchar""", args)
-            pg.execute("""INSERT INTO items (tenant_id, product_id, image_id, kind, box, label, score, model, dim,
-                                             in_stock, category, embedding)
-                          SELECT %(t)s::varchar, p.id, pi.id, 'whole', '{0,0,320,320}', 'whole', 1.0, %(m)s, %(d)s, true,
-                                 v.category, v.embedding
-                          FROM bench_vec v JOIN products p ON p.tenant_id = %(t)s::varchar AND p.external_id = 'p' || v.n
-                          JOIN product_images pi ON pi.product_id = p.id""", args)
+                          FROM products WHERE tenant_id = %(t)s::varchar""",
+                args,
+            )
+            pg.execute(
+                """INSERT INTO items (tenant_id, product_id, image_id, kind, box, label, score, model, dim,
+                                      in_stock, category, embedding)
+                   SELECT %(t)s::varchar, p.id, pi.id, 'whole', '{0,0,320,320}', 'whole', 1.0, %(m)s, %(d)s,
+                          true, v.category, v.embedding
+                   FROM bench_vec v
+                   JOIN products p ON p.tenant_id = %(t)s::varchar AND p.external_id = 'p' || v.n
+                   JOIN product_images pi ON pi.product_id = p.id""",
+                args,
+            )
             # Some engagement for the baseline to rank by (every 5th product, seeded by its number).
-            pg.execute("""INSERT INTO product_popularity (tenant_id, product_id, score, updated_at)
-                          SELECT %(t)s::varchar, 'p' || n, 1 + (n * 7919) %% 100, now() FROM bench_vec WHERE n %% 5 = 0""",
-                       args)
+            pg.execute(
+                """INSERT INTO product_popularity (tenant_id, product_id, score, updated_at)
+                   SELECT %(t)s::varchar, 'p' || n, 1 + (n * 7919) %% 100, now()
+                   FROM bench_vec WHERE n %% 5 = 0""",
+                args,
+            )
         load_s = time.perf_counter() - t0
         pg.execute("ANALYZE products, product_images, items, product_popularity")
     build_s = build_index(system, model_key, dim)
-    return {"reused": False, "rows": products, "load_s": round(load_s, 1),
-            "rows_per_s": round(products / load_s, 1), "hnsw_build_s": round(build_s, 1)}
+    return {
+        "reused": False,
+        "rows": products,
+        "load_s": round(load_s, 1),
+        "rows_per_s": round(products / load_s, 1),
+        "hnsw_build_s": round(build_s, 1),
+    }
 
 
 def build_index(system: LocalSystem, model_key: str, dim: int) -> float:
@@ -156,8 +182,10 @@ def _storefront_key(system: LocalSystem, default_arm: str) -> str:
     """A fresh storefront key for the existing bench tenant (keys are stored hashed, so rotate)."""
     key = f"vsk_{TENANT}_{secrets.token_urlsafe(24)}"
     with system.engine.begin() as c:
-        c.execute(text("UPDATE tenants SET storefront_key_hash = :h, default_arm = :a WHERE id = :t"),
-                  {"h": hash_key(key), "a": default_arm, "t": TENANT})
+        c.execute(
+            text("UPDATE tenants SET storefront_key_hash = :h, default_arm = :a WHERE id = :t"),
+            {"h": hash_key(key), "a": default_arm, "t": TENANT},
+        )
     return key
 
 
@@ -166,8 +194,18 @@ def _set_arm(system: LocalSystem, arm: str) -> None:
         c.execute(text("UPDATE tenants SET default_arm = :a WHERE id = :t"), {"a": arm, "t": TENANT})
 
 
-async def _closed_loop(base_url: str, key: str, pids: list[str], *, users: int, think_s: float, duration_s: float,
-                       max_requests: int, seed: int, same_category: bool = False) -> dict:
+async def _closed_loop(
+    base_url: str,
+    key: str,
+    pids: list[str],
+    *,
+    users: int,
+    think_s: float,
+    duration_s: float,
+    max_requests: int,
+    seed: int,
+    same_category: bool = False,
+) -> dict:
     """`users` closed-loop shoppers for `duration_s` (or `max_requests`); latency per successful request."""
     import aiohttp
 
@@ -188,11 +226,13 @@ async def _closed_loop(base_url: str, key: str, pids: list[str], *, users: int, 
             pid = pids[rng.randrange(len(pids))]
             t0 = time.perf_counter()
             try:
-                async with http.get("/v1/recommendations", params={
-                        "product_id": pid, "user_id": f"u{u}", "limit": str(LIMIT), **params_extra}) as resp:
+                async with http.get(
+                    "/v1/recommendations",
+                    params={"product_id": pid, "user_id": f"u{u}", "limit": str(LIMIT), **params_extra},
+                ) as resp:
                     await resp.read()
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 status = type(exc).__name__
             if status == 200:
                 latencies.append(time.perf_counter() - t0)
@@ -202,8 +242,9 @@ async def _closed_loop(base_url: str, key: str, pids: list[str], *, users: int, 
                 await asyncio.sleep(min(rng.expovariate(1 / think_s), max(0.0, stop_at - loop.time())))
 
     connector = aiohttp.TCPConnector(limit=users)  # one keep-alive connection per shopper, like a browser
-    async with aiohttp.ClientSession(base_url, connector=connector, headers={"X-Vitrine-Key": key},
-                                     timeout=aiohttp.ClientTimeout(total=10)) as http:
+    async with aiohttp.ClientSession(
+        base_url, connector=connector, headers={"X-Vitrine-Key": key}, timeout=aiohttp.ClientTimeout(total=10)
+    ) as http:
         t0 = time.perf_counter()
         await asyncio.gather(*(shopper(u, http) for u in range(users)))
         elapsed = time.perf_counter() - t0
@@ -234,9 +275,13 @@ def _drain(system: LocalSystem, key: str, pid: str, arm: str | None = None, time
             except httpx.HTTPError:
                 pass
             with system.engine.begin() as c:
-                c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-                               "current_database() AND state = 'idle in transaction' "
-                               "AND state_change < now() - interval '2 seconds'"))
+                c.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND state = 'idle in transaction' "
+                        "AND state_change < now() - interval '2 seconds'"
+                    )
+                )
             time.sleep(0.5)
     return round(time.monotonic() - t0, 1)
 
@@ -254,8 +299,9 @@ def raw_latency(system: LocalSystem, pids: list[str], *, model_key: str, dim: in
     for pid in pids:
         with system.sessions() as s:
             t0 = time.perf_counter()
-            r = similar_products(s, tenant_id=TENANT, external_id=pid, model_key=model_key, dim=dim, limit=LIMIT,
-                                 strategy=strategy)
+            r = similar_products(
+                s, tenant_id=TENANT, external_id=pid, model_key=model_key, dim=dim, limit=LIMIT, strategy=strategy
+            )
             latencies.append(time.perf_counter() - t0)
             s.rollback()
         strategies[r.strategy] += 1
@@ -275,20 +321,33 @@ def served_recall(system: LocalSystem, key: str, pids: list[str], *, model_key: 
         for same in (False, True):
             recalls, short = [], 0
             for i, pid in enumerate(pids):
-                resp = http.get("/v1/recommendations", params={"product_id": pid, "user_id": f"r{i}",
-                                                               "limit": LIMIT, "same_category": same})
+                resp = http.get(
+                    "/v1/recommendations",
+                    params={"product_id": pid, "user_id": f"r{i}", "limit": LIMIT, "same_category": same},
+                )
                 resp.raise_for_status()
                 served = [it["product_id"] for it in resp.json()["items"]]
                 with system.sessions() as s:
                     _, cat = product_category(s, TENANT, pid)
-                    exact = similar_products(s, tenant_id=TENANT, external_id=pid, model_key=model_key, dim=dim,
-                                             limit=LIMIT, category=cat if same else None, strategy="exact")
+                    exact = similar_products(
+                        s,
+                        tenant_id=TENANT,
+                        external_id=pid,
+                        model_key=model_key,
+                        dim=dim,
+                        limit=LIMIT,
+                        category=cat if same else None,
+                        strategy="exact",
+                    )
                     s.rollback()
                 recalls.append(recall_at_k(served, [n.product_id for n in exact.neighbours or []]))
                 short += len(served) < LIMIT
             out["same_category" if same else "all"] = {
-                "requests": len(pids), "recall_at_10": round(float(np.mean(recalls)), 4),
-                "min": round(min(recalls), 3), "short_answers": short}
+                "requests": len(pids),
+                "recall_at_10": round(float(np.mean(recalls)), 4),
+                "min": round(min(recalls), 3),
+                "short_answers": short,
+            }
     return out
 
 
@@ -316,15 +375,37 @@ def cache_hit_rates(before: dict, after: dict) -> dict[str, dict]:
     return out
 
 
-def _arm_runs(system: LocalSystem, key: str, arm: str, pids: list[str], *, levels: list[int], think_s: float,
-              duration_s: float, max_requests: int, seed: int) -> dict:
+def _arm_runs(
+    system: LocalSystem,
+    key: str,
+    arm: str,
+    pids: list[str],
+    *,
+    levels: list[int],
+    think_s: float,
+    duration_s: float,
+    max_requests: int,
+    seed: int,
+) -> dict:
     _set_arm(system, arm)
     before = cache_lookups(system.base_url)
+
     def run(users: int, think: float, dur: float) -> dict:
         drained = _drain(system, key, pids[0], arm)
-        r = asyncio.run(_closed_loop(system.base_url, key, pids, users=users, think_s=think, duration_s=dur,
-                                     max_requests=max_requests, seed=seed + users))
+        r = asyncio.run(
+            _closed_loop(
+                system.base_url,
+                key,
+                pids,
+                users=users,
+                think_s=think,
+                duration_s=dur,
+                max_requests=max_requests,
+                seed=seed + users,
+            )
+        )
         return {**r, "drain_s": drained}
+
     run(10, 0.0, 3.0)  # warm-up: connections, plan caches, the index pages in shared buffers
     out = {"think": [], "max_throughput": []}
     for mode, think in (("think", think_s), ("max_throughput", 0.0)):
@@ -333,16 +414,28 @@ def _arm_runs(system: LocalSystem, key: str, arm: str, pids: list[str], *, level
             out[mode].append(r)
             log.info("%s %s users %d: %s", arm, mode, users, r)
             if r["errors"] > r["requests"]:  # saturated: more users only add timeouts (and a long drain)
-                out[mode] += [{"users": u, "think_s": think, "skipped": f"saturated at {users} users"}
-                              for u in levels if u > users]
+                out[mode] += [
+                    {"users": u, "think_s": think, "skipped": f"saturated at {users} users"}
+                    for u in levels
+                    if u > users
+                ]
                 break
     out["caches"] = cache_hit_rates(before, cache_lookups(system.base_url))
     return out
 
 
-def run_serve_bench(settings: Settings, *, products: int, seed: int = 0, levels: list[int] = (1, 10, 50, 100),
-                    think_s: float = 1.0, duration_s: float = 12.0, max_requests: int = 20_000,
-                    recall_sample: int = 200, raw_sample: int = 1000) -> dict:
+def run_serve_bench(
+    settings: Settings,
+    *,
+    products: int,
+    seed: int = 0,
+    levels: list[int] = (1, 10, 50, 100),
+    think_s: float = 1.0,
+    duration_s: float = 12.0,
+    max_requests: int = 20_000,
+    recall_sample: int = 200,
+    raw_sample: int = 1000,
+) -> dict:
     """Load (or reuse) the catalog, run both arms, the raw query and recall; return the figures."""
     from core.machine import machine_info
     from vision.components import build_embedder
@@ -357,8 +450,9 @@ def run_serve_bench(settings: Settings, *, products: int, seed: int = 0, levels:
         _wait_worker_ready(worker_log, offset)
         if _loaded_items(system, model_key) == products:
             with system.engine.connect() as c:
-                has_index = c.scalar(text("SELECT 1 FROM pg_indexes WHERE indexname = :n"),
-                                     {"n": index_name(model_key)})
+                has_index = c.scalar(
+                    text("SELECT 1 FROM pg_indexes WHERE indexname = :n"), {"n": index_name(model_key)}
+                )
             build_s = None if has_index else round(build_index(system, model_key, dim), 1)
             load = {"reused": True, "rows": products, "load_s": None, "rows_per_s": None, "hnsw_build_s": build_s}
         else:
@@ -375,15 +469,48 @@ def run_serve_bench(settings: Settings, *, products: int, seed: int = 0, levels:
         log.info("raw: %s", raw)
         recall = served_recall(system, key, pids[:recall_sample], model_key=model_key, dim=dim)
         log.info("recall: %s", recall)
-        arms = {arm: _arm_runs(system, key, arm, pids, levels=list(levels), think_s=think_s, duration_s=duration_s,
-                               max_requests=max_requests, seed=seed) for arm in ("visual", "baseline")}
+        arms = {
+            arm: _arm_runs(
+                system,
+                key,
+                arm,
+                pids,
+                levels=list(levels),
+                think_s=think_s,
+                duration_s=duration_s,
+                max_requests=max_requests,
+                seed=seed,
+            )
+            for arm in ("visual", "baseline")
+        }
         server = _server_settings(system)
     load_after = [round(x, 2) for x in os.getloadavg()]
-    return _figures(machine_info(), load_before, load_after, arms, raw, recall, load, levels, settings={
-        "products": products, "model": model_key, "dim": dim, "centres": CENTRES, "categories": CATEGORIES,
-        "seed": seed, "levels": list(levels), "think_s": think_s, "duration_s": duration_s,
-        "max_requests": max_requests, "limit": LIMIT, "raw_sample": raw_sample, "recall_sample": recall_sample,
-        "server": server})
+    return _figures(
+        machine_info(),
+        load_before,
+        load_after,
+        arms,
+        raw,
+        recall,
+        load,
+        levels,
+        settings={
+            "products": products,
+            "model": model_key,
+            "dim": dim,
+            "centres": CENTRES,
+            "categories": CATEGORIES,
+            "seed": seed,
+            "levels": list(levels),
+            "think_s": think_s,
+            "duration_s": duration_s,
+            "max_requests": max_requests,
+            "limit": LIMIT,
+            "raw_sample": raw_sample,
+            "recall_sample": recall_sample,
+            "server": server,
+        },
+    )
 
 
 def _server_settings(system: LocalSystem) -> dict:
@@ -393,27 +520,48 @@ def _server_settings(system: LocalSystem) -> dict:
     with system.engine.connect() as c:
         shared_buffers = c.scalar(text("SHOW shared_buffers"))
     st = system.settings
-    return {"shared_buffers": shared_buffers,
-            "uvicorn": "uvloop+httptools" if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools")
-            else "asyncio+h11",
-            "hnsw_ef_search": st.hnsw_ef_search, "lookup_cache_ttl_s": st.lookup_cache_ttl_s,
-            "popularity_cache_ttl_s": st.popularity_cache_ttl_s, "serve_concurrency": st.serve_concurrency}
+    return {
+        "shared_buffers": shared_buffers,
+        "uvicorn": "uvloop+httptools"
+        if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools")
+        else "asyncio+h11",
+        "hnsw_ef_search": st.hnsw_ef_search,
+        "lookup_cache_ttl_s": st.lookup_cache_ttl_s,
+        "popularity_cache_ttl_s": st.popularity_cache_ttl_s,
+        "serve_concurrency": st.serve_concurrency,
+    }
 
 
 def _figures(machine, load_before, load_after, arms, raw, recall, load, levels, *, settings) -> dict:
     top = max(levels)
     p99_top = next(r for r in arms["visual"]["think"] if r["users"] == top).get("p99_ms")  # None: no success
     # One user is sequential in both modes; think 0 has more samples, think 1 s survives a stuck API.
-    seq_p50 = next((r.get("p50_ms") for mode in ("max_throughput", "think") for r in arms["visual"][mode]
-                    if r["users"] == 1 and r.get("p50_ms")), None)
+    seq_p50 = next(
+        (
+            r.get("p50_ms")
+            for mode in ("max_throughput", "think")
+            for r in arms["visual"][mode]
+            if r["users"] == 1 and r.get("p50_ms")
+        ),
+        None,
+    )
     overhead = round(seq_p50 / raw["p50_ms"], 2) if seq_p50 and raw["p50_ms"] else None
     return {
-        "benchmark": "serve", "machine": machine, "load_average_before": load_before,
-        "load_average_after": load_after, "note": SHARED_CORES_NOTE, "settings": settings, "load": load,
-        "arms": arms, "raw_query": raw, "recall": recall,
+        "benchmark": "serve",
+        "machine": machine,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "note": SHARED_CORES_NOTE,
+        "settings": settings,
+        "load": load,
+        "arms": arms,
+        "raw_query": raw,
+        "recall": recall,
         "goals": {
-            "visual_p99_ms_at_top_users": p99_top, "top_users": top,
+            "visual_p99_ms_at_top_users": p99_top,
+            "top_users": top,
             "visual_p99_under_50ms": p99_top is not None and p99_top < 50,
-            "api_p50_over_raw_p50": overhead, "api_overhead_under_2x": overhead is not None and overhead < 2,
+            "api_p50_over_raw_p50": overhead,
+            "api_overhead_under_2x": overhead is not None and overhead < 2,
         },
     }

@@ -41,31 +41,53 @@ def prepare(engine, n: int, fresh: bool) -> tuple[str, str, float | None]:
     tenant = f"{BENCH_TENANT}-{n}"
     start = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO tenants (id, name, storefront_key_hash, admin_key_hash, webhook_secret, default_arm) "
-            "VALUES (:t, 'stats benchmark', :s, :a, 'unused', 'baseline') ON CONFLICT (id) DO NOTHING"),
-            {"t": tenant, "s": f"{tenant}-storefront-unused", "a": f"{tenant}-admin-unused"})
-        conn.execute(text(
-            "INSERT INTO experiments (tenant_id, key, placement, status, arms, traffic_fraction, salt, hash_version, "
-            "primary_metric, guardrails, started_at) VALUES (:t, :k, 'similar', 'stopped', "
-            "'[{\"name\": \"baseline\", \"weight\": 0.5}, {\"name\": \"visual\", \"weight\": 0.5}]'::jsonb, 1.0, :k, "
-            "1, 'ctr', '[]'::jsonb, :start) ON CONFLICT (tenant_id, key) DO NOTHING"),
-            {"t": tenant, "k": key, "start": start})
-        have = conn.execute(text("SELECT count(*) FROM interaction_events WHERE tenant_id = :t AND experiment = :k"),
-                            {"t": tenant, "k": key}).scalar()
+        conn.execute(
+            text(
+                "INSERT INTO tenants (id, name, storefront_key_hash, admin_key_hash, webhook_secret, default_arm) "
+                "VALUES (:t, 'stats benchmark', :s, :a, 'unused', 'baseline') ON CONFLICT (id) DO NOTHING"
+            ),
+            {"t": tenant, "s": f"{tenant}-storefront-unused", "a": f"{tenant}-admin-unused"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO experiments (tenant_id, key, placement, status, arms, traffic_fraction, salt, "
+                "hash_version, primary_metric, guardrails, started_at) VALUES (:t, :k, 'similar', 'stopped', "
+                '\'[{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}]\'::jsonb, 1.0, :k, '
+                "1, 'ctr', '[]'::jsonb, :start) ON CONFLICT (tenant_id, key) DO NOTHING"
+            ),
+            {"t": tenant, "k": key, "start": start},
+        )
+        have = conn.execute(
+            text("SELECT count(*) FROM interaction_events WHERE tenant_id = :t AND experiment = :k"),
+            {"t": tenant, "k": key},
+        ).scalar()
     if have == n and not fresh:
         return tenant, key, None
     t0 = time.perf_counter()
     with engine.begin() as conn:
-        conn.execute(text("DELETE FROM interaction_events WHERE tenant_id = :t AND experiment = :k"),
-                     {"t": tenant, "k": key})
+        conn.execute(
+            text("DELETE FROM interaction_events WHERE tenant_id = :t AND experiment = :k"), {"t": tenant, "k": key}
+        )
         conn.execute(text("SELECT setseed(0.42)"))
-        conn.execute(text(GENERATE_SQL), {"tenant": tenant, "key": key, "start": start, "n": n,
-                                       "requests": max(n // 2, 1), "users": max(n // 20, 2)})
+        conn.execute(
+            text(GENERATE_SQL),
+            {
+                "tenant": tenant,
+                "key": key,
+                "start": start,
+                "n": n,
+                "requests": max(n // 2, 1),
+                "users": max(n // 20, 2),
+            },
+        )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # Hint bits + statistics before timing, for the events and the rollup the triggers filled.
-        for table in ("interaction_events", "experiment_requests", "experiment_pending_outcomes",
-                      "experiment_user_days"):
+        for table in (
+            "interaction_events",
+            "experiment_requests",
+            "experiment_pending_outcomes",
+            "experiment_user_days",
+        ):
             conn.execute(text(f"VACUUM (ANALYZE) {table}"))
     return tenant, key, time.perf_counter() - t0
 
@@ -88,11 +110,22 @@ def time_stats(engine, sizes: list[int], *, daily: bool, fresh: bool, cleanup: b
                 load_experiment(conn, tenant, key, daily=True, source=source)
                 daily_s = time.perf_counter() - t2 - (t1 - t0)  # daily query alone (approx.)
             conn.rollback()
-        rows.append({"events": n, "users": sum(a.users for a in stats.arms), "generate_s": gen_s,
-                     "load_s": t1 - t0, "analysis_s": t2 - t1, "total_s": t2 - t0, "daily_s": daily_s,
-                     "source": used})
+        rows.append(
+            {
+                "events": n,
+                "users": sum(a.users for a in stats.arms),
+                "generate_s": gen_s,
+                "load_s": t1 - t0,
+                "analysis_s": t2 - t1,
+                "total_s": t2 - t0,
+                "daily_s": daily_s,
+                "source": used,
+            }
+        )
         if cleanup:
             with engine.begin() as conn:
-                conn.execute(text("DELETE FROM interaction_events WHERE tenant_id = :t AND experiment = :k"),
-                             {"t": tenant, "k": key})
+                conn.execute(
+                    text("DELETE FROM interaction_events WHERE tenant_id = :t AND experiment = :k"),
+                    {"t": tenant, "k": key},
+                )
     return rows

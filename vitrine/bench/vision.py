@@ -7,8 +7,8 @@ import io
 import resource
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -34,8 +34,11 @@ def bench_images(n: int = 64, seed: int = 0) -> list[Image.Image]:
 def sample_photo_paths() -> list[Path]:
     """Real photos that ship inside installed packages (no download needed)."""
     found = []
-    for package, rel in (("ultralytics", "assets/bus.jpg"), ("ultralytics", "assets/zidane.jpg"),
-                         ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")):
+    for package, rel in (
+        ("ultralytics", "assets/bus.jpg"),
+        ("ultralytics", "assets/zidane.jpg"),
+        ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    ):
         spec = importlib.util.find_spec(package)
         if spec and spec.submodule_search_locations:
             path = Path(spec.submodule_search_locations[0]) / rel
@@ -46,14 +49,20 @@ def sample_photo_paths() -> list[Path]:
     return found
 
 
-def throughput(fn: Callable[[Sequence[Image.Image]], object], images: Sequence[Image.Image], batch: int,
-               *, warmup: int = 1, rounds: int = 3) -> dict:
+def throughput(
+    fn: Callable[[Sequence[Image.Image]], object],
+    images: Sequence[Image.Image],
+    batch: int,
+    *,
+    warmup: int = 1,
+    rounds: int = 3,
+) -> dict:
     """Images/s of fn over all images in batches of `batch`: median and best of `rounds` timed passes.
 
     Several passes because a shared 2-core machine is noisy; the median is the honest figure, the
     best one shows what the code does when nothing else runs.
     """
-    batches = [images[i:i + batch] for i in range(0, len(images), batch)]
+    batches = [images[i : i + batch] for i in range(0, len(images), batch)]
     for b in batches[:warmup]:
         fn(b)
     rates = []
@@ -62,8 +71,13 @@ def throughput(fn: Callable[[Sequence[Image.Image]], object], images: Sequence[I
         for b in batches:
             fn(b)
         rates.append(len(images) / (time.perf_counter() - started))
-    return {"batch": batch, "images": len(images), "rounds": len(rates),
-            "images_per_s": round(float(np.median(rates)), 2), "best_images_per_s": round(max(rates), 2)}
+    return {
+        "batch": batch,
+        "images": len(images),
+        "rounds": len(rates),
+        "images_per_s": round(float(np.median(rates)), 2),
+        "best_images_per_s": round(max(rates), 2),
+    }
 
 
 def bench_detector(detector: Detector, images: Sequence[Image.Image]) -> dict:
@@ -71,8 +85,12 @@ def bench_detector(detector: Detector, images: Sequence[Image.Image]) -> dict:
     started = time.perf_counter()
     detector.load()
     load_s = time.perf_counter() - started
-    return {"name": detector.name, "detector": detector.describe(), "load_seconds": round(load_s, 2),
-            **throughput(detector.detect, images, 1)}
+    return {
+        "name": detector.name,
+        "detector": detector.describe(),
+        "load_seconds": round(load_s, 2),
+        **throughput(detector.detect, images, 1),
+    }
 
 
 def bench_embedder(embedder: Embedder, images: Sequence[Image.Image], batches: Sequence[int] = (1, 32)) -> dict:
@@ -88,8 +106,13 @@ def bench_embedder(embedder: Embedder, images: Sequence[Image.Image], batches: S
             runs.append(throughput(embedder.embed, images, b))
     finally:
         embedder.batch_size = original
-    return {"model_key": embedder.model_key, "dim": embedder.dim, "runtime": embedder.runtime,
-            "load_seconds": round(load_s, 2), "runs": runs}
+    return {
+        "model_key": embedder.model_key,
+        "dim": embedder.dim,
+        "runtime": embedder.runtime,
+        "load_seconds": round(load_s, 2),
+        "runs": runs,
+    }
 
 
 def bench_pipeline(detector: Detector, embedder: Embedder, images: Sequence[Image.Image], **policy) -> dict:
@@ -109,8 +132,10 @@ def bench_pipeline(detector: Detector, embedder: Embedder, images: Sequence[Imag
             items = extract_items(loaded.image, detector.detect([loaded.image])[0], **policy)
             embedder.embed([it.crop for it in items])
 
-    return {"stages": "load_image + detect + extract_items + embed, one image per call",
-            **throughput(one_by_one, encoded, 1)}
+    return {
+        "stages": "load_image + detect + extract_items + embed, one image per call",
+        **throughput(one_by_one, encoded, 1),
+    }
 
 
 def peak_rss_mb() -> float:

@@ -1,16 +1,16 @@
 """Console entry point: `vitrine --help` lists every command group."""
 
-from vitrine.cli.app import app
+from vitrine.cli import bench as _bench  # noqa: F401,E402  bench ingest|serve|vision|stats|dashboard
+from vitrine.cli import catalog as _catalog  # noqa: F401,E402  catalog import/dead-letters/replay
+from vitrine.cli import dashboard as _dashboard  # noqa: F401,E402  dashboard
+from vitrine.cli import experiment as _experiment  # noqa: F401,E402  experiment report|refresh|simulate
+from vitrine.cli import experiment_admin as _experiment_admin  # noqa: F401,E402  experiment create/start/stop/list
 
 # Each module registers its commands on the app (or a group of it) when imported.
 from vitrine.cli import stack as _stack  # noqa: F401,E402  up, worker, api, demo, tenant, db
-from vitrine.cli import vision as _vision  # noqa: F401,E402  models, embed, detect, eval retrieval
-from vitrine.cli import experiment as _experiment  # noqa: F401,E402  experiment report|refresh|simulate
-from vitrine.cli import bench as _bench  # noqa: F401,E402  bench ingest|serve|vision|stats|dashboard
-from vitrine.cli import experiment_admin as _experiment_admin  # noqa: F401,E402  experiment create/start/stop/list
-from vitrine.cli import catalog as _catalog  # noqa: F401,E402  catalog import/dead-letters/replay
 from vitrine.cli import status as _status  # noqa: F401,E402  status
-from vitrine.cli import dashboard as _dashboard  # noqa: F401,E402  dashboard
+from vitrine.cli import vision as _vision  # noqa: F401,E402  models, embed, detect, eval retrieval
+from vitrine.cli.app import app
 
 
 def main() -> None:

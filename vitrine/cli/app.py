@@ -20,10 +20,12 @@ tenant_app = typer.Typer(help="Create and list tenants (retailers) and their key
 db_app = typer.Typer(help="Database schema: migrations.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Catalog ingestion: bulk import, dead letters, replay.", no_args_is_help=True)
 experiment_app = typer.Typer(help="Experiments: create, start, stop, report, simulate.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks: print figures as a table (or one JSON object with --json).",
-                        no_args_is_help=True)
-eval_app = typer.Typer(help="Quality evaluations: print figures as a table (or JSON with --json).",
-                       no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: print figures as a table (or one JSON object with --json).", no_args_is_help=True
+)
+eval_app = typer.Typer(
+    help="Quality evaluations: print figures as a table (or JSON with --json).", no_args_is_help=True
+)
 
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(db_app, name="db")
@@ -41,7 +43,7 @@ def load_settings() -> Settings:
         fail(f"invalid settings: {exc}")
 
 
-def fail(message: str, code: int = 1) -> "typer.Exit":
+def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one error line to stderr and exit non-zero."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)

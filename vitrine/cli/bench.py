@@ -11,15 +11,19 @@ from vitrine.cli.app import bench_app, database_engine, fail, load_settings, set
 
 
 def _machine_line(m: dict) -> str:
-    return (f"machine: {m.get('cpu')}, {m.get('cores')} cores, Python {m.get('python')}, "
-            f"torch {m.get('torch')}, onnxruntime {m.get('onnxruntime')}, load {m.get('load_average_1m')}")
+    return (
+        f"machine: {m.get('cpu')}, {m.get('cores')} cores, Python {m.get('python')}, "
+        f"torch {m.get('torch')}, onnxruntime {m.get('onnxruntime')}, load {m.get('load_average_1m')}"
+    )
 
 
 @bench_app.command("ingest")
-def bench_ingest(products: int = typer.Option(200, min=1, help="Products to post (1-3 images each)"),
-                 seed: int = typer.Option(0, help="Seed of the catalog and its images"),
-                 as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
-                 verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def bench_ingest(
+    products: int = typer.Option(200, min=1, help="Products to post (1-3 images each)"),
+    seed: int = typer.Option(0, help="Seed of the catalog and its images"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
     """Post N products through the webhook into the stack; print products/s, images/s, latency, ratios."""
     from vitrine.bench.ingest import run_ingest_bench
 
@@ -33,20 +37,29 @@ def bench_ingest(products: int = typer.Option(200, min=1, help="Products to post
         return
     f, again, s = r["first_ingest"], r["resend_unchanged"], r["settings"]
     typer.echo(_machine_line(r["machine"]))
-    typer.echo(f"settings: {s['products']} products, embedder {s['embedder']} ({s['runtime']}), detector "
-               f"{s['detector']}, embed batch {s['embed_batch_size']}, {s['post_batch']} events per webhook, "
-               f"worker model streams {r.get('model_streams', 1)}\n")
+    typer.echo(
+        f"settings: {s['products']} products, embedder {s['embedder']} ({s['runtime']}), detector "
+        f"{s['detector']}, embed batch {s['embed_batch_size']}, {s['post_batch']} events per webhook, "
+        f"worker model streams {r.get('model_streams', 1)}\n"
+    )
     rows = [
         ("first ingest: products/s", f["products_per_s"]),
         ("first ingest: images/s", f["images_per_s"]),
         ("first ingest: p50 / p95 event-to-indexed (s)", f"{f['latency_p50_s']} / {f['latency_p95_s']}"),
         ("embedder alone on the same images: images/s", r["embedder_only"]["images_per_s"]),
-        ("  measured before / after the pipeline (the faster counts)",
-         " / ".join(str(m["all_cores"]["images_per_s"]) for m in r["embedder_only_runs"].values())),
+        (
+            "  measured before / after the pipeline (the faster counts)",
+            " / ".join(str(m["all_cores"]["images_per_s"]) for m in r["embedder_only_runs"].values()),
+        ),
         ("pipeline / embedder ratio (goal >= 0.8)", r["pipeline_to_embedder_ratio"]),
-        *([(f"embedder alone, worker's {w['streams']} streams x 1 thread: images/s", w["images_per_s"]),
-           ("pipeline / same-configuration embedder ratio", r["pipeline_to_worker_config_ratio"])]
-          if (w := r.get("embedder_only_worker_config")) else []),
+        *(
+            [
+                (f"embedder alone, worker's {w['streams']} streams x 1 thread: images/s", w["images_per_s"]),
+                ("pipeline / same-configuration embedder ratio", r["pipeline_to_worker_config_ratio"]),
+            ]
+            if (w := r.get("embedder_only_worker_config"))
+            else []
+        ),
         ("re-send unchanged: products/s (goal >= 500)", again["products_per_s"]),
         ("re-send unchanged: p50 / p95 latency (s)", f"{again['latency_p50_s']} / {again['latency_p95_s']}"),
     ]
@@ -56,14 +69,16 @@ def bench_ingest(products: int = typer.Option(200, min=1, help="Products to post
 
 
 @bench_app.command("serve")
-def bench_serve(products: int = typer.Option(100_000, min=100, help="Synthetic products (one 1280-d item each)"),
-                seed: int = typer.Option(0, help="Seed of the clustered vectors and of the requests"),
-                levels: str = typer.Option("1,10,50,100", help="Concurrent users per level, comma-separated"),
-                think: float = typer.Option(1.0, min=0, help="Mean think time between a user's requests (s)"),
-                duration: float = typer.Option(12.0, min=1, help="Seconds per level"),
-                recall_sample: int = typer.Option(200, min=1, help="Requests compared with exact search"),
-                as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
-                verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def bench_serve(
+    products: int = typer.Option(100_000, min=100, help="Synthetic products (one 1280-d item each)"),
+    seed: int = typer.Option(0, help="Seed of the clustered vectors and of the requests"),
+    levels: str = typer.Option("1,10,50,100", help="Concurrent users per level, comma-separated"),
+    think: float = typer.Option(1.0, min=0, help="Mean think time between a user's requests (s)"),
+    duration: float = typer.Option(12.0, min=1, help="Seconds per level"),
+    recall_sample: int = typer.Option(200, min=1, help="Requests compared with exact search"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
     """Load N products, drive /v1/recommendations for both arms; print QPS, p50/p95/p99, raw floor, recall."""
     from vitrine.bench.serve import run_serve_bench
 
@@ -73,8 +88,15 @@ def bench_serve(products: int = typer.Option(100_000, min=100, help="Synthetic p
     except ValueError:
         fail(f"--levels must be integers separated by commas, not {levels!r}")
     try:
-        r = run_serve_bench(load_settings(), products=products, seed=seed, levels=users, think_s=think,
-                            duration_s=duration, recall_sample=recall_sample)
+        r = run_serve_bench(
+            load_settings(),
+            products=products,
+            seed=seed,
+            levels=users,
+            think_s=think,
+            duration_s=duration,
+            recall_sample=recall_sample,
+        )
     except RuntimeError as exc:
         fail(str(exc))
     if as_json:
@@ -86,55 +108,79 @@ def bench_serve(products: int = typer.Option(100_000, min=100, help="Synthetic p
 def print_serve_table(r: dict) -> None:
     """The `bench serve` figures as a table (also renders a saved `--json` result)."""
     s, ld, g, raw = r["settings"], r["load"], r["goals"], r["raw_query"]
-    typer.echo(_machine_line(r["machine"]) + f" (1/5/15 min: before {r['load_average_before']}, "
-               f"after {r['load_average_after']})")
-    typer.echo(f"settings: {s['products']} products x {s['dim']}-d ({s['model']}), {s['centres']} clusters, "
-               f"{s['categories']} categories, seed {s['seed']}, {s['duration_s']:.0f} s per level, limit {s['limit']}")
+    typer.echo(
+        _machine_line(r["machine"]) + f" (1/5/15 min: before {r['load_average_before']}, "
+        f"after {r['load_average_after']})"
+    )
+    typer.echo(
+        f"settings: {s['products']} products x {s['dim']}-d ({s['model']}), {s['centres']} clusters, "
+        f"{s['categories']} categories, seed {s['seed']}, {s['duration_s']:.0f} s per level, limit {s['limit']}"
+    )
     if s.get("server"):
         sv = s["server"]
-        typer.echo(f"server: postgres shared_buffers {sv['shared_buffers']}, uvicorn {sv['uvicorn']}, "
-                   f"hnsw.ef_search {sv['hnsw_ef_search']}, lookup cache TTL {sv['lookup_cache_ttl_s']:g} s, "
-                   f"popularity list TTL {sv['popularity_cache_ttl_s']:g} s, "
-                   f"serve concurrency {sv.get('serve_concurrency', 40)}")
+        typer.echo(
+            f"server: postgres shared_buffers {sv['shared_buffers']}, uvicorn {sv['uvicorn']}, "
+            f"hnsw.ef_search {sv['hnsw_ef_search']}, lookup cache TTL {sv['lookup_cache_ttl_s']:g} s, "
+            f"popularity list TTL {sv['popularity_cache_ttl_s']:g} s, "
+            f"serve concurrency {sv.get('serve_concurrency', 40)}"
+        )
     typer.echo(f"note: {r['note']}\n")
     if ld["reused"]:
         typer.echo(f"catalog: reused ({ld['rows']} rows); HNSW build {ld['hnsw_build_s'] or 'not needed'}")
     else:
-        typer.echo(f"catalog: {ld['rows']} rows in {ld['load_s']} s ({ld['rows_per_s']} rows/s), "
-                   f"HNSW build {ld['hnsw_build_s']} s (maintenance_work_mem 1GB)")
-    typer.echo(f"\n{'arm':<9}{'mode':<16}{'users':>6}{'req':>7}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}"
-               f"{'p99 ms':>9}{'max ms':>9}{'errors':>7}")
+        typer.echo(
+            f"catalog: {ld['rows']} rows in {ld['load_s']} s ({ld['rows_per_s']} rows/s), "
+            f"HNSW build {ld['hnsw_build_s']} s (maintenance_work_mem 1GB)"
+        )
+    typer.echo(
+        f"\n{'arm':<9}{'mode':<16}{'users':>6}{'req':>7}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'p99 ms':>9}{'max ms':>9}{'errors':>7}"
+    )
     for arm, modes in r["arms"].items():
         for mode, label in (("think", f"think {s['think_s']:g} s"), ("max_throughput", "think 0 (max)")):
             for x in modes[mode]:
                 if "skipped" in x:
                     typer.echo(f"{arm:<9}{label:<16}{x['users']:>6}  not run: {x['skipped']}")
                     continue
-                typer.echo(f"{arm:<9}{label:<16}{x['users']:>6}{x['requests']:>7}{x['qps']:>8}{x['p50_ms']!s:>9}"
-                           f"{x['p95_ms']!s:>9}{x['p99_ms']!s:>9}{x['max_ms']!s:>9}{x['errors']:>7}")
-    typer.echo(f"{'raw':<9}{'sequential':<16}{1:>6}{raw['requests']:>7}{raw['qps']:>8}{raw['p50_ms']!s:>9}"
-               f"{raw['p95_ms']!s:>9}{raw['p99_ms']!s:>9}{raw['max_ms']!s:>9}{0:>7}   strategies {raw['strategies']}")
+                typer.echo(
+                    f"{arm:<9}{label:<16}{x['users']:>6}{x['requests']:>7}{x['qps']:>8}{x['p50_ms']!s:>9}"
+                    f"{x['p95_ms']!s:>9}{x['p99_ms']!s:>9}{x['max_ms']!s:>9}{x['errors']:>7}"
+                )
+    typer.echo(
+        f"{'raw':<9}{'sequential':<16}{1:>6}{raw['requests']:>7}{raw['qps']:>8}{raw['p50_ms']!s:>9}"
+        f"{raw['p95_ms']!s:>9}{raw['p99_ms']!s:>9}{raw['max_ms']!s:>9}{0:>7}   strategies {raw['strategies']}"
+    )
     for arm, modes in r["arms"].items():
         if modes.get("caches"):
-            typer.echo(f"cache hit rates ({arm} levels): " + ", ".join(
-                f"{name} {c['hit_rate']:.1%} of {c['lookups']}" for name, c in modes["caches"].items()))
+            typer.echo(
+                f"cache hit rates ({arm} levels): "
+                + ", ".join(f"{name} {c['hit_rate']:.1%} of {c['lookups']}" for name, c in modes["caches"].items())
+            )
     for name, x in r["recall"].items():
-        typer.echo(f"recall@10 served vs exact ({name}): {x['recall_at_10']} over {x['requests']} requests "
-                   f"(min {x['min']}, short answers {x['short_answers']})")
-    typer.echo(f"\ngoal visual p99 < 50 ms at {g['top_users']} users (think {s['think_s']:g} s): "
-               f"{g['visual_p99_ms_at_top_users']} ms -> {'met' if g['visual_p99_under_50ms'] else 'MISSED'}")
-    typer.echo(f"goal API p50 (1 user, sequential) / raw p50 < 2: {g['api_p50_over_raw_p50']} -> "
-               f"{'met' if g['api_overhead_under_2x'] else 'MISSED'}")
+        typer.echo(
+            f"recall@10 served vs exact ({name}): {x['recall_at_10']} over {x['requests']} requests "
+            f"(min {x['min']}, short answers {x['short_answers']})"
+        )
+    typer.echo(
+        f"\ngoal visual p99 < 50 ms at {g['top_users']} users (think {s['think_s']:g} s): "
+        f"{g['visual_p99_ms_at_top_users']} ms -> {'met' if g['visual_p99_under_50ms'] else 'MISSED'}"
+    )
+    typer.echo(
+        f"goal API p50 (1 user, sequential) / raw p50 < 2: {g['api_p50_over_raw_p50']} -> "
+        f"{'met' if g['api_overhead_under_2x'] else 'MISSED'}"
+    )
 
 
 @bench_app.command("vision")
 def bench_vision(
     images: int = typer.Option(64, "--images", min=32, help="Size of the fixed image set"),
     detector_name: str = typer.Option(None, "--detector", help="Override VITRINE_DETECTOR"),
-    yolo_weights: str = typer.Option(None, "--yolo-weights",
-                                     help="Override VITRINE_YOLO_WEIGHTS (yolo11n.yaml = same compute, random weights)"),
+    yolo_weights: str = typer.Option(
+        None, "--yolo-weights", help="Override VITRINE_YOLO_WEIGHTS (yolo11n.yaml = same compute, random weights)"
+    ),
     also_torch: bool = typer.Option(False, "--also-torch", help="Also measure the embedder in eager torch"),
-    as_json: bool = vision_cli.JSON, verbose: bool = vision_cli.VERBOSE,
+    as_json: bool = vision_cli.JSON,
+    verbose: bool = vision_cli.VERBOSE,
 ) -> None:
     """Images/s for detection and for embedding at batch 1 and 32 on a fixed image set, and peak memory."""
     vision_cli.quiet_logging(verbose)
@@ -142,17 +188,27 @@ def bench_vision(
     updates = {k: v for k, v in (("detector", detector_name), ("yolo_weights", yolo_weights)) if v}
     settings = settings.model_copy(update=updates)
     from core.machine import machine_info
-    from vitrine.bench.vision import (bench_detector, bench_embedder, bench_images, bench_pipeline,
-                              peak_rss_mb, sample_photo_paths)
+    from vitrine.bench.vision import (
+        bench_detector,
+        bench_embedder,
+        bench_images,
+        bench_pipeline,
+        peak_rss_mb,
+        sample_photo_paths,
+    )
 
     photos = bench_images(images)
     embedder, detector = vision_cli.build_models(settings)
     vision_cli.load_or_fail(detector)
     vision_cli.load_or_fail(embedder)
-    report = {"images": len(photos), "image_set": "seeded crops (200-800 px) of "
-              + ", ".join(p.name for p in sample_photo_paths()),
-              "settings": vision_cli.vision_settings(settings), "detection": bench_detector(detector, photos), "embedding": [bench_embedder(embedder, photos)],
-              "pipeline": bench_pipeline(detector, embedder, photos, **vision_cli.item_policy(settings))}
+    report = {
+        "images": len(photos),
+        "image_set": "seeded crops (200-800 px) of " + ", ".join(p.name for p in sample_photo_paths()),
+        "settings": vision_cli.vision_settings(settings),
+        "detection": bench_detector(detector, photos),
+        "embedding": [bench_embedder(embedder, photos)],
+        "pipeline": bench_pipeline(detector, embedder, photos, **vision_cli.item_policy(settings)),
+    }
     if also_torch and embedder.runtime != "torch":
         torch_embedder, _ = vision_cli.build_models(settings.model_copy(update={"use_onnx": False}), detector=False)
         report["embedding"].append(bench_embedder(torch_embedder, photos))
@@ -163,20 +219,28 @@ def bench_vision(
         return
     m = report["machine"]
     typer.echo(f"{report['images']} images: {report['image_set']}")
-    typer.echo(f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}, "
-               f"onnxruntime {m['onnxruntime']}, torch threads {m.get('torch_threads')}, "
-               f"load average {m['load_average_1m']}")
+    typer.echo(
+        f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}, "
+        f"onnxruntime {m['onnxruntime']}, torch threads {m.get('torch_threads')}, "
+        f"load average {m['load_average_1m']}"
+    )
     typer.echo(f"{'stage':<8}{'model':<44}{'runtime':<13}{'batch':>6}{'images/s':>10}{'best':>8}")
     det = report["detection"]
-    typer.echo(f"{'detect':<8}{det['name']:<44}{'-':<13}{det['batch']:>6}"
-               f"{det['images_per_s']:>10.1f}{det['best_images_per_s']:>8.1f}")
+    typer.echo(
+        f"{'detect':<8}{det['name']:<44}{'-':<13}{det['batch']:>6}"
+        f"{det['images_per_s']:>10.1f}{det['best_images_per_s']:>8.1f}"
+    )
     for emb in report["embedding"]:
         for run in emb["runs"]:
-            typer.echo(f"{'embed':<8}{emb['model_key']:<44}{emb['runtime']:<13}{run['batch']:>6}"
-                       f"{run['images_per_s']:>10.1f}{run['best_images_per_s']:>8.1f}")
+            typer.echo(
+                f"{'embed':<8}{emb['model_key']:<44}{emb['runtime']:<13}{run['batch']:>6}"
+                f"{run['images_per_s']:>10.1f}{run['best_images_per_s']:>8.1f}"
+            )
     pipe = report["pipeline"]
-    typer.echo(f"{'ingest':<8}{'bytes->load->detect->items->embed':<44}{embedder.runtime:<13}{pipe['batch']:>6}"
-               f"{pipe['images_per_s']:>10.1f}{pipe['best_images_per_s']:>8.1f}")
+    typer.echo(
+        f"{'ingest':<8}{'bytes->load->detect->items->embed':<44}{embedder.runtime:<13}{pipe['batch']:>6}"
+        f"{pipe['images_per_s']:>10.1f}{pipe['best_images_per_s']:>8.1f}"
+    )
     typer.echo("images/s: median of 3 timed passes over the set (after one warm-up batch); best: fastest pass")
     typer.echo(f"peak RSS: {report['peak_rss_mb']:.0f} MB")
 
@@ -188,8 +252,11 @@ def bench_stats(
     daily: bool = typer.Option(True, "--daily/--no-daily", help="Also time the per-day series"),
     fresh: bool = typer.Option(False, "--fresh", help="Regenerate events even if already there"),
     cleanup: bool = typer.Option(False, "--cleanup", help="Delete the generated events afterwards"),
-    source: str = typer.Option("auto", help="auto: the rollup when exact (else raw events); "
-                               "raw: always aggregate raw events (the pre-rollup path, for comparison)"),
+    source: str = typer.Option(
+        "auto",
+        help="auto: the rollup when exact (else raw events); "
+        "raw: always aggregate raw events (the pre-rollup path, for comparison)",
+    ),
 ) -> None:
     """Time loader (SQL aggregation in Postgres) + analysis for N synthetic interaction events."""
     from core.machine import machine_info
@@ -207,16 +274,28 @@ def bench_stats(
     finally:
         engine.dispose()
     if as_json:
-        typer.echo(json.dumps({"benchmark": "stats", "goal": "10M events analysed in < 10 s",
-                               "machine": machine_info(), "results": rows}))
+        typer.echo(
+            json.dumps(
+                {
+                    "benchmark": "stats",
+                    "goal": "10M events analysed in < 10 s",
+                    "machine": machine_info(),
+                    "results": rows,
+                }
+            )
+        )
         return
-    typer.echo(f"{'events':>12} {'users':>10} {'generate s':>11} {'load s':>8} {'analysis s':>11} "
-               f"{'total s':>8} {'daily s':>8}  source")
+    typer.echo(
+        f"{'events':>12} {'users':>10} {'generate s':>11} {'load s':>8} {'analysis s':>11} "
+        f"{'total s':>8} {'daily s':>8}  source"
+    )
     for r in rows:
         gen = f"{r['generate_s']:.1f}" if r["generate_s"] is not None else "reused"
         dly = f"{r['daily_s']:.2f}" if r["daily_s"] is not None else "-"
-        typer.echo(f"{r['events']:>12,} {r['users']:>10,} {gen:>11} {r['load_s']:>8.2f} {r['analysis_s']:>11.3f} "
-                   f"{r['total_s']:>8.2f} {dly:>8}  {r['source']}")
+        typer.echo(
+            f"{r['events']:>12,} {r['users']:>10,} {gen:>11} {r['load_s']:>8.2f} {r['analysis_s']:>11.3f} "
+            f"{r['total_s']:>8.2f} {dly:>8}  {r['source']}"
+        )
 
 
 # --- bench dashboard -----------------------------------------------------------------------
@@ -224,8 +303,10 @@ def bench_stats(
 
 @bench_app.command("dashboard")
 def bench_dashboard(
-    events: str = typer.Option("1000000,10000000", help="Comma-separated event counts: the `bench stats` "
-                               "experiments (generated first when missing)"),
+    events: str = typer.Option(
+        "1000000,10000000",
+        help="Comma-separated event counts: the `bench stats` experiments (generated first when missing)",
+    ),
     tenant: str = typer.Option(None, "--tenant", "-t", help="Time this tenant's experiment instead (with --key)"),
     key: str = typer.Option(None, "--key", "-k", help="Experiment to time (with --tenant)"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object with the figures and the machine"),
@@ -270,25 +351,46 @@ def bench_dashboard(
     except RuntimeError as exc:
         fail(str(exc))
     load_after = os.getloadavg()
-    settings_used = {"results_max_age_s": settings.results_max_age_s, "cache_ttl_s": _report_ttl_s(),
-                     "page": "dashboards/pages/experiment.py", "runner": "streamlit.testing.v1.AppTest"}
+    settings_used = {
+        "results_max_age_s": settings.results_max_age_s,
+        "cache_ttl_s": _report_ttl_s(),
+        "page": "dashboards/pages/experiment.py",
+        "runner": "streamlit.testing.v1.AppTest",
+    }
     if as_json:
-        typer.echo(json.dumps({"benchmark": "dashboard", "goal": "a page with 10M events loads in a few seconds",
-                               "machine": machine_info(), "load_average_before": list(load_before),
-                               "load_average_after": list(load_after), "settings": settings_used,
-                               "results": rows}))
+        typer.echo(
+            json.dumps(
+                {
+                    "benchmark": "dashboard",
+                    "goal": "a page with 10M events loads in a few seconds",
+                    "machine": machine_info(),
+                    "load_average_before": list(load_before),
+                    "load_average_after": list(load_after),
+                    "settings": settings_used,
+                    "results": rows,
+                }
+            )
+        )
         return
     m = machine_info()
-    typer.echo(f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}; load average "
-               f"(1/5/15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
-               f"after {', '.join(f'{x:.2f}' for x in load_after)}")
-    typer.echo(f"settings: snapshot max age {settings.results_max_age_s:g} s, cache TTL {_report_ttl_s()} s; "
-               "cold = st.cache_data cleared, connection pool kept\n")
-    typer.echo(f"{'events':>12} {'users':>10} {'cold live s':>12} {'cold snapshot s':>16} {'warm s':>8} "
-               f"{'refresh s':>10}  source")
+    typer.echo(
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}; load average "
+        f"(1/5/15 min) before {', '.join(f'{x:.2f}' for x in load_before)}, "
+        f"after {', '.join(f'{x:.2f}' for x in load_after)}"
+    )
+    typer.echo(
+        f"settings: snapshot max age {settings.results_max_age_s:g} s, cache TTL {_report_ttl_s()} s; "
+        "cold = st.cache_data cleared, connection pool kept\n"
+    )
+    typer.echo(
+        f"{'events':>12} {'users':>10} {'cold live s':>12} {'cold snapshot s':>16} {'warm s':>8} "
+        f"{'refresh s':>10}  source"
+    )
     for r in rows:
-        typer.echo(f"{r['events']:>12,} {r['users']:>10,} {r['cold_live_s']:>12.2f} {r['cold_snapshot_s']:>16.2f} "
-                   f"{r['warm_s']:>8.2f} {r['refresh_s']:>10.2f}  {r['source']}")
+        typer.echo(
+            f"{r['events']:>12,} {r['users']:>10,} {r['cold_live_s']:>12.2f} {r['cold_snapshot_s']:>16.2f} "
+            f"{r['warm_s']:>8.2f} {r['refresh_s']:>10.2f}  {r['source']}"
+        )
 
 
 def _report_ttl_s() -> int:

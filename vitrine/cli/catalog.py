@@ -64,8 +64,9 @@ def import_feed(
         settings = resolved_settings()
         _require_tenant(settings, tenant)
         try:
-            producer = SyncProducer(settings.kafka_bootstrap, client_id=f"{settings.app_id}-import",
-                                    timeout_s=settings.kafka_ack_timeout_s)
+            producer = SyncProducer(
+                settings.kafka_bootstrap, client_id=f"{settings.app_id}-import", timeout_s=settings.kafka_ack_timeout_s
+            )
         except BrokerUnreachable as exc:
             fail(str(exc), UNREACHABLE)
         _ensure_topics(settings)
@@ -79,8 +80,11 @@ def import_feed(
             stack.enter_context(producer)
         raw = stack.enter_context(path.open("rb"))
         lines = stack.enter_context(gzip.open(raw)) if path.suffix.lower() == ".gz" else raw
-        bar = stack.enter_context(typer.progressbar(length=path.stat().st_size, label=f"importing {path.name}",
-                                                    file=sys.stderr, show_pos=False))
+        bar = stack.enter_context(
+            typer.progressbar(
+                length=path.stat().st_size, label=f"importing {path.name}", file=sys.stderr, show_pos=False
+            )
+        )
         try:
             for record in parse_feed(lines, tenant, fmt):
                 read += 1

@@ -10,13 +10,16 @@ import typer
 
 from vitrine.cli.app import database_engine, experiment_app, fail, load_settings
 
+
 @experiment_app.command("report")
 def report(
     key: str = typer.Argument(..., help="Experiment key"),
     tenant: str = typer.Option(..., "--tenant", "-t", help="Tenant id"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the API's structure)"),
-    attribution: str = typer.Option("request", help="request: same request_id as an exposure; "
-                                    "window: within --window-hours after the first exposure"),
+    attribution: str = typer.Option(
+        "request",
+        help="request: same request_id as an exposure; window: within --window-hours after the first exposure",
+    ),
     window_hours: float = typer.Option(24.0, help="Attribution window for --attribution window"),
     alpha: float = typer.Option(0.05, min=1e-6, max=0.5),
     correction: str = typer.Option("holm", help="Adjusted p-values: holm (FWER) or fdr_bh (FDR)"),
@@ -32,9 +35,16 @@ def report(
     from experiments.report import render_text
 
     try:
-        options = ReportOptions(attribution=Attribution(attribution, window_hours), alpha=alpha,
-                                correction=correction, sequential=sequential, tuning_n=tuning_n, cuped=cuped,
-                                pre_period_days=pre_days, target_relative_mde=target_mde)
+        options = ReportOptions(
+            attribution=Attribution(attribution, window_hours),
+            alpha=alpha,
+            correction=correction,
+            sequential=sequential,
+            tuning_n=tuning_n,
+            cuped=cuped,
+            pre_period_days=pre_days,
+            target_relative_mde=target_mde,
+        )
     except ValueError as exc:
         fail(str(exc))
     engine = database_engine()
@@ -62,8 +72,9 @@ def refresh(
     settings = load_settings()
     engine = database_engine()
     try:
-        done = refresh_due(engine, older_than_s=settings.results_refresh_s or 0.0, tenant_id=tenant, key=key,
-                           force=not due)
+        done = refresh_due(
+            engine, older_than_s=settings.results_refresh_s or 0.0, tenant_id=tenant, key=key, force=not due
+        )
     finally:
         engine.dispose()
     if not done:
@@ -95,8 +106,17 @@ def simulate(
     from experiments.simulate import simulate as run
 
     try:
-        settings = SimulationSettings(runs=runs, users=users, days=days, effect=effect, baseline_rate=baseline,
-                                      alpha=alpha, seed=seed, tuning_n=tuning_n, ctr_users=ctr_users)
+        settings = SimulationSettings(
+            runs=runs,
+            users=users,
+            days=days,
+            effect=effect,
+            baseline_rate=baseline,
+            alpha=alpha,
+            seed=seed,
+            tuning_n=tuning_n,
+            ctr_users=ctr_users,
+        )
     except ValueError as exc:
         fail(str(exc))
     result = run(settings)

@@ -30,12 +30,16 @@ def _parse_arms(spec: str) -> list[dict]:
 
 
 @experiment_app.command("create")
-def create(key: str, tenant: str = typer.Option(..., "--tenant", "-t"),
-           arms: str = typer.Option("baseline=0.5,visual=0.5", help="name=weight,... (weights sum to 1)"),
-           placement: str = typer.Option("similar"), traffic: float = typer.Option(1.0, help="Fraction of users in"),
-           metric: str = typer.Option("ctr", help="Primary metric: ctr, conversion, revenue_per_user, ..."),
-           guardrail: list[str] = typer.Option([], help="Metric that must not get worse (repeatable)"),
-           planned: int = typer.Option(None, help="Planned users, all arms together")) -> None:
+def create(
+    key: str,
+    tenant: str = typer.Option(..., "--tenant", "-t"),
+    arms: str = typer.Option("baseline=0.5,visual=0.5", help="name=weight,... (weights sum to 1)"),
+    placement: str = typer.Option("similar"),
+    traffic: float = typer.Option(1.0, help="Fraction of users in"),
+    metric: str = typer.Option("ctr", help="Primary metric: ctr, conversion, revenue_per_user, ..."),
+    guardrail: list[str] = typer.Option([], help="Metric that must not get worse (repeatable)"),
+    planned: int = typer.Option(None, help="Planned users, all arms together"),
+) -> None:
     """Create a draft experiment (start it with `vitrine experiment start`)."""
     from db.experiments import create_experiment
     from recommender.arms import ARMS
@@ -43,9 +47,18 @@ def create(key: str, tenant: str = typer.Option(..., "--tenant", "-t"),
     engine, sessions = _sessions()
     try:
         with sessions.begin() as s:
-            exp = create_experiment(s, tenant, key, arms=_parse_arms(arms), placement=placement,
-                                    traffic_fraction=traffic, primary_metric=metric, guardrails=guardrail,
-                                    planned_sample_size=planned, allowed_arms=ARMS)
+            exp = create_experiment(
+                s,
+                tenant,
+                key,
+                arms=_parse_arms(arms),
+                placement=placement,
+                traffic_fraction=traffic,
+                primary_metric=metric,
+                guardrails=guardrail,
+                planned_sample_size=planned,
+                allowed_arms=ARMS,
+            )
             typer.echo(f"created {exp.key} ({exp.status}) on {exp.placement}: {exp.arms}")
     except ValueError as exc:
         fail(str(exc))
@@ -80,17 +93,25 @@ def stop(key: str, tenant: str = typer.Option(..., "--tenant", "-t")) -> None:
 
 
 @experiment_app.command("list")
-def list_(tenant: str = typer.Option(..., "--tenant", "-t"),
-          as_json: bool = typer.Option(False, "--json")) -> None:
+def list_(tenant: str = typer.Option(..., "--tenant", "-t"), as_json: bool = typer.Option(False, "--json")) -> None:
     """List the tenant's experiments with status, arms and dates."""
     from db.experiments import list_experiments
 
     engine, sessions = _sessions()
     with sessions() as s:
-        rows = [{"key": e.key, "status": e.status, "placement": e.placement, "arms": e.arms,
-                 "traffic_fraction": e.traffic_fraction, "primary_metric": e.primary_metric,
-                 "started_at": e.started_at.isoformat() if e.started_at else None,
-                 "stopped_at": e.stopped_at.isoformat() if e.stopped_at else None} for e in list_experiments(s, tenant)]
+        rows = [
+            {
+                "key": e.key,
+                "status": e.status,
+                "placement": e.placement,
+                "arms": e.arms,
+                "traffic_fraction": e.traffic_fraction,
+                "primary_metric": e.primary_metric,
+                "started_at": e.started_at.isoformat() if e.started_at else None,
+                "stopped_at": e.stopped_at.isoformat() if e.stopped_at else None,
+            }
+            for e in list_experiments(s, tenant)
+        ]
     engine.dispose()
     if as_json:
         typer.echo(json.dumps({"experiments": rows}))

@@ -64,8 +64,15 @@ def _print_status(tenants: list[dict], kafka: dict) -> None:
     head = ("tenant", "products", "deleted", "images ok", "pending", "failed", "items", "dead")
     typer.echo(f"{head[0]:<24}" + "".join(f"{h:>10}" for h in head[1:]))
     for t in tenants:
-        cells = (t["products"], t["deleted"], t["images_ok"], t["images_pending"], t["images_failed"], t["items"],
-                 "?" if t["dead_letters"] is None else t["dead_letters"])
+        cells = (
+            t["products"],
+            t["deleted"],
+            t["images_ok"],
+            t["images_pending"],
+            t["images_failed"],
+            t["items"],
+            "?" if t["dead_letters"] is None else t["dead_letters"],
+        )
         typer.echo(f"{clip(t['tenant_id'], 24):<24}" + "".join(f"{c:>10}" for c in cells))
         for r in t["failure_reasons"]:
             typer.echo(f"  failed: {r['count']} x {clip(' '.join(r['reason'].split()), 90)}")
@@ -77,5 +84,7 @@ def _print_status(tenants: list[dict], kafka: dict) -> None:
         return
     lag = kafka["lag"] if kafka["lag_error"] is None else f"unavailable ({clip(kafka['lag_error'], 80)})"
     typer.echo(f"worker lag     {lag}  (group {kafka['group']} on {kafka['topic']})")
-    typer.echo(f"dead letters   {kafka['dead_letters']}" + ("  (`vitrine catalog dead-letters`)"
-                                                             if kafka["dead_letters"] else ""))
+    typer.echo(
+        f"dead letters   {kafka['dead_letters']}"
+        + ("  (`vitrine catalog dead-letters`)" if kafka["dead_letters"] else "")
+    )

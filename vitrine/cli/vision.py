@@ -10,8 +10,8 @@ from pathlib import Path
 
 import typer
 
-from vitrine.cli.app import app, eval_app, fail, load_settings, setup_logging
 from core.settings import Settings
+from vitrine.cli.app import app, eval_app, fail, load_settings, setup_logging
 
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Debug logging")
 JSON = typer.Option(False, "--json", help="Print one JSON object instead of a table")
@@ -27,8 +27,8 @@ def quiet_logging(verbose: bool) -> None:
 
 def build_models(settings: Settings, *, embedder: bool = True, detector: bool = True):
     """The configured models, built exactly as the worker builds them (not loaded)."""
-    from vision.model import VisionError
     from vision.components import build_detector, build_embedder
+    from vision.model import VisionError
 
     try:
         return (build_embedder(settings) if embedder else None, build_detector(settings) if detector else None)
@@ -46,8 +46,12 @@ def load_or_fail(model) -> None:
 
 
 def item_policy(settings: Settings) -> dict:
-    return {"min_score": settings.detect_min_score, "min_area": settings.detect_min_area,
-            "max_items": settings.detect_max_items, "iou_threshold": settings.detect_iou_threshold}
+    return {
+        "min_score": settings.detect_min_score,
+        "min_area": settings.detect_min_area,
+        "max_items": settings.detect_max_items,
+        "iou_threshold": settings.detect_iou_threshold,
+    }
 
 
 def _read(path: Path, settings: Settings):
@@ -55,8 +59,7 @@ def _read(path: Path, settings: Settings):
     from vision.image import ImageError, load_image
 
     try:
-        return load_image(path.read_bytes(), max_bytes=settings.max_image_bytes,
-                          max_pixels=settings.max_image_pixels)
+        return load_image(path.read_bytes(), max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
     except (ImageError, OSError) as exc:
         return f"{getattr(exc, 'reason', 'unreadable')}: {exc}"
 
@@ -76,7 +79,8 @@ def _items_of(paths: list[Path], settings: Settings, detector):
 @app.command("models")
 def models(
     load: bool = typer.Option(True, "--load/--no-load", help="Also load the weights to prove they work"),
-    as_json: bool = JSON, verbose: bool = VERBOSE,
+    as_json: bool = JSON,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Show the configured detector and embedder, where their weights come from, and whether they load."""
     quiet_logging(verbose)
@@ -96,15 +100,19 @@ def models(
                 row.update(loads=False, error=str(exc))
         row["description"] = model.describe()
         if role == "embedder":
-            row.update(model_key=model.model_key, dim=model.dim, runtime=model.runtime,
-                       supports_text=model.supports_text)
+            row.update(
+                model_key=model.model_key, dim=model.dim, runtime=model.runtime, supports_text=model.supports_text
+            )
         rows.append(row)
     if as_json:
         typer.echo(json.dumps({"data_dir": str(settings.data_dir), "models": rows}, indent=2))
     else:
         for row in rows:
-            state = {None: "not loaded (--no-load)", True: f"loads ({row.get('load_seconds')} s)",
-                     False: "DOES NOT LOAD"}[row["loads"]]
+            state = {
+                None: "not loaded (--no-load)",
+                True: f"loads ({row.get('load_seconds')} s)",
+                False: "DOES NOT LOAD",
+            }[row["loads"]]
             typer.echo(f"{row['role']:<9} {row['description']}\n{'':<9} {state}")
             if row["error"]:
                 typer.echo(f"{'':<9} {row['error']}")
@@ -116,7 +124,8 @@ def models(
 def detect(
     images: list[Path] = typer.Argument(..., help="Image files"),
     save_annotated: Path = typer.Option(None, "--save-annotated", help="Write IMAGE.annotated.jpg files here"),
-    as_json: bool = JSON, verbose: bool = VERBOSE,
+    as_json: bool = JSON,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Find the items in images with the configured detector and item policy."""
     quiet_logging(verbose)
@@ -129,8 +138,13 @@ def detect(
             failed += 1
             out.append({"path": str(path), "error": loaded})
             continue
-        entry = {"path": str(path), "width": loaded.width, "height": loaded.height,
-                 "content_hash": loaded.content_hash, "items": [it.detection.to_dict() for it in items]}
+        entry = {
+            "path": str(path),
+            "width": loaded.width,
+            "height": loaded.height,
+            "content_hash": loaded.content_hash,
+            "items": [it.detection.to_dict() for it in items],
+        }
         if save_annotated:
             entry["annotated"] = str(_annotate(loaded.image, items, save_annotated, path))
         out.append(entry)
@@ -148,7 +162,8 @@ def detect(
 def embed(
     images: list[Path] = typer.Argument(..., help="Image files"),
     text: list[str] = typer.Option([], "--text", help="Also embed this text query (CLIP) and score it"),
-    as_json: bool = JSON, verbose: bool = VERBOSE,
+    as_json: bool = JSON,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Detect the items of images and embed each one with the configured embedder."""
     quiet_logging(verbose)
@@ -179,8 +194,11 @@ def embed(
             rows.append(row)
         out.append({"path": str(path), "content_hash": loaded.content_hash, "items": rows})
     if as_json:
-        typer.echo(json.dumps({"model_key": embedder.model_key, "dim": embedder.dim,
-                               "runtime": embedder.runtime, "images": out}))
+        typer.echo(
+            json.dumps(
+                {"model_key": embedder.model_key, "dim": embedder.dim, "runtime": embedder.runtime, "images": out}
+            )
+        )
     else:
         typer.echo(f"embedder: {embedder.describe()}\ndetector: {detector.describe()}")
         for entry in out:
@@ -229,7 +247,8 @@ def eval_retrieval(
     dataset: str = typer.Option("fashion-mnist", "--dataset", help="fashion-mnist, or a folder of label subfolders"),
     sample: int = typer.Option(2000, "--sample", min=20, help="Images in the seeded, class-balanced sample"),
     seed: int = typer.Option(0, "--seed"),
-    as_json: bool = JSON, verbose: bool = VERBOSE,
+    as_json: bool = JSON,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Leave-one-out retrieval quality (mAP@5/10, R@1/5/10) of the embedder vs raw pixels, relevance = same label."""
     quiet_logging(verbose)
@@ -239,10 +258,17 @@ def eval_retrieval(
     from vision.eval import RAW_SIDE, raw_pixel_vectors, retrieval_scores
 
     try:
-        data = (load_fashion_mnist(settings.fashion_mnist_dir, sample=sample, seed=seed)
-                if dataset == "fashion-mnist" else
-                load_image_folder(Path(dataset), sample=sample, seed=seed, max_bytes=settings.max_image_bytes,
-                                  max_pixels=settings.max_image_pixels))
+        data = (
+            load_fashion_mnist(settings.fashion_mnist_dir, sample=sample, seed=seed)
+            if dataset == "fashion-mnist"
+            else load_image_folder(
+                Path(dataset),
+                sample=sample,
+                seed=seed,
+                max_bytes=settings.max_image_bytes,
+                max_pixels=settings.max_image_pixels,
+            )
+        )
     except DatasetError as exc:
         fail(str(exc))
     embedder, _ = build_models(settings, detector=False)
@@ -250,22 +276,34 @@ def eval_retrieval(
     started = time.perf_counter()
     vectors = embedder.embed(data.images)
     embed_s = time.perf_counter() - started
-    results = {embedder.model_key: retrieval_scores(vectors, data.labels),
-               f"raw-pixels-{RAW_SIDE}px-rgb-euclidean": retrieval_scores(raw_pixel_vectors(data.images), data.labels,
-                                                                          metric="euclidean")}
+    results = {
+        embedder.model_key: retrieval_scores(vectors, data.labels),
+        f"raw-pixels-{RAW_SIDE}px-rgb-euclidean": retrieval_scores(
+            raw_pixel_vectors(data.images), data.labels, metric="euclidean"
+        ),
+    }
     report = {
-        "dataset": data.name, "sample": data.description, "images": len(data.images), "seed": seed,
+        "dataset": data.name,
+        "sample": data.description,
+        "images": len(data.images),
+        "seed": seed,
         "protocol": "leave-one-out over the sample, relevant = same label; embedder: cosine, raw pixels: "
-                    "euclidean; whole images (no detection)",
-        "embedder": {"model_key": embedder.model_key, "dim": embedder.dim, "runtime": embedder.runtime,
-                     "seconds": round(embed_s, 1), "images_per_s": round(len(data.images) / embed_s, 1)},
-        "machine": machine_info(), "settings": vision_settings(settings), "results": results,
+        "euclidean; whole images (no detection)",
+        "embedder": {
+            "model_key": embedder.model_key,
+            "dim": embedder.dim,
+            "runtime": embedder.runtime,
+            "seconds": round(embed_s, 1),
+            "images_per_s": round(len(data.images) / embed_s, 1),
+        },
+        "machine": machine_info(),
+        "settings": vision_settings(settings),
+        "results": results,
     }
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    typer.echo(f"{data.description}; leave-one-out, relevant = same label (embedder: cosine; "
-               f"raw pixels: euclidean)")
+    typer.echo(f"{data.description}; leave-one-out, relevant = same label (embedder: cosine; raw pixels: euclidean)")
     typer.echo(f"embedder {embedder.describe()}: {report['embedder']['images_per_s']} img/s")
     for name, scores in results.items():
         typer.echo(f"\n{name}")
@@ -275,9 +313,20 @@ def eval_retrieval(
 
 
 def vision_settings(settings: Settings) -> dict:
-    keys = ("embedder", "detector", "clip_model", "clip_pretrained", "yolo_weights", "torch_threads",
-            "embed_batch_size", "use_onnx", "detect_min_score", "detect_min_area", "detect_max_items",
-            "detect_iou_threshold")
+    keys = (
+        "embedder",
+        "detector",
+        "clip_model",
+        "clip_pretrained",
+        "yolo_weights",
+        "torch_threads",
+        "embed_batch_size",
+        "use_onnx",
+        "detect_min_score",
+        "detect_min_area",
+        "detect_max_items",
+        "detect_iou_threshold",
+    )
     return {k: getattr(settings, k) for k in keys}
 
 

@@ -28,8 +28,15 @@ def test_latency_summary_percentiles_interpolate_between_ranks():
 def test_latency_summary_of_no_success_has_no_percentiles():
     # A saturated level where every request failed: counts stay, latencies are None (JSON null), not NaN.
     assert latency_summary([], elapsed_s=3.0, errors=5) == {
-        "requests": 0, "errors": 5, "elapsed_s": 3.0, "qps": 0.0,
-        "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+        "requests": 0,
+        "errors": 5,
+        "elapsed_s": 3.0,
+        "qps": 0.0,
+        "p50_ms": None,
+        "p95_ms": None,
+        "p99_ms": None,
+        "max_ms": None,
+    }
 
 
 def test_recall_at_k():
@@ -55,5 +62,7 @@ def test_cache_hit_rates_between_two_readings():
     before = {"tenant": {"hit": 10, "miss": 2}, "popular": {"hit": 5, "miss": 1}}
     after = {"tenant": {"hit": 107, "miss": 5}, "popular": {"hit": 5, "miss": 1}, "experiment": {"hit": 3, "miss": 1}}
     # tenant: 97 hits and 3 misses in between; popular: not read; experiment: new since the first reading.
-    assert cache_hit_rates(before, after) == {"tenant": {"lookups": 100, "hit_rate": 0.97},
-                                              "experiment": {"lookups": 4, "hit_rate": 0.75}}
+    assert cache_hit_rates(before, after) == {
+        "tenant": {"lookups": 100, "hit_rate": 0.97},
+        "experiment": {"lookups": 4, "hit_rate": 0.75},
+    }

@@ -17,8 +17,7 @@ def test_bench_stats_runs_on_a_small_size(db_engine, monkeypatch, tmp_path):
     # 1,000 requests over 100 users (u = request * 7919 mod 100): every user is exposed.
     assert row["events"] == 2000 and row["users"] == 100 and row["generate_s"] is not None
     assert row["source"] == "rollup"  # the triggers kept the rollup current during generation
-    again = CliRunner().invoke(app, ["bench", "stats", "--events", "2000", "--json", "--no-daily",
-                                     "--source", "raw"])
+    again = CliRunner().invoke(app, ["bench", "stats", "--events", "2000", "--json", "--no-daily", "--source", "raw"])
     again_row = json.loads(again.output)["results"][0]
     assert again_row["generate_s"] is None and again_row["source"] == "raw"  # data reused, raw path
     assert again_row["users"] == 100

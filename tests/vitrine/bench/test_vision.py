@@ -11,7 +11,7 @@ def test_bench_images_are_fixed_for_a_seed():
     a, b = bench_images(6, seed=0), bench_images(6, seed=0)
     assert [im.size for im in a] == [im.size for im in b]
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
-    assert all(200 <= min(im.size) and max(im.size) <= 800 for im in a)
+    assert all(min(im.size) >= 200 and max(im.size) <= 800 for im in a)
     assert [im.size for im in bench_images(6, seed=1)] != [im.size for im in a]
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from typer.testing import CliRunner
 
+from core.contracts import CatalogEvent, DeadLetter
 from db.catalog import ImageResult, ItemRow, delete_product, upsert_product
 from db.tenants import create_tenant
 from streams.embedded_broker import free_port
-from core.contracts import CatalogEvent, DeadLetter
 from streams.topics import DEAD_LETTER, PRODUCT_EVENTS
 from tests.helpers import settings_env
 from vitrine.cli import app
@@ -52,16 +52,31 @@ def read_topic(settings, logical: str) -> list[tuple[str | None, bytes]]:
 
 
 def product(pid: str, version: int = 1, **extra) -> dict:
-    return {"id": pid, "version": version, "title": f"Product {pid}",
-            "image_urls": [f"https://cdn.example.com/{pid}.jpg"], **extra}
+    return {
+        "id": pid,
+        "version": version,
+        "title": f"Product {pid}",
+        "image_urls": [f"https://cdn.example.com/{pid}.jpg"],
+        **extra,
+    }
 
 
 def test_import_sends_the_good_lines_and_numbers_the_bad_ones(env, settings, tmp_path):
-    other_tenant = {"event_id": "e-x", "tenant_id": "globex", "type": "product.deleted",
-                    "product": {"id": "p9", "version": 1}}
-    lines = [json.dumps(product("p1")), "{not json", json.dumps(product("p2", price="-1")),
-             json.dumps(product("p3", 2)), json.dumps(other_tenant), "",
-             json.dumps({"event_id": "e-del", "type": "product.deleted", "product": {"id": "p4", "version": 7}})]
+    other_tenant = {
+        "event_id": "e-x",
+        "tenant_id": "globex",
+        "type": "product.deleted",
+        "product": {"id": "p9", "version": 1},
+    }
+    lines = [
+        json.dumps(product("p1")),
+        "{not json",
+        json.dumps(product("p2", price="-1")),
+        json.dumps(product("p3", 2)),
+        json.dumps(other_tenant),
+        "",
+        json.dumps({"event_id": "e-del", "type": "product.deleted", "product": {"id": "p4", "version": 7}}),
+    ]
     feed = tmp_path / "feed.jsonl"
     feed.write_text("\n".join(lines) + "\n")
 
@@ -81,9 +96,11 @@ def test_import_sends_the_good_lines_and_numbers_the_bad_ones(env, settings, tmp
 
 def test_csv_import_with_dry_run_first(env, settings, tmp_path):
     feed = tmp_path / "feed.csv"
-    feed.write_text("id,version,title,price,currency,image_urls,colour\n"
-                    "c1,1,Lamp,12.50,EUR,https://cdn.example.com/a.jpg|https://cdn.example.com/b.jpg,red\n"
-                    "c2,1,Chair,40,EUR,,oak\n")
+    feed.write_text(
+        "id,version,title,price,currency,image_urls,colour\n"
+        "c1,1,Lamp,12.50,EUR,https://cdn.example.com/a.jpg|https://cdn.example.com/b.jpg,red\n"
+        "c2,1,Chair,40,EUR,,oak\n"
+    )
 
     dry = runner.invoke(app, ["catalog", "import", str(feed), "--tenant", "acme", "--dry-run"])
     assert dry.exit_code == 0, dry.output
@@ -93,8 +110,10 @@ def test_csv_import_with_dry_run_first(env, settings, tmp_path):
     assert result.exit_code == 0, result.output
     assert "produced    2" in result.stdout and "events/s" in result.stdout
     sent = {key: json.loads(value) for key, value in read_topic(settings, PRODUCT_EVENTS.name)}
-    assert sent["acme:c1"]["product"]["image_urls"] == ["https://cdn.example.com/a.jpg",
-                                                         "https://cdn.example.com/b.jpg"]
+    assert sent["acme:c1"]["product"]["image_urls"] == [
+        "https://cdn.example.com/a.jpg",
+        "https://cdn.example.com/b.jpg",
+    ]
     assert sent["acme:c1"]["product"]["attributes"] == {"colour": "red"}
 
 
@@ -112,18 +131,30 @@ def test_import_refuses_an_unknown_tenant_and_an_absent_broker(env, settings, tm
 
 
 def dead_letter(tenant: str, pid: str, event_id: str, error: str) -> tuple[bytes, bytes]:
-    original = {"event_id": event_id, "tenant_id": tenant, "type": "product.upserted",
-                "product": {"id": pid, "version": 1, "image_urls": ["https://cdn.example.com/x.jpg"]}}
-    record = DeadLetter(topic="catalog.product-events", key=f"{tenant}:{pid}", payload=json.dumps(original),
-                        error=error, attempts=3, failed_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    original = {
+        "event_id": event_id,
+        "tenant_id": tenant,
+        "type": "product.upserted",
+        "product": {"id": pid, "version": 1, "image_urls": ["https://cdn.example.com/x.jpg"]},
+    }
+    record = DeadLetter(
+        topic="catalog.product-events",
+        key=f"{tenant}:{pid}",
+        payload=json.dumps(original),
+        error=error,
+        attempts=3,
+        failed_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
     return record.key.encode(), record.model_dump_json().encode()
 
 
 @pytest.fixture
 def dead_letters(settings):
-    records = [dead_letter("acme", "p1", "e-1", "ConnectError: image host down"),
-               dead_letter("acme", "p2", "e-2", "OperationalError: database restarted\n" + "x" * 500),
-               dead_letter("globex", "g1", "e-3", "ValueError: broken")]
+    records = [
+        dead_letter("acme", "p1", "e-1", "ConnectError: image host down"),
+        dead_letter("acme", "p2", "e-2", "OperationalError: database restarted\n" + "x" * 500),
+        dead_letter("globex", "g1", "e-3", "ValueError: broken"),
+    ]
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     for key, value in records:
         producer.send(settings.topic(DEAD_LETTER.name), key=key, value=value)
@@ -169,34 +200,74 @@ def test_replay_resends_the_original_payloads_with_their_keys(env, settings, dea
 
 
 def _event(pid: str, version: int, type_: str = "product.upserted") -> CatalogEvent:
-    return CatalogEvent(event_id=f"e-{pid}-{version}", tenant_id="acme", type=type_,
-                        product={"id": pid, "version": version, "title": pid})
+    return CatalogEvent(
+        event_id=f"e-{pid}-{version}",
+        tenant_id="acme",
+        type=type_,
+        product={"id": pid, "version": version, "title": pid},
+    )
 
 
 def test_status_counts_the_catalog_lag_and_dead_letters(env, settings, sessions, dead_letters):
     vector = np.ones(4, dtype=np.float32)
-    items = [ItemRow("whole", (0, 0, 10, 10), "image", 1.0, vector),
-             ItemRow("item", (1, 1, 5, 5), "shirt", 0.9, vector)]
+    items = [
+        ItemRow("whole", (0, 0, 10, 10), "image", 1.0, vector),
+        ItemRow("item", (1, 1, 5, 5), "shirt", 0.9, vector),
+    ]
     with sessions.begin() as session:
-        upsert_product(session, _event("p1", 1), [
-            ImageResult("https://cdn.example.com/ok.jpg", 0, "ok", content_hash="h", width=10, height=10, items=items),
-            ImageResult("https://cdn.example.com/gone.jpg", 1, "failed", reason="HTTP 404"),
-        ], model_key="test@1", dim=4)
-        upsert_product(session, _event("p2", 1), [
-            ImageResult("https://cdn.example.com/gone2.jpg", 0, "failed", reason="HTTP 404"),
-            ImageResult("https://cdn.example.com/page.html", 1, "failed", reason="not an image: text/html"),
-        ], model_key="test@1", dim=4)
+        upsert_product(
+            session,
+            _event("p1", 1),
+            [
+                ImageResult(
+                    "https://cdn.example.com/ok.jpg", 0, "ok", content_hash="h", width=10, height=10, items=items
+                ),
+                ImageResult("https://cdn.example.com/gone.jpg", 1, "failed", reason="HTTP 404"),
+            ],
+            model_key="test@1",
+            dim=4,
+        )
+        upsert_product(
+            session,
+            _event("p2", 1),
+            [
+                ImageResult("https://cdn.example.com/gone2.jpg", 0, "failed", reason="HTTP 404"),
+                ImageResult("https://cdn.example.com/page.html", 1, "failed", reason="not an image: text/html"),
+            ],
+            model_key="test@1",
+            dim=4,
+        )
         delete_product(session, _event("p3", 2, "product.deleted"))
     result = runner.invoke(app, ["status", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     [acme] = doc["tenants"]
-    assert {k: acme[k] for k in ("tenant_id", "products", "deleted", "images_ok", "images_pending",
-                                 "images_failed", "items", "dead_letters")} == {
-        "tenant_id": "acme", "products": 2, "deleted": 1, "images_ok": 1, "images_pending": 0,
-        "images_failed": 3, "items": 2, "dead_letters": 2}
-    assert acme["failure_reasons"] == [{"reason": "HTTP 404", "count": 2},
-                                       {"reason": "not an image: text/html", "count": 1}]
+    assert {
+        k: acme[k]
+        for k in (
+            "tenant_id",
+            "products",
+            "deleted",
+            "images_ok",
+            "images_pending",
+            "images_failed",
+            "items",
+            "dead_letters",
+        )
+    } == {
+        "tenant_id": "acme",
+        "products": 2,
+        "deleted": 1,
+        "images_ok": 1,
+        "images_pending": 0,
+        "images_failed": 3,
+        "items": 2,
+        "dead_letters": 2,
+    }
+    assert acme["failure_reasons"] == [
+        {"reason": "HTTP 404", "count": 2},
+        {"reason": "not an image: text/html", "count": 1},
+    ]
     assert doc["kafka"]["reachable"] and doc["kafka"]["dead_letters"] == 3
     assert doc["kafka"]["dead_letters_by_tenant"] == {"acme": 2, "globex": 1}
 

@@ -11,8 +11,10 @@ from vitrine.cli.app import app
 
 
 def test_simulate_json_names_settings_and_machine():
-    out = CliRunner().invoke(app, ["experiment", "simulate", "--runs", "20", "--users", "2000", "--days", "3",
-                                   "--ctr-users", "100", "--json"])
+    out = CliRunner().invoke(
+        app,
+        ["experiment", "simulate", "--runs", "20", "--users", "2000", "--days", "3", "--ctr-users", "100", "--json"],
+    )
     assert out.exit_code == 0, out.output
     d = json.loads(out.output)
     assert d["settings"]["runs"] == 20 and d["machine"]["cores"] >= 1

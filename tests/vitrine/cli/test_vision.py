@@ -59,8 +59,9 @@ def test_models_reports_missing_yolo_weights(env, tmp_path):
 
 def test_detect_trims_saves_and_reports_bad_files(env, files, tmp_path):
     out = tmp_path / "annotated"
-    result = runner.invoke(app, ["detect", str(files / "shot.png"), str(files / "notes.jpg"),
-                                 "--save-annotated", str(out), "--json"])
+    result = runner.invoke(
+        app, ["detect", str(files / "shot.png"), str(files / "notes.jpg"), "--save-annotated", str(out), "--json"]
+    )
     assert result.exit_code == 1  # one file was not an image
     shot, notes = _json(result)["images"]
     x0, y0, x1, y1 = shot["items"][0]["box"]
