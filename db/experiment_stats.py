@@ -142,8 +142,8 @@ def _daily_rows(conn: Any, rollup: bool, attribution: Attribution, params: dict[
     if not rollup:
         return conn.execute(text(daily_sql(attribution)), params).mappings().all()
     # Rollup rows arrive in time order, so the (user, day) primary key is uncorrelated with the
-    # heap: walking it costs ~25 s at 5M rows against ~9 s for a scan and a sort (measured,
-    # docs/experiments.md). The planner cannot see that; switch index scans off for this query.
+    # heap: walking it costs about three times a scan and a sort (docs/experiments.md). The planner
+    # cannot see that; switch index scans off for this query.
     conn.execute(text("SELECT set_config('enable_indexscan', 'off', true)"))
     try:
         return conn.execute(text(rollup_daily_sql()), params).mappings().all()

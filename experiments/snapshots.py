@@ -1,11 +1,12 @@
 """Result snapshots, the pure part: what one holds, its exact JSON form, when it is valid or due, its report.
 
-At 10M events the per-day series takes ~25 s in Postgres while a report over loaded statistics
-takes milliseconds, so (as GrowthBook and Eppo do) the statistics are computed in the background
-and stored (`db/experiment_snapshots.py`, table `experiment_snapshots`): one row per experiment
-holding the `ExperimentStats` with its daily series for the default analysis (request attribution,
-default pre-period). Stats, not a rendered report: every option the report takes (sequential,
-correction, alpha, metric) is still applied here on the small stored statistics.
+At 10M events the per-day series takes tens of seconds in Postgres while a report over loaded
+statistics takes milliseconds (docs/dashboards.md), so (as GrowthBook and Eppo do) the statistics
+are computed in the background and stored (`db/experiment_snapshots.py`, table
+`experiment_snapshots`): one row per experiment holding the `ExperimentStats` with its daily series
+for the default analysis (request attribution, default pre-period). Stats, not a rendered report:
+every option the report takes (sequential, correction, alpha, metric) is still applied here on the
+small stored statistics.
 
 A snapshot is used only for the definition it was computed for (start, stop, arms) and while it
 is younger than the reader's max age; one taken after the experiment stopped does not expire.

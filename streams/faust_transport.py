@@ -2,9 +2,9 @@
 
 faust creates its worker consumer with `fetch_max_wait_ms=1500` and no setting to change it.
 Kafka answers a waiting fetch as soon as data arrives, so that is harmless there; Tansu holds the
-fetch for the whole wait (measured: median 318 ms, max 1.2 s from produce to consume at 1500 ms;
-86 ms at 500 ms; 10 ms at 100 ms), which was most of a re-sent catalog's end-to-end time. An idle
-worker then sends ~10 empty fetches a second, which costs nothing measurable.
+fetch for the whole wait, which was most of a re-sent catalog's end-to-end time (the produce-to-
+consume latencies per wait are in docs/ingestion.md). An idle worker then sends ~10 empty fetches
+a second, which costs nothing measurable.
 """
 
 from __future__ import annotations
