@@ -15,6 +15,7 @@ import streamlit as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from core.settings import Settings
 from db.experiment_snapshots import load_snapshot, snapshot_or_compute
 from db.experiment_stats import analyze
 from db.session import create_db_engine, session_factory
@@ -23,7 +24,6 @@ from experiments.metrics import METRICS, metric_power
 from experiments.report import daily_series
 from experiments.sequential import DEFAULT_TUNING_N
 from experiments.snapshots import Snapshot, snapshot_report
-from core.settings import Settings
 
 # Experiment statistics come from a stored snapshot (db/experiment_snapshots.py) or, when none is fresh,
 # from aggregating millions of events; in front of both, a minute in this process's cache.
@@ -49,6 +49,7 @@ def _session(database_url: str):
 
 # --- tenants and credentials -------------------------------------------------------------------------
 
+
 def tenant_for_admin_key(database_url: str, key: str) -> str | None:
     """The tenant whose admin key this is (never cached: a revoked key must stop working at once)."""
     from db.tenants import tenant_by_admin_key
@@ -71,16 +72,26 @@ def tenant_ids(database_url: str) -> list[str]:
 
 # --- experiments -------------------------------------------------------------------------------------
 
+
 @st.cache_data(ttl=LIST_TTL_S, show_spinner=False)
 def experiments(database_url: str, tenant_id: str) -> list[dict[str, Any]]:
     """The tenant's experiments (key, status, placement, arms, dates), oldest first."""
     from db.experiments import list_experiments
 
     with _session(database_url) as session:
-        return [{"key": e.key, "status": e.status, "placement": e.placement, "arms": e.arms,
-                 "primary_metric": e.primary_metric, "planned_sample_size": e.planned_sample_size,
-                 "started_at": e.started_at, "stopped_at": e.stopped_at}
-                for e in list_experiments(session, tenant_id)]
+        return [
+            {
+                "key": e.key,
+                "status": e.status,
+                "placement": e.placement,
+                "arms": e.arms,
+                "primary_metric": e.primary_metric,
+                "planned_sample_size": e.planned_sample_size,
+                "started_at": e.started_at,
+                "stopped_at": e.stopped_at,
+            }
+            for e in list_experiments(session, tenant_id)
+        ]
 
 
 @dataclass(frozen=True)
@@ -116,10 +127,12 @@ def recompute(database_url: str, tenant_id: str, key: str) -> Results:
 
 
 @st.cache_data(ttl=REPORT_TTL_S, show_spinner="Analysing the experiment…")
-def summary(database_url: str, tenant_id: str, key: str, max_age_s: float) -> tuple[dict[str, Any] | None, datetime, bool]:
+def summary(
+    database_url: str, tenant_id: str, key: str, max_age_s: float
+) -> tuple[dict[str, Any] | None, datetime, bool]:
     """(default report, as of, live) for a list of experiments: from the snapshot when valid, else `analyze`.
 
-    Without a snapshot this is the totals alone (no per-day series, ~2 s at 10M events), so nothing is stored.
+    Without a snapshot this is the totals alone (no per-day series: seconds at 10M events), so nothing is stored.
     """
     with engine(database_url).connect() as conn:
         snapshot = load_snapshot(conn, tenant_id, key, max_age_s)
@@ -129,8 +142,9 @@ def summary(database_url: str, tenant_id: str, key: str, max_age_s: float) -> tu
         return analyze(conn, tenant_id, key, ReportOptions(), now=now), now, True
 
 
-def report(res: Results, sequential: bool = False, correction: str = "holm",
-           alpha: float = 0.05) -> dict[str, Any] | None:
+def report(
+    res: Results, sequential: bool = False, correction: str = "holm", alpha: float = 0.05
+) -> dict[str, Any] | None:
     """What `db.experiment_stats.analyze` gives for these options, on `res` (None: no experiment, no exposures)."""
     return _report(res, res.ident, sequential, correction, alpha)
 
@@ -151,42 +165,77 @@ def _daily(_res: Results, ident: tuple, metric: str, sequential: bool, alpha: fl
     snapshot = _res.snapshot
     # The same tuning parameter as `analyze`: the planned sample size, else the library default.
     tuning_n = snapshot.planned_sample_size or DEFAULT_TUNING_N
-    series = daily_series(snapshot.definition, snapshot.stats, metric, alpha=alpha, sequential=sequential,
-                          tuning_n=tuning_n)
-    counts = [{"day": d.day.isoformat(), "arm": d.stats.arm, "users": d.stats.users,
-               "exposures": d.stats.exposures} for d in snapshot.stats.daily]
+    series = daily_series(
+        snapshot.definition, snapshot.stats, metric, alpha=alpha, sequential=sequential, tuning_n=tuning_n
+    )
+    counts = [
+        {"day": d.day.isoformat(), "arm": d.stats.arm, "users": d.stats.users, "exposures": d.stats.exposures}
+        for d in snapshot.stats.daily
+    ]
     return {"series": series, "counts": counts, "tuning_n": tuning_n}
 
 
-def power(res: Results, metric: str, treatment: str, control: str, alpha: float, power_level: float,
-          target_relative_mde: float, users_per_day: float) -> dict[str, Any]:
+def power(
+    res: Results,
+    metric: str,
+    treatment: str,
+    control: str,
+    alpha: float,
+    power_level: float,
+    target_relative_mde: float,
+    users_per_day: float,
+) -> dict[str, Any]:
     """`experiments.metrics.metric_power` on the sufficient statistics of `res`, as a dict."""
     return _power(res, res.ident, metric, treatment, control, alpha, power_level, target_relative_mde, users_per_day)
 
 
 @st.cache_data(ttl=REPORT_TTL_S, show_spinner=False)
-def _power(_res: Results, ident: tuple, metric: str, treatment: str, control: str, alpha: float,
-           power_level: float, target_relative_mde: float, users_per_day: float) -> dict[str, Any]:
+def _power(
+    _res: Results,
+    ident: tuple,
+    metric: str,
+    treatment: str,
+    control: str,
+    alpha: float,
+    power_level: float,
+    target_relative_mde: float,
+    users_per_day: float,
+) -> dict[str, Any]:
     stats = _res.snapshot.stats
-    result = metric_power(METRICS[metric], stats.arm(control), stats.arm(treatment), alpha, power_level,
-                          target_relative_mde, users_per_day)
+    result = metric_power(
+        METRICS[metric],
+        stats.arm(control),
+        stats.arm(treatment),
+        alpha,
+        power_level,
+        target_relative_mde,
+        users_per_day,
+    )
     return result.to_dict()
 
 
 # --- catalog -----------------------------------------------------------------------------------------
+
 
 @st.cache_data(ttl=LIST_TTL_S, show_spinner=False)
 def search_products(database_url: str, tenant_id: str, query: str, limit: int = 50) -> list[dict[str, Any]]:
     """Products whose id equals, or whose id/title contains, `query` (exact id first); newest first."""
     like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     with _session(database_url) as session:
-        rows = session.execute(text("""
+        rows = (
+            session.execute(
+                text("""
             SELECT external_id, title, category, price::float AS price, in_stock, deleted, version, indexed_at
             FROM products
             WHERE tenant_id = :t AND (:q = '' OR external_id = :q OR external_id ILIKE :like OR title ILIKE :like)
             ORDER BY (external_id = :q) DESC, updated_at DESC, external_id
             LIMIT :limit
-        """), {"t": tenant_id, "q": query, "like": like, "limit": limit}).mappings().all()
+        """),
+                {"t": tenant_id, "q": query, "like": like, "limit": limit},
+            )
+            .mappings()
+            .all()
+        )
         return [dict(r) for r in rows]
 
 
@@ -194,16 +243,30 @@ def search_products(database_url: str, tenant_id: str, query: str, limit: int = 
 def product_images(database_url: str, tenant_id: str, external_id: str) -> list[dict[str, Any]]:
     """The product's images (url, size, status, failure reason) with their detected items."""
     with _session(database_url) as session:
-        images = session.execute(text("""
+        images = (
+            session.execute(
+                text("""
             SELECT pi.id, pi.url, pi.position, pi.width, pi.height, pi.status, pi.failure_reason
             FROM product_images pi JOIN products p ON p.id = pi.product_id
             WHERE p.tenant_id = :t AND p.external_id = :pid ORDER BY pi.position
-        """), {"t": tenant_id, "pid": external_id}).mappings().all()
-        items = session.execute(text("""
+        """),
+                {"t": tenant_id, "pid": external_id},
+            )
+            .mappings()
+            .all()
+        )
+        items = (
+            session.execute(
+                text("""
             SELECT it.image_id, it.kind, it.box, it.label, it.score, it.model
             FROM items it JOIN products p ON p.id = it.product_id
             WHERE p.tenant_id = :t AND p.external_id = :pid ORDER BY it.image_id, it.score DESC
-        """), {"t": tenant_id, "pid": external_id}).mappings().all()
+        """),
+                {"t": tenant_id, "pid": external_id},
+            )
+            .mappings()
+            .all()
+        )
     out = []
     for img in images:
         d = dict(img)
@@ -221,18 +284,21 @@ def embedder_identity(settings: Settings) -> tuple[str, int]:
 
 
 @st.cache_data(ttl=LIST_TTL_S, show_spinner="Finding neighbours…")
-def neighbours(database_url: str, tenant_id: str, external_id: str, model_key: str, dim: int,
-               half_life_s: float, limit: int = 10) -> dict[str, Any]:
+def neighbours(
+    database_url: str, tenant_id: str, external_id: str, model_key: str, dim: int, half_life_s: float, limit: int = 10
+) -> dict[str, Any]:
     """The visual arm's kNN list (`db.vector_queries.similar_products`) and the baseline arm's list."""
     from db.vector_queries import similar_products
     from recommender.arms.base import ArmRequest
     from recommender.arms.baseline import BaselineArm
 
     with _session(database_url) as session, session.begin():
-        visual = similar_products(session, tenant_id=tenant_id, external_id=external_id, model_key=model_key,
-                                  dim=dim, limit=limit)
+        visual = similar_products(
+            session, tenant_id=tenant_id, external_id=external_id, model_key=model_key, dim=dim, limit=limit
+        )
         baseline = BaselineArm(half_life_s=half_life_s).recommend(
-            session, ArmRequest(tenant_id=tenant_id, product_id=external_id, limit=limit))
+            session, ArmRequest(tenant_id=tenant_id, product_id=external_id, limit=limit)
+        )
     return {
         "visual": None if visual.neighbours is None else [asdict(n) | {"score": n.score} for n in visual.neighbours],
         "strategy": visual.strategy,
@@ -242,6 +308,7 @@ def neighbours(database_url: str, tenant_id: str, external_id: str, model_key: s
 
 
 # --- pipeline health ---------------------------------------------------------------------------------
+
 
 @st.cache_data(ttl=HEALTH_TTL_S, show_spinner="Reading pipeline health…")
 def catalog_health(database_url: str, tenant_id: str | None) -> list[dict[str, Any]]:
@@ -269,11 +336,15 @@ def kafka_health(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> 
 def events_in(database_url: str, tenant_id: str) -> dict[str, int]:
     """Catalog events accepted by the API (receipts) and interaction events stored, by type."""
     with _session(database_url) as session:
-        receipts = session.scalar(text("SELECT count(*) FROM event_receipts WHERE tenant_id = :t"),
-                                  {"t": tenant_id})
-        by_type = dict(session.execute(text(
-            "SELECT type, count(*) FROM interaction_events WHERE tenant_id = :t GROUP BY type"),
-            {"t": tenant_id}).all())
+        receipts = session.scalar(
+            text("SELECT count(*) FROM event_receipts WHERE tenant_id = :t AND acked_at IS NOT NULL"), {"t": tenant_id}
+        )
+        by_type = dict(
+            session.execute(
+                text("SELECT type, count(*) FROM interaction_events WHERE tenant_id = :t GROUP BY type"),
+                {"t": tenant_id},
+            ).all()
+        )
     return {"catalog_events": int(receipts or 0), **{f"interactions_{k}": int(v) for k, v in by_type.items()}}
 
 
@@ -281,7 +352,9 @@ def events_in(database_url: str, tenant_id: str) -> dict[str, int]:
 def ingestion_rate(database_url: str, tenant_id: str, hours: int = 48) -> list[dict[str, Any]]:
     """Per hour of the last `hours`: products indexed, images failed, interaction events received."""
     with _session(database_url) as session:
-        rows = session.execute(text("""
+        rows = (
+            session.execute(
+                text("""
             WITH since AS (SELECT now() - make_interval(hours => :h) AS t0),
             indexed AS (
                 SELECT date_trunc('hour', indexed_at) AS hour, count(*) AS n FROM products, since
@@ -296,5 +369,10 @@ def ingestion_rate(database_url: str, tenant_id: str, hours: int = 48) -> list[d
             UNION ALL SELECT hour, 'images failed', n FROM failed
             UNION ALL SELECT hour, 'interaction events', n FROM interactions
             ORDER BY 1, 2
-        """), {"t": tenant_id, "h": hours}).mappings().all()
+        """),
+                {"t": tenant_id, "h": hours},
+            )
+            .mappings()
+            .all()
+        )
     return [dict(r) for r in rows]

@@ -4,21 +4,25 @@ the worker writes product, images and items in one transaction.
 Idempotency: a product row at version V means version V is fully indexed, so an event whose
 version is not newer than the stored one changes nothing (duplicates, redeliveries, late
 out-of-order events). A delete leaves a tombstone row with its version for the same reason.
+
+Image rows: `ok` (indexed), `failed` (permanently: 404, not an image, refused address; the reason is
+kept) or `pending` (failed transiently: timeout, 5xx, refused connection; the reason is kept and the
+image is tried again, see `claim_pending_images`, with `updated_at` as the time of the last try).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import delete, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from db.models import Item, Product
 from core.contracts import CatalogEvent
+from db.models import Item, Product
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class ImageResult:
 
     url: str
     position: int
-    status: str  # ok | failed
+    status: str  # ok | failed | pending (failed transiently: tried again later)
     reason: str | None = None
     content_hash: str | None = None
     width: int | None = None
@@ -51,37 +55,58 @@ class KnownImage:
     fetched_at: datetime | None
 
 
-def stored_states(session: Session, keys: list[tuple[str, str]], model_key: str
-                  ) -> dict[tuple[str, str], tuple[int, dict[str, KnownImage]]]:
+@dataclass(frozen=True)
+class PendingImage:
+    """An image claimed for another try, with the product version it belonged to when claimed."""
+
+    image_id: int
+    tenant_id: str
+    product_id: int
+    version: int
+    url: str
+    position: int
+
+
+def stored_states(
+    session: Session, keys: list[tuple[str, str]], model_key: str
+) -> dict[tuple[str, str], tuple[int, dict[str, KnownImage]]]:
     """For many (tenant, product) keys at once: (stored version, {url: its indexed image})."""
     if not keys:
         return {}
-    rows = session.execute(text("""
+    rows = session.execute(
+        text("""
         SELECT p.id, p.tenant_id, p.external_id, p.version
         FROM products p JOIN unnest(CAST(:t AS text[]), CAST(:p AS text[])) AS k(t, e)
           ON p.tenant_id = k.t AND p.external_id = k.e
-    """), {"t": [k[0] for k in keys], "p": [k[1] for k in keys]}).all()
+    """),
+        {"t": [k[0] for k in keys], "p": [k[1] for k in keys]},
+    ).all()
     by_id = {r.id: (r.tenant_id, r.external_id) for r in rows}
     out = {(r.tenant_id, r.external_id): (r.version, {}) for r in rows}
     if by_id:
-        images = session.execute(text("""
+        images = session.execute(
+            text("""
             SELECT pi.product_id, pi.url, pi.content_hash, pi.fetched_at FROM product_images pi
             WHERE pi.product_id = ANY(:ids) AND pi.status = 'ok'
               AND EXISTS (SELECT 1 FROM items i WHERE i.image_id = pi.id AND i.model = :m)
-        """), {"ids": list(by_id), "m": model_key}).all()
+        """),
+            {"ids": list(by_id), "m": model_key},
+        ).all()
         for im in images:
             out[by_id[im.product_id]][1][im.url] = KnownImage(im.content_hash, im.fetched_at)
     return out
 
 
-def upsert_product(session: Session, event: CatalogEvent, images: list[ImageResult], *,
-                   model_key: str, dim: int) -> int | None:
+def upsert_product(
+    session: Session, event: CatalogEvent, images: list[ImageResult], *, model_key: str, dim: int
+) -> int | None:
     """Write the product, its images and their items; returns the product id, or None if stale."""
     return upsert_products(session, [(event, images)], model_key=model_key, dim=dim)[0]
 
 
-def upsert_products(session: Session, batch: list[tuple[CatalogEvent, list[ImageResult]]], *,
-                    model_key: str, dim: int) -> list[int | None]:
+def upsert_products(
+    session: Session, batch: list[tuple[CatalogEvent, list[ImageResult]]], *, model_key: str, dim: int
+) -> list[int | None]:
     """Set-based upsert_product for many products (distinct keys): about five statements per batch.
 
     Returns, per entry, the product id, or None where the stored version was not older.
@@ -94,15 +119,27 @@ def upsert_products(session: Session, batch: list[tuple[CatalogEvent, list[Image
     keys = [(e.tenant_id, e.product.id) for e, _ in batch]
     if len(set(keys)) != len(keys):
         raise ValueError("upsert_products needs distinct products; keep the newest event of each")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     products = [e.product for e, _ in batch]
-    applied = {(r.tenant_id, r.external_id): r.id for r in session.execute(_UPSERT_PRODUCTS, {
-        "t": [k[0] for k in keys], "e": [k[1] for k in keys], "v": [p.version for p in products],
-        "title": [p.title for p in products], "cat": [p.category for p in products],
-        "price": [None if p.price is None else str(p.price) for p in products],
-        "cur": [p.currency for p in products], "stock": [p.in_stock for p in products],
-        "attrs": [json.dumps(p.attributes) for p in products], "ev": [e.event_id for e, _ in batch], "now": now,
-    })}
+    applied = {
+        (r.tenant_id, r.external_id): r.id
+        for r in session.execute(
+            _UPSERT_PRODUCTS,
+            {
+                "t": [k[0] for k in keys],
+                "e": [k[1] for k in keys],
+                "v": [p.version for p in products],
+                "title": [p.title for p in products],
+                "cat": [p.category for p in products],
+                "price": [None if p.price is None else str(p.price) for p in products],
+                "cur": [p.currency for p in products],
+                "stock": [p.in_stock for p in products],
+                "attrs": [json.dumps(p.attributes) for p in products],
+                "ev": [e.event_id for e, _ in batch],
+                "now": now,
+            },
+        )
+    }
     ids = [applied.get(k) for k in keys]
     live = [(pid, e, images) for pid, (e, images) in zip(ids, batch) if pid is not None]
     if not live:
@@ -110,50 +147,80 @@ def upsert_products(session: Session, batch: list[tuple[CatalogEvent, list[Image
     pids = [pid for pid, _, _ in live]
 
     # Kept items (unchanged images) follow the product's stock and category.
-    session.execute(text("""
+    session.execute(
+        text("""
         UPDATE items i SET in_stock = p.in_stock, category = p.category FROM products p
         WHERE p.id = i.product_id AND p.id = ANY(:pids)
           AND (i.in_stock IS DISTINCT FROM p.in_stock OR i.category IS DISTINCT FROM p.category)
-    """), {"pids": pids})
+    """),
+        {"pids": pids},
+    )
     images = [(pid, e, im) for pid, e, ims in live for im in ims]
-    session.execute(text("""
+    session.execute(
+        text("""
         DELETE FROM product_images pi WHERE pi.product_id = ANY(:pids) AND NOT EXISTS (
             SELECT 1 FROM unnest(CAST(:k_pid AS bigint[]), CAST(:k_url AS text[])) AS k(pid, url)
             WHERE k.pid = pi.product_id AND k.url = pi.url)
-    """), {"pids": pids, "k_pid": [pid for pid, _, _ in images], "k_url": [im.url for _, _, im in images]})
+    """),
+        {"pids": pids, "k_pid": [pid for pid, _, _ in images], "k_url": [im.url for _, _, im in images]},
+    )
     image_ids: dict[tuple[int, str], int] = {}
     if images:
-        image_ids = {(r.product_id, r.url): r.id for r in session.execute(_UPSERT_IMAGES, {
-            "t": [e.tenant_id for _, e, _ in images], "pid": [pid for pid, _, _ in images],
-            "url": [im.url for _, _, im in images], "pos": [im.position for _, _, im in images],
-            "status": [im.status for _, _, im in images], "reason": [im.reason for _, _, im in images],
-            "hash": [im.content_hash for _, _, im in images], "w": [im.width for _, _, im in images],
-            "h": [im.height for _, _, im in images], "fetched": [im.fetched for _, _, im in images], "now": now,
-        })}
+        image_ids = {
+            (r.product_id, r.url): r.id
+            for r in session.execute(
+                _UPSERT_IMAGES,
+                {
+                    "t": [e.tenant_id for _, e, _ in images],
+                    "pid": [pid for pid, _, _ in images],
+                    "url": [im.url for _, _, im in images],
+                    "pos": [im.position for _, _, im in images],
+                    "status": [im.status for _, _, im in images],
+                    "reason": [im.reason for _, _, im in images],
+                    "hash": [im.content_hash for _, _, im in images],
+                    "w": [im.width for _, _, im in images],
+                    "h": [im.height for _, _, im in images],
+                    "fetched": [im.fetched for _, _, im in images],
+                    "now": now,
+                },
+            )
+        }
     replaced = [(pid, e, im) for pid, e, im in images if not (im.status == "ok" and im.items is None)]
     if replaced:
-        session.execute(text("DELETE FROM items WHERE image_id = ANY(:ids)"),
-                        {"ids": [image_ids[(pid, im.url)] for pid, _, im in replaced]})
+        session.execute(
+            text("DELETE FROM items WHERE image_id = ANY(:ids)"),
+            {"ids": [image_ids[(pid, im.url)] for pid, _, im in replaced]},
+        )
         rows = [(pid, e, image_ids[(pid, im.url)], it) for pid, e, im in replaced for it in (im.items or [])]
         if rows:
             boxes = [tuple(map(float, it.box)) for _, _, _, it in rows]
-            session.execute(_INSERT_ITEMS, {
-                "t": [e.tenant_id for _, e, _, _ in rows], "pid": [pid for pid, _, _, _ in rows],
-                "img": [img for _, _, img, _ in rows], "kind": [it.kind for _, _, _, it in rows],
-                "x0": [b[0] for b in boxes], "y0": [b[1] for b in boxes], "x1": [b[2] for b in boxes],
-                "y1": [b[3] for b in boxes], "label": [it.label for _, _, _, it in rows],
-                "score": [float(it.score) for _, _, _, it in rows], "model": model_key, "dim": dim,
-                "emb": [vector_text(it.vector) for _, _, _, it in rows],
-                "stock": [e.product.in_stock for _, e, _, _ in rows],
-                "cat": [e.product.category for _, e, _, _ in rows],
-            })
+            session.execute(
+                _INSERT_ITEMS,
+                {
+                    "t": [e.tenant_id for _, e, _, _ in rows],
+                    "pid": [pid for pid, _, _, _ in rows],
+                    "img": [img for _, _, img, _ in rows],
+                    "kind": [it.kind for _, _, _, it in rows],
+                    "x0": [b[0] for b in boxes],
+                    "y0": [b[1] for b in boxes],
+                    "x1": [b[2] for b in boxes],
+                    "y1": [b[3] for b in boxes],
+                    "label": [it.label for _, _, _, it in rows],
+                    "score": [float(it.score) for _, _, _, it in rows],
+                    "model": model_key,
+                    "dim": dim,
+                    "emb": [vector_text(it.vector) for _, _, _, it in rows],
+                    "stock": [e.product.in_stock for _, e, _, _ in rows],
+                    "cat": [e.product.category for _, e, _, _ in rows],
+                },
+            )
     return ids
 
 
 def vector_text(vector) -> str:
     """pgvector's text form of a float32 vector; '%.9g' round-trips float32 exactly, ~3x faster than repr."""
     values = np.asarray(vector, dtype=np.float32).tolist()
-    return "[" + ",".join(["%.9g" % v for v in values]) + "]"
+    return "[" + ",".join(["%.9g" % v for v in values]) + "]"  # noqa: UP031  the fastest form (docstring)
 
 
 _UPSERT_PRODUCTS = text("""
@@ -208,14 +275,19 @@ def delete_product(session: Session, event: CatalogEvent) -> bool:
     A delete for an unknown product still writes a tombstone, so a late, older upsert stays ignored.
     """
     p = event.product
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     stmt = insert(Product).values(
-        tenant_id=event.tenant_id, external_id=p.id, version=p.version, title=p.title, deleted=True,
-        last_event_id=event.event_id, updated_at=now,
+        tenant_id=event.tenant_id,
+        external_id=p.id,
+        version=p.version,
+        title=p.title,
+        deleted=True,
+        last_event_id=event.event_id,
+        updated_at=now,
     )
     stmt = stmt.on_conflict_do_update(
         constraint="uq_products_tenant_external",
-        set_=dict(version=stmt.excluded.version, deleted=True, last_event_id=event.event_id, updated_at=now),
+        set_={"version": stmt.excluded.version, "deleted": True, "last_event_id": event.event_id, "updated_at": now},
         where=Product.version < stmt.excluded.version,
     ).returning(Product.id)
     product_id = session.scalar(stmt)
@@ -237,3 +309,102 @@ def catalog_counts(session: Session, tenant_id: str) -> dict[str, int]:
     """)
     return dict(session.execute(q, {"t": tenant_id}).mappings().one())
 
+
+def claim_pending_images(session: Session, *, tried_before: datetime, limit: int) -> list[PendingImage]:
+    """Up to `limit` pending images of live products last tried before `tried_before`, oldest first.
+
+    They are marked as tried now, so a sweep of another worker (rows locked: SKIP LOCKED) or a later
+    one (no longer due) does not take them again; the caller commits that at once.
+    """
+    rows = session.execute(
+        text("""
+        WITH due AS (
+            SELECT pi.id FROM product_images pi JOIN products p ON p.id = pi.product_id
+            WHERE pi.status = 'pending' AND pi.updated_at < :before AND NOT p.deleted
+            ORDER BY pi.updated_at LIMIT :n
+            FOR UPDATE OF pi SKIP LOCKED
+        )
+        UPDATE product_images pi SET updated_at = now() FROM due, products p
+        WHERE pi.id = due.id AND p.id = pi.product_id
+        RETURNING pi.id, pi.tenant_id, pi.product_id, p.version, pi.url, pi.position
+    """),
+        {"before": tried_before, "n": limit},
+    ).all()
+    return [PendingImage(r.id, r.tenant_id, r.product_id, r.version, r.url, r.position) for r in rows]
+
+
+def store_retried_images(
+    session: Session, retried: list[tuple[PendingImage, ImageResult]], *, model_key: str, dim: int
+) -> int:
+    """Write the outcome of retried images and their items; returns how many were written.
+
+    An image is written only if it is still pending and its product is still live at the version it
+    was claimed at (locked here, so an event writing a newer version waits or has already won).
+    """
+    if not retried:
+        return 0
+    products = {
+        r.id: r
+        for r in session.execute(
+            text("""
+        SELECT id, version, in_stock, category FROM products WHERE id = ANY(:ids) AND NOT deleted
+        ORDER BY id FOR UPDATE
+    """),
+            {"ids": sorted({im.product_id for im, _ in retried})},
+        )
+    }
+    current = [
+        (im, res) for im, res in retried if im.product_id in products and products[im.product_id].version == im.version
+    ]
+    if not current:
+        return 0
+    now = datetime.now(UTC)
+    written = set(
+        session.execute(
+            text("""
+        UPDATE product_images pi SET status = k.status, failure_reason = k.reason, updated_at = :now,
+            content_hash = coalesce(k.hash, pi.content_hash), width = coalesce(k.w, pi.width),
+            height = coalesce(k.h, pi.height),
+            fetched_at = CASE WHEN k.fetched THEN CAST(:now AS timestamptz) ELSE pi.fetched_at END
+        FROM unnest(CAST(:id AS bigint[]), CAST(:status AS text[]), CAST(:reason AS text[]), CAST(:hash AS text[]),
+                    CAST(:w AS integer[]), CAST(:h AS integer[]), CAST(:fetched AS boolean[]))
+             AS k(id, status, reason, hash, w, h, fetched)
+        WHERE pi.id = k.id AND pi.status = 'pending'
+        RETURNING pi.id
+    """),
+            {
+                "id": [im.image_id for im, _ in current],
+                "status": [r.status for _, r in current],
+                "reason": [r.reason for _, r in current],
+                "hash": [r.content_hash for _, r in current],
+                "w": [r.width for _, r in current],
+                "h": [r.height for _, r in current],
+                "fetched": [r.fetched for _, r in current],
+                "now": now,
+            },
+        ).scalars()
+    )
+    rows = [(im, it) for im, r in current if im.image_id in written for it in (r.items or [])]
+    if rows:
+        boxes = [tuple(map(float, it.box)) for _, it in rows]
+        session.execute(
+            _INSERT_ITEMS,
+            {
+                "t": [im.tenant_id for im, _ in rows],
+                "pid": [im.product_id for im, _ in rows],
+                "img": [im.image_id for im, _ in rows],
+                "kind": [it.kind for _, it in rows],
+                "x0": [b[0] for b in boxes],
+                "y0": [b[1] for b in boxes],
+                "x1": [b[2] for b in boxes],
+                "y1": [b[3] for b in boxes],
+                "label": [it.label for _, it in rows],
+                "score": [float(it.score) for _, it in rows],
+                "model": model_key,
+                "dim": dim,
+                "emb": [vector_text(it.vector) for _, it in rows],
+                "stock": [products[im.product_id].in_stock for im, _ in rows],
+                "cat": [products[im.product_id].category for im, _ in rows],
+            },
+        )
+    return len(written)

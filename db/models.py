@@ -76,7 +76,7 @@ class Product(Base):
     updated_at: Mapped[datetime] = _now()
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    images: Mapped[list["ProductImage"]] = relationship(
+    images: Mapped[list[ProductImage]] = relationship(
         back_populates="product", cascade="all, delete-orphan", order_by="ProductImage.position"
     )
 
@@ -101,7 +101,7 @@ class ProductImage(Base):
     updated_at: Mapped[datetime] = _now()
 
     product: Mapped[Product] = relationship(back_populates="images")
-    items: Mapped[list["Item"]] = relationship(back_populates="image", cascade="all, delete-orphan")
+    items: Mapped[list[Item]] = relationship(back_populates="image", cascade="all, delete-orphan")
 
 
 class Item(Base):
@@ -166,9 +166,7 @@ class Assignment(Base):
 
     __tablename__ = "assignments"
 
-    experiment_id: Mapped[int] = mapped_column(
-        ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
-    )
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
     arm: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -202,13 +200,16 @@ class InteractionEvent(Base):
 
 
 class EventReceipt(Base):
-    """A catalog event id the API has accepted; the same id again is acknowledged, not re-sent."""
+    """A catalog event id claimed by an API request; once `acked_at` is set (Kafka acknowledged it)
+    the same id again is answered as a duplicate, not re-sent. An unacknowledged claim older than
+    the lease (VITRINE_RECEIPT_LEASE_S) is re-claimed by the next request (db/receipts.py)."""
 
     __tablename__ = "event_receipts"
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    received_at: Mapped[datetime] = _now()
+    claimed_at: Mapped[datetime] = _now()
+    acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ProductPopularity(Base):
@@ -228,6 +229,7 @@ class ProductPopularity(Base):
 # --- experiment rollup (migration 0005): kept current by triggers on interaction_events, never
 # written by the application. The loader reads ExperimentUser (totals) and ExperimentUserDay
 # (per-day series) instead of raw events when they answer exactly.
+
 
 class ExperimentRequest(Base):
     """One (tenant, request, user) with an exposure or an outcome: the lock that serialises attribution."""

@@ -9,21 +9,21 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
-
-from db.session import create_db_engine, session_factory
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import make_asgi_app
 
-from recommender import metrics
+from core import __version__
+from core.settings import Settings
+from db.session import create_db_engine, session_factory
+from recommender import errors, metrics
 from recommender.arms import BaselineArm, VisualArm
-from recommender.routes import admin, catalog, events, recommendations, search, shopify
+from recommender.routes import admin, catalog, events, health, recommendations, search, shopify
 from recommender.ttl_cache import TTLCache
 from streams.buffered_sender import BufferedSender
 from streams.image_fetch import ImageFetcher
-from streams.topics import INTERACTIONS
 from streams.producer import EventProducer
-from core import __version__
+from streams.topics import INTERACTIONS
 from vision.components import build_detector, build_embedder
-from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +63,18 @@ def create_app(settings: Settings) -> FastAPI:
         # At most this many recommendation requests query Postgres at once: on a few cores, 40
         # concurrent kNN queries only thrash (max throughput fell from ~220 to ~150 requests/s).
         app.state.serve_limiter = anyio.CapacityLimiter(settings.serve_concurrency)
-        app.state.producer = EventProducer(settings.kafka_bootstrap, client_id=f"{settings.app_id}-api",
-                                           ack_timeout_s=settings.kafka_ack_timeout_s)
+        app.state.producer = EventProducer(
+            settings.kafka_bootstrap, client_id=f"{settings.app_id}-api", ack_timeout_s=settings.kafka_ack_timeout_s
+        )
         await app.state.producer.start()
         app.state.exposures = BufferedSender(app.state.producer, settings.topic(INTERACTIONS.name))
         app.state.exposures.start()
-        app.state.fetcher = ImageFetcher(timeout_s=settings.fetch_timeout_s, max_bytes=settings.max_image_bytes,
-                                         allow_private=settings.fetch_allow_private,
-                                         allow_hosts=settings.fetch_allowed_hosts)
+        app.state.fetcher = ImageFetcher(
+            timeout_s=settings.fetch_timeout_s,
+            max_bytes=settings.max_image_bytes,
+            allow_private=settings.fetch_allow_private,
+            allow_hosts=settings.fetch_allowed_hosts,
+        )
         log.info("api ready: kafka %s, embedder %s", settings.kafka_bootstrap, app.state.embedder.model_key)
         # Everything loaded so far lives as long as the process: out of the collector's way, a full
         # collection no longer walks ~130k start-up objects. Measured under 100 users: full
@@ -87,8 +91,19 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.producer.stop()
             app.state.engine.dispose()
 
-    app = FastAPI(title="vitrine", version=__version__, lifespan=lifespan,
-                  description="Visual recommendations with built-in A/B experiments.")
+    # max_body_size: a bigger body is answered 413 before it is read (Content-Length) or as soon as it
+    # passes the cap (chunked), before authentication; the webhooks and image search raise it for themselves.
+    app = FastAPI(
+        title="vitrine",
+        version=__version__,
+        lifespan=lifespan,
+        description="Visual recommendations with built-in A/B experiments.",
+        max_body_size=settings.max_request_body_bytes,
+    )
+    app.add_exception_handler(RequestValidationError, errors.request_invalid)
+    for exc in errors.DATABASE_DOWN:
+        app.add_exception_handler(exc, errors.database_unavailable)
+    app.add_exception_handler(405, errors.method_not_allowed)
     app.state.settings = settings
     # Created, not loaded: the API needs the model's key and dimension; weights load on first use.
     app.state.embedder = build_embedder(settings)
@@ -96,24 +111,31 @@ def create_app(settings: Settings) -> FastAPI:
     # Per-process lookup caches of the storefront path (recommender/ttl_cache.py says what and why).
     app.state.tenant_cache = TTLCache("tenant", settings.lookup_cache_ttl_s)
     app.state.experiment_cache = TTLCache("experiment", settings.lookup_cache_ttl_s)
-    baseline = BaselineArm(half_life_s=settings.popularity_half_life_s,
-                           lists=TTLCache("popular", settings.popularity_cache_ttl_s))
-    app.state.arms = {"baseline": baseline, "visual": VisualArm(
-        model_key=app.state.embedder.model_key, dim=app.state.embedder.dim, fallback=baseline,
-        ef_search=settings.hnsw_ef_search, strategies=TTLCache("knn_strategy", settings.lookup_cache_ttl_s))}
+    baseline = BaselineArm(
+        half_life_s=settings.popularity_half_life_s, lists=TTLCache("popular", settings.popularity_cache_ttl_s)
+    )
+    app.state.arms = {
+        "baseline": baseline,
+        "visual": VisualArm(
+            model_key=app.state.embedder.model_key,
+            dim=app.state.embedder.dim,
+            fallback=baseline,
+            ef_search=settings.hnsw_ef_search,
+            strategies=TTLCache("knn_strategy", settings.lookup_cache_ttl_s),
+        ),
+    }
     app.include_router(catalog.router)
     app.include_router(shopify.router)
     app.include_router(recommendations.router)
     app.include_router(events.router)
-    app.include_router(search.router)
+    # The photo itself plus the multipart framing and the form fields around it.
+    app.include_router(search.router, max_body_size=settings.max_image_bytes + 64 * 1024)
+    # Without a text tower it answers 501 saying which embedder to set; the schema promises only what works.
+    app.include_router(search.text_router, include_in_schema=app.state.embedder.supports_text)
     app.include_router(admin.router)
+    app.include_router(health.router)
     app.mount("/metrics", make_asgi_app())
 
     app.add_middleware(LatencyMiddleware)
 
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict:
-        return {"status": "ok", "version": __version__}
-
     return app
-

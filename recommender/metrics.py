@@ -2,10 +2,26 @@
 
 from prometheus_client import Counter, Histogram
 
-CATALOG_EVENTS = Counter("vitrine_api_catalog_events_total", "Catalog events received, by source and outcome",
-                         ["source", "outcome"])
+CATALOG_EVENTS = Counter(
+    "vitrine_api_catalog_events_total", "Catalog events received, by source and outcome", ["source", "outcome"]
+)
 REJECTED = Counter("vitrine_api_rejected_requests_total", "Webhook requests refused, by reason", ["reason"])
-REQUEST_LATENCY = Histogram("vitrine_api_request_seconds", "API request latency by route", ["route", "method"],
-                            buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
-CACHE_LOOKUPS = Counter("vitrine_serving_cache_lookups_total", "Storefront lookup-cache reads, by cache and outcome",
-                        ["cache", "outcome"])
+REQUEST_LATENCY = Histogram(
+    "vitrine_api_request_seconds",
+    "API request latency by route",
+    ["route", "method"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+CACHE_LOOKUPS = Counter(
+    "vitrine_serving_cache_lookups_total", "Storefront lookup-cache reads, by cache and outcome", ["cache", "outcome"]
+)
+INVALID_REQUESTS = Counter(
+    "vitrine_api_invalid_requests_total",
+    "Requests refused with 422, by route and the first error's type",
+    ["route", "type"],
+)
+UNAVAILABLE = Counter(
+    "vitrine_api_unavailable_total",
+    "Requests answered 503 because a dependency was down, by dependency",
+    ["dependency"],
+)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import re
 
-from core.contracts import CatalogEvent
+from pydantic import BaseModel, Field, field_validator
+
+from core.contracts import NO_USERINFO, CatalogEvent
 
 
 class CatalogBatch(BaseModel):
@@ -19,9 +21,15 @@ class Accepted(BaseModel):
 class RecommendedItem(BaseModel):
     product_id: str
     title: str
-    image_url: str | None
+    image_url: str | None = Field(description="The product's first indexed image (never one with credentials in it)")
     price: float | None
     score: float = Field(description="Cosine similarity of the best-matching items (visual arm)")
+
+    @field_validator("image_url")
+    @classmethod
+    def _without_credentials(cls, url: str | None) -> str | None:
+        # URLs with user:password@ are refused at the edge now; one stored before is not published.
+        return url if url is None or re.match(NO_USERINFO, url) else None
 
 
 class Recommendations(BaseModel):
@@ -33,4 +41,5 @@ class Recommendations(BaseModel):
 
 
 class Problem(BaseModel):
-    detail: str | list[dict]
+    detail: str | list[dict] = Field(description="What is wrong; for invalid input a list of {loc, msg, type}")
+    errors: int | None = Field(None, description="How many errors the input had (detail lists the first 20)")

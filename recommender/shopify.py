@@ -12,12 +12,15 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from core.contracts import CatalogEvent
 
-TOPICS = {"products/create": "product.upserted", "products/update": "product.upserted",
-          "products/delete": "product.deleted"}
+TOPICS = {
+    "products/create": "product.upserted",
+    "products/update": "product.upserted",
+    "products/delete": "product.deleted",
+}
 
 
 def verify(header: str | None, body: bytes, secrets: Iterable[str]) -> bool:
@@ -27,7 +30,7 @@ def verify(header: str | None, body: bytes, secrets: Iterable[str]) -> bool:
     ok = False
     for secret in secrets:
         expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-        ok |= hmac.compare_digest(expected, header.strip())
+        ok |= hmac.compare_digest(expected.encode(), header.strip().encode())  # bytes: any header text compares
     return ok
 
 
@@ -45,8 +48,7 @@ def to_event(topic: str, doc: dict, *, tenant_id: str, webhook_id: str, triggere
     if "id" not in doc:
         raise ValueError("Shopify payload has no product id")
     # Versions order updates of one product: Shopify's updated_at (ms), else when Shopify sent it.
-    version = _millis(doc.get("updated_at")) or _millis(triggered_at) or int(
-        datetime.now(timezone.utc).timestamp() * 1000)
+    version = _millis(doc.get("updated_at")) or _millis(triggered_at) or int(datetime.now(UTC).timestamp() * 1000)
     product: dict = {"id": str(doc["id"]), "version": version}
     if kind == "product.upserted":
         variants = doc.get("variants") or []
@@ -62,10 +64,15 @@ def to_event(topic: str, doc: dict, *, tenant_id: str, webhook_id: str, triggere
             image_urls=urls,
             attributes={k: doc.get(k) for k in ("vendor", "handle", "tags", "status") if doc.get(k) is not None},
         )
-    return CatalogEvent.model_validate({
-        "event_id": f"shopify:{webhook_id}", "tenant_id": tenant_id, "type": kind,
-        "occurred_at": triggered_at or datetime.now(timezone.utc).isoformat(), "product": product,
-    })
+    return CatalogEvent.model_validate(
+        {
+            "event_id": f"shopify:{webhook_id}",
+            "tenant_id": tenant_id,
+            "type": kind,
+            "occurred_at": triggered_at or datetime.now(UTC).isoformat(),
+            "product": product,
+        }
+    )
 
 
 def _available(variant: dict) -> bool:

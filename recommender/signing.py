@@ -29,8 +29,9 @@ def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
     return f"t={ts},v1={compute(secret, body, ts)}"
 
 
-def verify(header: str | None, body: bytes, secrets: Iterable[str], *, tolerance_s: int,
-           now: float | None = None) -> int:
+def verify(
+    header: str | None, body: bytes, secrets: Iterable[str], *, tolerance_s: int, now: float | None = None
+) -> int:
     """Check `header` against every active secret; returns the signed timestamp or raises SignatureError."""
     if not header:
         raise SignatureError(f"missing {HEADER} header")
@@ -38,7 +39,7 @@ def verify(header: str | None, body: bytes, secrets: Iterable[str], *, tolerance
     candidates: list[str] = []
     for part in header.split(","):
         k, _, v = part.strip().partition("=")
-        if k == "t" and v.isdigit():
+        if k == "t" and v.isascii() and v.isdigit():  # not "²", which isdigit() but int() refuses
             ts = int(v)
         elif k == "v1" and v:
             candidates.append(v)
@@ -51,7 +52,7 @@ def verify(header: str | None, body: bytes, secrets: Iterable[str], *, tolerance
     for secret in secrets:
         expected = compute(secret, body, ts)
         for got in candidates:  # no early exit: timing must not depend on which secret matched
-            ok |= hmac.compare_digest(expected, got)
+            ok |= hmac.compare_digest(expected.encode(), got.encode())  # bytes: non-ASCII text compares too
     if not ok:
         raise SignatureError("signature does not match the request body")
     return ts

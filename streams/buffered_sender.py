@@ -30,6 +30,7 @@ class BufferedSender:
         self.producer, self.topic, self.batch, self.retry_s = producer, topic, batch, retry_s
         self.queue: asyncio.Queue[tuple[str, BaseModel]] = asyncio.Queue(max_buffer)
         self._task: asyncio.Task | None = None
+        self._in_hand = 0  # events taken off the queue and not yet acknowledged: lost too if we stop now
 
     def submit(self, key: str, event: BaseModel) -> bool:
         """Enqueue without waiting; False (and counted as lost) if the buffer is full."""
@@ -49,10 +50,12 @@ class BufferedSender:
             batch = [await self.queue.get()]
             while len(batch) < self.batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
+            self._in_hand = len(batch)
             while True:
                 try:
                     await self.producer.send_many(self.topic, batch)
                     SENT.labels(self.topic, "sent").inc(len(batch))
+                    self._in_hand = 0
                     break
                 except BrokerUnavailable as exc:
                     log.warning(
@@ -66,14 +69,14 @@ class BufferedSender:
             BUFFERED.labels(self.topic).set(self.queue.qsize())
 
     async def close(self, timeout_s: float = 5.0) -> None:
-        """Give the buffer `timeout_s` to drain, then count what is left as lost."""
+        """Give the buffer `timeout_s` to drain, then count what is left, the batch in hand included, as lost."""
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while not self.queue.empty() and asyncio.get_running_loop().time() < deadline:
+        while (not self.queue.empty() or self._in_hand) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         if self._task is not None:
             self._task.cancel()  # bounded: a send stuck on the broker must not hold up shutdown
             await asyncio.wait({self._task}, timeout=1.0)
-        left = self.queue.qsize()
+        left = self.queue.qsize() + self._in_hand
         if left:
             SENT.labels(self.topic, "lost").inc(left)
             log.error("%d events for %s were not sent before shutdown", left, self.topic)

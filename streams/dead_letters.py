@@ -1,5 +1,9 @@
 """The dead-letter topic read back: parsing its records, picking the newest, selecting and re-sending replays.
 
+Every dead letter names the topic its event came from (`DeadLetter.topic`); a replay sends it back
+there, and only to a topic vitrine consumes (catalog events, storefront interactions): an interaction
+re-sent to the catalog topic would only fail again.
+
 Reads and sends raise `streams.sync_producer.BrokerUnreachable`; the callers (the CLI, the status
 probe) decide what an unreachable broker means for them.
 """
@@ -17,7 +21,9 @@ from pydantic import ValidationError
 from core.contracts import DeadLetter
 from core.settings import Settings
 from streams.sync_producer import SyncProducer, read_topic
-from streams.topics import DEAD_LETTER, PRODUCT_EVENTS
+from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS
+
+REPLAYABLE = (PRODUCT_EVENTS, INTERACTIONS)  # the topics the worker consumes
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class DeadLetterRecord:
     payload: str
     tenant_id: str | None
     event_id: str | None
+    topic: str | None = None  # where the event came from; None for a record that is not a dead letter
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ def parse_dead_letter(partition: int, offset: int, key: bytes | None, value: byt
         dl.payload,
         str(tenant_id) if tenant_id else None,
         str(event_id) if event_id else None,
+        dl.topic,
     )
 
 
@@ -117,20 +125,46 @@ def select_replay(
     return ReplaySelection(list(selected.values()), missing)
 
 
-def replay_topic(settings: Settings) -> str:
-    """Where replayed dead letters go: the product-events topic the worker consumes."""
-    return settings.topic(PRODUCT_EVENTS.name)
+def replay_topic(settings: Settings, record: DeadLetterRecord) -> str | None:
+    """The topic to re-send `record` to: the one it came from, if vitrine consumes it; else None.
+
+    A source topic under another prefix (the deployment's prefix changed since) maps to the same
+    logical topic under this one: the dead letters read here are this deployment's.
+    """
+    source = record.topic or ""
+    for spec in REPLAYABLE:
+        if source in (settings.topic(spec.name), spec.name) or source.endswith(f".{spec.name}"):
+            return settings.topic(spec.name)
+    return None
 
 
-def resend(settings: Settings, records: Iterable[DeadLetterRecord]) -> int:
-    """Produce each record's original payload with its original key to `replay_topic`; raises BrokerUnreachable."""
-    topic = replay_topic(settings)
-    sent = 0
+def replay_plan(
+    settings: Settings, records: Iterable[DeadLetterRecord]
+) -> tuple[dict[str, list[DeadLetterRecord]], list[DeadLetterRecord]]:
+    """({destination topic: its records, in order}, the records no topic vitrine consumes would take)."""
+    plan: dict[str, list[DeadLetterRecord]] = {}
+    unroutable: list[DeadLetterRecord] = []
+    for record in records:
+        topic = replay_topic(settings, record)
+        if topic is None:
+            unroutable.append(record)
+        else:
+            plan.setdefault(topic, []).append(record)
+    return plan, unroutable
+
+
+def resend(settings: Settings, plan: dict[str, list[DeadLetterRecord]]) -> dict[str, int]:
+    """Produce each record's original payload with its original key to its topic; raises BrokerUnreachable.
+
+    Returns, per topic, how many the broker acknowledged.
+    """
+    sent: dict[str, int] = {}
     with SyncProducer(
         settings.kafka_bootstrap, client_id=f"{settings.app_id}-replay", timeout_s=settings.kafka_ack_timeout_s
     ) as producer:
-        for record in records:
-            producer.send(topic, record.key, record.payload.encode())
-            sent += 1
-        producer.flush()  # the count must only cover what the broker acknowledged
+        for topic, records in plan.items():
+            for record in records:
+                producer.send(topic, record.key, record.payload.encode())
+            sent[topic] = len(records)
+        producer.flush()  # the counts must only cover what the broker acknowledged
     return sent

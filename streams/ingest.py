@@ -3,6 +3,14 @@
 Kept free of faust so the same code runs in the worker agent, in tests and in benchmarks.
 A batch of events shares one detector/embedder pass, so the models see full batches under load.
 Blocking work (models, SQL) runs in threads; the event loop only waits on HTTP.
+
+An image fails alone, never its product: a permanent failure (404, not an image, refused address)
+is stored on the image row as `failed` with its reason; a transient one (5xx after the fetcher's
+retries, refused connection, the fetch deadline) as `pending` with its reason, and the product is
+indexed with its other images. A pending image is fetched again on its product's next event and by
+`retry_pending_images` (the worker runs it every `image_retry_after_s`). A known image whose re-fetch
+fails transiently keeps its stored items. Since every fetch ends by the fetcher's deadline, a batch
+waits at most that long for a slow host, and nothing is retried or dead-lettered for one.
 """
 
 from __future__ import annotations
@@ -15,15 +23,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import catalog
-from db.catalog import ImageResult, ItemRow, KnownImage
-from streams import metrics
 from core.contracts import CatalogEvent, ProductIndexed
+from db import catalog
+from db.catalog import ImageResult, ItemRow, KnownImage, PendingImage
+from db.product_queries import indexed_item_counts
+from streams import metrics
 from streams.image_fetch import FetchError, ImageFetcher
 from vision.image import ImageError, content_hash, load_image
 from vision.items import extract_items
@@ -33,10 +42,6 @@ log = logging.getLogger(__name__)
 
 # Awaited with (index in the batch, notice) once an event's outcome is written.
 OnResult = Callable[[int, ProductIndexed], Awaitable[None]]
-
-
-class TransientError(Exception):
-    """Worth retrying (network hiccup, 5xx, timeout)."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +65,22 @@ class _Work:
 class Indexer:
     """Turns catalog events into rows; idempotent, so at-least-once delivery is harmless."""
 
-    def __init__(self, *, sessions: sessionmaker[Session], embedder, detector, fetcher: ImageFetcher,
-                 policy: ItemPolicy = ItemPolicy(), max_image_bytes: int = 20 * 1024 * 1024,
-                 max_image_pixels: int = 40_000_000, fetch_concurrency: int = 16, chunk_images: int = 32,
-                 refetch_after_s: float = 6 * 3600, model_streams: int = 1,
-                 executor: ThreadPoolExecutor | None = None):
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        embedder,
+        detector,
+        fetcher: ImageFetcher,
+        policy: ItemPolicy = ItemPolicy(),
+        max_image_bytes: int = 20 * 1024 * 1024,
+        max_image_pixels: int = 40_000_000,
+        chunk_images: int = 32,
+        refetch_after_s: float = 6 * 3600,
+        retry_after_s: float = 300.0,
+        model_streams: int = 1,
+        executor: ThreadPoolExecutor | None = None,
+    ):
         self.sessions = sessions
         self.embedder = embedder
         self.detector = detector
@@ -72,15 +88,18 @@ class Indexer:
         self.policy = policy
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
-        self._fetch_slots = asyncio.Semaphore(fetch_concurrency)
+        # No semaphore of our own: the fetcher's connection pool limits downloads in all and per
+        # host, and a fetch waiting here for a slow host's slot would hold a slot of everyone's.
         self.chunk_images = chunk_images
         self.refetch_after_s = refetch_after_s
+        self.retry_after_s = retry_after_s
         # `model_streams` chunks go through the models at once, each in its own thread. One stream
         # whose inference uses every core loses half its speed as soon as anything else runs (the
         # cores wait for each other inside every operator); N single-threaded streams do not.
         self.model_streams = max(1, int(model_streams))
-        self.executor = executor or ThreadPoolExecutor(max_workers=self.model_streams,
-                                                       thread_name_prefix="vitrine-model")
+        self.executor = executor or ThreadPoolExecutor(
+            max_workers=self.model_streams, thread_name_prefix="vitrine-model"
+        )
 
     async def handle(self, event: CatalogEvent) -> ProductIndexed:
         """Apply one event; raises on failure (the caller retries or dead-letters)."""
@@ -89,8 +108,9 @@ class Indexer:
             raise result
         return result
 
-    async def handle_batch(self, events: list[CatalogEvent], on_result: OnResult | None = None
-                           ) -> list[ProductIndexed | BaseException]:
+    async def handle_batch(
+        self, events: list[CatalogEvent], on_result: OnResult | None = None
+    ) -> list[ProductIndexed | BaseException]:
         """Apply events in order; each result is the notice to publish, or the exception of that event.
 
         The batch runs as a pipeline of chunks of about `chunk_images` images to fetch or embed: while
@@ -113,6 +133,7 @@ class Indexer:
         except Exception as exc:  # the database is down: every event of the batch failed
             return [exc] * len(events)
         mark("states", started)
+        redelivered: dict[int, tuple[str, str]] = {}  # events whose very version is stored already
         for i, e in enumerate(events):
             if e.type != "product.upserted":
                 continue
@@ -120,8 +141,18 @@ class Indexer:
             if stored is not None and stored[0] >= e.product.version:
                 log.debug("skip %s v%d: stored v%d is not older", e.key, e.product.version, stored[0])
                 results[i] = _notice(e, "skipped_stale")
+                if stored[0] == e.product.version:
+                    redelivered[i] = e_key(e)
             else:
                 works[i] = _Work(e, stored[1] if stored else {})
+        if redelivered:  # e.g. after a crash between the write and the offset commit: it is indexed, say so
+            try:
+                live = await asyncio.to_thread(self._indexed_items, list(set(redelivered.values())))
+            except Exception as exc:  # the database is down: every event of the batch failed
+                return [exc] * len(events)
+            for i, key in redelivered.items():
+                if key in live:  # a tombstone at that version stays skipped_stale
+                    results[i] = _notice(events[i], "indexed", live[key])
 
         chunks = self._chunks(events, works)
         fetching = asyncio.ensure_future(self._fetch_chunk(chunks[0], works, results)) if chunks else None
@@ -162,8 +193,13 @@ class Indexer:
             await writing
             mark("wait_write", t0)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("batch of %d events, %d chunk(s) in %.3f s: %s", len(events), len(chunks),
-                      time.perf_counter() - started, " ".join(f"{n} {a:.3f}-{b:.3f}" for n, a, b in timeline))
+            log.debug(
+                "batch of %d events, %d chunk(s) in %.3f s: %s",
+                len(events),
+                len(chunks),
+                time.perf_counter() - started,
+                " ".join(f"{n} {a:.3f}-{b:.3f}" for n, a, b in timeline),
+            )
         return results  # type: ignore[return-value]
 
     def _chunks(self, events: list[CatalogEvent], works: dict[int, _Work]) -> list[list[int]]:
@@ -173,9 +209,13 @@ class Indexer:
         over the chunks: the last chunks of a batch then leave the models together, where an odd
         one out would run alone with the other streams' cores idle (~6 % of a 300-product run).
         """
-        now = datetime.now(timezone.utc)
-        counts = [sum(1 for u in events[i].product.image_urls if not self._trusted(works[i], str(u), now))
-                  if i in works else 0 for i in range(len(events))]
+        now = datetime.now(UTC)
+        counts = [
+            sum(1 for u in events[i].product.image_urls if not self._trusted(works[i], str(u), now))
+            if i in works
+            else 0
+            for i in range(len(events))
+        ]
         total = sum(counts)
         n = max(1, math.ceil(total / self.chunk_images))
         n = math.ceil(n / self.model_streams) * self.model_streams if total >= self.model_streams else 1
@@ -195,8 +235,11 @@ class Indexer:
     def _trusted(self, work: _Work, url: str, now: datetime) -> KnownImage | None:
         """The stored image of a URL fetched within `refetch_after_s` (not downloaded again), else None."""
         known = work.known.get(url)
-        if known is not None and known.fetched_at is not None and \
-                (now - known.fetched_at).total_seconds() < self.refetch_after_s:
+        if (
+            known is not None
+            and known.fetched_at is not None
+            and (now - known.fetched_at).total_seconds() < self.refetch_after_s
+        ):
             return known
         return None
 
@@ -210,15 +253,28 @@ class Indexer:
             else:
                 works[i].fetched = outcome
 
-    async def _write_after(self, previous: asyncio.Future | None, chunk: list[int], events: list[CatalogEvent],
-                           works: dict[int, _Work], results: list, on_result: OnResult | None) -> None:
+    async def _write_after(
+        self,
+        previous: asyncio.Future | None,
+        chunk: list[int],
+        events: list[CatalogEvent],
+        works: dict[int, _Work],
+        results: list,
+        on_result: OnResult | None,
+    ) -> None:
         """Write a chunk once the previous chunk's write is done: chunks land (and notify) in order."""
         if previous is not None:
             await previous
         await self._write(chunk, events, works, results, on_result)
 
-    async def _write(self, chunk: list[int], events: list[CatalogEvent], works: dict[int, _Work], results: list,
-                     on_result: OnResult | None) -> None:
+    async def _write(
+        self,
+        chunk: list[int],
+        events: list[CatalogEvent],
+        works: dict[int, _Work],
+        results: list,
+        on_result: OnResult | None,
+    ) -> None:
         todo = [(i, events[i], works.get(i)) for i in chunk if results[i] is None]
         if todo:
             with metrics.STAGE_SECONDS.labels("write").time():
@@ -235,69 +291,154 @@ class Indexer:
         with self.sessions() as s:
             return catalog.stored_states(s, [(e.tenant_id, e.product.id) for e in events], self.embedder.model_key)
 
+    def _indexed_items(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Items of this model for the live products among `keys`."""
+        with self.sessions() as s:
+            return indexed_item_counts(s, keys, self.embedder.model_key)
+
     async def _fetch_all(self, work: _Work) -> list[tuple[str, bytes | FetchError | KnownImage]]:
         """Download the product's new images; a known URL fetched recently is trusted as unchanged."""
         urls = [str(u) for u in work.event.product.image_urls]
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
 
         async def one(url: str):
             known = self._trusted(work, url, now)
-            return known if known is not None else await self._fetch(url)
+            return known if known is not None else await self._fetch(url, work.event.tenant_id)
+
         return list(zip(urls, await asyncio.gather(*(one(u) for u in urls))))
 
-    async def _fetch(self, url: str) -> bytes | FetchError:
-        async with self._fetch_slots:
-            try:
-                return (await self.fetcher.fetch(url)).content
-            except FetchError as exc:
-                metrics.IMAGE_FAILURES.labels(exc.reason.split(":")[0][:40]).inc()
-                if not exc.permanent:
-                    raise TransientError(exc.reason) from exc
-                return exc
+    async def _fetch(self, url: str, tenant_id: str) -> bytes | FetchError:
+        """The image's bytes, or why not (never raises for the image's sake: the product goes on without it).
+
+        A host that ran past the deadline cools down for this tenant only: a CDN shared by many shops
+        is not closed to the others because one shop's image there was slow.
+        """
+        try:
+            return (await self.fetcher.fetch(url, scope=tenant_id)).content
+        except FetchError as exc:
+            metrics.IMAGE_FAILURES.labels(exc.reason.split(":")[0][:40]).inc()
+            return exc
 
     def _models(self, works: list[_Work]) -> None:
         """Load, detect and crop every new image of the batch, then embed all crops in one pass."""
-        p = self.policy
-        pending: list[tuple[ImageResult, list]] = []
+        todo = [
+            (url, pos, data, work.known.get(url))
+            for work in works
+            for pos, (url, data) in enumerate(work.fetched or [])
+        ]
+        results = iter(self._analyse(todo))
         for work in works:
-            work.images = []
-            for pos, (url, data) in enumerate(work.fetched or []):
-                if isinstance(data, FetchError):
-                    work.images.append(ImageResult(url, pos, "failed", reason=data.reason))
-                    continue
-                if isinstance(data, KnownImage):  # not downloaded: same URL, fetched recently
-                    metrics.IMAGES.labels("not_refetched").inc()
-                    work.images.append(ImageResult(url, pos, "ok", content_hash=data.content_hash, fetched=False))
-                    continue
-                digest = content_hash(data)
-                known = work.known.get(url)
-                if known is not None and known.content_hash == digest:
-                    # Same URL, same bytes: keep the stored items; no decode, no models.
-                    metrics.IMAGES.labels("unchanged").inc()
-                    work.images.append(ImageResult(url, pos, "ok", content_hash=digest))
-                    continue
-                try:
-                    loaded = load_image(data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
-                except ImageError as exc:
-                    metrics.IMAGE_FAILURES.labels(exc.reason).inc()
-                    work.images.append(ImageResult(url, pos, "failed", reason=str(exc)))
-                    continue
-                res = ImageResult(url, pos, "ok", content_hash=loaded.content_hash, width=loaded.width,
-                                  height=loaded.height)
-                work.images.append(res)
-                detections = self.detector.detect([loaded.image])[0]
-                crops = extract_items(loaded.image, detections, min_score=p.min_score, min_area=p.min_area,
-                                      max_items=p.max_items, iou_threshold=p.iou_threshold)
-                pending.append((res, crops))
+            work.images = [next(results) for _ in work.fetched or []]
+
+    def _analyse(
+        self, todo: list[tuple[str, int, bytes | FetchError | KnownImage, KnownImage | None]]
+    ) -> list[ImageResult]:
+        """One result per (url, position, fetched data, stored image); crops of all new images embedded at once."""
+        p = self.policy
+        out: list[ImageResult] = []
+        pending: list[tuple[ImageResult, list]] = []
+        for url, pos, data, known in todo:
+            if isinstance(data, FetchError):
+                if data.permanent:
+                    out.append(ImageResult(url, pos, "failed", reason=data.reason))
+                elif known is not None:  # an indexed image could not be re-checked now: keep what we have
+                    metrics.IMAGES.labels("kept_after_transient_failure").inc()
+                    out.append(ImageResult(url, pos, "ok", content_hash=known.content_hash, fetched=False))
+                else:
+                    metrics.IMAGES.labels("pending").inc()
+                    out.append(ImageResult(url, pos, "pending", reason=data.reason, fetched=False))
+                continue
+            if isinstance(data, KnownImage):  # not downloaded: same URL, fetched recently
+                metrics.IMAGES.labels("not_refetched").inc()
+                out.append(ImageResult(url, pos, "ok", content_hash=data.content_hash, fetched=False))
+                continue
+            digest = content_hash(data)
+            if known is not None and known.content_hash == digest:
+                # Same URL, same bytes: keep the stored items; no decode, no models.
+                metrics.IMAGES.labels("unchanged").inc()
+                out.append(ImageResult(url, pos, "ok", content_hash=digest))
+                continue
+            try:
+                loaded = load_image(data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+            except ImageError as exc:
+                metrics.IMAGE_FAILURES.labels(exc.reason).inc()
+                out.append(ImageResult(url, pos, "failed", reason=str(exc)))
+                continue
+            res = ImageResult(
+                url, pos, "ok", content_hash=loaded.content_hash, width=loaded.width, height=loaded.height
+            )
+            out.append(res)
+            detections = self.detector.detect([loaded.image])[0]
+            crops = extract_items(
+                loaded.image,
+                detections,
+                min_score=p.min_score,
+                min_area=p.min_area,
+                max_items=p.max_items,
+                iou_threshold=p.iou_threshold,
+            )
+            pending.append((res, crops))
         all_crops = [c.crop for _, crops in pending for c in crops]
         vectors = self.embedder.embed(all_crops) if all_crops else []
         metrics.IMAGES.labels("embedded").inc(len(pending))
         metrics.ITEMS_EMBEDDED.inc(len(all_crops))
         i = 0
         for res, crops in pending:
-            res.items = [ItemRow(c.detection.kind, c.detection.box, c.detection.label, c.detection.score,
-                                 vectors[i + j]) for j, c in enumerate(crops)]
+            res.items = [
+                ItemRow(c.detection.kind, c.detection.box, c.detection.label, c.detection.score, vectors[i + j])
+                for j, c in enumerate(crops)
+            ]
             i += len(crops)
+        return out
+
+    async def retry_pending_images(self, *, limit: int = 256, older_than_s: float | None = None) -> dict[str, int]:
+        """Fetch again the images left pending at least `older_than_s` ago (default `retry_after_s`); counts by outcome.
+
+        Each image is claimed first (so another worker's sweep skips it) and its outcome written only
+        if its product is still at the version it was claimed at; a newer event wins.
+        """
+        wait_s = self.retry_after_s if older_than_s is None else older_than_s
+        tried_before = datetime.now(UTC) - timedelta(seconds=wait_s)
+
+        def claim() -> list[PendingImage]:
+            with self.sessions.begin() as s:
+                return catalog.claim_pending_images(s, tried_before=tried_before, limit=limit)
+
+        claimed = await asyncio.to_thread(claim)
+        if not claimed:
+            return {}
+        fetched = await asyncio.gather(*(self._fetch(im.url, im.tenant_id) for im in claimed))
+        todo = [(im.url, im.position, data, None) for im, data in zip(claimed, fetched, strict=True)]
+        results = await asyncio.get_running_loop().run_in_executor(self.executor, self._analyse, todo)
+
+        def store() -> int:
+            with self.sessions.begin() as s:
+                return catalog.store_retried_images(
+                    s,
+                    list(zip(claimed, results, strict=True)),
+                    model_key=self.embedder.model_key,
+                    dim=self.embedder.dim,
+                )
+
+        written = await asyncio.to_thread(store)
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        counts["superseded"] = len(claimed) - written
+        log.info("retried %d pending image(s): %s", len(claimed), counts)
+        return counts
+
+    async def retry_pending_forever(self) -> None:
+        """Run `retry_pending_images` every `retry_after_s / 2` until cancelled (the worker's sweep); never raises."""
+        if self.retry_after_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.retry_after_s / 2)
+            try:
+                while sum((await self.retry_pending_images()).values()) > 0:
+                    pass  # a full claim may leave more due: go on until none is left
+            except Exception:  # the database is away or a model failed: the next round tries again
+                log.exception("retrying pending images failed")
 
     def _write_batch(self, todo: list[tuple[int, CatalogEvent, _Work | None]]) -> dict[int, object]:
         """Write a chunk in one transaction, set-based; if that fails, product by product."""
@@ -306,8 +447,11 @@ class Indexer:
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 return {i: exc for i, _, _ in todo}  # the database went away: nothing was written
-            log.warning("set-based write of %d events failed (%s); writing them one by one", len(todo),
-                        str(exc).splitlines()[0][:200])
+            log.warning(
+                "set-based write of %d events failed (%s); writing them one by one",
+                len(todo),
+                str(exc).splitlines()[0][:200],
+            )
         except Exception as exc:
             log.warning("set-based write of %d events failed (%r); writing them one by one", len(todo), exc)
         return self._write_one_by_one(todo)
@@ -322,11 +466,15 @@ class Indexer:
         newest = {k: i for k, (_, i) in best.items()}
         with self.sessions.begin() as s:
             upserts = [(i, e, w) for i, e, w in todo if e.type == "product.upserted" and newest[e_key(e)] == i]
-            ids = catalog.upsert_products(s, [(e, w.images) for _, e, w in upserts],
-                                          model_key=self.embedder.model_key, dim=self.embedder.dim)
+            ids = catalog.upsert_products(
+                s, [(e, w.images) for _, e, w in upserts], model_key=self.embedder.model_key, dim=self.embedder.dim
+            )
             for (i, e, w), pid in zip(upserts, ids):
-                out[i] = _notice(e, "indexed", sum(len(im.items or []) for im in w.images)) if pid else \
-                    _notice(e, "skipped_stale")
+                out[i] = (
+                    _notice(e, "indexed", sum(len(im.items or []) for im in w.images))
+                    if pid
+                    else _notice(e, "skipped_stale")
+                )
             for i, e, w in todo:
                 if i in out:
                     continue
@@ -350,8 +498,9 @@ class Indexer:
         if event.type == "product.deleted":
             return _notice(event, "deleted" if catalog.delete_product(s, event) else "skipped_stale")
         assert work is not None and work.images is not None
-        product_id = catalog.upsert_product(s, event, work.images, model_key=self.embedder.model_key,
-                                            dim=self.embedder.dim)
+        product_id = catalog.upsert_product(
+            s, event, work.images, model_key=self.embedder.model_key, dim=self.embedder.dim
+        )
         if product_id is None:
             return _notice(event, "skipped_stale")
         return _notice(event, "indexed", sum(len(im.items or []) for im in work.images))
@@ -368,5 +517,11 @@ def e_key(event: CatalogEvent) -> tuple[str, str]:
 
 
 def _notice(event: CatalogEvent, status: str, items: int = 0) -> ProductIndexed:
-    return ProductIndexed(tenant_id=event.tenant_id, product_id=event.product.id, version=event.product.version,
-                          event_id=event.event_id, status=status, items=items)
+    return ProductIndexed(
+        tenant_id=event.tenant_id,
+        product_id=event.product.id,
+        version=event.product.version,
+        event_id=event.event_id,
+        status=status,
+        items=items,
+    )

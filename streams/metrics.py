@@ -20,3 +20,9 @@ BATCH_SIZE = Histogram(
 )
 LAG = Gauge("vitrine_worker_consumer_lag", "Messages not yet consumed by the worker group", ["topic"])
 INTERACTIONS = Counter("vitrine_worker_interactions_total", "Interaction events written, new or duplicate", ["outcome"])
+# The worker's view of Postgres (streams/outage.py): `vitrine status` reads these from /metrics/.
+DATABASE_UP = Gauge("vitrine_worker_database_up", "1 once the worker reached Postgres, 0 while it waits for it")
+DATABASE_DOWN_SINCE = Gauge(
+    "vitrine_worker_database_down_since_seconds", "Unix time the current database outage began (0: no outage)"
+)
+OUTAGE_WAITS = Counter("vitrine_worker_outage_waits_total", "Retries of a batch that waited out a database outage")

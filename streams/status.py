@@ -1,8 +1,14 @@
-"""The Kafka side of `vitrine status` and the pipeline page: worker lag and dead letters, probed without raising."""
+"""The Kafka side of `vitrine status` and the pipeline page: worker lag and dead letters, probed without raising;
+and the worker's own view of the database (its /metrics/ gauges, streams/outage.py).
+"""
 
 from __future__ import annotations
 
+import urllib.request
+from datetime import UTC, datetime
+
 from kafka.errors import KafkaError
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.settings import Settings
 from streams.dead_letters import iter_dead_letters
@@ -42,4 +48,27 @@ def kafka_status(settings: Settings) -> dict:
         out["error"] = str(exc)
     except (KafkaError, OSError) as exc:
         out["error"] = f"Kafka at {settings.kafka_bootstrap} is unreachable: {exc}"
+    return out
+
+
+def worker_health(settings: Settings, timeout_s: float = 2.0) -> dict:
+    """The local worker's view of Postgres from its /metrics/ page; `reachable: false` if no worker answers there.
+
+    `database_down_since` (ISO time) is set while the worker waits out a database outage.
+    """
+    url = f"http://127.0.0.1:{settings.worker_web_port}/metrics/"
+    out: dict = {"reachable": False, "url": url, "database_up": None, "database_down_since": None, "error": None}
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            page = resp.read().decode()
+    except OSError as exc:
+        out["error"] = f"no worker answers at {url}: {exc}"
+        return out
+    samples = {s.name: s.value for family in text_string_to_metric_families(page) for s in family.samples}
+    out["reachable"] = True
+    if "vitrine_worker_database_up" in samples:
+        out["database_up"] = samples["vitrine_worker_database_up"] == 1
+    since = samples.get("vitrine_worker_database_down_since_seconds", 0)
+    if since > 0:
+        out["database_down_since"] = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
     return out

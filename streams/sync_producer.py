@@ -11,6 +11,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
+from streams.lag import high_watermarks
+
 log = logging.getLogger(__name__)
 
 
@@ -33,9 +35,14 @@ class SyncProducer:
         self.first_error: str | None = None
         try:
             self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap, client_id=client_id, acks="all",
-                linger_ms=20, batch_size=256 * 1024, retries=5,
-                request_timeout_ms=int(timeout_s * 1000), max_block_ms=int(timeout_s * 1000),
+                bootstrap_servers=bootstrap,
+                client_id=client_id,
+                acks="all",
+                linger_ms=20,
+                batch_size=256 * 1024,
+                retries=5,
+                request_timeout_ms=int(timeout_s * 1000),
+                max_block_ms=int(timeout_s * 1000),
                 bootstrap_timeout_ms=int(timeout_s * 1000),
             )
         except (KafkaError, OSError) as exc:
@@ -63,7 +70,7 @@ class SyncProducer:
         """Release the connection without waiting for unsent records (call `flush()` first to keep them)."""
         self._producer.close(timeout=1)
 
-    def __enter__(self) -> "SyncProducer":
+    def __enter__(self) -> SyncProducer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -79,15 +86,21 @@ class SyncProducer:
             log.warning("produce failed: %r", exc)
 
 
-def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0, read_timeout_s: float = 30.0,
-               client_id: str = "vitrine-cli") -> Iterator[ConsumerRecord]:
+def read_topic(
+    bootstrap: str, topic: str, *, timeout_s: float = 10.0, read_timeout_s: float = 30.0, client_id: str = "vitrine-cli"
+) -> Iterator[ConsumerRecord]:
     """Every record of `topic` from the beginning to (at least) its end when called; no group, nothing committed."""
     ms = int(timeout_s * 1000)
     try:
         # kafka-python waits 30 s for an absent broker by default; a command should say so sooner.
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                 client_id=client_id, bootstrap_timeout_ms=ms,
-                                 request_timeout_ms=max(ms, 1000))  # must exceed the 500 ms fetch wait
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=client_id,
+            bootstrap_timeout_ms=ms,
+            request_timeout_ms=max(ms, 1000),
+        )  # must exceed the 500 ms fetch wait
     except (KafkaError, OSError) as exc:
         raise BrokerUnreachable(f"Kafka at {bootstrap} is unreachable: {exc}") from exc
     try:
@@ -96,9 +109,8 @@ def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0, read_time
             return
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
-        # Tansu answers "latest offset" with the last batch's base offset + 1, not the high watermark,
-        # so `ends` is only a lower bound; the fetch that reaches it returns that whole last batch.
-        ends = consumer.end_offsets(parts)
+        # Not ListOffsets: Tansu answers it with one batch's base offset + 1, far below the end on S3 storage.
+        ends = high_watermarks(bootstrap, parts, timeout_s)
         deadline = time.monotonic() + read_timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in parts):
             if time.monotonic() > deadline:

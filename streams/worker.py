@@ -1,9 +1,13 @@
-"""create_worker(settings): the faust app and its ingest agent.
+"""create_worker(settings): the faust app, its ingest and interactions agents.
 
 Delivery is at least once (Tansu has no transactions): faust acknowledges a batch only after the
 agent has applied it, and every write is idempotent (see db/catalog.py), so a redelivery after a
-crash changes nothing. An event that still fails after its retries goes to the dead-letter topic
-with its original payload, the error and the attempt count, and the partition moves on.
+crash changes nothing. A database outage is a wait, not a failure (streams/outage.py): the batch is
+retried for as long as the outage lasts and the partition does not move on past it. An event that
+fails for its own sake fails alone: after its retries it is tried by itself, and only if it fails
+by itself does it go to the dead-letter topic, with the topic it came from (a replay sends it back
+there), its original payload, its own error (never its batch's) and the attempt count; then the
+partition moves on.
 """
 
 from __future__ import annotations
@@ -16,25 +20,37 @@ import time
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
+from core.contracts import CatalogEvent, DeadLetter, InteractionEvent, ProductIndexed, utcnow
+from core.machine import usable_cpus
+from core.settings import Settings
 from db.interactions import known_tenants, record_interactions
 from db.session import create_db_engine, session_factory
 from db.vector_index import ensure_vector_index
 from streams import metrics
-from core.contracts import CatalogEvent, DeadLetter, InteractionEvent, ProductIndexed, utcnow
 from streams.faust_transport import App
 from streams.image_fetch import ImageFetcher
 from streams.ingest import Indexer, ItemPolicy
 from streams.lag import consumer_lag
+from streams.outage import DATABASE, DatabaseHealth, failure_reason, is_outage, is_transient, wait_out_outages
 from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS, PRODUCT_INDEXED
 from vision.components import build_detector, build_embedder
-from core.machine import usable_cpus
-from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 4
-BACKOFF_S = (0.5, 2.0, 5.0)
+# 0.5-1, 1.5-2 and 4.5-5 s between the attempts (6.5-8 s in all; fixed 0.5, 2 and 5 s before): the random
+# part keeps the workers that one outage failed together from all retrying at the same instant.
+BACKOFF = wait_exponential(multiplier=0.5, exp_base=3, max=5) + wait_random(0, 0.5)
 # Up to 256 events per batch: a no-op event (a re-sent, unchanged product) costs ~1 ms, so the
 # per-batch costs (state query, transaction, commit) must be shared by many. The models still see
 # chunks of ~32 images (Indexer.chunk_images) and notices go out per chunk, so a large batch adds
@@ -85,18 +101,17 @@ def create_worker(settings: Settings) -> faust.App:
             detector.load()
             with engine.begin() as conn:
                 ensure_vector_index(conn, embedder.model_key, embedder.dim)
-        await asyncio.to_thread(_prepare)
-        log.info("worker ready: embedder %s (dim %d), detector %s", embedder.model_key, embedder.dim,
-                 detector.name)
 
-    async def send_dead_letter(key: bytes | None, value: bytes, error: str, attempts: int,
-                               topic: str | None = None) -> None:
+        await wait_out_outages(lambda: asyncio.to_thread(_prepare))  # a worker started during an outage waits
+        log.info("worker ready: embedder %s (dim %d), detector %s", embedder.model_key, embedder.dim, detector.name)
+
+    async def send_dead_letter(
+        key: bytes | None, value: bytes, error: str, attempts: int, topic: str | None = None
+    ) -> None:
         reason = error.split(":")[0][:60]
         metrics.DEAD_LETTERS.labels(reason).inc()
         log.error("dead-lettering %r after %d attempt(s): %s", key, attempts, error[:300])
-        record = DeadLetter(topic=topic or events_topic.get_topic_name(),
-                            key=key.decode(errors="replace") if key else None,
-                            payload=value.decode(errors="replace"), error=error, attempts=attempts)
+        record = dead_letter_record(topic or events_topic.get_topic_name(), key, value, error, attempts)
         await dead_letters.send(key=key, value=record.model_dump_json().encode())
 
     async def publish(key: bytes | None, notice: ProductIndexed) -> None:
@@ -105,21 +120,31 @@ def create_worker(settings: Settings) -> faust.App:
 
     @app.agent(events_topic)
     async def ingest(stream):
-        fetcher = ImageFetcher(timeout_s=settings.fetch_timeout_s, max_bytes=settings.max_image_bytes,
-                               allow_private=settings.fetch_allow_private,
-                               allow_hosts=settings.fetch_allowed_hosts)
+        fetcher = ImageFetcher.from_settings(settings)  # deadline and per-host limits: streams/image_fetch.py
         indexer = Indexer(
-            sessions=sessions, embedder=embedder, detector=detector, fetcher=fetcher,
-            policy=ItemPolicy(settings.detect_min_score, settings.detect_min_area, settings.detect_max_items,
-                              settings.detect_iou_threshold),
-            max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels,
-            refetch_after_s=settings.image_refetch_after_s, model_streams=streams,
+            sessions=sessions,
+            embedder=embedder,
+            detector=detector,
+            fetcher=fetcher,
+            policy=ItemPolicy(
+                settings.detect_min_score,
+                settings.detect_min_area,
+                settings.detect_max_items,
+                settings.detect_iou_threshold,
+            ),
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            refetch_after_s=settings.image_refetch_after_s,
+            retry_after_s=settings.image_retry_after_s,
+            model_streams=streams,
         )
+        retry_images = asyncio.ensure_future(indexer.retry_pending_forever())  # images a host failed for now
         try:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
                 metrics.BATCH_SIZE.observe(len(batch))
                 await process_batch(indexer, [(e.key, e.value) for e in batch], publish, send_dead_letter)
         finally:
+            retry_images.cancel()
             await fetcher.aclose()
 
     interactions_topic = app.topic(settings.topic(INTERACTIONS.name), value_serializer="raw", key_serializer="raw")
@@ -127,10 +152,15 @@ def create_worker(settings: Settings) -> faust.App:
     @app.agent(interactions_topic)
     async def interactions(stream):
         async for batch in stream.take_events(500, within=0.5):
-            await record_batch(sessions, [(e.key, e.value) for e in batch], settings.popularity_half_life_s,
-                               functools.partial(send_dead_letter, topic=interactions_topic.get_topic_name()))
+            await record_batch(
+                sessions,
+                [(e.key, e.value) for e in batch],
+                settings.popularity_half_life_s,
+                functools.partial(send_dead_letter, topic=interactions_topic.get_topic_name()),
+            )
 
     if settings.results_refresh_s > 0:
+
         @app.timer(settings.results_refresh_s)
         async def results_snapshots() -> None:
             await refresh_results(engine, settings.results_refresh_s)
@@ -142,13 +172,18 @@ def create_worker(settings: Settings) -> faust.App:
         if time.monotonic() - lag_cache["at"] > 5:  # lag asks the broker: at most every 5 s
             lag_cache["at"] = time.monotonic()
             try:
-                lag = await asyncio.to_thread(consumer_lag, settings.kafka_bootstrap, settings.app_id,
-                                              [events_topic.get_topic_name()])
+                lag = await asyncio.to_thread(
+                    consumer_lag,
+                    settings.kafka_bootstrap,
+                    settings.app_id,
+                    [events_topic.get_topic_name(), interactions_topic.get_topic_name()],
+                )
                 for topic, value in lag.items():
                     metrics.LAG.labels(topic).set(value)
             except Exception as exc:  # metrics must not fail because the broker is slow
                 log.warning("consumer lag unavailable: %r", exc)
-        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        # As a header: aiohttp refuses a content_type argument with a charset, which prometheus_client's has.
+        return web.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     return app
 
@@ -169,7 +204,7 @@ async def refresh_results(engine, refresh_s: float) -> list:
 
 
 def model_streams(settings: Settings) -> int:
-    """Chunks in the models at once: one per usable core (CPU quota included) with the (thread-safe) whole-image detector.
+    """Chunks in the models at once: one per usable core (CPU quota included) with the thread-safe whole-image detector.
 
     Measured on 2 shared cores (docs/ingestion.md): under load 5.6 the ingest pipeline ran at 16.7
     images/s with one onnxruntime call on both cores and at 30.9 with one single-threaded call; on a
@@ -181,64 +216,140 @@ def model_streams(settings: Settings) -> int:
     return min(4, usable_cpus())
 
 
-async def process_batch(indexer: Indexer, messages: list[tuple[bytes | None, bytes]], publish, dead_letter) -> None:
-    """Apply a batch; the events that failed are retried together with backoff, then dead-lettered."""
+def retrying(**kwargs) -> AsyncRetrying:
+    """MAX_ATTEMPTS tries with the jittered BACKOFF between them; what to retry and the callbacks in kwargs."""
+    return AsyncRetrying(stop=stop_after_attempt(MAX_ATTEMPTS), wait=BACKOFF, **kwargs)
+
+
+def dead_letter_record(topic: str, key: bytes | None, value: bytes, error: str, attempts: int) -> DeadLetter:
+    """The dead letter of one message of `topic`: its key and original value, kept whole for a replay there."""
+    return DeadLetter(
+        topic=topic,
+        key=key.decode(errors="replace") if key else None,
+        payload=value.decode(errors="replace"),
+        error=error,
+        attempts=attempts,
+    )
+
+
+async def process_batch(
+    indexer: Indexer,
+    messages: list[tuple[bytes | None, bytes]],
+    publish,
+    dead_letter,
+    health: DatabaseHealth = DATABASE,
+) -> None:
+    """Apply a batch: outages are waited out; failed events are retried, tried alone, and only then dead-lettered."""
     pending: list[tuple[bytes | None, bytes, CatalogEvent]] = []
     for key, value in messages:
         try:
             pending.append((key, value, CatalogEvent.model_validate_json(value)))
         except ValidationError as exc:
             await dead_letter(key, value, f"invalid event: {exc.errors(include_url=False)}", 1)
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        keys = [key for key, _, _ in pending]
+    if not pending:
+        return
 
-        async def indexed(i: int, notice: ProductIndexed, keys=keys) -> None:
+    async def handle(group: list[tuple[bytes | None, bytes, CatalogEvent]]) -> list[ProductIndexed | BaseException]:
+        async def indexed(i: int, notice: ProductIndexed) -> None:
             # As soon as the event's chunk is committed, in event order; stamped now, not when the
             # notice was built before the write, so event-to-indexed latencies are not read low.
-            await publish(keys[i], notice.model_copy(update={"indexed_at": utcnow()}))
+            await publish(group[i][0], notice.model_copy(update={"indexed_at": utcnow()}))
 
-        results = await indexer.handle_batch([e for _, _, e in pending], on_result=indexed)
-        failed = [(key, value, event, result) for (key, value, event), result in zip(pending, results)
-                  if isinstance(result, BaseException)]
-        if not failed:
-            return
-        if attempt == MAX_ATTEMPTS:
-            break
-        delay = BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)]
-        log.warning("%d event(s) failed on attempt %d (first: %s); retrying in %.1fs", len(failed), attempt,
-                    str(failed[0][3]).splitlines()[0][:200], delay)
-        await asyncio.sleep(delay)
-        pending = [(k, v, e) for k, v, e, _ in failed]
+        return await indexer.handle_batch([e for _, _, e in group], on_result=indexed)
+
+    async def attempt(alone: bool) -> list[tuple[bytes | None, bytes, CatalogEvent, BaseException]]:
+        nonlocal pending
+        if alone:  # the last try: each event by itself, so one that fails only fails itself
+            results = [(await handle([m]))[0] for m in pending]
+        else:
+            results = await handle(pending)
+        failed = [
+            (key, value, event, result)
+            for (key, value, event), result in zip(pending, results)
+            if isinstance(result, BaseException)
+        ]
+        pending = [(k, v, e) for k, v, e, _ in failed]  # the next attempt redoes only these
+        outage = next((error for *_, error in failed if is_outage(error)), None)
+        if outage is not None:
+            raise outage  # waited out by wait_out_outages, not counted as one of the MAX_ATTEMPTS
+        return failed
+
+    tries = 0
+
+    async def one_try() -> list[tuple[bytes | None, bytes, CatalogEvent, BaseException]]:
+        nonlocal tries
+        tries += 1
+        return await wait_out_outages(lambda: attempt(alone=tries == MAX_ATTEMPTS and len(pending) > 1), health)
+
+    def log_retry(state: RetryCallState) -> None:
+        failed = state.outcome.result()
+        log.warning(
+            "%d event(s) failed on attempt %d (first: %s); retrying in %.1fs",
+            len(failed),
+            state.attempt_number,
+            failure_reason(failed[0][3])[:200],
+            state.next_action.sleep,
+        )
+
+    # Failed events come back as results, not exceptions: retry while any failed, then hand back the last
+    # failures. An exception from handle_batch itself is a bug and propagates at once (retry_if_result).
+    failed = await retrying(
+        retry=retry_if_result(bool), before_sleep=log_retry, retry_error_callback=lambda state: state.outcome.result()
+    )(one_try)
     for key, value, _, error in failed:
-        await dead_letter(key, value, f"{type(error).__name__}: {error}", MAX_ATTEMPTS)
+        await dead_letter(key, value, failure_reason(error), MAX_ATTEMPTS)
 
 
-async def record_batch(sessions, messages: list[tuple[bytes | None, bytes]], half_life_s: float, dead_letter) -> None:
-    """Write interaction events idempotently; unparseable ones and unknown tenants are dead-lettered."""
-    events: list[InteractionEvent] = []
+async def record_batch(
+    sessions,
+    messages: list[tuple[bytes | None, bytes]],
+    half_life_s: float,
+    dead_letter,
+    health: DatabaseHealth = DATABASE,
+) -> None:
+    """Write interaction events idempotently; outages are waited out, and an event the database refuses fails alone.
+
+    A batch that fails for a reason other than an outage (or a lost lock race, retried a few times) is
+    split in halves until each event that fails by itself is dead-lettered alone: never its batch,
+    never another tenant's events, and its error names only its own values.
+    """
+    parsed: list[tuple[bytes | None, bytes, InteractionEvent]] = []
     for key, value in messages:
         try:
-            events.append(InteractionEvent.model_validate_json(value))
+            parsed.append((key, value, InteractionEvent.model_validate_json(value)))
         except ValidationError as exc:
             await dead_letter(key, value, f"invalid interaction: {exc.errors(include_url=False)}", 1)
 
-    def _write() -> tuple[int, list[InteractionEvent]]:
+    def write(part: list[tuple[bytes | None, bytes, InteractionEvent]]) -> tuple[int, list]:
+        events = [e for _, _, e in part]
         with sessions.begin() as s:
             known = known_tenants(s, {e.tenant_id for e in events})
-            good = [e for e in events if e.tenant_id in known]
-            return record_interactions(s, good, half_life_s=half_life_s), [e for e in events if e.tenant_id not in known]
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+            new = record_interactions(s, [e for e in events if e.tenant_id in known], half_life_s=half_life_s)
+        return new, [m for m in part if m[2].tenant_id not in known]
+
+    async def apply(part: list[tuple[bytes | None, bytes, InteractionEvent]], tries: int = 1) -> None:
         try:
-            new, unknown = await asyncio.to_thread(_write)
-            metrics.INTERACTIONS.labels("new").inc(new)
-            metrics.INTERACTIONS.labels("duplicate").inc(len(events) - len(unknown) - new)
-            for e in unknown:
-                await dead_letter(e.key.encode(), e.model_dump_json().encode(), f"unknown tenant {e.tenant_id!r}", 1)
-            return
-        except Exception as exc:  # the database is away: the batch is retried whole, then dead-lettered
-            if attempt == MAX_ATTEMPTS:
-                for e in events:
-                    await dead_letter(e.key.encode(), e.model_dump_json().encode(), f"{type(exc).__name__}: {exc}",
-                                      attempt)
+            new, unknown = await wait_out_outages(
+                lambda: retrying(retry=retry_if_exception(is_transient), reraise=True)(asyncio.to_thread, write, part),
+                health,
+            )
+        except Exception as exc:
+            if len(part) == 1:
+                key, value, event = part[0]
+                await dead_letter(key or event.key.encode(), value, failure_reason(exc), tries)
                 return
-            await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
+            log.warning(
+                "a batch of %d interaction(s) failed (%s); splitting it to find the event(s) at fault",
+                len(part),
+                failure_reason(exc)[:200],
+            )
+            await apply(part[: len(part) // 2], tries + 1)
+            await apply(part[len(part) // 2 :], tries + 1)
+            return
+        metrics.INTERACTIONS.labels("new").inc(new)
+        metrics.INTERACTIONS.labels("duplicate").inc(len(part) - len(unknown) - new)
+        for key, value, event in unknown:
+            await dead_letter(key or event.key.encode(), value, f"unknown tenant {event.tenant_id!r}", 1)
+
+    if parsed:
+        await apply(parsed)

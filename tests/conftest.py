@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from db.embedded import EmbeddedPostgres
 from db.migrate import upgrade
 from db.session import create_db_engine, session_factory
-from streams.embedded_broker import EmbeddedBroker, free_port
+from streams.embedded_broker import ManagedBroker, free_port
 from streams.topics import ensure_topics
 from vitrine.image_server import ImageServer
 from vitrine.sample_catalog import write_sample_images
-from core.settings import Settings
 
 TEMPLATE_DB = "vitrine_template"
 _db_counter = itertools.count()
@@ -63,8 +63,15 @@ def postgres(state_dir):
 
 @pytest.fixture(scope="session")
 def broker(state_dir):
-    with EmbeddedBroker(log_path=state_dir / "broker.log") as b:
-        yield b
+    """The session's Tansu: memory storage (fast), or VITRINE_TEST_BROKER=durable for the S3-backed one.
+
+    The durable path of `vitrine up` is always tested where it matters, by restarting it
+    (tests/vitrine/test_durable_stack.py); the switch runs every other test on it too.
+    """
+    storage = os.environ.get("VITRINE_TEST_BROKER", "memory")
+    b = ManagedBroker(state_dir / "broker", storage=storage).start()
+    yield b
+    b.stop()
 
 
 @pytest.fixture
@@ -93,9 +100,15 @@ def settings(broker, database_url, tmp_path, models_dir) -> Settings:
     data_dir.mkdir()
     (data_dir / "models").symlink_to(models_dir)
     s = Settings(
-        data_dir=data_dir, kafka_bootstrap=broker.bootstrap, database_url=database_url,
-        topic_prefix=f"t{tag}.", app_id=f"vitrine-test-{tag}", topic_partitions=2,
-        worker_web_port=free_port(), fetch_allow_hosts="127.0.0.1", fetch_timeout_s=3.0,
+        data_dir=data_dir,
+        kafka_bootstrap=broker.bootstrap,
+        database_url=database_url,
+        topic_prefix=f"t{tag}.",
+        app_id=f"vitrine-test-{tag}",
+        topic_partitions=2,
+        worker_web_port=free_port(),
+        fetch_allow_hosts="127.0.0.1",
+        fetch_timeout_s=3.0,
     )
     ensure_topics(s)
     return s
@@ -112,4 +125,3 @@ def sample_images(state_dir):
 def image_server(sample_images):
     with ImageServer(sample_images[0]) as server:
         yield server
-

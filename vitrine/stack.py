@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import text
 
+from core.settings import Settings
 from db.embedded import EmbeddedPostgres
 from db.migrate import upgrade
 from db.session import create_db_engine
-from streams.embedded_broker import EmbeddedBroker, port_open
+from streams.embedded_broker import ManagedBroker, port_open
 from streams.topics import ensure_topics
-from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class StackError(RuntimeError):
 @dataclass
 class EmbeddedStack:
     settings: Settings
-    broker: EmbeddedBroker | None = None
+    broker: ManagedBroker | None = None
     postgres: EmbeddedPostgres | None = None
     resolved: Settings | None = None
     wrote_stack_file: bool = field(default=False)
@@ -46,16 +46,34 @@ class EmbeddedStack:
                 self.postgres = EmbeddedPostgres(s.data_dir / "postgres").start()
                 db_url = self.postgres.url
             if not kafka:
-                self.broker = EmbeddedBroker(s.kafka_port, log_path=s.data_dir / "broker.log").start()
+                # Durable by default, on the port recorded in the data dir: a restart loses nothing
+                # acknowledged and comes back where running clients expect it.
+                self.broker = ManagedBroker(
+                    s.data_dir / "broker", storage=s.broker_storage, kafka_port=s.kafka_port
+                ).start()
                 kafka = self.broker.bootstrap
             self.resolved = s.model_copy(update={"kafka_bootstrap": kafka, "database_url": db_url})
             prepare(self.resolved)
             if self.broker or self.postgres:
-                s.stack_file.write_text(json.dumps({
-                    "kafka_bootstrap": kafka, "database_url": db_url, "pid": os.getpid(),
-                }, indent=2))
+                s.stack_file.write_text(
+                    json.dumps(
+                        {
+                            "kafka_bootstrap": kafka,
+                            "database_url": db_url,
+                            "pid": os.getpid(),
+                            "broker_storage": self.broker.storage if self.broker else "external",
+                        },
+                        indent=2,
+                    )
+                )
                 self.wrote_stack_file = True
             return self.resolved
+        except StackError:
+            self.stop()
+            raise
+        except RuntimeError as exc:  # a part could not start: its message says which and why
+            self.stop()
+            raise StackError(str(exc)) from None
         except Exception:
             self.stop()
             raise
@@ -69,8 +87,10 @@ class EmbeddedStack:
         except (ValueError, OSError):
             pid = None
         if pid and _alive(pid):
-            raise StackError(f"an embedded stack (pid {pid}) already runs on {self.settings.data_dir}; "
-                             "stop it first or use another VITRINE_DATA_DIR")
+            raise StackError(
+                f"an embedded stack (pid {pid}) already runs on {self.settings.data_dir}; "
+                "stop it first or use another VITRINE_DATA_DIR"
+            )
         f.unlink(missing_ok=True)  # left over from a killed run
 
     def stop(self) -> None:
@@ -118,6 +138,15 @@ def check_kafka(bootstrap: str, timeout_s: float = 3.0) -> None:
         if port.isdigit() and port_open(host.strip("[]") or "localhost", int(port), timeout=timeout_s):
             return
     raise StackError(f"Kafka at {bootstrap} is unreachable: no bootstrap address accepts connections")
+
+
+def running_broker_storage(settings: Settings) -> str | None:
+    """Storage of the broker of the `vitrine up` on settings.data_dir: durable, memory, external; None if none runs."""
+    try:
+        stack = json.loads(settings.stack_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return stack.get("broker_storage", "memory") if _alive(stack.get("pid", 0)) else None
 
 
 def _alive(pid: int) -> bool:

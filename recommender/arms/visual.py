@@ -14,8 +14,15 @@ from recommender.ttl_cache import TTLCache
 class VisualArm:
     name = "visual"
 
-    def __init__(self, *, model_key: str, dim: int, fallback: BaselineArm, ef_search: int = 64,
-                 strategies: TTLCache | None = None):
+    def __init__(
+        self,
+        *,
+        model_key: str,
+        dim: int,
+        fallback: BaselineArm,
+        ef_search: int = 64,
+        strategies: TTLCache | None = None,
+    ):
         """`strategies`: keeps the exact-or-HNSW choice per (tenant, model, category) for its TTL."""
         self.model_key, self.dim, self.fallback, self.ef_search = model_key, dim, fallback, ef_search
         self.strategies = strategies
@@ -26,9 +33,17 @@ class VisualArm:
             exists, category = product_category(session, request.tenant_id, request.product_id)
             if not exists:
                 return None
-        found = similar_products(session, tenant_id=request.tenant_id, external_id=request.product_id,
-                                 model_key=self.model_key, dim=self.dim, limit=request.limit, category=category,
-                                 ef_search=self.ef_search, strategy=self._strategy(session, request.tenant_id, category))
+        found = similar_products(
+            session,
+            tenant_id=request.tenant_id,
+            external_id=request.product_id,
+            model_key=self.model_key,
+            dim=self.dim,
+            limit=request.limit,
+            category=category,
+            ef_search=self.ef_search,
+            strategy=self._strategy(session, request.tenant_id, category),
+        )
         if found.neighbours is None:  # no vectors yet, or (not checked above) no such product
             if not request.same_category and not product_category(session, request.tenant_id, request.product_id)[0]:
                 return None
@@ -39,6 +54,7 @@ class VisualArm:
     def _strategy(self, session: Session, tenant_id: str, category: str | None) -> str:
         def choose() -> str:
             return choose_strategy(session, model_key=self.model_key, tenant_id=tenant_id, category=category)
+
         if self.strategies is None:
             return choose()
         return self.strategies.get_or_load((tenant_id, self.model_key, category), choose)

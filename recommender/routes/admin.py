@@ -5,34 +5,57 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from core.contracts import printable
 from db import experiments as repo
+from experiments.definition import METRICS
 from recommender.arms import ARMS
 from recommender.deps import AdminTenant, SessionDep
+from recommender.errors import JSONRoute
 from recommender.schemas import Problem
 
-router = APIRouter(prefix="/v1", tags=["experiments"])
+router = APIRouter(prefix="/v1", tags=["experiments"], route_class=JSONRoute)
+
+KEY = r"^[A-Za-z0-9_.-]+$"
+ExperimentKey = Annotated[str, Path(min_length=1, max_length=128, pattern=KEY)]
 
 
 class ArmSpec(BaseModel):
-    name: str = Field(description=f"One of: {', '.join(ARMS)}")
+    name: Literal[tuple(ARMS)]
     weight: float = Field(gt=0, le=1)
 
 
 class ExperimentIn(BaseModel):
-    key: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
-    arms: list[ArmSpec] = Field(min_length=2)
-    placement: str = Field("similar", max_length=64)
+    key: str = Field(min_length=1, max_length=128, pattern=KEY)
+    arms: list[ArmSpec] = Field(
+        min_length=2,
+        max_length=len(ARMS),
+        description="Each arm once; the weights must sum to 1 (within 1e-6), else 422",
+    )
+    placement: printable(64) = "similar"
     traffic_fraction: float = Field(1.0, gt=0, le=1)
-    primary_metric: Literal["ctr", "conversion", "revenue_per_user", "click_through", "ctr_per_user"] = "ctr"
-    guardrails: list[str] = Field(default_factory=list, description="Metrics that must not get worse")
-    planned_sample_size: int | None = Field(None, gt=0, description="Users (all arms together) the test is planned for")
+    primary_metric: Literal[METRICS] = "ctr"
+    guardrails: list[printable(64)] = Field(
+        default_factory=list, max_length=16, description="Metrics that must not get worse"
+    )
+    planned_sample_size: int | None = Field(
+        None, gt=0, le=2**31 - 1, description="Users (all arms together) the test is planned for"
+    )
 
 
-class ExperimentOut(ExperimentIn):
+class ExperimentOut(BaseModel):
+    """An experiment as stored (also ones made by the CLI, so none of the input rules are re-checked here)."""
+
+    key: str
+    arms: list[dict]
+    placement: str
+    traffic_fraction: float
+    primary_metric: str
+    guardrails: list
+    planned_sample_size: int | None
     status: str
     created_at: datetime
     started_at: datetime | None
@@ -40,21 +63,42 @@ class ExperimentOut(ExperimentIn):
 
 
 def _out(e) -> ExperimentOut:
-    return ExperimentOut(key=e.key, arms=e.arms, placement=e.placement, traffic_fraction=e.traffic_fraction,
-                         primary_metric=e.primary_metric, guardrails=e.guardrails,
-                         planned_sample_size=e.planned_sample_size, status=e.status, created_at=e.created_at,
-                         started_at=e.started_at, stopped_at=e.stopped_at)
+    return ExperimentOut(
+        key=e.key,
+        arms=e.arms,
+        placement=e.placement,
+        traffic_fraction=e.traffic_fraction,
+        primary_metric=e.primary_metric,
+        guardrails=e.guardrails,
+        planned_sample_size=e.planned_sample_size,
+        status=e.status,
+        created_at=e.created_at,
+        started_at=e.started_at,
+        stopped_at=e.stopped_at,
+    )
 
 
-@router.post("/experiments", status_code=201, response_model=ExperimentOut,
-             responses={401: {"model": Problem}, 409: {"model": Problem}, 422: {"model": Problem}})
+@router.post(
+    "/experiments",
+    status_code=201,
+    response_model=ExperimentOut,
+    responses={401: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}},
+)
 def create(body: ExperimentIn, tenant: AdminTenant, session: SessionDep) -> ExperimentOut:
     """Create a draft experiment (weights must sum to 1)."""
     try:
-        exp = repo.create_experiment(session, tenant.id, body.key, arms=[a.model_dump() for a in body.arms],
-                                     placement=body.placement, traffic_fraction=body.traffic_fraction,
-                                     primary_metric=body.primary_metric, guardrails=body.guardrails,
-                                     planned_sample_size=body.planned_sample_size, allowed_arms=ARMS)
+        exp = repo.create_experiment(
+            session,
+            tenant.id,
+            body.key,
+            arms=[a.model_dump() for a in body.arms],
+            placement=body.placement,
+            traffic_fraction=body.traffic_fraction,
+            primary_metric=body.primary_metric,
+            guardrails=body.guardrails,
+            planned_sample_size=body.planned_sample_size,
+            allowed_arms=ARMS,
+        )
     except repo.ExperimentError as exc:
         raise HTTPException(409 if "already exists" in str(exc) else 422, str(exc)) from None
     except ValueError as exc:
@@ -65,14 +109,11 @@ def create(body: ExperimentIn, tenant: AdminTenant, session: SessionDep) -> Expe
 
 @router.get("/experiments", response_model=list[ExperimentOut], responses={401: {"model": Problem}})
 def list_all(tenant: AdminTenant, session: SessionDep) -> list[ExperimentOut]:
+    """The tenant's experiments, oldest first."""
     return [_out(e) for e in repo.list_experiments(session, tenant.id)]
 
 
-@router.post("/experiments/{key}/{action}", response_model=ExperimentOut,
-             responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}})
-def change(request: Request, key: str, action: Literal["start", "stop"], tenant: AdminTenant,
-           session: SessionDep) -> ExperimentOut:
-    """Start a draft (one running experiment per placement) or stop a running one."""
+def _change(request: Request, key: str, action: str, tenant, session) -> ExperimentOut:
     if repo.get_experiment(session, tenant.id, key) is None:
         raise HTTPException(404, f"no experiment {key!r}")
     try:
@@ -85,10 +126,36 @@ def change(request: Request, key: str, action: Literal["start", "stop"], tenant:
     return _out(exp)
 
 
+# Two paths, not one `/{action}`: that pattern also matched `/results`, so POST .../results was a 422
+# instead of a 405 and a 405 there named POST only.
+@router.post(
+    "/experiments/{key}/start",
+    response_model=ExperimentOut,
+    responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}},
+)
+def start(request: Request, key: ExperimentKey, tenant: AdminTenant, session: SessionDep) -> ExperimentOut:
+    """Start a draft (one running experiment per placement)."""
+    return _change(request, key, "start", tenant, session)
+
+
+@router.post(
+    "/experiments/{key}/stop",
+    response_model=ExperimentOut,
+    responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}},
+)
+def stop(request: Request, key: ExperimentKey, tenant: AdminTenant, session: SessionDep) -> ExperimentOut:
+    """Stop a running experiment."""
+    return _change(request, key, "stop", tenant, session)
+
+
 @router.get("/experiments/{key}/results", responses={401: {"model": Problem}, 404: {"model": Problem}})
-async def results(request: Request, key: str, tenant: AdminTenant,
-                  sequential: Annotated[bool, Query(description="Always-valid (peeking-safe) inference")] = False,
-                  correction: Annotated[Literal["holm", "fdr_bh"], Query()] = "holm") -> dict:
+async def results(
+    request: Request,
+    key: ExperimentKey,
+    tenant: AdminTenant,
+    sequential: Annotated[bool, Query(description="Always-valid (peeking-safe) inference")] = False,
+    correction: Annotated[Literal["holm", "fdr_bh"], Query()] = "holm",
+) -> dict:
     """The analysis report: per metric and arm n, value, CI, lift, p, adjusted p, SRM, power."""
     from db.experiment_stats import analyze
     from experiments.analysis import ReportOptions
@@ -96,6 +163,7 @@ async def results(request: Request, key: str, tenant: AdminTenant,
     def _run():
         with request.app.state.engine.connect() as conn:
             return analyze(conn, tenant.id, key, ReportOptions(sequential=sequential, correction=correction))
+
     try:
         report = await run_in_threadpool(_run)
     except ValueError as exc:  # an invalid stored definition

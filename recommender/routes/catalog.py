@@ -10,19 +10,20 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 
+from core.contracts import CatalogEvent
 from db.models import Tenant
 from db.tenants import active_webhook_secrets
 from recommender import ingress, signing
 from recommender.deps import SettingsDep
+from recommender.errors import JSONRoute, error_detail
 from recommender.metrics import REJECTED
 from recommender.schemas import Accepted, Problem
-from core.contracts import CatalogEvent
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
-
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_BATCH = 500
+TENANT_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"  # as db.tenants creates them
+router = APIRouter(prefix="/v1/catalog", tags=["catalog"], route_class=JSONRoute, max_body_size=MAX_BODY_BYTES)
 _events = TypeAdapter(list[CatalogEvent])
 
 
@@ -51,14 +52,22 @@ def load_tenant(request: Request, tenant_id: str) -> Tenant | None:
 
 
 @router.post(
-    "/events", status_code=202, response_model=Accepted,
-    responses={401: {"model": Problem}, 404: {"model": Problem}, 413: {"model": Problem},
-               422: {"model": Problem}, 503: {"model": Problem}},
-    summary="Receive signed catalog events (one event, a list, or {\"events\": [...]})",
+    "/events",
+    status_code=202,
+    response_model=Accepted,
+    responses={
+        401: {"model": Problem},
+        404: {"model": Problem},
+        413: {"model": Problem},
+        422: {"model": Problem},
+        503: {"model": Problem},
+    },
+    summary='Receive signed catalog events (one event, a list, or {"events": [...]})',
 )
 async def catalog_events(
-    request: Request, settings: SettingsDep,
-    x_vitrine_tenant: Annotated[str, Header(description="Tenant id")],
+    request: Request,
+    settings: SettingsDep,
+    x_vitrine_tenant: Annotated[str, Header(description="Tenant id", pattern=TENANT_ID)],
     x_vitrine_signature: Annotated[str | None, Header(description="t=<unix>,v1=<hex HMAC-SHA256>")] = None,
 ):
     body = await read_capped_body(request, MAX_BODY_BYTES)
@@ -66,8 +75,9 @@ async def catalog_events(
     if tenant is None:
         raise reject(404, "unknown_tenant", f"unknown tenant {x_vitrine_tenant!r}")
     try:
-        signing.verify(x_vitrine_signature, body, active_webhook_secrets(tenant),
-                       tolerance_s=settings.webhook_tolerance_s)
+        signing.verify(
+            x_vitrine_signature, body, active_webhook_secrets(tenant), tolerance_s=settings.webhook_tolerance_s
+        )
     except signing.SignatureError as exc:
         raise reject(401, "signature", str(exc)) from None
     events = _parse(body, tenant.id)
@@ -80,6 +90,8 @@ def _parse(body: bytes, tenant_id: str) -> list[CatalogEvent]:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise reject(422, "malformed_json", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise reject(422, "malformed_json", "malformed JSON: nested too deeply") from None
     items = doc.get("events") if isinstance(doc, dict) and "events" in doc else doc
     items = items if isinstance(items, list) else [items]
     if not items:
@@ -89,11 +101,18 @@ def _parse(body: bytes, tenant_id: str) -> list[CatalogEvent]:
     try:
         events = _events.validate_python(items)
     except ValidationError as exc:
-        raise reject(422, "invalid", [
-            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
-        ]) from None
+        raise reject(422, "invalid", error_detail(exc.errors(include_url=False))) from None
     for i, e in enumerate(events):
         if e.tenant_id != tenant_id:
-            raise reject(422, "invalid", [{"loc": [i, "tenant_id"], "msg": f"does not match the signed tenant "
-                                       f"{tenant_id!r}", "type": "tenant_mismatch"}])
+            raise reject(
+                422,
+                "invalid",
+                [
+                    {
+                        "loc": [i, "tenant_id"],
+                        "msg": f"does not match the signed tenant {tenant_id!r}",
+                        "type": "tenant_mismatch",
+                    }
+                ],
+            )
     return events

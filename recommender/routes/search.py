@@ -10,12 +10,16 @@ from pydantic import BaseModel
 
 from db.vector_queries import similar_to_vector
 from recommender.deps import StorefrontTenant
+from recommender.errors import JSONRoute
 from recommender.schemas import Problem, RecommendedItem
 from streams.image_fetch import FetchError
 from vision.image import ImageError, load_image
 from vision.items import extract_items
 
-router = APIRouter(prefix="/v1/search", tags=["storefront"])
+# Its body cap (the largest image plus the form around it) is set where create_app includes it.
+router = APIRouter(prefix="/v1/search", tags=["storefront"], route_class=JSONRoute)
+# Text search only works with a text-capable embedder: create_app publishes it in the schema only then.
+text_router = APIRouter(prefix="/v1/search", tags=["storefront"], route_class=JSONRoute)
 
 
 class FoundItem(BaseModel):
@@ -37,16 +41,31 @@ class TextSearch(BaseModel):
 
 
 def _items(found) -> list[RecommendedItem]:
-    return [RecommendedItem(product_id=n.product_id, title=n.title, image_url=n.image_url, price=n.price,
-                            score=round(n.score, 6)) for n in found]
+    return [
+        RecommendedItem(
+            product_id=n.product_id, title=n.title, image_url=n.image_url, price=n.price, score=round(n.score, 6)
+        )
+        for n in found
+    ]
 
 
-@router.post("/by-image", response_model=ImageSearch,
-             responses={401: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}})
-async def by_image(request: Request, tenant: StorefrontTenant,
-                   image: Annotated[UploadFile | None, File(description="The shopper's photo")] = None,
-                   url: Annotated[str | None, Form(description="Or an http(s) URL of it")] = None,
-                   limit: Annotated[int, Query(ge=1, le=50)] = 5) -> ImageSearch:
+@router.post(
+    "/by-image",
+    response_model=ImageSearch,
+    responses={
+        400: {"model": Problem, "description": "Malformed multipart body"},
+        401: {"model": Problem},
+        413: {"model": Problem},
+        422: {"model": Problem},
+    },
+)
+async def by_image(
+    request: Request,
+    tenant: StorefrontTenant,
+    image: Annotated[UploadFile | None, File(description="The shopper's photo")] = None,
+    url: Annotated[str | None, Form(description="Or an http(s) URL of it")] = None,
+    limit: Annotated[int, Query(ge=1, le=50)] = 5,
+) -> ImageSearch:
     """Detect the items in the photo; for each, its box and the most similar products of the tenant."""
     state, settings = request.app.state, request.app.state.settings
     if (image is None) == (url is None):
@@ -65,35 +84,60 @@ async def by_image(request: Request, tenant: StorefrontTenant,
 
     def _search() -> ImageSearch:
         detections = state.detector.detect([loaded.image])[0]
-        crops = extract_items(loaded.image, detections, min_score=settings.detect_min_score,
-                              min_area=settings.detect_min_area, max_items=settings.detect_max_items,
-                              iou_threshold=settings.detect_iou_threshold)
+        crops = extract_items(
+            loaded.image,
+            detections,
+            min_score=settings.detect_min_score,
+            min_area=settings.detect_min_area,
+            max_items=settings.detect_max_items,
+            iou_threshold=settings.detect_iou_threshold,
+        )
         vectors = state.embedder.embed([c.crop for c in crops])
         out = []
         with state.sessions() as session:
-            for crop, vec in zip(crops, vectors):
-                found = similar_to_vector(session, tenant_id=tenant.id, vector=vec, model_key=state.embedder.model_key,
-                                          dim=state.embedder.dim, limit=limit)
+            for crop, vec in zip(crops, vectors, strict=True):
+                found = similar_to_vector(
+                    session,
+                    tenant_id=tenant.id,
+                    vector=vec,
+                    model_key=state.embedder.model_key,
+                    dim=state.embedder.dim,
+                    limit=limit,
+                )
                 d = crop.detection
                 out.append(FoundItem(box=d.box, label=d.label, score=round(d.score, 4), products=_items(found)))
         return ImageSearch(width=loaded.width, height=loaded.height, items=out)
+
     return await run_in_threadpool(_search)
 
 
-@router.get("", response_model=TextSearch, responses={401: {"model": Problem}, 501: {"model": Problem}})
-async def by_text(request: Request, tenant: StorefrontTenant,
-                  q: Annotated[str, Query(min_length=1, max_length=200)],
-                  limit: Annotated[int, Query(ge=1, le=50)] = 10) -> TextSearch:
+@text_router.get("", response_model=TextSearch, responses={401: {"model": Problem}, 501: {"model": Problem}})
+async def by_text(
+    request: Request,
+    tenant: StorefrontTenant,
+    q: Annotated[str, Query(min_length=1, max_length=200)],
+    limit: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> TextSearch:
     """Text to image search; needs an embedder with a text tower (CLIP)."""
     state = request.app.state
     if not state.embedder.supports_text:
-        raise HTTPException(501, f"the configured embedder {state.embedder.model_key} cannot embed text; "
-                                 "set VITRINE_EMBEDDER=clip for text search")
+        raise HTTPException(
+            501,
+            f"the configured embedder {state.embedder.model_key} cannot embed text; "
+            "set VITRINE_EMBEDDER=clip for text search",
+        )
 
     def _search() -> TextSearch:
         vec = state.embedder.embed_text([q])[0]
         with state.sessions() as session:
-            found = similar_to_vector(session, tenant_id=tenant.id, vector=vec, model_key=state.embedder.model_key,
-                                      dim=state.embedder.dim, limit=limit)
+            found = similar_to_vector(
+                session,
+                tenant_id=tenant.id,
+                vector=vec,
+                model_key=state.embedder.model_key,
+                dim=state.embedder.dim,
+                limit=limit,
+            )
         return TextSearch(query=q, items=_items(found))
+
     return await run_in_threadpool(_search)

@@ -5,25 +5,35 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from db.tenants import active_webhook_secrets
 from recommender import ingress, shopify
-from recommender.routes.catalog import MAX_BODY_BYTES, load_tenant, read_capped_body, reject
+from recommender.errors import JSONRoute, error_detail
+from recommender.routes.catalog import MAX_BODY_BYTES, TENANT_ID, load_tenant, read_capped_body, reject
 from recommender.schemas import Accepted, Problem
 
-router = APIRouter(prefix="/v1/catalog/shopify", tags=["catalog"])
+router = APIRouter(prefix="/v1/catalog/shopify", tags=["catalog"], route_class=JSONRoute, max_body_size=MAX_BODY_BYTES)
 
 
 @router.post(
-    "/{tenant_id}", status_code=202, response_model=Accepted,
-    responses={401: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
+    "/{tenant_id}",
+    status_code=202,
+    response_model=Accepted,
+    responses={
+        401: {"model": Problem},
+        404: {"model": Problem},
+        413: {"model": Problem},
+        422: {"model": Problem},
+        503: {"model": Problem},
+    },
     summary="Receive Shopify products/create|update|delete webhooks for a tenant",
 )
 async def shopify_webhook(
-    request: Request, tenant_id: str,
+    request: Request,
+    tenant_id: Annotated[str, Path(pattern=TENANT_ID)],
     x_shopify_topic: Annotated[str, Header()],
     x_shopify_webhook_id: Annotated[str, Header(min_length=1, max_length=200)],
     x_shopify_hmac_sha256: Annotated[str | None, Header()] = None,
@@ -37,13 +47,19 @@ async def shopify_webhook(
         raise reject(401, "signature", "X-Shopify-Hmac-Sha256 is missing or does not match the body")
     try:
         doc = json.loads(body)
-        event = shopify.to_event(x_shopify_topic, doc, tenant_id=tenant.id, webhook_id=x_shopify_webhook_id,
-                                 triggered_at=x_shopify_triggered_at)
+        event = shopify.to_event(
+            x_shopify_topic,
+            doc,
+            tenant_id=tenant.id,
+            webhook_id=x_shopify_webhook_id,
+            triggered_at=x_shopify_triggered_at,
+        )
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise reject(422, "malformed_json", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise reject(422, "malformed_json", "malformed JSON: nested too deeply") from None
     except ValidationError as exc:
-        raise reject(422, "invalid", [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-                                      for e in exc.errors(include_url=False)]) from None
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise reject(422, "invalid", f"cannot map the Shopify payload: {exc}") from None
+        raise reject(422, "invalid", error_detail(exc.errors(include_url=False))) from None
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        raise reject(422, "invalid", f"cannot map the Shopify payload: {str(exc)[:200]}") from None
     return await ingress.accept(request, tenant.id, [event], source="shopify")

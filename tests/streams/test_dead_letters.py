@@ -9,18 +9,20 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from core.contracts import DeadLetter
+from core.settings import Settings
 from streams.dead_letters import (
     DeadLetterRecord,
     iter_dead_letters,
     newest_dead_letters,
     parse_dead_letter,
+    replay_plan,
     replay_topic,
     resend,
     select_replay,
 )
 from streams.embedded_broker import free_port
 from streams.sync_producer import BrokerUnreachable
-from streams.topics import DEAD_LETTER, PRODUCT_EVENTS
+from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS
 
 
 def dead_letter(
@@ -52,8 +54,9 @@ def record(
     failed_at: str | None = None,
     key: str | None = None,
     payload: str = "{}",
+    topic: str | None = None,
 ) -> DeadLetterRecord:
-    return DeadLetterRecord(0, offset, key, failed_at, 1, "boom", payload, tenant, event_id)
+    return DeadLetterRecord(0, offset, key, failed_at, 1, "boom", payload, tenant, event_id, topic)
 
 
 # --- parsing -----------------------------------------------------------------------------------------
@@ -131,6 +134,20 @@ def test_replay_selection_filters_dedupes_and_reports_missing_ids():
     assert [r.event_id for r in picked.records] == ["e-2"] and picked.missing == {"e-3", "nope"}
 
 
+def test_each_dead_letter_is_replayed_to_the_topic_it_came_from_and_only_to_one_vitrine_consumes():
+    settings = Settings(topic_prefix="shop1.")
+    events, interactions = settings.topic(PRODUCT_EVENTS.name), settings.topic(INTERACTIONS.name)
+    assert replay_topic(settings, record("acme", "e", topic=events)) == events
+    assert replay_topic(settings, record("acme", "e", topic=interactions)) == interactions
+    # Written under another prefix (the deployment's changed since) or none: the same logical topic here.
+    assert replay_topic(settings, record("acme", "e", topic="old.storefront.interactions")) == interactions
+    assert replay_topic(settings, record("acme", "e", topic="catalog.product-events")) == events
+    for elsewhere in ("orders", "shop1.catalog.dead-letter", "storefront.interactions-v2", "", None):
+        assert replay_topic(settings, record("acme", "e", topic=elsewhere)) is None
+    a, b, c = (record("acme", x, topic=t) for x, t in (("a", events), ("b", interactions), ("c", "orders")))
+    assert replay_plan(settings, [a, b, c]) == ({events: [a], interactions: [b]}, [c])
+
+
 # --- on the broker -----------------------------------------------------------------------------------
 
 
@@ -169,9 +186,11 @@ def test_iter_reads_every_dead_letter_and_resend_replays_the_originals(settings)
     assert {r.key: r.tenant_id for r in read} == {"acme:p1": "acme", "acme:p2": "acme", "globex:g1": "globex"}
 
     chosen = select_replay(read, tenant="acme").records
-    assert replay_topic(settings) == settings.topic(PRODUCT_EVENTS.name)
-    assert resend(settings, chosen) == 2
-    replayed = dict(read_back(settings, replay_topic(settings)))
+    plan, unroutable = replay_plan(settings, chosen)
+    events = settings.topic(PRODUCT_EVENTS.name)
+    assert list(plan) == [events] and unroutable == []
+    assert resend(settings, plan) == {events: 2}
+    replayed = dict(read_back(settings, events))
     assert sorted(replayed) == ["acme:p1", "acme:p2"]
     originals = {DeadLetter.model_validate_json(v).key: DeadLetter.model_validate_json(v).payload for _, v in sent}
     assert all(value.decode() == originals[key] for key, value in replayed.items())  # byte for byte
@@ -184,4 +203,4 @@ def test_an_empty_topic_reads_as_nothing_and_an_absent_broker_raises(settings):
     with pytest.raises(BrokerUnreachable, match="unreachable"):
         list(iter_dead_letters(absent))
     with pytest.raises(BrokerUnreachable):
-        resend(absent, [record("acme", "e-1", key="acme:p1")])
+        resend(absent, {"t": [record("acme", "e-1", key="acme:p1")]})

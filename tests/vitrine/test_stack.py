@@ -3,58 +3,44 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from streams.embedded_broker import free_port, port_open
 from tests.helpers import wait_for
+from tests.vitrine.helpers import alive, start_up, vitrine
 
 pytestmark = pytest.mark.integration
 
 
-def vitrine(*args, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "vitrine", *args], env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is gone for our purposes.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
-
-
-def start_up(env):
-    proc = subprocess.Popen([sys.executable, "-m", "vitrine", "up"], env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    while True:
-        line = proc.stdout.readline()
-        assert line, f"vitrine up exited early:\n{''.join(lines)}"
-        lines.append(line)
-        if line.startswith("ready"):
-            return proc, "".join(lines)
-
-
 def test_up_stops_cleanly_and_keeps_data_across_restarts(tmp_path):
     port = free_port()
-    env = {"VITRINE_DATA_DIR": str(tmp_path / "data"), "VITRINE_KAFKA_PORT": str(port),
-           "VITRINE_KAFKA_BOOTSTRAP": "", "VITRINE_DATABASE_URL": ""}
+    env = {
+        "VITRINE_DATA_DIR": str(tmp_path / "data"),
+        "VITRINE_KAFKA_PORT": str(port),
+        "VITRINE_KAFKA_BOOTSTRAP": "",
+        "VITRINE_DATABASE_URL": "",
+    }
     proc, out = start_up(env)
     assert f"kafka     127.0.0.1:{port}" in out and "postgres" in out
     stack = json.loads((tmp_path / "data" / "stack.json").read_text())
     pg_pid = int((tmp_path / "data" / "postgres" / "postmaster.pid").read_text().split()[0])
-    tansu_pids = [int(p) for p in subprocess.run(["pgrep", "-f", f"tansu.*127.0.0.1:{port}"],
-                                                 capture_output=True, text=True).stdout.split()]
-    assert stack["kafka_bootstrap"] == f"127.0.0.1:{port}" and tansu_pids and alive(pg_pid)
+    tansu_pids = [
+        int(p)
+        for p in subprocess.run(
+            ["pgrep", "-f", f"tansu.*127.0.0.1:{port}"], capture_output=True, text=True
+        ).stdout.split()
+    ]
+    weed_pids = [
+        int(p)
+        for p in subprocess.run(
+            ["pgrep", "-f", f"weed mini -dir={tmp_path / 'data'}"], capture_output=True, text=True
+        ).stdout.split()
+    ]
+    assert stack["kafka_bootstrap"] == f"127.0.0.1:{port}" and tansu_pids and weed_pids and alive(pg_pid)
 
     created = vitrine("tenant", "create", "Acme Shoes", env=env)
     assert created.returncode == 0, created.stderr
@@ -62,7 +48,7 @@ def test_up_stops_cleanly_and_keeps_data_across_restarts(tmp_path):
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
-    wait_for(lambda: not any(alive(p) for p in [pg_pid, *tansu_pids]), 15, what="no process left behind")
+    wait_for(lambda: not any(alive(p) for p in [pg_pid, *tansu_pids, *weed_pids]), 15, what="no process left behind")
     assert not port_open("127.0.0.1", port)
     assert not (tmp_path / "data" / "stack.json").exists()
 
@@ -76,8 +62,11 @@ def test_up_stops_cleanly_and_keeps_data_across_restarts(tmp_path):
 
 
 def test_unreachable_services_give_one_clear_line(database_url, tmp_path):
-    env = {"VITRINE_DATA_DIR": str(tmp_path), "VITRINE_KAFKA_BOOTSTRAP": "127.0.0.1:1",
-           "VITRINE_DATABASE_URL": "postgresql://vitrine@127.0.0.1:1/vitrine"}
+    env = {
+        "VITRINE_DATA_DIR": str(tmp_path),
+        "VITRINE_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+        "VITRINE_DATABASE_URL": "postgresql://vitrine@127.0.0.1:1/vitrine",
+    }
     res = vitrine("worker", env=env)
     assert res.returncode != 0
     assert res.stderr.strip().splitlines()[-1].startswith("error: Postgres at postgresql+psycopg://vitrine@127.0.0.1:1")
@@ -91,6 +80,9 @@ def test_unreachable_services_give_one_clear_line(database_url, tmp_path):
 
 
 def test_no_stack_and_no_settings_says_how_to_start(tmp_path):
-    res = vitrine("tenant", "list", env={"VITRINE_DATA_DIR": str(tmp_path), "VITRINE_KAFKA_BOOTSTRAP": "",
-                                         "VITRINE_DATABASE_URL": ""})
+    res = vitrine(
+        "tenant",
+        "list",
+        env={"VITRINE_DATA_DIR": str(tmp_path), "VITRINE_KAFKA_BOOTSTRAP": "", "VITRINE_DATABASE_URL": ""},
+    )
     assert res.returncode == 1 and "vitrine up" in res.stderr and "Traceback" not in res.stderr

@@ -130,10 +130,67 @@ def _send_and_wait(client: CatalogClient, consumer: KafkaConsumer, events: list[
     }
 
 
-def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeout_s: float = 900) -> dict:
+def _webhook_latency(client: CatalogClient, posts: int) -> dict:
+    """Round trip of single-event webhooks (claim, produce, Kafka's ack, receipt marked), one after another.
+
+    The events delete products that do not exist: the worker's share is a lookup, so what is
+    timed is the API and the broker's acknowledgement, which is where broker storage costs.
+    """
+    times = []
+    for i in range(posts):
+        e = {
+            "event_id": f"latency-{time.time_ns()}-{i}",
+            "tenant_id": TENANT,
+            "type": "product.deleted",
+            "product": {"id": f"latency-{i}", "version": 1},
+        }
+        started = time.perf_counter()
+        resp = client.send(e)
+        times.append(time.perf_counter() - started)
+        if resp.status_code != 202:
+            raise RuntimeError(f"webhook answered {resp.status_code}: {resp.text[:300]}")
+    times.sort()
+    return {
+        "posts": posts,
+        "p50_ms": round(1000 * statistics.median(times), 2),
+        "p99_ms": round(1000 * times[min(len(times) - 1, int(0.99 * len(times)))], 2),
+        "mean_ms": round(1000 * statistics.fmean(times), 2),
+    }
+
+
+def _with_broker(settings: Settings, broker: str | None) -> Settings:
+    """Settings whose embedded broker uses `broker` storage; refuses a running stack that uses another."""
+    from vitrine.stack import running_broker_storage
+
+    if broker is None:
+        return settings
+    if settings.kafka_bootstrap:
+        raise RuntimeError(
+            "--broker chooses the embedded broker's storage, but VITRINE_KAFKA_BOOTSTRAP points to another broker"
+        )
+    running = running_broker_storage(settings)
+    if running is not None and running != broker:
+        raise RuntimeError(
+            f"a `vitrine up` with {running} broker storage runs on {settings.data_dir.resolve()}: "
+            "stop it, or use another VITRINE_DATA_DIR, to measure " + broker
+        )
+    return settings.model_copy(update={"broker_storage": broker})
+
+
+def run_ingest_bench(
+    settings: Settings,
+    *,
+    products: int,
+    seed: int = 0,
+    timeout_s: float = 900,
+    broker: str | None = None,
+    latency_posts: int = 200,
+) -> dict:
     """Run the benchmark and return its figures (the CLI prints them)."""
     from core.machine import machine_info
+    from vitrine.stack import running_broker_storage
 
+    settings = _with_broker(settings, broker)
     with ExitStack() as stack:
         img_dir = settings.data_dir / "bench-ingest" / "images"
         names = make_images(img_dir, products * 2 + 10, seed=seed)
@@ -149,6 +206,8 @@ def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeou
         warm = build_catalog(1, names[-10:], server.base_url, version=1, tag="warmup")
         warm[0]["product"]["id"] = "warmup"
         _send_and_wait(client, consumer, warm, timeout_s=300)
+        storage = running_broker_storage(settings) or ("external" if settings.kafka_bootstrap else "?")
+        latency = _webhook_latency(client, latency_posts) if latency_posts else None
 
         catalog = build_catalog(products, names, server.base_url, version=1, tag="first", seed=seed)
         n_images = sum(len(e["product"]["image_urls"]) for e in catalog)
@@ -159,6 +218,7 @@ def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeou
         first = _send_and_wait(client, consumer, catalog, timeout_s)
         first["images"] = n_images
         first["images_per_s"] = round(n_images / first["elapsed_s"], 1)
+        first["accepted_per_s"] = round(products / first["post_s"], 1)
 
         # The same catalog again with new event ids and versions: images are fetched and hashed,
         # found unchanged, and not embedded again.
@@ -188,7 +248,9 @@ def run_ingest_bench(settings: Settings, *, products: int, seed: int = 0, timeou
             "embed_batch_size": settings.embed_batch_size,
             "post_batch": POST_BATCH,
             "seed": seed,
+            "broker_storage": storage,
         },
+        "webhook_latency": latency,
         "first_ingest": first,
         "resend_unchanged": resend,
         "embedder_only": alone,

@@ -1,4 +1,4 @@
-"""Every `vitrine bench` command: ingest, serve, vision, stats, dashboard. The logic lives in vitrine/bench/."""
+"""Every `vitrine bench` command: ingest, serve, vision, stats, dashboard, outage. The logic lives in vitrine/bench/."""
 
 from __future__ import annotations
 
@@ -21,15 +21,24 @@ def _machine_line(m: dict) -> str:
 def bench_ingest(
     products: int = typer.Option(200, min=1, help="Products to post (1-3 images each)"),
     seed: int = typer.Option(0, help="Seed of the catalog and its images"),
+    broker: str = typer.Option(
+        None,
+        help="Storage of the embedded broker: durable or memory (default: VITRINE_BROKER_STORAGE, or the "
+        "running `vitrine up`'s)",
+    ),
+    latency_posts: int = typer.Option(200, min=0, help="Single-event webhooks timed one after another (0 = skip)"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Post N products through the webhook into the stack; print products/s, images/s, latency, ratios."""
+    """Post N products through the webhook into the stack; print webhook latency, products/s, images/s, ratios."""
+    from streams.embedded_broker import BROKER_STORAGES
     from vitrine.bench.ingest import run_ingest_bench
 
     setup_logging(verbose)
+    if broker is not None and broker not in BROKER_STORAGES:
+        fail(f"--broker must be one of {', '.join(BROKER_STORAGES)}, not {broker!r}")
     try:
-        r = run_ingest_bench(load_settings(), products=products, seed=seed)
+        r = run_ingest_bench(load_settings(), products=products, seed=seed, broker=broker, latency_posts=latency_posts)
     except RuntimeError as exc:
         fail(str(exc))
     if as_json:
@@ -40,9 +49,21 @@ def bench_ingest(
     typer.echo(
         f"settings: {s['products']} products, embedder {s['embedder']} ({s['runtime']}), detector "
         f"{s['detector']}, embed batch {s['embed_batch_size']}, {s['post_batch']} events per webhook, "
-        f"worker model streams {r.get('model_streams', 1)}\n"
+        f"worker model streams {r.get('model_streams', 1)}, broker storage {s['broker_storage']}\n"
     )
+    lat = r["webhook_latency"]
     rows = [
+        *(
+            [
+                (
+                    f"webhook, one event per POST ({lat['posts']} POSTs): p50 / p99 (ms)",
+                    f"{lat['p50_ms']} / {lat['p99_ms']}",
+                )
+            ]
+            if lat
+            else []
+        ),
+        ("first ingest: events accepted by the webhook per s", f["accepted_per_s"]),
         ("first ingest: products/s", f["products_per_s"]),
         ("first ingest: images/s", f["images_per_s"]),
         ("first ingest: p50 / p95 event-to-indexed (s)", f"{f['latency_p50_s']} / {f['latency_p95_s']}"),
@@ -66,6 +87,42 @@ def bench_ingest(
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         typer.echo(f"{k:<{width}}  {v}")
+
+
+@bench_app.command("broker")
+def bench_broker(
+    storage: str = typer.Option("durable", help="Storage of the broker under test: durable or memory"),
+    steps: str = typer.Option("3000,3000", help="Batches added per step, comma-separated"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Grow one partition of a broker of its own; print produce latency and fetch/read times per size."""
+    from streams.embedded_broker import BROKER_STORAGES
+    from vitrine.bench.broker import run_broker_bench
+
+    setup_logging(verbose)
+    if storage not in BROKER_STORAGES:
+        fail(f"--storage must be one of {', '.join(BROKER_STORAGES)}, not {storage!r}")
+    try:
+        sizes = [int(x) for x in steps.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--steps must be integers separated by commas, not {steps!r}")
+    try:
+        r = run_broker_bench(load_settings().data_dir, storage=storage, steps=sizes)
+    except RuntimeError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(r))
+        return
+    typer.echo(_machine_line(r["machine"]))
+    typer.echo(f"storage {r['storage']}, consumer fetch wait {r['fetch_max_wait_ms']} ms (the worker's)\n")
+    typer.echo(f"{'batches':>8}  {'produce ms':>10}  {'fetch last ms':>13}  {'read all s':>10}  {'records read':>12}")
+    for row in r["steps"]:
+        last = "-" if row["fetch_last_ms"] is None else row["fetch_last_ms"]
+        typer.echo(
+            f"{row['batches']:>8}  {row['produce_ms']:>10}  {last:>13}  {row['read_all_s']:>10}  "
+            f"{row['read_records']:>12}"
+        )
 
 
 @bench_app.command("serve")
@@ -397,3 +454,22 @@ def _report_ttl_s() -> int:
     from dashboards.data import REPORT_TTL_S
 
     return REPORT_TTL_S
+
+
+@bench_app.command("outage")
+def bench_outage(
+    products: int = typer.Option(1000, min=10, help="Products to post (1-3 images each)"),
+    outage_s: float = typer.Option(60.0, min=1, help="How long Postgres stays stopped"),
+    stop_after: float = typer.Option(0.1, min=0.0, max=0.9, help="Stop Postgres once this share is indexed"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Stop Postgres during an ingest (own Postgres and broker): lost, doubled, dead letters, recovery, API codes."""
+    from vitrine.bench.outage import format_report, run_outage_bench
+
+    setup_logging(verbose)
+    try:
+        r = run_outage_bench(load_settings(), products=products, outage_s=outage_s, stop_after=stop_after)
+    except RuntimeError as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(r) if as_json else format_report(r))

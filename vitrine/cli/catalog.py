@@ -202,12 +202,14 @@ def replay(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Re-send dead-lettered events, with their original keys, to the product-events topic.
+    """Re-send dead-lettered events, with their original keys, each to the topic it came from.
 
-    Replaying twice is harmless: the worker ignores event versions it has already indexed.
+    Catalog events go back to the product-events topic, interactions to the interactions topic; a
+    record from any other topic is listed and left alone (exit 1). Replaying twice is harmless: the
+    worker ignores catalog versions it has indexed and interaction event ids it has stored.
     Fix the cause first (an image host, the embedder), or the events come back here.
     """
-    from streams.dead_letters import iter_dead_letters, replay_topic, resend, select_replay
+    from streams.dead_letters import iter_dead_letters, replay_plan, resend, select_replay
     from streams.sync_producer import BrokerUnreachable
 
     setup_command_logging(verbose)
@@ -219,18 +221,28 @@ def replay(
     missing = selection.missing
     if missing:
         typer.secho(f"not in the dead letters: {', '.join(sorted(missing))}", err=True, fg=typer.colors.YELLOW)
-    if not selection.records:
+    plan, unroutable = replay_plan(settings, selection.records)
+    for source in sorted({r.topic or "?" for r in unroutable}):
+        n = sum(1 for r in unroutable if (r.topic or "?") == source)
+        typer.secho(
+            f"not replayed: {n} event(s) from {source}, a topic vitrine does not consume",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+    failed = bool(missing or unroutable)
+    if not plan:
         typer.echo("nothing to replay")
-        raise typer.Exit(1 if missing else 0)
-    topic = replay_topic(settings)
+        raise typer.Exit(1 if failed else 0)
     if not yes:
-        typer.confirm(f"re-send {len(selection.records)} event(s) to {topic}?", abort=True, err=True)
+        where = ", ".join(f"{len(records)} to {topic}" for topic, records in plan.items())
+        typer.confirm(f"re-send {sum(len(r) for r in plan.values())} event(s): {where}?", abort=True, err=True)
     try:
-        sent = resend(settings, selection.records)
+        sent = resend(settings, plan)
     except BrokerUnreachable as exc:
         fail(str(exc), UNREACHABLE)
-    typer.echo(f"replayed {sent} event(s) to {topic}")
-    raise typer.Exit(1 if missing else 0)
+    for topic, n in sent.items():
+        typer.echo(f"replayed {n} event(s) to {topic}")
+    raise typer.Exit(1 if failed else 0)
 
 
 def clip(text: str, width: int) -> str:

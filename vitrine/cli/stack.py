@@ -8,8 +8,8 @@ import threading
 
 import typer
 
-from vitrine.cli.app import app, db_app, fail, load_settings, setup_logging, tenant_app
 from core.settings import Settings, StackNotRunning
+from vitrine.cli.app import app, db_app, fail, load_settings, setup_logging, tenant_app
 
 log = logging.getLogger("vitrine")
 
@@ -38,7 +38,10 @@ def up(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
         resolved = stack.start()
     except StackError as exc:
         fail(str(exc))
-    typer.echo(f"kafka     {resolved.kafka_bootstrap}{'  (embedded tansu)' if stack.broker else ''}")
+    typer.echo(
+        f"kafka     {resolved.kafka_bootstrap}"
+        f"{f'  (embedded tansu, {stack.broker.description})' if stack.broker else ''}"
+    )
     typer.echo(f"postgres  {resolved.database_url}{'  (embedded)' if stack.postgres else ''}")
     typer.echo(f"data dir  {settings.data_dir.resolve()}")
     if not (stack.broker or stack.postgres):
@@ -68,13 +71,16 @@ def worker(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     except StackError as exc:
         fail(str(exc))
     faust_app = create_worker(settings)
-    faust.Worker(faust_app, loglevel="DEBUG" if verbose else "INFO", quiet=True,
-                 redirect_stdouts=False).execute_from_commandline()
+    faust.Worker(
+        faust_app, loglevel="DEBUG" if verbose else "INFO", quiet=True, redirect_stdouts=False
+    ).execute_from_commandline()
 
 
 @app.command()
-def api(verbose: bool = typer.Option(False, "--verbose", "-v"),
-        port: int = typer.Option(None, help="Override VITRINE_API_PORT")) -> None:
+def api(
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    port: int = typer.Option(None, help="Override VITRINE_API_PORT"),
+) -> None:
     """Serve the HTTP API (catalog webhooks, recommendations) with uvicorn."""
     import uvicorn
 
@@ -87,14 +93,21 @@ def api(verbose: bool = typer.Option(False, "--verbose", "-v"),
         check_database(settings.database_url)
     except StackError as exc:
         fail(str(exc))
-    uvicorn.run(create_app(settings), host=settings.api_host, port=port or settings.api_port,
-                log_level="debug" if verbose else "info", access_log=verbose)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=port or settings.api_port,
+        log_level="debug" if verbose else "info",
+        access_log=verbose,
+    )
 
 
 @tenant_app.command("create")
-def tenant_create(name: str, tenant_id: str = typer.Option(None, "--id", help="Slug; default from NAME"),
-                  default_arm: str = typer.Option("baseline", help="Arm for shoppers outside any experiment: "
-                                                  "baseline or visual")) -> None:
+def tenant_create(
+    name: str,
+    tenant_id: str = typer.Option(None, "--id", help="Slug; default from NAME"),
+    default_arm: str = typer.Option("baseline", help="Arm for shoppers outside any experiment: baseline or visual"),
+) -> None:
     """Create a tenant and print its storefront key, admin key and webhook secret (shown once)."""
     from db.session import create_db_engine, session_factory
     from db.tenants import create_tenant
@@ -153,9 +166,11 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 
 
 @app.command()
-def demo(products: int = typer.Option(8, min=2, max=8, help="How many sample products to ingest"),
-         serve: bool = typer.Option(False, help="Keep everything running after the demo (Ctrl-C stops)"),
-         verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def demo(
+    products: int = typer.Option(8, min=2, max=8, help="How many sample products to ingest"),
+    serve: bool = typer.Option(False, help="Keep everything running after the demo (Ctrl-C stops)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
     """The main job, end to end on the embedded stack: ingest sample products, ask for recommendations."""
     from vitrine.demo import run_demo
 

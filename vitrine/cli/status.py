@@ -1,5 +1,8 @@
 """`vitrine status`: per-tenant catalog counts (`db.status`) beside worker lag and dead letters (`streams.status`).
 
+Postgres' reachability is probed here directly; since when it has been away comes from the local worker,
+which waits out an outage and says so on its /metrics/ page (`streams.status.worker_health`).
+
 Exit codes, for scripts: 0 all good; 1 unknown tenant; 2 a service (Kafka, Postgres) is unreachable.
 """
 
@@ -23,26 +26,31 @@ def status(
 ) -> None:
     """Per tenant: products, deleted, images ok/pending/failed (top reasons), items; worker lag; dead letters.
 
-    Exits 2 (after printing what it could) if Kafka is unreachable.
+    Exits 2 (after printing what it could) if Kafka or Postgres is unreachable.
     """
-    from streams.status import kafka_status
+    from streams.status import kafka_status, worker_health
 
     setup_command_logging(verbose)
     settings = resolved_settings()
-    tenants = _catalog_status(settings, tenant)
+    tenants, db_error = _catalog_status(settings, tenant)
     kafka = kafka_status(settings)
+    worker = worker_health(settings)
+    database = {"reachable": db_error is None, "error": db_error, "down_since": worker["database_down_since"]}
     for t in tenants:
         t["dead_letters"] = kafka["dead_letters_by_tenant"].get(t["tenant_id"], 0) if kafka["reachable"] else None
     if as_json:
-        typer.echo(json.dumps({"tenants": tenants, "kafka": kafka}))
+        typer.echo(json.dumps({"tenants": tenants, "kafka": kafka, "database": database, "worker": worker}))
     else:
-        _print_status(tenants, kafka)
-    if not kafka["reachable"]:
+        _print_status(tenants, kafka, database, worker)
+    if not kafka["reachable"] or db_error is not None:
         raise typer.Exit(UNREACHABLE)
 
 
-def _catalog_status(settings: Settings, only: str | None) -> list[dict]:
-    """`db.status.catalog_status` on its own connection; exits 1 on an unknown tenant, 2 if Postgres is down."""
+def _catalog_status(settings: Settings, only: str | None) -> tuple[list[dict], str | None]:
+    """(`db.status.catalog_status` on its own connection, None), or ([], why Postgres is unreachable).
+
+    Exits 1 on an unknown tenant.
+    """
     from sqlalchemy.exc import OperationalError
 
     from db.session import create_db_engine, session_factory
@@ -51,16 +59,19 @@ def _catalog_status(settings: Settings, only: str | None) -> list[dict]:
     engine = create_db_engine(settings.database_url)
     try:
         with session_factory(engine)() as session:
-            return catalog_status(session, only)
+            return catalog_status(session, only), None
     except UnknownTenant as exc:
         fail(str(exc))
     except OperationalError as exc:
-        fail(postgres_unreachable(exc), UNREACHABLE)
+        return [], postgres_unreachable(exc)
     finally:
         engine.dispose()
 
 
-def _print_status(tenants: list[dict], kafka: dict) -> None:
+def _print_status(tenants: list[dict], kafka: dict, database: dict, worker: dict) -> None:
+    if not database["reachable"]:
+        since = f" since {database['down_since']}" if database["down_since"] else ""
+        typer.secho(f"database unreachable{since}: {database['error']}", err=True, fg=typer.colors.RED)
     head = ("tenant", "products", "deleted", "images ok", "pending", "failed", "items", "dead")
     typer.echo(f"{head[0]:<24}" + "".join(f"{h:>10}" for h in head[1:]))
     for t in tenants:
@@ -76,9 +87,16 @@ def _print_status(tenants: list[dict], kafka: dict) -> None:
         typer.echo(f"{clip(t['tenant_id'], 24):<24}" + "".join(f"{c:>10}" for c in cells))
         for r in t["failure_reasons"]:
             typer.echo(f"  failed: {r['count']} x {clip(' '.join(r['reason'].split()), 90)}")
-    if not tenants:
+    if not tenants and database["reachable"]:
         typer.echo("(no tenants; create one with `vitrine tenant create`)")
     typer.echo("")
+    if worker["database_down_since"]:
+        typer.echo(
+            f"worker         waiting for the database since {worker['database_down_since']}; "
+            "nothing is dead-lettered meanwhile"
+        )
+    elif worker["reachable"]:
+        typer.echo("worker         running, database reachable" if worker["database_up"] else "worker         starting")
     if not kafka["reachable"]:
         typer.secho(f"kafka: {kafka['error']}", err=True, fg=typer.colors.RED)
         return

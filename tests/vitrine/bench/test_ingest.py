@@ -19,11 +19,18 @@ def test_catalog_is_seeded_and_a_resend_has_the_same_images(tmp_path):
 
 
 def test_bench_ingest_reports_every_product_indexed_and_consistent_ratios(settings):
-    r = run_ingest_bench(settings, products=4, timeout_s=240)
+    r = run_ingest_bench(settings, products=4, timeout_s=240, latency_posts=5)
     first, resend = r["first_ingest"], r["resend_unchanged"]
+    assert r["webhook_latency"]["posts"] == 5 and 0 < r["webhook_latency"]["p50_ms"] <= r["webhook_latency"]["p99_ms"]
+    assert r["settings"]["broker_storage"] == "external"  # the session's broker, configured by address
     assert first["statuses"] == {"indexed": 4} and resend["statuses"] == {"indexed": 4}
     assert 4 <= first["images"] <= 12  # 1-3 images per product
     runs = r["embedder_only_runs"]
     assert r["embedder_only"]["images_per_s"] == max(m["all_cores"]["images_per_s"] for m in runs.values())
     assert r["pipeline_to_embedder_ratio"] == round(first["images_per_s"] / r["embedder_only"]["images_per_s"], 3)
     assert r["machine"]["cores"] and r["settings"]["products"] == 4
+
+
+def test_bench_ingest_refuses_a_broker_storage_it_cannot_choose(settings):
+    with pytest.raises(RuntimeError, match="VITRINE_KAFKA_BOOTSTRAP"):
+        run_ingest_bench(settings, products=1, broker="memory")

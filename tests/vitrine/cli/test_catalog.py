@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from core.contracts import CatalogEvent, DeadLetter
 from db.catalog import ImageResult, ItemRow, delete_product, upsert_product
 from db.tenants import create_tenant
 from streams.embedded_broker import free_port
-from streams.topics import DEAD_LETTER, PRODUCT_EVENTS
+from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS
 from tests.helpers import settings_env
 from vitrine.cli import app
 
@@ -291,3 +293,85 @@ def test_status_reports_the_lag_of_the_worker_group(env, settings):
     assert result.exit_code == 0, result.output
     kafka = json.loads(result.stdout)["kafka"]
     assert kafka["lag_error"] is None and kafka["lag"] == 2
+
+
+# --- dead letters of the worker: per tenant, replayed to their own topics (#13) ------------------------
+
+
+def worker_dead_letters(settings, sessions, *, interactions=(), catalog=()) -> list[DeadLetter]:
+    """Run the worker's batch functions on the real database; write their dead letters as the worker does."""
+    from streams.worker import dead_letter_record, process_batch, record_batch
+
+    letters: list[DeadLetter] = []
+
+    def collect(topic: str):
+        async def dead_letter(key, value, error, attempts):
+            letters.append(dead_letter_record(topic, key, value, error, attempts))
+
+        return dead_letter
+
+    async def run():
+        if catalog:  # only events that fail validation: no indexer (models, images) is needed for them
+            await process_batch(None, list(catalog), None, collect(settings.topic(PRODUCT_EVENTS.name)))
+        if interactions:
+            await record_batch(sessions, list(interactions), 3 * 86400, collect(settings.topic(INTERACTIONS.name)))
+
+    asyncio.run(run())
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    for letter in letters:
+        producer.send(
+            settings.topic(DEAD_LETTER.name), key=letter.key.encode(), value=letter.model_dump_json().encode()
+        )
+    producer.flush()
+    producer.close()
+    return letters
+
+
+def click(tenant: str, event_id: str, user: str, product: str) -> tuple[bytes, bytes]:
+    body = {"event_id": event_id, "tenant_id": tenant, "type": "click", "user_id": user, "product_id": product}
+    return f"{tenant}:{user}".encode(), json.dumps(body).encode()
+
+
+@pytest.fixture
+def refuses_poison(env, sessions):
+    """Tenants acme and globex; the database refuses interactions with the product "poison" (a CHECK)."""
+    with sessions.begin() as s:
+        create_tenant(s, "Globex", "globex")
+        s.execute(text("ALTER TABLE interaction_events ADD CONSTRAINT no_poison CHECK (product_id <> 'poison')"))
+    return sessions
+
+
+def test_a_tenants_dead_letters_hold_only_its_own_events_and_data(refuses_poison, settings):
+    """Before: a mixed batch failed whole, every event of both tenants was dead-lettered, and each error listed
+    the batch's rows: acme's listing showed globex's user and product ids, and globex had dead letters too."""
+    batch = [click("globex", f"g{i}", f"globex-user-{i}", f"globex-product-{i}") for i in range(4)]
+    batch.insert(2, click("acme", "a-bad", "acme-user", "poison"))
+    worker_dead_letters(settings, refuses_poison, interactions=batch)
+
+    globex = runner.invoke(app, ["catalog", "dead-letters", "--tenant", "globex", "--json"])
+    assert globex.exit_code == 0, globex.output
+    assert json.loads(globex.stdout)["total"] == 0
+    acme = runner.invoke(app, ["catalog", "dead-letters", "--tenant", "acme", "--json"])
+    [letter] = json.loads(acme.stdout)["dead_letters"]
+    assert letter["key"] == "acme:acme-user" and letter["event_id"] == "a-bad" and "no_poison" in letter["error"]
+    assert "globex" not in acme.stdout  # not in the error, not in the payload
+    table = runner.invoke(app, ["catalog", "dead-letters", "--tenant", "acme"])
+    assert "acme:acme-user" in table.stdout and "globex" not in table.stdout
+
+
+def test_replay_sends_an_interaction_and_a_catalog_event_back_to_their_own_topics(refuses_poison, settings):
+    """Before: replay sent every dead letter to the catalog topic, where an interaction only failed again."""
+    bad_catalog = (
+        b"acme:p9",
+        json.dumps({"event_id": "c-bad", "tenant_id": "acme", "type": "product.upserted"}).encode(),
+    )
+    bad_click = click("acme", "i-bad", "acme-user", "poison")
+    letters = worker_dead_letters(settings, refuses_poison, interactions=[bad_click], catalog=[bad_catalog])
+    assert sorted(dl.topic for dl in letters) == sorted(settings.topic(t.name) for t in (PRODUCT_EVENTS, INTERACTIONS))
+
+    result = runner.invoke(app, ["catalog", "replay", "--tenant", "acme", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert f"replayed 1 event(s) to {settings.topic(PRODUCT_EVENTS.name)}" in result.stdout
+    assert f"replayed 1 event(s) to {settings.topic(INTERACTIONS.name)}" in result.stdout
+    assert read_topic(settings, PRODUCT_EVENTS.name) == [("acme:p9", bad_catalog[1])]
+    assert read_topic(settings, INTERACTIONS.name) == [("acme:acme-user", bad_click[1])]  # byte for byte

@@ -1,0 +1,18 @@
+"""`vitrine bench broker` on a broker of its own (a few batches, not a measurement)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vitrine.bench.broker import run_broker_bench
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_broker_reads_back_every_batch_it_produced(tmp_path):
+    r = run_broker_bench(tmp_path, storage="memory", steps=[20, 30])
+    assert [s["batches"] for s in r["steps"]] == [20, 50]
+    assert [s["read_records"] for s in r["steps"]] == [20, 50]
+    assert all(s["produce_ms"] > 0 and s["fetch_last_ms"] is not None for s in r["steps"])
+    assert r["storage"] == "memory" and r["fetch_max_wait_ms"] == 100
+    assert not (tmp_path / "bench-broker-memory").exists()  # its broker's state is removed
