@@ -3,6 +3,7 @@
 
     python3 dev.py demo [vitrine demo options]   # the main job on the embedded stack
     python3 dev.py test [pytest options]         # the test suite
+    python3 dev.py lint                          # ruff (lint + format check) and the import contract
     python3 dev.py setup                         # only (re)install
 
 Only the standard library is used here, so this works on a fresh machine with Python 3.11+.
@@ -26,7 +27,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 
 def setup() -> None:
     """Create .venv and install the project with its dev extras, unless already up to date."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036  this script must say so on an older Python, not crash
         sys.exit(f"vitrine needs Python 3.11+, this is {sys.version.split()[0]}")
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest:
@@ -41,7 +42,7 @@ def setup() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "setup"):
+    if not argv or argv[0] not in ("demo", "test", "lint", "setup"):
         print(__doc__)
         return 2
     setup()
@@ -50,6 +51,16 @@ def main(argv: list[str]) -> int:
         return 0
     if cmd == "demo":
         return subprocess.run([BIN / "vitrine", "demo", *rest], cwd=ROOT).returncode
+    if cmd == "lint":
+        checks = ([BIN / "ruff", "check", "."], [BIN / "ruff", "format", "--check", "."], [BIN / "lint-imports"])
+        failed = [
+            c[0].name + " " + c[1] if len(c) > 1 else c[0].name
+            for c in checks
+            if subprocess.run(c, cwd=ROOT).returncode != 0
+        ]
+        if failed:
+            print(f"error: {', '.join(failed)} failed", file=sys.stderr)
+        return 1 if failed else 0
     code = subprocess.run([BIN / "python", "-m", "pytest", *rest], cwd=ROOT).returncode
     if code == 5:  # pytest: no tests collected; a run that tests nothing must not pass
         print("error: pytest collected no tests", file=sys.stderr)
