@@ -31,11 +31,9 @@ from db.experiment_sql import (
     totals_sql,
 )
 from db.experiments import load_definition, load_planned_sample_size
-from experiments.analysis import DEFAULT_PRE_PERIOD_DAYS, Attribution, ReportOptions, days_elapsed
+from experiments.analysis import DEFAULT_PRE_PERIOD_DAYS, Attribution, ReportOptions, report_for
 from experiments.daily import cumulate_daily
 from experiments.definition import ExperimentDefinition
-from experiments.report import build_report
-from experiments.sequential import DEFAULT_TUNING_N
 from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
 
 log = logging.getLogger(__name__)
@@ -314,19 +312,7 @@ def analyze(
     )
     if definition is None and not stats.arms:
         return None
-    tuning_n = options.tuning_n
-    if not tuning_n and definition is not None:
-        tuning_n = load_planned_sample_size(conn, tenant_id, key) or 0
-    return build_report(
-        definition,
-        stats,
-        alpha=options.alpha,
-        correction=options.correction,
-        metrics=options.metrics,
-        sequential=options.sequential,
-        tuning_n=tuning_n or DEFAULT_TUNING_N,
-        cuped=options.cuped,
-        target_relative_mde=options.target_relative_mde,
-        days_elapsed=days_elapsed(definition, now),
-        tenant_id=tenant_id,
+    planned = (
+        load_planned_sample_size(conn, tenant_id, key) if not options.tuning_n and definition is not None else None
     )
+    return report_for(definition, stats, options, planned_sample_size=planned, as_of=now, tenant_id=tenant_id)

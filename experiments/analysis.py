@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from experiments.definition import ExperimentDefinition
-from experiments.report import DEFAULT_METRICS
+from experiments.report import DEFAULT_METRICS, build_report
+from experiments.sequential import DEFAULT_TUNING_N
+from experiments.stats import ExperimentStats
 
 DEFAULT_PRE_PERIOD_DAYS = 14
 
@@ -59,3 +62,33 @@ def days_elapsed(definition: ExperimentDefinition | None, now: datetime | None =
         return None
     end = definition.stopped_at or now or datetime.now(UTC)
     return max((end - definition.started_at).total_seconds() / 86400.0, 0.0) or None
+
+
+def report_for(
+    definition: ExperimentDefinition | None,
+    stats: ExperimentStats,
+    options: ReportOptions,
+    *,
+    planned_sample_size: int | None,
+    as_of: datetime | None,
+    tenant_id: str | None,
+) -> dict[str, Any]:
+    """The report for these options: what `analyze` (live) and `snapshot_report` (stored) both return.
+
+    The sequential tuning n is the option's, else the experiment's planned sample size, else the default;
+    days elapsed are counted at `as_of`.
+    """
+    tuning_n = options.tuning_n or (planned_sample_size if definition is not None else 0) or DEFAULT_TUNING_N
+    return build_report(
+        definition,
+        stats,
+        alpha=options.alpha,
+        correction=options.correction,
+        metrics=options.metrics,
+        sequential=options.sequential,
+        tuning_n=tuning_n,
+        cuped=options.cuped,
+        target_relative_mde=options.target_relative_mde,
+        days_elapsed=days_elapsed(definition, as_of),
+        tenant_id=tenant_id,
+    )

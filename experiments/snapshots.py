@@ -18,10 +18,8 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from experiments.analysis import DEFAULT_PRE_PERIOD_DAYS, Attribution, ReportOptions, days_elapsed
+from experiments.analysis import DEFAULT_PRE_PERIOD_DAYS, Attribution, ReportOptions, report_for
 from experiments.definition import ExperimentDefinition
-from experiments.report import build_report
-from experiments.sequential import DEFAULT_TUNING_N
 from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
 
 FORMAT = 1  # of the stored JSON; rows of another format are ignored (recomputed)
@@ -135,17 +133,11 @@ def snapshot_report(
     definition, stats = snapshot.definition, snapshot.stats.with_daily(())  # analyze's report has no daily
     if definition is None and not stats.arms:
         return None
-    tuning_n = options.tuning_n or (snapshot.planned_sample_size if definition is not None else 0) or 0
-    return build_report(
+    return report_for(
         definition,
         stats,
-        alpha=options.alpha,
-        correction=options.correction,
-        metrics=options.metrics,
-        sequential=options.sequential,
-        tuning_n=tuning_n or DEFAULT_TUNING_N,
-        cuped=options.cuped,
-        target_relative_mde=options.target_relative_mde,
-        days_elapsed=days_elapsed(definition, snapshot.computed_at),
+        options,
+        planned_sample_size=snapshot.planned_sample_size,
+        as_of=snapshot.computed_at,
         tenant_id=tenant_id,
     )
