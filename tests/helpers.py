@@ -34,3 +34,22 @@ def wait_for(condition: Callable[[], object], timeout_s: float = 60.0, interval_
             return result
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what or condition}")
+
+
+def read_topic_records(bootstrap: str, topic: str) -> list[tuple[str | None, bytes]]:
+    """Every record of a topic, from the beginning to its current end: (key, value) in partition order."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        out = []
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=500).values():
+                out += [(r.key.decode() if r.key else None, r.value) for r in records]
+        return out
+    finally:
+        consumer.close()

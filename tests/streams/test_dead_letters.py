@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from core.contracts import DeadLetter
 from core.settings import Settings
@@ -23,6 +23,7 @@ from streams.dead_letters import (
 from streams.embedded_broker import free_port
 from streams.sync_producer import BrokerUnreachable
 from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS
+from tests.helpers import read_topic_records
 
 
 def dead_letter(
@@ -159,23 +160,6 @@ def produce(settings, logical: str, records: list[tuple[bytes, bytes]]) -> None:
     producer.close()
 
 
-def read_back(settings, topic: str) -> list[tuple[str | None, bytes]]:
-    """Every record of a topic, from the beginning to its current end."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        out = []
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            for batch in consumer.poll(timeout_ms=500).values():
-                out += [(r.key.decode() if r.key else None, r.value) for r in batch]
-        return out
-    finally:
-        consumer.close()
-
-
 @pytest.mark.integration
 def test_iter_reads_every_dead_letter_and_resend_replays_the_originals(settings):
     sent = [dead_letter("acme", "p1", "e-1"), dead_letter("acme", "p2", "e-2"), dead_letter("globex", "g1", "e-3")]
@@ -190,7 +174,7 @@ def test_iter_reads_every_dead_letter_and_resend_replays_the_originals(settings)
     events = settings.topic(PRODUCT_EVENTS.name)
     assert list(plan) == [events] and unroutable == []
     assert resend(settings, plan) == {events: 2}
-    replayed = dict(read_back(settings, events))
+    replayed = dict(read_topic_records(settings.kafka_bootstrap, events))
     assert sorted(replayed) == ["acme:p1", "acme:p2"]
     originals = {DeadLetter.model_validate_json(v).key: DeadLetter.model_validate_json(v).payload for _, v in sent}
     assert all(value.decode() == originals[key] for key, value in replayed.items())  # byte for byte

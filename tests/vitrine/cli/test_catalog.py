@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from sqlalchemy import text
 from typer.testing import CliRunner
 
@@ -17,12 +17,17 @@ from db.catalog import ImageResult, ItemRow, delete_product, upsert_product
 from db.tenants import create_tenant
 from streams.embedded_broker import free_port
 from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS
-from tests.helpers import settings_env
+from tests.helpers import read_topic_records, settings_env
 from vitrine.cli import app
 
 pytestmark = pytest.mark.integration
 
 runner = CliRunner()
+
+
+def read_topic(settings, logical: str) -> list[tuple[str | None, bytes]]:
+    """Every record of one of vitrine's topics (under the test's prefix)."""
+    return read_topic_records(settings.kafka_bootstrap, settings.topic(logical))
 
 
 @pytest.fixture
@@ -33,24 +38,6 @@ def env(settings, sessions, monkeypatch):
     with sessions.begin() as session:
         create_tenant(session, "Acme", "acme")
     return monkeypatch
-
-
-def read_topic(settings, logical: str) -> list[tuple[str | None, bytes]]:
-    """Every record of a topic, from the beginning to its current end."""
-    topic = settings.topic(logical)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        out = []
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            for records in consumer.poll(timeout_ms=500).values():
-                out += [(r.key.decode() if r.key else None, r.value) for r in records]
-        return out
-    finally:
-        consumer.close()
 
 
 def product(pid: str, version: int = 1, **extra) -> dict:
