@@ -18,6 +18,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from streams.child import stop_child
 from streams.embedded_s3 import S3_PORTS, EmbeddedS3, S3Credentials
 from streams.ports import free_port, lasting_port, port_open
 
@@ -104,16 +105,7 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM, wait for the process to exit (so the port is free again), SIGKILL if it hangs."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("embedded broker ignored SIGTERM for %.0fs, killing it", timeout_s)
-            self.proc.kill()
-            self.proc.wait()
-        log.info("embedded broker stopped")
+        stop_child(self.proc, "embedded broker", timeout_s)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from streams.child import stop_child
 from streams.ports import port_open
 
 log = logging.getLogger(__name__)
@@ -173,13 +173,4 @@ class EmbeddedS3:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM, wait for the process to exit (so its ports are free again), SIGKILL if it hangs."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("embedded S3 server ignored SIGTERM for %.0fs, killing it", timeout_s)
-            self.proc.kill()
-            self.proc.wait()
-        log.info("embedded S3 server stopped")
+        stop_child(self.proc, "embedded S3 server", timeout_s)
