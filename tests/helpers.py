@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from core.settings import Settings
 
@@ -53,3 +55,26 @@ def read_topic_records(bootstrap: str, topic: str) -> list[tuple[str | None, byt
         return out
     finally:
         consumer.close()
+
+
+def dead_letter(
+    tenant: str, pid: str, event_id: str, error: str = "ConnectError: image host down", second: int = 5
+) -> tuple[bytes, bytes]:
+    """(key, value) of a dead letter as the worker writes it, for an upsert of `pid`."""
+    from core.contracts import DeadLetter
+
+    original = {
+        "event_id": event_id,
+        "tenant_id": tenant,
+        "type": "product.upserted",
+        "product": {"id": pid, "version": 1, "image_urls": ["https://cdn.example.com/x.jpg"]},
+    }
+    record = DeadLetter(
+        topic="catalog.product-events",
+        key=f"{tenant}:{pid}",
+        payload=json.dumps(original),
+        error=error,
+        attempts=3,
+        failed_at=datetime(2026, 1, 2, 3, 4, second, tzinfo=UTC),
+    )
+    return record.key.encode(), record.model_dump_json().encode()

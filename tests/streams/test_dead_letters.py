@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import pytest
 from kafka import KafkaProducer
@@ -23,28 +22,7 @@ from streams.dead_letters import (
 from streams.embedded_broker import free_port
 from streams.sync_producer import BrokerUnreachable
 from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS
-from tests.helpers import read_topic_records
-
-
-def dead_letter(
-    tenant: str, pid: str, event_id: str, error: str = "ConnectError: image host down", second: int = 5
-) -> tuple[bytes, bytes]:
-    """(key, value) of a dead letter as the worker writes it, for an upsert of `pid`."""
-    original = {
-        "event_id": event_id,
-        "tenant_id": tenant,
-        "type": "product.upserted",
-        "product": {"id": pid, "version": 1, "image_urls": ["https://cdn.example.com/x.jpg"]},
-    }
-    record = DeadLetter(
-        topic="catalog.product-events",
-        key=f"{tenant}:{pid}",
-        payload=json.dumps(original),
-        error=error,
-        attempts=3,
-        failed_at=datetime(2026, 1, 2, 3, 4, second, tzinfo=UTC),
-    )
-    return record.key.encode(), record.model_dump_json().encode()
+from tests.helpers import dead_letter, read_topic_records
 
 
 def record(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from db.catalog import ImageResult, ItemRow, delete_product, upsert_product
 from db.tenants import create_tenant
 from streams.embedded_broker import free_port
 from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS
-from tests.helpers import read_topic_records, settings_env
+from tests.helpers import dead_letter, read_topic_records, settings_env
 from vitrine.cli import app
 
 pytestmark = pytest.mark.integration
@@ -117,24 +116,6 @@ def test_import_refuses_an_unknown_tenant_and_an_absent_broker(env, settings, tm
     down = runner.invoke(app, ["catalog", "import", str(feed), "--tenant", "acme"])
     assert down.exit_code == 2 and "unreachable" in down.output
     assert "Traceback" not in down.output
-
-
-def dead_letter(tenant: str, pid: str, event_id: str, error: str) -> tuple[bytes, bytes]:
-    original = {
-        "event_id": event_id,
-        "tenant_id": tenant,
-        "type": "product.upserted",
-        "product": {"id": pid, "version": 1, "image_urls": ["https://cdn.example.com/x.jpg"]},
-    }
-    record = DeadLetter(
-        topic="catalog.product-events",
-        key=f"{tenant}:{pid}",
-        payload=json.dumps(original),
-        error=error,
-        attempts=3,
-        failed_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
-    )
-    return record.key.encode(), record.model_dump_json().encode()
 
 
 @pytest.fixture
