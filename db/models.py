@@ -9,6 +9,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -309,3 +310,38 @@ class ExperimentSnapshot(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     arms: Mapped[list] = mapped_column(JSONB, nullable=False)
     stats: Mapped[dict] = mapped_column(JSONB, nullable=False)  # ExperimentStats, experiments/snapshots.py
+
+
+class TrainedModel(Base):
+    """One training job of a tenant and, once `ready`, the model it produced (migration 0008).
+
+    `failed` rows keep the reason and never a key or path; `pid` and `host` name the training process
+    so a listing on that host can mark a crashed trainer failed (db/trained_models.py).
+    """
+
+    __tablename__ = "trained_models"
+    __table_args__ = (
+        CheckConstraint("status IN ('training', 'ready', 'failed')", name="ck_trained_models_status"),
+        Index("ix_trained_models_tenant_created", "tenant_id", "created_at"),
+        Index("ix_trained_models_tenant_key", "tenant_id", "model_key"),
+        # One job per tenant trains at a time: two concurrent starts cannot both get in.
+        Index("uq_trained_models_one_training", "tenant_id", unique=True, postgresql_where=text("status = 'training'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    job_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)  # uuid4 hex
+    method: Mapped[str] = mapped_column(String(32), nullable=False)  # supervised|triplet|design|autoencoder
+    finetune: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    params: Mapped[dict] = mapped_column(JSONB, nullable=False)  # the hyperparameters asked for
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # training|ready|failed
+    reason: Mapped[str | None] = mapped_column(Text)  # why it failed, one sentence
+    model_key: Mapped[str | None] = mapped_column(String(128))  # content-addressed, e.g. supervised-head@3f2a9c1b7d10
+    artefact_path: Mapped[str | None] = mapped_column(Text)
+    card: Mapped[dict | None] = mapped_column(JSONB)  # the model card (vision/trained.py)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(String(255))  # where `pid` runs
+    log_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -17,7 +17,8 @@ from core.settings import Settings
 from db.session import create_db_engine, session_factory
 from recommender import errors, metrics
 from recommender.arms import BaselineArm, VisualArm
-from recommender.routes import admin, catalog, events, health, recommendations, search, shopify
+from recommender.routes import admin, catalog, events, health, models, recommendations, search, shopify
+from recommender.training_jobs import LocalProcesses
 from recommender.ttl_cache import TTLCache
 from streams.buffered_sender import BufferedSender
 from streams.image_fetch import ImageFetcher
@@ -108,6 +109,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Created, not loaded: the API needs the model's key and dimension; weights load on first use.
     app.state.embedder = build_embedder(settings)
     app.state.detector = build_detector(settings)
+    # Training runs in processes of its own (`vitrine model train`); tests replace this edge.
+    app.state.training_processes = LocalProcesses()
     # Per-process lookup caches of the storefront path (recommender/ttl_cache.py says what and why).
     app.state.tenant_cache = TTLCache("tenant", settings.lookup_cache_ttl_s)
     app.state.experiment_cache = TTLCache("experiment", settings.lookup_cache_ttl_s)
@@ -133,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Without a text tower it answers 501 saying which embedder to set; the schema promises only what works.
     app.include_router(search.text_router, include_in_schema=app.state.embedder.supports_text)
     app.include_router(admin.router)
+    app.include_router(models.router)
     app.include_router(health.router)
     app.mount("/metrics", make_asgi_app())
 

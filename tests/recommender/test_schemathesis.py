@@ -35,6 +35,8 @@ CROSS_FIELD_RULES = [
     {"include-path": "/v1/events", "include-method": "POST"},
     # Exactly one of `image` and `url`, and the bytes must decode as an image.
     {"include-path": "/v1/search/by-image", "include-method": "POST"},
+    # `bits` only with the triplet method, and the tenant's indexed catalog must be big enough to split.
+    {"include-path": "/v1/models", "include-method": "POST"},
 ]
 
 

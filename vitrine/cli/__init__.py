@@ -5,6 +5,8 @@ from vitrine.cli import catalog as _catalog  # noqa: F401,E402  catalog import/d
 from vitrine.cli import dashboard as _dashboard  # noqa: F401,E402  dashboard
 from vitrine.cli import experiment as _experiment  # noqa: F401,E402  experiment report|refresh|simulate
 from vitrine.cli import experiment_admin as _experiment_admin  # noqa: F401,E402  experiment create/start/stop/list
+from vitrine.cli import model as _model  # noqa: F401,E402  model list/show
+from vitrine.cli import model_data as _model_data  # noqa: F401,E402  model make-dataset
 
 # Each module registers its commands on the app (or a group of it) when imported.
 from vitrine.cli import stack as _stack  # noqa: F401,E402  up, worker, api, demo, tenant, db

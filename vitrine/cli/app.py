@@ -27,12 +27,14 @@ eval_app = typer.Typer(
     help="Quality evaluations: print figures as a table (or JSON with --json).", no_args_is_help=True
 )
 
+model_app = typer.Typer(help="Train, list and inspect catalog-adapted embedding models.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
+app.add_typer(model_app, name="model")
 
 
 def load_settings() -> Settings:
