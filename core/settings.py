@@ -29,6 +29,18 @@ class Settings(BaseSettings):
         description="Storage of the embedded broker: durable (Tansu on an S3 server, SeaweedFS, under "
         "DATA_DIR/broker: acknowledged events survive restarts) or memory (lost when `vitrine up` stops)",
     )
+    broker_retention_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="How often `vitrine up` deletes, from the durable broker's storage, the batches that every "
+        "consumer group of their topic has committed past (Tansu lists a partition's batches on each fetch); 0 = never",
+    )
+    broker_retention_min_age_s: float = Field(
+        600.0,
+        ge=0,
+        description="A batch is deleted by that retention only once it is this old (room for a reader "
+        "that has not committed yet); partitions no consumer group committed on keep everything",
+    )
     database_url: str = Field("", description="postgresql+psycopg://...; empty = the embedded Postgres of `vitrine up`")
     topic_prefix: str = Field("", description="Prefix for every topic name (isolates tests or environments)")
     app_id: str = Field("vitrine", description="faust application id (consumer group)")

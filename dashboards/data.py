@@ -376,3 +376,53 @@ def ingestion_rate(database_url: str, tenant_id: str, hours: int = 48) -> list[d
             .all()
         )
     return [dict(r) for r in rows]
+
+
+# --- outage health -----------------------------------------------------------------------------------
+
+OUTAGE_TTL_S = 5  # two cheap probes: fresher than the counts above
+
+
+@st.cache_resource(show_spinner=False)
+def _first_seen_down() -> dict[tuple[str, str], float]:
+    """(dependency, address) -> when this dashboard server first found it unreachable, for the outage going on."""
+    return {}
+
+
+def _since(dependency: str, address: str, ok: bool) -> float | None:
+    seen = _first_seen_down()
+    if ok:
+        seen.pop((dependency, address), None)
+        return None
+    return seen.setdefault((dependency, address), datetime.now(UTC).timestamp())
+
+
+@st.cache_data(ttl=OUTAGE_TTL_S, show_spinner=False)
+def outage_health(database_url: str, kafka_bootstrap: str, worker_web_port: int) -> dict[str, Any]:
+    """Postgres and Kafka: reachable, or unreachable since when; and whether the worker is waiting for the database.
+
+    The probes are those of the API's /healthz (`recommender.health`: `SELECT 1` on the pool, a TCP
+    connect to a bootstrap server). A database outage dates from the worker's own clock when its
+    /metrics/ page reports one (`streams.status.worker_health`), else from the first probe of this
+    dashboard server that failed; a broker outage from that first failed probe.
+    """
+    import asyncio
+
+    from recommender.health import broker_state, database_state
+    from streams.status import worker_health
+
+    database = asyncio.run(database_state(engine(database_url)))
+    broker = asyncio.run(broker_state(kafka_bootstrap))
+    worker = worker_health(get_settings().model_copy(update={"worker_web_port": worker_web_port}))
+    waiting = worker["database_down_since"]
+    worker_since = datetime.fromisoformat(waiting).timestamp() if waiting else None
+    first_seen = _since("database", database_url, database["ok"])
+    return {
+        "database": {
+            **database,
+            "since": None if database["ok"] else (worker_since or first_seen),
+            "clock": "worker" if worker_since else "dashboard",
+        },
+        "broker": {**broker, "since": _since("broker", kafka_bootstrap, broker["ok"]), "clock": "dashboard"},
+        "worker_waiting_since": worker_since,
+    }

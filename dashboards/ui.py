@@ -131,3 +131,38 @@ def as_of_text(snapshot: Any, live: bool, now: datetime | None = None) -> str:
         else f"the stored snapshot ({snapshot.source} path, computed in {took})"
     )
     return f"Results as of {at:%Y-%m-%d %H:%M:%S} UTC ({minutes:.0f} min ago), from {where}"
+
+
+def duration_text(seconds: float) -> str:
+    """'45 s', '3 min', '2 h 5 min', '1 d 3 h'."""
+    s = int(max(seconds, 0))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def outage_lines(health: dict[str, Any], now: datetime | None = None) -> list[tuple[str, str]]:
+    """(level, sentence) for the pipeline page from `dashboards.data.outage_health`: each outage, or 'healthy'."""
+    now = now or datetime.now(UTC)
+
+    def since(ts: float, clock: str) -> str:
+        at = datetime.fromtimestamp(ts, UTC)
+        day = "" if at.date() == now.date() else f"{at:%Y-%m-%d} "
+        whose = "the worker's clock" if clock == "worker" else "first seen by this dashboard"
+        return f"since {day}{at:%H:%M:%S} UTC ({duration_text((now - at).total_seconds())}; {whose})"
+
+    lines = []
+    for name in ("database", "broker"):
+        dep = health[name]
+        if not dep["ok"]:
+            lines.append(("error", f"{name} unreachable {since(dep['since'], dep['clock'])}: {dep['error']}"))
+    waiting = health.get("worker_waiting_since")
+    if waiting and health["database"]["ok"]:  # the worker's pool has not noticed the return yet
+        lines.append(("warning", f"worker waiting for the database {since(waiting, 'worker')}"))
+    if waiting:
+        lines.append(("info", "the worker holds its partitions meanwhile: nothing is dead-lettered for the outage"))
+    return lines or [("success", "healthy: the database and the broker answer")]

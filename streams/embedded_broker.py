@@ -21,6 +21,7 @@ from pathlib import Path
 from streams.child import stop_child
 from streams.embedded_s3 import S3_PORTS, EmbeddedS3, S3Credentials
 from streams.ports import free_port, lasting_port, port_open
+from streams.retention import TansuBucket
 
 __all__ = ["BROKER_STORAGES", "EmbeddedBroker", "ManagedBroker", "free_port", "port_open", "tansu_binary"]
 
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 BROKER_STORAGES = ("durable", "memory")
 MEMORY_STORAGE = "memory://tansu/"
 S3_BUCKET = "tansu"
+# Tansu's default, passed explicitly: its objects live under clusters/CLUSTER_ID/ in the bucket (the retention
+# job reads that layout), and a CLUSTER_ID in the environment would otherwise move a durable broker's data.
+CLUSTER_ID = "tansu_cluster"
 
 
 def tansu_binary() -> Path:
@@ -78,6 +82,8 @@ class EmbeddedBroker:
                     url,
                     "--storage-engine",
                     self.storage_engine,
+                    "--cluster-id",
+                    CLUSTER_ID,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -186,6 +192,12 @@ class ManagedBroker:
             state["pids"]["s3"] = {"pid": self.s3.proc.pid, "marker": f"-dir={self.s3.data_dir}"}
         self._write_state(state)
         return self
+
+    def bucket(self) -> TansuBucket:
+        """Tansu's stored batches (for the retention job); only while the durable storage runs."""
+        if self.s3 is None:
+            raise RuntimeError("the broker has no durable storage running: nothing to keep or delete")
+        return TansuBucket(self.s3.filer_endpoint, S3_BUCKET, CLUSTER_ID)
 
     def stop(self) -> None:
         """Tansu first (it writes to S3 until it exits), then the S3 server; waits for both to exit; never raises."""

@@ -83,6 +83,11 @@ class EmbeddedS3:
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.ports['s3']}"
 
+    @property
+    def filer_endpoint(self) -> str:
+        """SeaweedFS's filer HTTP API: the bucket's objects as entries under /buckets/BUCKET/, no signing."""
+        return f"http://{self.host}:{self.ports['filer']}"
+
     def client_env(self) -> dict[str, str]:
         """The environment an S3 client (Tansu) needs to reach this server."""
         return {
@@ -163,7 +168,7 @@ class EmbeddedS3:
         # The bucket is created after the gateway listens; the filer shows it as a directory.
         try:
             r = httpx.get(
-                f"http://{self.host}:{self.ports['filer']}/buckets/{self.bucket}/",
+                f"{self.filer_endpoint}/buckets/{self.bucket}/",
                 headers={"Accept": "application/json"},
                 timeout=1.0,
             )

@@ -18,6 +18,7 @@ from db.embedded import EmbeddedPostgres
 from db.migrate import upgrade
 from db.session import create_db_engine
 from streams.embedded_broker import ManagedBroker, port_open
+from streams.retention import BrokerRetention
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class EmbeddedStack:
     settings: Settings
     broker: ManagedBroker | None = None
     postgres: EmbeddedPostgres | None = None
+    retention: BrokerRetention | None = None
     resolved: Settings | None = None
     wrote_stack_file: bool = field(default=False)
 
@@ -54,6 +56,15 @@ class EmbeddedStack:
                 kafka = self.broker.bootstrap
             self.resolved = s.model_copy(update={"kafka_bootstrap": kafka, "database_url": db_url})
             prepare(self.resolved)
+            if self.broker and self.broker.storage == "durable" and s.broker_retention_interval_s > 0:
+                # Tansu lists every stored batch of a partition on each fetch and never deletes one: without
+                # this a partition's readers slow down, then stall, after a few thousand batches.
+                self.retention = BrokerRetention(
+                    self.broker.bucket(),
+                    kafka,
+                    interval_s=s.broker_retention_interval_s,
+                    min_age_s=s.broker_retention_min_age_s,
+                ).start()
             if self.broker or self.postgres:
                 s.stack_file.write_text(
                     json.dumps(
@@ -98,6 +109,12 @@ class EmbeddedStack:
         if self.wrote_stack_file:
             self.settings.stack_file.unlink(missing_ok=True)
             self.wrote_stack_file = False
+        if self.retention is not None:  # before the broker: a pass must not meet it half stopped
+            try:
+                self.retention.stop()
+            except Exception:  # keep stopping the rest
+                log.exception("failed to stop the broker retention")
+            self.retention = None
         for part in (self.broker, self.postgres):
             if part is not None:
                 try:

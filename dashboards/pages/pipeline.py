@@ -1,4 +1,4 @@
-"""Pipeline health: events in, indexed, failed by reason, dead letters, consumer lag, ingestion rate over time."""
+"""Pipeline health: outages, events in, indexed, failed images, dead letters, consumer lag, ingestion rate."""
 
 from __future__ import annotations
 
@@ -7,13 +7,18 @@ import pandas as pd
 import streamlit as st
 
 from dashboards import data
-from dashboards.ui import current_tenant, database_url_or_stop
+from dashboards.ui import current_tenant, database_url_or_stop, outage_lines
 
 tenant = current_tenant()
 url = database_url_or_stop()
 settings = data.get_settings()
 st.title("Pipeline health")
 st.caption(f"Tenant **{tenant}** · the same figures as `vitrine status` · refreshed every {data.HEALTH_TTL_S} s")
+
+# First, and before any read that needs Postgres: during an outage this is what the page has to say.
+health = data.outage_health(url, settings.kafka_bootstrap, settings.worker_web_port)
+for level, line in outage_lines(health):
+    getattr(st, level)(line)
 
 try:
     catalog = data.catalog_health(url, tenant)

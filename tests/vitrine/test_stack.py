@@ -86,3 +86,44 @@ def test_no_stack_and_no_settings_says_how_to_start(tmp_path):
         env={"VITRINE_DATA_DIR": str(tmp_path), "VITRINE_KAFKA_BOOTSTRAP": "", "VITRINE_DATABASE_URL": ""},
     )
     assert res.returncode == 1 and "vitrine up" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_up_trims_the_durable_broker_below_the_committed_offsets(database_url, tmp_path):
+    from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+
+    from core.settings import Settings
+    from vitrine.stack import EmbeddedStack
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        kafka_bootstrap="",
+        broker_storage="durable",
+        broker_retention_interval_s=0.5,
+        broker_retention_min_age_s=0,
+        topic_prefix="ret.",
+        topic_partitions=1,
+    )
+    stack = EmbeddedStack(settings)
+    resolved = stack.start()
+    try:
+        assert stack.retention is not None
+        topic = resolved.topic("catalog.product-events")
+        producer = KafkaProducer(bootstrap_servers=resolved.kafka_bootstrap, acks="all", linger_ms=0)
+        for i in range(6):
+            producer.send(topic, value=b"%d" % i, partition=0).get(10)
+        producer.close()
+        tp = TopicPartition(topic, 0)
+        consumer = KafkaConsumer(
+            bootstrap_servers=resolved.kafka_bootstrap, group_id="worker", enable_auto_commit=False
+        )
+        consumer.assign([tp])
+        consumer.commit({tp: OffsetAndMetadata(4, None, -1)})  # records 0-3 done
+        consumer.close()
+        bucket = stack.broker.bucket()
+        wait_for(lambda: [b.base_offset for b in bucket.batches(topic, 0)] == [4, 5], 15, what="batches 0-3 deleted")
+        bucket.close()
+        retention = stack.retention
+    finally:
+        stack.stop()
+    assert stack.retention is None and not retention.running  # stopped with the stack

@@ -93,10 +93,13 @@ def bench_ingest(
 def bench_broker(
     storage: str = typer.Option("durable", help="Storage of the broker under test: durable or memory"),
     steps: str = typer.Option("3000,3000", help="Batches added per step, comma-separated"),
+    retention: bool = typer.Option(
+        True, help="Durable storage: run a retention pass after each step's read, as `vitrine up` does"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Grow one partition of a broker of its own; print produce latency and fetch/read times per size."""
+    """Grow one partition of a broker of its own; print produce latency, the group's read and fetch times per size."""
     from streams.embedded_broker import BROKER_STORAGES
     from vitrine.bench.broker import run_broker_bench
 
@@ -108,21 +111,23 @@ def bench_broker(
     except ValueError:
         fail(f"--steps must be integers separated by commas, not {steps!r}")
     try:
-        r = run_broker_bench(load_settings().data_dir, storage=storage, steps=sizes)
+        r = run_broker_bench(load_settings().data_dir, storage=storage, steps=sizes, retention=retention)
     except RuntimeError as exc:
         fail(str(exc))
     if as_json:
         typer.echo(json.dumps(r))
         return
     typer.echo(_machine_line(r["machine"]))
-    typer.echo(f"storage {r['storage']}, consumer fetch wait {r['fetch_max_wait_ms']} ms (the worker's)\n")
-    typer.echo(f"{'batches':>8}  {'produce ms':>10}  {'fetch last ms':>13}  {'read all s':>10}  {'records read':>12}")
+    typer.echo(
+        f"storage {r['storage']}, retention {'on' if r['retention'] else 'off'}, "
+        f"consumer fetch wait {r['fetch_max_wait_ms']} ms (the worker's)\n"
+    )
+    head = ("batches", "stored", "produce ms", "group read s", "records", "deleted", "pass s", "fetch last ms", "left")
+    typer.echo("  ".join(f"{h:>13}" for h in head))
     for row in r["steps"]:
-        last = "-" if row["fetch_last_ms"] is None else row["fetch_last_ms"]
-        typer.echo(
-            f"{row['batches']:>8}  {row['produce_ms']:>10}  {last:>13}  {row['read_all_s']:>10}  "
-            f"{row['read_records']:>12}"
-        )
+        cells = [row[k] for k in ("batches", "stored_when_read", "produce_ms", "worker_read_s", "worker_records")]
+        cells += [row["retention_deleted"], row["retention_s"], row["fetch_last_ms"], row["stored_after"]]
+        typer.echo("  ".join(f"{'-' if c is None else c:>13}" for c in cells))
 
 
 @bench_app.command("serve")
@@ -473,3 +478,4 @@ def bench_outage(
     except RuntimeError as exc:
         fail(str(exc))
     typer.echo(json.dumps(r) if as_json else format_report(r))
+

@@ -1,0 +1,243 @@
+"""Retention for the durable embedded broker: delete the batches every consumer group has committed past.
+
+Tansu 0.6's S3 engine stores each produced batch as one object,
+`clusters/CLUSTER/topics/TOPIC/partitions/PPPPPPPPPP/records/OFFSET.batch` (offsets zero-padded to 20
+digits, so names sort by offset), lists every object of a partition on each fetch, and deletes nothing
+(its DeleteRecords is unimplemented). A partition therefore slows its readers down with every batch,
+until fetches come back empty (docs/reliability.md). This job bounds it from outside: it deletes the
+objects of a partition whose records all lie below the lowest offset that every consumer group of the
+topic has committed there, once they are older than a minimum age.
+
+What Tansu reads stays consistent after that (tests/streams/test_retention.py): a fetch lists what is
+left and returns the batches at or above its offset, a fetch below the first one left starts there (a
+gap, as after compaction), the earliest offset is that of the oldest object left, and offsets come from
+the partition's `watermark.json`, which is never touched. The newest object of a partition is never
+deleted (ListOffsets answers 0 for a partition with none). A partition on which some group of its
+topic has not committed, and a topic no group has committed on (the dead letters, read from the start
+by `vitrine status`), keep everything.
+
+The objects are listed and deleted through SeaweedFS's filer (the same entries the S3 gateway
+serves, under /buckets/BUCKET/): its HTTP API needs no request signing, and it listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+import httpx
+from kafka.admin import KafkaAdminClient
+
+log = logging.getLogger(__name__)
+
+LIST_PAGE = 1000  # entries per filer listing request
+DELETE_CONCURRENCY = 4  # filer DELETEs in flight at once (~1 ms each; one pass rarely deletes more than a few thousand)
+_DIRECTORY = 1 << 31  # Go's os.ModeDir, as the filer reports an entry's Mode
+
+
+@dataclass(frozen=True)
+class BatchObject:
+    """One stored batch: its object path, the offset of its first record, when it was written."""
+
+    path: str
+    base_offset: int
+    modified: datetime
+
+
+def deletable(batches: Sequence[BatchObject], floor: int, written_before: datetime) -> list[BatchObject]:
+    """The batches (sorted by offset) whose records all lie below `floor` and that were written before the cutoff.
+
+    A batch's records end where the next batch begins, so a batch goes only when the next one starts
+    at or below `floor`; the newest batch has no next one and always stays.
+    """
+    return [
+        batch
+        for batch, after in zip(batches, batches[1:], strict=False)
+        if after.base_offset <= floor and batch.modified <= written_before
+    ]
+
+
+def partition_floor(committed: dict[str, dict[int, int]], partition: int) -> tuple[int, str] | None:
+    """(lowest committed offset, group holding it) over every group of the topic; None if one has not committed here."""
+    floor: tuple[int, str] | None = None
+    for group, offsets in sorted(committed.items()):
+        offset = offsets.get(partition, -1)
+        if offset < 0:
+            return None
+        if floor is None or offset < floor[0]:
+            floor = (offset, group)
+    return floor
+
+
+def committed_offsets(bootstrap: str, timeout_s: float = 10.0) -> dict[str, dict[str, dict[int, int]]]:
+    """topic -> group -> partition -> committed offset, for every consumer group the broker knows; raises if any fails.
+
+    A view with a group missing could put the floor above that group's position, so there is no
+    partial answer.
+    """
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="vitrine-broker-retention", request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        out: dict[str, dict[str, dict[int, int]]] = {}
+        for listed in admin.list_groups():
+            group = listed["group_id"]
+            # kafka-python 3.0 answers {group: {TopicPartition: OffsetAndMetadata}}.
+            for tp, om in admin.list_group_offsets(group).get(group, {}).items():
+                out.setdefault(tp.topic, {}).setdefault(group, {})[tp.partition] = om.offset
+        return out
+    finally:
+        admin.close()
+
+
+class TansuBucket:
+    """Tansu's objects in one bucket of the embedded SeaweedFS, through its filer's HTTP API."""
+
+    def __init__(self, filer_url: str, bucket: str, cluster: str, *, timeout_s: float = 10.0):
+        self.root = f"/buckets/{bucket}/clusters/{quote(cluster)}/topics"
+        self.client = httpx.Client(base_url=filer_url, headers={"Accept": "application/json"}, timeout=timeout_s)
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.client.close()
+
+    def _entries(self, directory: str) -> Iterator[dict]:
+        """The entries of `directory` in name order, a page at a time; none if it does not exist."""
+        last = ""
+        while True:
+            r = self.client.get(f"{directory}/", params={"limit": LIST_PAGE, "lastFileName": last})
+            if r.status_code == 404:
+                return
+            r.raise_for_status()
+            page = r.json()
+            yield from page.get("Entries") or ()
+            if not page.get("ShouldDisplayLoadMore"):
+                return
+            last = page["LastFileName"]
+
+    def topics(self) -> list[str]:
+        """Every topic with stored partitions."""
+        return [e["FullPath"].rsplit("/", 1)[1] for e in self._entries(self.root) if e["Mode"] & _DIRECTORY]
+
+    def partitions(self, topic: str) -> list[int]:
+        """The partitions of `topic` that have a directory in the bucket."""
+        entries = self._entries(f"{self.root}/{quote(topic)}/partitions")
+        return [int(e["FullPath"].rsplit("/", 1)[1]) for e in entries if e["Mode"] & _DIRECTORY]
+
+    def batches(self, topic: str, partition: int) -> Iterator[BatchObject]:
+        """The partition's batch objects in offset order (lazily: a caller that stops early lists no further pages)."""
+        for e in self._entries(f"{self.root}/{quote(topic)}/partitions/{partition:010d}/records"):
+            name = e["FullPath"].rsplit("/", 1)[1]
+            if not name.endswith(".batch") or e["Mode"] & _DIRECTORY:
+                continue
+            # Seconds are enough for an age measured in minutes (and the filer's fraction has 9 digits).
+            modified = datetime.strptime(e["Mtime"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+            yield BatchObject(e["FullPath"], int(name[:20]), modified)
+
+    def delete(self, path: str) -> None:
+        """Delete one object (gone already is fine)."""
+        r = self.client.delete(path)
+        if r.status_code != 404:
+            r.raise_for_status()
+
+
+@dataclass
+class RetentionReport:
+    """What one pass did."""
+
+    deleted: int = 0
+    trimmed: int = 0  # partitions with a committed floor (whether or not anything was old enough to go)
+    kept_whole: int = 0  # partitions some group of their topic has not committed on, or that no group reads
+    seconds: float = 0.0
+    floors: dict[str, tuple[int, str]] = field(default_factory=dict)  # "topic/partition" -> (floor, group)
+
+
+class BrokerRetention:
+    """Every `interval_s`, delete the batches all consumer groups are past (`run_once`), in a thread of its own."""
+
+    def __init__(self, bucket: TansuBucket, bootstrap: str, *, interval_s: float, min_age_s: float):
+        self.bucket, self.bootstrap = bucket, bootstrap
+        self.interval_s, self.min_age_s = interval_s, min_age_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, now: datetime | None = None) -> RetentionReport:
+        """One pass over every stored partition; raises if the committed offsets cannot be read (nothing deleted)."""
+        started = time.perf_counter()
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.min_age_s)
+        committed = committed_offsets(self.bootstrap)
+        report = RetentionReport()
+        for topic in self.bucket.topics():
+            for partition in self.bucket.partitions(topic):
+                floor = partition_floor(committed.get(topic, {}), partition)
+                if floor is None:
+                    report.kept_whole += 1
+                    continue
+                report.trimmed += 1
+                report.floors[f"{topic}/{partition}"] = floor
+                report.deleted += self._trim(topic, partition, floor[0], cutoff)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _trim(self, topic: str, partition: int, floor: int, cutoff: datetime) -> int:
+        batches: list[BatchObject] = []
+        for batch in self.bucket.batches(topic, partition):
+            batches.append(batch)
+            if batch.base_offset >= floor:  # the first batch at or past the floor ends the candidates
+                break
+        doomed = deletable(batches, floor, cutoff)
+        with ThreadPoolExecutor(DELETE_CONCURRENCY) as pool:
+            list(pool.map(lambda b: self.bucket.delete(b.path), doomed))
+        return len(doomed)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                report = self.run_once()
+            except Exception as exc:  # noqa: BLE001  the broker or S3 away for a moment: try again next interval
+                log.warning("broker retention pass failed, nothing deleted this time: %s: %s", type(exc).__name__, exc)
+            else:
+                # Which groups hold the floors: a group stopped for good holds its partitions until it is deleted.
+                holders = sorted({group for _, group in report.floors.values()})
+                log.log(
+                    logging.INFO if report.deleted else logging.DEBUG,
+                    "broker retention: deleted %d batches in %.1f s (%d partitions with a committed floor, held "
+                    "by %s; %d kept whole: some group has not committed there, or none reads them)",
+                    report.deleted,
+                    report.seconds,
+                    report.trimmed,
+                    ", ".join(holders) or "no group",
+                    report.kept_whole,
+                )
+            if self._stop.wait(self.interval_s):
+                return
+
+    def start(self) -> BrokerRetention:
+        """Run a first pass now and one every `interval_s` after it, in a daemon thread."""
+        self._thread = threading.Thread(target=self._loop, name="broker-retention", daemon=True)
+        self._thread.start()
+        log.info(
+            "broker retention every %.0f s: batches older than %.0f s below every group's committed offset",
+            self.interval_s,
+            self.min_age_s,
+        )
+        return self
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the thread (a pass in progress finishes first) and close the filer connections."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        self.bucket.close()
