@@ -62,7 +62,13 @@ class Settings(BaseSettings):
         "none (the admin API always takes each tenant's own admin key)",
     )
 
-    embedder: str = Field("efficientnet-lite0", description="Embedder backend: efficientnet-lite0 | clip")
+    embedder: str = Field(
+        "efficientnet-lite0",
+        description="Embedder backend: efficientnet-lite0 | clip | trained (VITRINE_EMBEDDER_ARTEFACT)",
+    )
+    embedder_artefact: str = Field(
+        "", description="The trained model artefact (.vtm) the `trained` embedder loads (`vitrine model train`)"
+    )
     detector: str = Field("whole-image", description="Detector backend: whole-image | yolo")
     clip_model: str = Field("ViT-B-32", description="open_clip model name")
     clip_pretrained: str = Field("laion2b_s34b_b79k", description="open_clip pretrained tag or a local checkpoint path")

@@ -12,6 +12,8 @@ def build_embedder(settings: Settings):
     options = {}
     if settings.embedder == "clip":
         options = {"model_name": settings.clip_model, "pretrained": settings.clip_pretrained}
+    elif settings.embedder == "trained":
+        options = {"artefact": settings.embedder_artefact}
     return create_embedder(
         settings.embedder,
         cache_dir=settings.data_dir / "models",

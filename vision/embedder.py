@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 EMBEDDERS: dict[str, str] = {
     "efficientnet-lite0": "vision.embedder:EfficientNetLite0Embedder",
     "clip": "vision.clip:ClipEmbedder",
+    "trained": "vision.trained:TrainedEmbedder",
 }
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -80,6 +81,11 @@ class Embedder(LazyModel):
             batch = np.stack([self.preprocess(im) for im in chunk])
             parts.append(self._forward(batch))
         return l2_normalize(np.concatenate(parts).astype(np.float32, copy=False))
+
+    def forward_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Run the tower on an already preprocessed (n, 3, H, W) float32 batch (augmented views in training)."""
+        self.load()
+        return self._forward(np.ascontiguousarray(batch, dtype=np.float32))
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         """Embed text queries into the image space (only embedders with supports_text)."""

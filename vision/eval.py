@@ -34,12 +34,7 @@ def retrieval_scores(
     k_max = min(max([*map_ks, *recall_ks]), n - 1)
     if k_max < 1:
         raise ValueError("need at least two items")
-    if metric == "cosine":
-        ranked = _top_k(vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12), k_max)
-    elif metric == "euclidean":
-        ranked = _top_k(vectors, k_max, penalty=(vectors.astype(np.float64) ** 2).sum(axis=1))
-    else:
-        raise ValueError(f"unknown metric {metric!r}")
+    ranked = nearest(vectors, k_max, metric=metric)
     rel = labels[ranked] == labels[:, None]  # (n, k_max): is the i-th neighbour relevant?
     n_rel = np.array([np.count_nonzero(labels == lab) - 1 for lab in labels])
     precision_at = np.cumsum(rel, axis=1) / np.arange(1, k_max + 1)
@@ -62,6 +57,17 @@ def retrieval_scores(
         "overall": summarise(np.ones(n, dtype=bool)),
         "per_class": {str(lab): summarise(labels == lab) for lab in _ordered_unique(labels)},
     }
+
+
+def nearest(vectors: np.ndarray, k: int, *, metric: str = "cosine") -> np.ndarray:
+    """(n, k) indices of each row's k nearest other rows (leave-one-out), nearest first."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    k = min(k, len(vectors) - 1)
+    if metric == "cosine":
+        return _top_k(vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12), k)
+    if metric == "euclidean":
+        return _top_k(vectors, k, penalty=(vectors.astype(np.float64) ** 2).sum(axis=1))
+    raise ValueError(f"unknown metric {metric!r}")
 
 
 def raw_pixel_vectors(images: Sequence[Image.Image], side: int = RAW_SIDE) -> np.ndarray:

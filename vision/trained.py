@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -136,9 +137,9 @@ class TrainedEmbedder(Embedder):
 
     def codes(self, vectors_or_features: np.ndarray, *, from_features: bool = False) -> np.ndarray:
         """Binary codes (n, bits) as 0/1 uint8, for a model trained with a code layer."""
-        if not self.bits:
-            raise ModelLoadError(f"{self.model_key} has no code layer (train the triplet method with --bits)")
         self.load()
+        if self._head is None or "w3" not in self._head:
+            raise ModelLoadError(f"{self.model_key} has no code layer (train the triplet method with --bits)")
         x = np.asarray(vectors_or_features, dtype=np.float32)
         if from_features:
             x = l2_normalize(apply_head(self._head, x))
@@ -199,7 +200,7 @@ def _card_of(data: bytes, path: Path) -> dict:
             card = json.loads(zf.read("card.json"))
             names = set(zf.namelist())
             bad = zf.testzip()
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, OSError, EOFError) as exc:
         raise ModelLoadError(f"{path} is not a vitrine model artefact ({type(exc).__name__}: {exc})") from exc
     if bad is not None:
         raise ModelLoadError(f"{path} is corrupt: {bad} fails its checksum")

@@ -68,3 +68,44 @@ def write_unusable(root: Path) -> dict[str, Path]:
     (folder / "notes.png").write_bytes(b"not a png")
     out["unreadable"] = folder / "notes.png"
     return out
+
+
+def write_product_folder(
+    root: Path, *, categories: int = 3, products: int = 4, photos: int = 2, side: int = 64, seed: int = 0
+) -> Path:
+    """An ImageFolder of products: root/<product>/<k>.png plus products.json naming each one's category.
+
+    A category is a shape, a product one colour and size of it; its photos move, scale and tint it."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    meta = {}
+    for c in range(categories):
+        for p in range(products):
+            name = f"c{c}p{p}"
+            hue, size = rng.random(), rng.uniform(0.45, 0.8)
+            meta[name] = {"category": f"shape-{SHAPES[c % len(SHAPES)]}", "title": name}
+            folder = root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(photos):
+                tint = tuple(rng.randint(200, 255) for _ in range(3))
+                im = Image.new("RGB", (side, side), tint if k else (255, 255, 255))
+                draw = ImageDraw.Draw(im)
+                s = side * size * rng.uniform(0.85, 1.0)
+                x0, y0 = rng.uniform(0, side - s), rng.uniform(0, side - s)
+                box = (x0, y0, x0 + s, y0 + s)
+                fill = rgb(hue, 0.9)
+                shape = SHAPES[c % len(SHAPES)]
+                if shape == "ellipse":
+                    draw.ellipse(box, fill=fill)
+                elif shape == "rectangle":
+                    draw.rectangle(box, fill=fill)
+                elif shape == "triangle":
+                    draw.polygon([((box[0] + box[2]) / 2, box[1]), (box[2], box[3]), (box[0], box[3])], fill=fill)
+                else:
+                    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+                    draw.polygon([(cx, box[1]), (box[2], cy), (cx, box[3]), (box[0], cy)], fill=fill)
+                im.save(folder / f"{k}.png")
+    (root / "products.json").write_text(json.dumps(meta))
+    return root

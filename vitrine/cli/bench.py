@@ -479,3 +479,46 @@ def bench_outage(
         fail(str(exc))
     typer.echo(json.dumps(r) if as_json else format_report(r))
 
+
+@bench_app.command("training")
+def bench_training(
+    dataset: str = typer.Option("fashion-mnist", help="fashion-mnist, or an ImageFolder (label or product folders)"),
+    methods: str = typer.Option("supervised", help="Comma-separated: supervised,triplet,design,autoencoder"),
+    finetune: bool = typer.Option(False, "--finetune", help="Fine-tune the backbone (supervised, triplet)"),
+    train_sample: int = typer.Option(None, "--train-sample", min=20, help="Training images (default: all)"),
+    test_sample: int = typer.Option(2000, "--test-sample", min=20, help="fashion-mnist: held-out t10k images"),
+    holdout: float = typer.Option(0.2, min=0.05, max=0.5, help="ImageFolder: share of products held out"),
+    seed: int = typer.Option(0, help="Seed of the samples, the split and the training"),
+    epochs: int = typer.Option(None, min=1, help="Epochs (default: each method's own)"),
+    bits: int = typer.Option(None, help="triplet: also learn 32, 48 or 64-bit codes"),
+    workers: int = typer.Option(0, min=0, help="Fine-tuning: image decoding processes"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Train each method; print its held-out mAP@5/10, R@1/5/10 beside the pretrained model and raw pixels."""
+    from vitrine.bench.training import format_table, run_training_bench
+    from vitrine.cli.model_train import _progress_bar
+    from vitrine.cli.vision import quiet_logging
+
+    quiet_logging(verbose)
+    settings = load_settings()
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    try:
+        result = run_training_bench(
+            dataset,
+            chosen,
+            data_dir=settings.data_dir,
+            fashion_mnist_dir=settings.fashion_mnist_dir,
+            finetune=finetune,
+            train_sample=train_sample,
+            test_sample=test_sample,
+            holdout=holdout,
+            seed=seed,
+            epochs=epochs,
+            bits=bits,
+            workers=workers,
+            stage=_progress_bar,
+        )
+    except ValueError as exc:  # TrainingError / DatasetError / a bad combination of options
+        fail(str(exc))
+    typer.echo(json.dumps(result, indent=2) if as_json else format_table(result))

@@ -247,10 +247,15 @@ def eval_retrieval(
     dataset: str = typer.Option("fashion-mnist", "--dataset", help="fashion-mnist, or a folder of label subfolders"),
     sample: int = typer.Option(2000, "--sample", min=20, help="Images in the seeded, class-balanced sample"),
     seed: int = typer.Option(0, "--seed"),
+    model: str = typer.Option(
+        None, "--model", help="A trained model (key or .vtm path), evaluated beside the configured embedder"
+    ),
     as_json: bool = JSON,
     verbose: bool = VERBOSE,
 ) -> None:
-    """Leave-one-out retrieval quality (mAP@5/10, R@1/5/10) of the embedder vs raw pixels, relevance = same label."""
+    """Leave-one-out retrieval quality (mAP@5/10, R@1/5/10) of the embedder vs raw pixels, relevance = same label.
+
+    With --model, the trained model is scored too, on the same images: train on one folder, judge on another."""
     quiet_logging(verbose)
     settings = load_settings()
     from core.machine import machine_info
@@ -273,10 +278,15 @@ def eval_retrieval(
         fail(str(exc))
     embedder, _ = build_models(settings, detector=False)
     load_or_fail(embedder)
+    results = {}
+    if model:
+        trained = trained_embedder(settings, model)
+        load_or_fail(trained)
+        results[trained.model_key] = retrieval_scores(trained.embed(data.images), data.labels)
     started = time.perf_counter()
     vectors = embedder.embed(data.images)
     embed_s = time.perf_counter() - started
-    results = {
+    results |= {
         embedder.model_key: retrieval_scores(vectors, data.labels),
         f"raw-pixels-{RAW_SIDE}px-rgb-euclidean": retrieval_scores(
             raw_pixel_vectors(data.images), data.labels, metric="euclidean"
@@ -310,6 +320,27 @@ def eval_retrieval(
         typer.echo(f"{'class':<14}{'queries':>8}" + "".join(f"{m:>9}" for m in METRICS))
         for label, row in [*scores["per_class"].items(), ("overall", scores["overall"])]:
             typer.echo(f"{label:<14}{row['queries']:>8}" + "".join(f"{_fmt(row[m]):>9}" for m in METRICS))
+
+
+def trained_embedder(settings: Settings, model: str):
+    """The embedder of a trained artefact given as a path, or as a key under DATA_DIR/models/trained/."""
+    from vision.model import VisionError
+    from vision.trained import SUFFIX, TrainedEmbedder
+
+    path = Path(model)
+    if not path.is_file():
+        path = settings.data_dir / "models" / "trained" / f"{model}{SUFFIX}"
+    if not path.is_file():
+        fail(f"no model artefact {model!r}: give a .vtm path or a key under {path.parent} (`vitrine model list`)")
+    try:
+        return TrainedEmbedder(
+            artefact=path,
+            cache_dir=settings.data_dir / "models",
+            batch_size=settings.embed_batch_size,
+            threads=settings.torch_threads,
+        )
+    except VisionError as exc:
+        fail(str(exc))
 
 
 def vision_settings(settings: Settings) -> dict:
