@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from core.settings import Settings
 from db.models import TrainedModel
 from db.trained_models import TrainingDataSummary, fail_job, reap_dead_jobs, set_pid, start_job, training_data_summary
+from training.data import MIN_TEST_QUERIES, enough_held_out
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def check_training_data(summary: TrainingDataSummary) -> None:
+def check_training_data(summary: TrainingDataSummary, holdout: float = 0.2) -> None:
     """NotEnoughData unless the catalog has enough products and categories to split and learn from."""
     if summary.products < MIN_PRODUCTS:
         raise NotEnoughData(
@@ -154,6 +155,12 @@ def check_training_data(summary: TrainingDataSummary) -> None:
         raise NotEnoughData(
             f"too few categories to learn from: need at least {MIN_CATEGORIES} categories with "
             f"{MIN_PER_CATEGORY} or more products with vectors each, found {len(usable)}: {found}"
+        )
+    # The trainer's own split rule (training/data.py): refuse here what it would refuse after the 202.
+    if not enough_held_out(list(summary.categories.values()), holdout):
+        raise NotEnoughData(
+            f"catalog too small to split: holding out {holdout:g} of {summary.products} products leaves fewer "
+            f"than {MIN_TEST_QUERIES} to evaluate on; raise the holdout or add products"
         )
 
 
@@ -178,7 +185,7 @@ def start_training(
     train with no process behind it (the orphaned trainer then finds no job and fails).
     """
     reap_dead_jobs(session, tenant_id, processes.alive)  # a crashed trainer must not hold the tenant's slot
-    check_training_data(training_data_summary(session, tenant_id, model_key))
+    check_training_data(training_data_summary(session, tenant_id, model_key), request.holdout)
     job = start_job(session, tenant_id, method=request.method, finetune=request.finetune, params=request.params())
     log_path = job_log_path(settings, job.job_id)
     try:

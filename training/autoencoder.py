@@ -97,9 +97,9 @@ def fit_autoencoder(images: Sequence[Image.Image], cfg: AutoencoderConfig, progr
             loss.backward()
             optimizer.step()
             step += 1
-            epoch.append(float(loss))
+            epoch.append(float(loss.detach()))
             if progress is not None:
-                progress(step, total, float(loss))
+                progress(step, total, epoch[-1])
         losses.append(float(np.mean(epoch)))
     return model.eval(), FittedHead({}, losses, time.perf_counter() - started)
 

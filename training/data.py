@@ -184,10 +184,7 @@ def split_holdout(ts: TrainingSet, holdout: float, seed: int) -> tuple[np.ndarra
     held: set[str] = set()
     for lab in sorted(by_category):
         members = by_category[lab]
-        if len(members) < 2:
-            continue
-        k = min(len(members) - 1, max(1, round(holdout * len(members))))
-        held.update(rng.permutation(members)[:k].tolist())
+        held.update(rng.permutation(members)[: held_out_count(len(members), holdout)].tolist())
     is_held = np.array([p in held for p in ts.products.tolist()])
     train, test = np.flatnonzero(~is_held), np.flatnonzero(is_held)
     how = "by product" if ts.multi_photo else "by image (one image per product)"
@@ -197,6 +194,16 @@ def split_holdout(ts: TrainingSet, holdout: float, seed: int) -> tuple[np.ndarra
             f"{len(train)} training and {len(test)} held-out images"
         )
     return train, test, how
+
+
+def held_out_count(products: int, holdout: float) -> int:
+    """How many of a category's `products` the split holds out: the `holdout` share, at least one, never all."""
+    return 0 if products < 2 else min(products - 1, max(1, round(holdout * products)))
+
+
+def enough_held_out(category_sizes: Sequence[int], holdout: float) -> bool:
+    """Whether categories of these sizes (products each) leave enough held-out products to judge a model."""
+    return sum(held_out_count(n, holdout) for n in category_sizes) >= MIN_TEST_QUERIES
 
 
 def _read_products_json(path: Path) -> dict:

@@ -150,7 +150,7 @@ def finetune(
             step += 1
             epoch.append(float(loss.detach()))
             if progress is not None:
-                progress(step, total, float(loss))
+                progress(step, total, epoch[-1])
         history.append(float(np.mean(epoch)))
     model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     return model, FittedHead({}, history, time.perf_counter() - started)

@@ -72,13 +72,13 @@ def catalog(s, tenant, model_key, sizes: dict[str, int]) -> None:
 
 @pytest.fixture
 def api(settings, sessions):
-    """Two tenants; acme has 12 indexed products in two categories, globex none. Processes are fake."""
+    """Two tenants; acme has 22 indexed products in two categories, globex none. Processes are fake."""
     app = create_app(settings)
     app.state.training_processes = FakeProcesses()
     with sessions.begin() as s:
         acme = create_tenant(s, "Acme", "acme")
         globex = create_tenant(s, "Globex", "globex")
-        catalog(s, "acme", app.state.embedder.model_key, {"shirts": 7, "shoes": 5})
+        catalog(s, "acme", app.state.embedder.model_key, {"shirts": 12, "shoes": 10})
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, {"X-Vitrine-Admin-Key": acme.admin_key}, {"X-Vitrine-Admin-Key": globex.admin_key}
 
@@ -201,6 +201,16 @@ def test_a_catalog_too_small_to_split_is_a_422_naming_what_is_missing(api, sessi
     assert client.app.state.training_processes.spawned == [] and client.get("/v1/models", headers=globex).json() == []
 
 
+def test_a_catalog_whose_split_leaves_too_few_held_out_products_is_refused_before_the_202():
+    from db.trained_models import TrainingDataSummary
+    from recommender.training_jobs import NotEnoughData, check_training_data
+
+    # 20 % of 6 is one product per category: 2 held out, too few to judge a model (the trainer's own rule).
+    with pytest.raises(NotEnoughData, match="holding out 0.2 of 12 products leaves fewer than 4"):
+        check_training_data(TrainingDataSummary(products=12, categories={"shirts": 6, "shoes": 6}))
+    check_training_data(TrainingDataSummary(products=12, categories={"shirts": 6, "shoes": 6}), holdout=0.34)
+
+
 def test_a_trainer_that_cannot_start_is_a_503_and_a_failed_job(api):
     client, acme, _ = api
     client.app.state.training_processes.error = PermissionError(13, "Permission denied")
@@ -225,7 +235,7 @@ def test_a_real_trainer_process_starts_detached_and_a_dead_one_is_reported(setti
     app = create_app(settings)
     with sessions.begin() as s:
         creds = create_tenant(s, "Acme", "acme")
-        catalog(s, "acme", app.state.embedder.model_key, {"shirts": 6, "shoes": 6})
+        catalog(s, "acme", app.state.embedder.model_key, {"shirts": 10, "shoes": 10})
     headers = {"X-Vitrine-Admin-Key": creds.admin_key}
     with TestClient(app) as client:
         job_id = client.post("/v1/models", headers=headers, json={"method": "supervised"}).json()["job_id"]

@@ -426,3 +426,41 @@ def test_chunks_are_even_and_a_multiple_of_the_model_streams():
     assert chunk_images([1] * 10, 4, 2) == [3, 2, 3, 2]
     assert chunk_images([0] * 5, 32, 2) == [0]  # nothing to fetch: one chunk, one transaction
     assert chunk_images([1, 0, 0], 32, 2) == [1]  # trailing no-image events ride with the last chunk
+
+
+def test_a_trained_model_artefact_ingests_like_any_embedder(settings, sessions, edge_server, tmp_path):
+    """VITRINE_EMBEDDER=trained: the worker's path stores the trained model's vectors under its own key."""
+    from tests.training.helpers import write_product_folder
+    from training.data import image_folder
+    from training.run import TrainRequest, train_model
+    from vision.embedder import create_embedder
+
+    backbone = create_embedder("efficientnet-lite0", cache_dir=settings.data_dir / "models")
+    data = image_folder(write_product_folder(tmp_path / "set", categories=2, products=5, photos=2))
+    result = train_model(
+        data, TrainRequest(method="supervised", epochs=1, holdout=0.4), backbone=backbone, out_dir=tmp_path / "m"
+    )
+    trained_settings = settings.model_copy(update={"embedder": "trained", "embedder_artefact": str(result.path)})
+    embedder = build_embedder(trained_settings)
+    with sessions.begin() as s:
+        create_tenant(s, "Acme", "acme")
+
+    async def main():
+        fetcher = ImageFetcher(timeout_s=settings.fetch_timeout_s, allow_hosts=frozenset({"127.0.0.1"}))
+        indexer = Indexer(
+            sessions=sessions, embedder=embedder, detector=build_detector(settings), fetcher=fetcher, refetch_after_s=0
+        )
+        try:
+            return await indexer.handle(ev([f"{edge_server.base}/img/bus-front.jpg"]))
+        finally:
+            await fetcher.aclose()
+
+    assert asyncio.run(main()).status == "indexed"
+    (item,) = rows(sessions, Item)
+    assert (item.model, item.dim) == (result.key, 128)
+    # The stored vector is the artefact's embedding of the whole-image crop (the trained head on the backbone).
+    from vision import extract_items, load_image
+
+    loaded = load_image(edge_server.photos["bus-front.jpg"])
+    crop = extract_items(loaded.image, build_detector(settings).detect([loaded.image])[0])[0].crop
+    np.testing.assert_allclose(np.asarray(item.embedding), embedder.embed([crop])[0], atol=1e-4)
