@@ -78,7 +78,8 @@ class CupedTTest:
 
     def estimate(self) -> Estimate | None:
         """Adjusted difference and lift with their variances, for confidence sequences."""
-        if self.result.error not in (None, ErrorCode.ZERO_DENOMINATOR):
+        blocking = (ErrorCode.ZERO_USERS, ErrorCode.TOO_FEW_USERS, ErrorCode.NO_PRE_PERIOD, ErrorCode.INVALID_INPUT)
+        if self.result.error in blocking:
             return None
         mc, vc, mt, vt = self._parts()
         return mean_estimate(mc, vc, self.control.n, mt, vt, self.treatment.n)

@@ -13,8 +13,11 @@ from experiments.result import (
     Estimate,
     TestResult,
     all_finite,
+    certain_difference,
     delta_method_lift,
+    fieller_lift_interval,
     neutral_result,
+    t_critical,
     t_interval,
 )
 from experiments.stats import SampleMeanStatistic
@@ -29,14 +32,27 @@ def welch_dof(var_mean_c: float, n_c: int, var_mean_t: float, n_t: int) -> float
     return num / den if den > 0 else float(n_c + n_t - 2)
 
 
+MIN_UNITS = 30  # per arm: below it the normal approximation of a skewed per-user mean is not trusted
+
+
 def welch_result(
-    method: str, mean_c: float, var_mean_c: float, n_c: int, mean_t: float, var_mean_t: float, n_t: int, alpha: float
+    method: str,
+    mean_c: float,
+    var_mean_c: float,
+    n_c: int,
+    mean_t: float,
+    var_mean_t: float,
+    n_t: int,
+    alpha: float,
+    difference: float | None = None,
 ) -> TestResult:
     """A Welch t-test from means and variances of the means (shared by means and CUPED).
 
-    The same t statistic, p-value and CIs as statsmodels `CompareMeans.ttest_ind(usevar="unequal")`
-    and `tconfint_diff`, from scipy `stats.t.sf` and `t_interval`: statsmodels has no public call
-    that takes (estimate, se, dof).
+    The same t statistic, p-value and difference CI as statsmodels `CompareMeans.ttest_ind(usevar="unequal")`
+    and `tconfint_diff`, from scipy `stats.t.sf` and `t_interval`: statsmodels has no public call that takes
+    (estimate, se, dof). The lift CI is Fieller's with the same variances and t critical value, so all three
+    agree on significance. Fewer than `MIN_UNITS` users in an arm: the numbers with `too_small` (no verdict).
+    `difference` is mean_t - mean_c when the caller can compute it more precisely (shifted sums).
     """
     if n_c == 0 or n_t == 0:
         return neutral_result(method, ErrorCode.ZERO_USERS, mean_c, mean_t)
@@ -45,25 +61,31 @@ def welch_result(
     se = math.sqrt(var_mean_c + var_mean_t)
     if not all_finite(mean_c, mean_t, se):
         return neutral_result(method, ErrorCode.INVALID_INPUT, mean_c, mean_t)
+    est = mean_estimate(mean_c, var_mean_c, n_c, mean_t, var_mean_t, n_t)
+    diff = mean_t - mean_c if difference is None else difference
     if se == 0:
-        return neutral_result(method, ErrorCode.ZERO_VARIANCE, mean_c, mean_t)
+        return certain_difference(method, est)
     dof = welch_dof(var_mean_c, n_c, var_mean_t, n_t)
-    t = (mean_t - mean_c) / se
+    t = diff / se
     p = 2 * stats.t.sf(abs(t), dof)
-    lo, hi = t_interval(mean_t - mean_c, se, dof, alpha)
-    error, lift, lift_ci = None, 0.0, (0.0, 0.0)
+    lo, hi = t_interval(diff, se, dof, alpha)
+    error = ErrorCode.TOO_SMALL if min(n_c, n_t) < MIN_UNITS else None
+    lift, lift_ci = 0.0, (0.0, 0.0)
     if mean_c == 0:
-        error = ErrorCode.ZERO_DENOMINATOR  # lift undefined; difference and p stay valid
+        error = error or ErrorCode.BASELINE_ZERO  # lift undefined; difference and p stay valid
     else:
-        lift, lift_var = delta_method_lift(mean_c, mean_t, var_mean_c, var_mean_t)
-        lift_ci = t_interval(lift, math.sqrt(lift_var), dof, alpha)
+        interval = fieller_lift_interval(mean_c, mean_t, var_mean_c, var_mean_t, t_critical(alpha, dof))
+        if interval is None:
+            error = error or ErrorCode.LIFT_UNBOUNDED
+        else:
+            lift, lift_ci = est.lift, interval
     if not all_finite(t, p, lo, hi, lift, *lift_ci):
         return neutral_result(method, ErrorCode.INVALID_INPUT, mean_c, mean_t)
     return TestResult(
         method,
         mean_c,
         mean_t,
-        mean_t - mean_c,
+        diff,
         (float(lo), float(hi)),
         lift,
         (float(lift_ci[0]), float(lift_ci[1])),
@@ -77,7 +99,18 @@ def mean_estimate(mean_c: float, var_mean_c: float, n_c: int, mean_t: float, var
     """The Estimate (difference, lift and their variances) behind a comparison of means."""
     lift_defined = mean_c != 0
     lift, lift_var = delta_method_lift(mean_c, mean_t, var_mean_c, var_mean_t) if lift_defined else (0.0, 0.0)
-    return Estimate(mean_c, mean_t, mean_t - mean_c, var_mean_c + var_mean_t, lift, lift_var, n_c + n_t, lift_defined)
+    return Estimate(
+        mean_c,
+        mean_t,
+        mean_t - mean_c,
+        var_mean_c + var_mean_t,
+        lift,
+        lift_var,
+        n_c + n_t,
+        lift_defined,
+        var_mean_c,
+        var_mean_t,
+    )
 
 
 @dataclass(frozen=True)
@@ -97,9 +130,13 @@ class WelchTTest:
     def result(self) -> TestResult:
         """The full result; neutral with an error code on degenerate data."""
         c, t = self.control, self.treatment
-        if c.n < 0 or t.n < 0 or not all_finite(c.sum, c.sum_squares, t.sum, t.sum_squares):
+        if c.n < 0 or t.n < 0 or not all_finite(c.sum, c.sum_squares, c.shift, t.sum, t.sum_squares, t.shift):
             return neutral_result(METHOD, ErrorCode.INVALID_INPUT)
-        return welch_result(METHOD, c.mean, c.variance_of_mean, c.n, t.mean, t.variance_of_mean, t.n, self.alpha)
+        # the shifts differ by little (Sterbenz: exact), so the difference keeps the digits the means lose
+        diff = (t.shift - c.shift) + (t.sum / t.n - c.sum / c.n) if c.n > 0 and t.n > 0 else 0.0
+        return welch_result(
+            METHOD, c.mean, c.variance_of_mean, c.n, t.mean, t.variance_of_mean, t.n, self.alpha, difference=diff
+        )
 
     @property
     def error(self) -> ErrorCode | None:

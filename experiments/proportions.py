@@ -1,27 +1,50 @@
-"""Conversion: two-proportion z-test, with CIs for the difference and for the relative lift."""
+"""Conversion: two-proportion z-test whose p-value, difference CI and lift CI are one method.
+
+The unpooled (Wald) z statistic z = (p_t - p_c) / sqrt(p_c(1-p_c)/n_c + p_t(1-p_t)/n_t) gives the
+p-value; the difference CI is its inversion, (p_t - p_c) +- z_crit se; the lift CI is Fieller's interval
+with the same variances and critical value (`experiments.result.fieller_lift_interval`). So p < alpha,
+"difference CI excludes 0" and "lift CI excludes 0" are the same statement. It is also what the
+sequential view and gbstats (unpooled variance) use. Below Cochran's rule (an expected count of
+successes or failures under 5 in an arm) the normal approximation is not trusted: Fisher's exact
+test gives p, Newcombe's hybrid score interval the difference CI, and the result carries
+`too_small` (no verdict).
+"""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
-from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+from scipy import stats
+from statsmodels.stats.proportion import confint_proportions_2indep
 
-from experiments.result import ErrorCode, Estimate, TestResult, all_finite, neutral_result
+from experiments.result import (
+    ErrorCode,
+    Estimate,
+    TestResult,
+    all_finite,
+    certain_difference,
+    fieller_lift_interval,
+    neutral_result,
+    z_critical,
+)
 from experiments.stats import ProportionStatistic
 
-METHOD = "two-proportion z-test"
+METHOD = "two-proportion z-test (unpooled)"
+EXACT_METHOD = "Fisher exact test (too small for z)"
+MIN_EXPECTED_COUNT = 5.0  # Cochran's rule for the normal approximation of a 2x2 table
 
 
 @dataclass(frozen=True)
 class TwoProportionZTest:
     """Treatment vs control proportions (e.g. purchasers / exposed users).
 
-    Wraps statsmodels `proportions_ztest` (pooled variance under H0, two-sided) for the
-    p-value and `confint_proportions_2indep` for the CIs: Newcombe's hybrid score
-    interval for the difference (good coverage near 0 and 1) and the log-adjusted
-    interval for the ratio, reported as lift = ratio - 1.
+    The z statistic and CIs are statsmodels `test_proportions_2indep(method="wald")` and
+    `confint_proportions_2indep(method="wald")`, computed in closed form here so the lift CI
+    (Fieller, same variances) and the sequential view share them; small tables use scipy
+    `fisher_exact` and statsmodels `confint_proportions_2indep(method="newcomb")`.
     """
 
     control: ProportionStatistic
@@ -44,8 +67,15 @@ class TwoProportionZTest:
             return ErrorCode.ALL_CONVERSIONS
         return None
 
+    @property
+    def too_small(self) -> bool:
+        """True when an arm expects fewer than 5 successes or failures under H0 (Cochran's rule)."""
+        c, t = self.control, self.treatment
+        pooled = (c.successes + t.successes) / (c.n + t.n)
+        return min(c.n, t.n) * min(pooled, 1.0 - pooled) < MIN_EXPECTED_COUNT
+
     def estimate(self) -> Estimate | None:
-        """Difference and lift with unpooled (Wald) variances, for confidence sequences."""
+        """Difference and lift with unpooled (Wald) variances: the same as the fixed-horizon test."""
         if self.error is not None:
             return None
         c, t = self.control, self.treatment
@@ -55,17 +85,24 @@ class TwoProportionZTest:
         if lift_defined:
             lift = t.mean / c.mean - 1.0
             lift_var = var_t / c.mean**2 + t.mean**2 * var_c / c.mean**4
-        return Estimate(c.mean, t.mean, t.mean - c.mean, var_c + var_t, lift, lift_var, c.n + t.n, lift_defined)
+        return Estimate(
+            c.mean, t.mean, t.mean - c.mean, var_c + var_t, lift, lift_var, c.n + t.n, lift_defined, var_c, var_t
+        )
 
     @cached_property
     def _z_and_p(self) -> tuple[float, float]:
         # Kept apart from the CIs so simulations that only need p stay fast.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            z, p = proportions_ztest(
-                [self.treatment.successes, self.control.successes], [self.treatment.n, self.control.n]
-            )
-        return float(z), float(p)
+        est = self.estimate()
+        if est is None or est.effect_variance <= 0:
+            return 0.0, 1.0
+        z = est.effect / math.sqrt(est.effect_variance)
+        return z, float(2 * stats.norm.sf(abs(z)))
+
+    @cached_property
+    def _exact_p(self) -> float:
+        c, t = self.control, self.treatment
+        table = [[t.successes, t.n - t.successes], [c.successes, c.n - c.successes]]
+        return float(stats.fisher_exact(table, alternative="two-sided").pvalue)
 
     @cached_property
     def result(self) -> TestResult:
@@ -73,41 +110,64 @@ class TwoProportionZTest:
         c, t = self.control, self.treatment
         if self.error is not None:
             return neutral_result(METHOD, self.error, c.mean, t.mean)
+        if self.too_small:
+            return self._small_sample_result()
+        est = self.estimate()
+        if est.effect_variance <= 0:  # 0 % in one arm, 100 % in the other: a certain difference, no z
+            return certain_difference(METHOD, est)
         z, p = self._z_and_p
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            diff_lo, diff_hi = confint_proportions_2indep(
-                t.successes, t.n, c.successes, c.n, compare="diff", method="newcomb", alpha=self.alpha
-            )
-            error, lift, lift_ci = None, 0.0, (0.0, 0.0)
-            if c.successes == 0:
-                # Lift relative to a zero baseline is undefined; the difference and p stay valid.
-                error = ErrorCode.ZERO_DENOMINATOR
+        crit = z_critical(self.alpha)
+        hw = crit * math.sqrt(est.effect_variance)
+        error, lift, lift_ci = None, 0.0, (0.0, 0.0)
+        if not est.lift_defined:
+            error = ErrorCode.BASELINE_ZERO  # lift relative to 0 is undefined; difference and p stay valid
+        else:
+            interval = fieller_lift_interval(c.mean, t.mean, est.control_variance, est.treatment_variance, crit)
+            if interval is None:
+                error = ErrorCode.LIFT_UNBOUNDED
             else:
-                r_lo, r_hi = confint_proportions_2indep(
-                    t.successes, t.n, c.successes, c.n, compare="ratio", method="log-adjusted", alpha=self.alpha
-                )
-                lift, lift_ci = t.mean / c.mean - 1.0, (float(r_lo) - 1.0, float(r_hi) - 1.0)
-        if not all_finite(z, p, diff_lo, diff_hi, lift, *lift_ci):
+                lift, lift_ci = est.lift, interval
+        if not all_finite(z, p, hw, lift, *lift_ci):
             return neutral_result(METHOD, ErrorCode.INVALID_INPUT, c.mean, t.mean)
         return TestResult(
-            method=METHOD,
-            control_value=c.mean,
-            treatment_value=t.mean,
-            effect=t.mean - c.mean,
-            effect_ci=(float(diff_lo), float(diff_hi)),
-            lift=lift,
-            lift_ci=lift_ci,
-            p_value=float(p),
-            statistic=float(z),
-            error=error,
+            METHOD, c.mean, t.mean, est.effect, (est.effect - hw, est.effect + hw), lift, lift_ci, p, z, error
+        )
+
+    def _small_sample_result(self) -> TestResult:
+        """Fisher's exact p and Newcombe's CI with `too_small`: shown, never a verdict."""
+        c, t = self.control, self.treatment
+        est = self.estimate()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = confint_proportions_2indep(
+                t.successes, t.n, c.successes, c.n, compare="diff", method="newcomb", alpha=self.alpha
+            )
+        lift, lift_ci = 0.0, (0.0, 0.0)
+        if est.lift_defined:
+            crit = z_critical(self.alpha)
+            interval = fieller_lift_interval(c.mean, t.mean, est.control_variance, est.treatment_variance, crit)
+            if interval is not None:
+                lift, lift_ci = est.lift, interval
+        return TestResult(
+            EXACT_METHOD,
+            c.mean,
+            t.mean,
+            est.effect,
+            (float(lo), float(hi)),
+            lift,
+            lift_ci,
+            self._exact_p,
+            0.0,
+            ErrorCode.TOO_SMALL,
         )
 
     @property
     def p_value(self) -> float:
-        """Two-sided p-value of H0: equal proportions."""
+        """Two-sided p-value of H0: equal proportions (Fisher's exact p for small tables)."""
         if self.error is not None:
             return 1.0
+        if self.too_small:
+            return self._exact_p
         p = self._z_and_p[1]
         return p if all_finite(p) else 1.0
 

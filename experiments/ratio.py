@@ -13,14 +13,17 @@ from functools import cached_property
 
 from scipy import stats
 
+from experiments.means import MIN_UNITS
 from experiments.result import (
     ErrorCode,
     Estimate,
     TestResult,
     all_finite,
+    certain_difference,
     delta_method_lift,
+    fieller_lift_interval,
     neutral_result,
-    z_interval,
+    z_critical,
 )
 from experiments.stats import RatioStatistic
 
@@ -31,9 +34,10 @@ METHOD = "delta-method z-test (ratio)"
 class DeltaMethodRatioTest:
     """Treatment vs control ratio of per-user sums (CTR = clicks / exposures).
 
-    Var(ratio) comes from `RatioStatistic.variance_of_ratio`; the z statistic, p-value and CIs
-    are those of statsmodels `ztest` / `zconfint`, from scipy `stats.norm.sf` and `z_interval`
-    (statsmodels has no public call that takes (estimate, se)).
+    Var(ratio) comes from `RatioStatistic.variance_of_ratio`; the z statistic, p-value and difference CI
+    are those of statsmodels `ztest` / `zconfint`, from scipy `stats.norm.sf` (statsmodels has no public
+    call that takes (estimate, se)); the lift CI is Fieller's with the same variances and critical value.
+    Fewer than `MIN_UNITS` users in an arm: the numbers with `too_small` (no verdict).
     """
 
     control: RatioStatistic
@@ -53,8 +57,6 @@ class DeltaMethodRatioTest:
             return ErrorCode.TOO_FEW_USERS
         if c.denominator.sum <= 0 or t.denominator.sum <= 0:
             return ErrorCode.ZERO_DENOMINATOR
-        if c.variance_of_ratio + t.variance_of_ratio <= 0:
-            return ErrorCode.ZERO_VARIANCE
         return None
 
     def estimate(self) -> Estimate | None:
@@ -65,7 +67,7 @@ class DeltaMethodRatioTest:
         rc, rt, vc, vt = c.ratio, t.ratio, c.variance_of_ratio, t.variance_of_ratio
         lift_defined = rc != 0
         lift, lift_var = delta_method_lift(rc, rt, vc, vt) if lift_defined else (0.0, 0.0)
-        return Estimate(rc, rt, rt - rc, vc + vt, lift, lift_var, c.n + t.n, lift_defined)
+        return Estimate(rc, rt, rt - rc, vc + vt, lift, lift_var, c.n + t.n, lift_defined, vc, vt)
 
     @cached_property
     def result(self) -> TestResult:
@@ -74,16 +76,26 @@ class DeltaMethodRatioTest:
         if self.error is not None:
             return neutral_result(METHOD, self.error, c.ratio, t.ratio)
         est = self.estimate()
+        if est.effect_variance <= 0:  # every user has the same CTR in each arm: a certain difference, no z
+            return certain_difference(METHOD, est)
         se = math.sqrt(est.effect_variance)
-        z = (est.treatment_value - est.control_value) / se
+        z = est.effect / se
         p = 2 * stats.norm.sf(abs(z))
-        lo, hi = z_interval(est.effect, se, self.alpha)
-        error, lift_ci = None, (0.0, 0.0)
+        crit = z_critical(self.alpha)
+        lo, hi = est.effect - crit * se, est.effect + crit * se
+        error = ErrorCode.TOO_SMALL if min(c.n, t.n) < MIN_UNITS else None
+        lift, lift_ci = 0.0, (0.0, 0.0)
         if not est.lift_defined:
-            error = ErrorCode.ZERO_DENOMINATOR
+            error = error or ErrorCode.BASELINE_ZERO
         else:
-            lift_ci = z_interval(est.lift, math.sqrt(est.lift_variance), self.alpha)
-        if not all_finite(z, p, lo, hi, *lift_ci):
+            interval = fieller_lift_interval(
+                est.control_value, est.treatment_value, est.control_variance, est.treatment_variance, crit
+            )
+            if interval is None:
+                error = error or ErrorCode.LIFT_UNBOUNDED
+            else:
+                lift, lift_ci = est.lift, interval
+        if not all_finite(z, p, lo, hi, lift, *lift_ci):
             return neutral_result(METHOD, ErrorCode.INVALID_INPUT, c.ratio, t.ratio)
         return TestResult(
             METHOD,
@@ -91,7 +103,7 @@ class DeltaMethodRatioTest:
             est.treatment_value,
             est.effect,
             (float(lo), float(hi)),
-            est.lift,
+            lift,
             (float(lift_ci[0]), float(lift_ci[1])),
             float(p),
             float(z),

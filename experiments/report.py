@@ -11,11 +11,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from experiments.bayesian import bayesian_effect
+from experiments.capping import small_sample_warning
 from experiments.definition import ExperimentDefinition
 from experiments.metrics import METRICS, arm_value, metric_power
 from experiments.multiple import adjust_p_values
 from experiments.power import DEFAULT_POWER, DEFAULT_TARGET_MDE
-from experiments.result import TestResult
+from experiments.result import ErrorCode, TestResult
 from experiments.sequential import DEFAULT_TUNING_N, SequentialTest
 from experiments.srm import check_srm
 from experiments.stats import ArmStats, ExperimentStats
@@ -77,6 +79,12 @@ def build_report(
     per_day = c.users / days_elapsed if days_elapsed and days_elapsed > 0 else 0.0
     use_cuped = cuped and all(arm_stats[n].has_pre_period for n, _ in arms) and bool(arms)
 
+    if "revenue_per_user" in metrics and len(arms) >= 2:
+        # revenue is heavy-tailed: its t-test needs enough buyers per arm (A/A simulation in docs/experiments.md)
+        warning = small_sample_warning("revenue per user", {n: arm_stats[n].purchasers for n, _ in arms})
+        if warning:
+            warnings.append(warning)
+
     metric_blocks, family = [], []
     for name in metrics:
         metric = METRICS[name]
@@ -95,6 +103,10 @@ def build_report(
             if arm_name != control:
                 test = metric.make_test(c, s, alpha, use_cuped and metric.cuped_capable)
                 result: TestResult = (SequentialTest(test, tuning_n) if sequential else test).compute_result()
+                # the Bayesian view of the lift, or of the difference when the lift is undefined
+                estimate = test.estimate()
+                relative = estimate is not None and estimate.lift_defined
+                bayes = bayesian_effect(estimate if result.error != ErrorCode.INVALID_INPUT else None, alpha, relative)
                 row.update(
                     method=result.method,
                     effect=result.effect,
@@ -103,6 +115,8 @@ def build_report(
                     lift_ci=list(result.lift_ci),
                     p_value=result.p_value,
                     error=result.error.value if result.error else None,
+                    decisive=result.decisive,
+                    bayesian=bayes.to_dict(),
                 )
                 family.append((len(metric_blocks), len(rows), result))
                 pw = metric_power(metric, c, s, alpha, power, target_relative_mde, per_day)
@@ -122,7 +136,8 @@ def build_report(
     for (mi, ri, result), p_adj in zip(family, adjusted.adjusted):
         row = metric_blocks[mi]["rows"][ri]
         row["p_value_adjusted"] = p_adj
-        row["significant"] = result.error is None and p_adj < alpha
+        # a note about the lift (baseline_zero) does not block the verdict; too_small, zero_variance etc. do
+        row["significant"] = result.decisive and p_adj < alpha
     return _clean(
         {
             "experiment": stats.key,

@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
 
-from experiments.result import ErrorCode, Estimate, TestResult, neutral_result
+from experiments.result import (
+    ErrorCode,
+    Estimate,
+    TestResult,
+    all_finite,
+    certain_difference,
+    fieller_lift_interval,
+    neutral_result,
+)
 
 DEFAULT_TUNING_N = 5000
 
@@ -90,16 +98,30 @@ class SequentialTest:
             return neutral_result(
                 method, base.error or ErrorCode.INVALID_INPUT, base.control_value, base.treatment_value
             )
+        numbers = (est.effect, est.effect_variance, est.lift, est.lift_variance)
+        if not all_finite(*numbers, est.control_variance, est.treatment_variance, self.tuning_n) or est.n <= 0:
+            # NaN or inf from upstream must not reach a dashboard as a number
+            return neutral_result(method, ErrorCode.INVALID_INPUT, est.control_value, est.treatment_value)
         if est.effect_variance <= 0:
-            return neutral_result(method, ErrorCode.ZERO_VARIANCE, est.control_value, est.treatment_value)
+            return certain_difference(method, est)
         hw = sequence_halfwidth(est.effect_variance, est.n, self.alpha, self.tuning_n)
         p = always_valid_p_value(est.effect, est.effect_variance, est.n, self.alpha, self.tuning_n)
-        lift_ci, error = (0.0, 0.0), None
-        if est.lift_defined and est.lift_variance > 0:
-            lhw = sequence_halfwidth(est.lift_variance, est.n, self.alpha, self.tuning_n)
-            lift_ci = (est.lift - lhw, est.lift + lhw)
-        elif not est.lift_defined:
-            error = ErrorCode.ZERO_DENOMINATOR
+        lift, lift_ci, error = 0.0, (0.0, 0.0), None
+        if not est.lift_defined:
+            error = ErrorCode.BASELINE_ZERO
+        else:
+            # Fieller with the sequence's multiplier (half-width / sd): the lift sequence excludes 0
+            # exactly when the difference sequence does, i.e. when the always-valid p < alpha.
+            crit = hw / math.sqrt(est.effect_variance)
+            interval = fieller_lift_interval(
+                est.control_value, est.treatment_value, est.control_variance, est.treatment_variance, crit
+            )
+            if interval is None:
+                error = ErrorCode.LIFT_UNBOUNDED
+            else:
+                lift, lift_ci = est.lift, interval
+        if self.test.compute_result().error == ErrorCode.TOO_SMALL:
+            error = ErrorCode.TOO_SMALL  # the fixed-horizon test's verdict on the sample size holds here too
         z = est.effect / math.sqrt(est.effect_variance)
         return TestResult(
             method,
@@ -107,7 +129,7 @@ class SequentialTest:
             est.treatment_value,
             est.effect,
             (est.effect - hw, est.effect + hw),
-            est.lift if est.lift_defined else 0.0,
+            lift,
             lift_ci,
             p,
             z,

@@ -6,7 +6,10 @@ figures validate the code the report uses:
 - conversion under daily peeking: "stop at the first p < alpha" with the naive z-test
   (inflated) vs the always-valid sequential test (must stay <= alpha);
 - CTR with heterogeneous users (per-user draws): the user-level delta method keeps the A/A
-  rate near alpha, while treating impressions as independent inflates it.
+  rate near alpha, while treating impressions as independent inflates it;
+- heavy-tailed revenue per user with 1:9 arms (issue #17): the A/A rate of the Welch test without
+  capping (inflated, in favour of the larger arm) and with per-user capping at a percentile, and how
+  often the small-sample warning fires.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import numpy as np
 from statsmodels.stats.proportion import proportion_confint
 
 from core.machine import machine_info
+from experiments.capping import Capping, capped_statistic, small_sample_warning
+from experiments.means import WelchTTest
 from experiments.power import proportion_test_power
 from experiments.proportions import TwoProportionZTest
 from experiments.ratio import DeltaMethodRatioTest
@@ -41,6 +46,12 @@ class SimulationSettings:
     ctr_mean: float = 0.10
     ctr_beta_concentration: float = 2.0  # Beta(a, b) with a + b = this: small = very heterogeneous users
     exposures_mean: float = 5.0  # 1 + Poisson(mean - 1) exposures per user
+    revenue_runs: int = 1000  # A/A revenue runs per size
+    revenue_users: tuple[int, ...] = (50_000, 10_000)  # users per experiment (both arms), one scenario each
+    revenue_control_share: float = 0.1  # 1:9 arms
+    buyer_rate: float = 0.05
+    order_lognormal: tuple[float, float] = (3.0, 2.0)  # order value ~ lognormal(mu, sigma)
+    cap_percentile: float = 0.99  # of all per-user values (zeros included), both arms together
 
     def __post_init__(self) -> None:
         if self.runs < 1 or self.users < 4 or self.days < 1 or self.ctr_users < 2:
@@ -49,6 +60,11 @@ class SimulationSettings:
             raise ValueError("baseline_rate and baseline_rate * (1 + effect) must be in (0, 1)")
         if not 0 < self.alpha < 1:
             raise ValueError("alpha must be in (0, 1)")
+        if self.revenue_runs < 1 or any(u < 20 for u in self.revenue_users) or not 0 < self.buyer_rate < 1:
+            raise ValueError("revenue_runs >= 1, revenue_users >= 20 each and buyer_rate in (0, 1) are required")
+        if not 0 < self.revenue_control_share < 1:
+            raise ValueError("revenue_control_share must be in (0, 1)")
+        Capping(self.cap_percentile)  # validates the percentile
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,19 @@ class Rate:
     ci: tuple[float, float]
     hits: int
     runs: int
+
+
+@dataclass(frozen=True)
+class RevenueAA:
+    """A/A revenue per user at one size: false-positive rates without and with capping, warnings raised."""
+
+    users_control: int
+    users_treatment: int
+    fpr_uncapped: Rate
+    fpr_capped: Rate
+    larger_arm_wins_uncapped: float  # share of the uncapped false positives in favour of the larger arm
+    warned: Rate  # runs where the small-sample warning fired
+    median_cap: float
 
 
 @dataclass(frozen=True)
@@ -74,6 +103,7 @@ class SimulationResult:
     ab_power_sequential: Rate
     ctr_aa_fpr_delta_method: Rate
     ctr_aa_fpr_naive_impressions: Rate
+    revenue: tuple[RevenueAA, ...]
     seconds: float
 
     def to_dict(self) -> dict:
@@ -178,6 +208,36 @@ def _ctr_runs(rng: np.random.Generator, s: SimulationSettings) -> tuple[int, int
     return delta, naive
 
 
+def revenue_aa(s: SimulationSettings, users: int, rng: np.random.Generator) -> RevenueAA:
+    """A/A runs of revenue per user (5 % buyers, lognormal orders) with unequal arms, Welch test."""
+    n_c = max(2, round(users * s.revenue_control_share))
+    n_t = users - n_c
+    capping = Capping(s.cap_percentile)
+    mu, sigma = s.order_lognormal
+    plain = capped = warned = larger = 0
+    caps = []
+    for _ in range(s.revenue_runs):
+        c = np.where(rng.random(n_c) < s.buyer_rate, rng.lognormal(mu, sigma, n_c), 0.0)
+        t = np.where(rng.random(n_t) < s.buyer_rate, rng.lognormal(mu, sigma, n_t), 0.0)
+        r = WelchTTest(capped_statistic(c, None), capped_statistic(t, None), s.alpha).compute_result()
+        if r.p_value < s.alpha:
+            plain += 1
+            larger += (r.effect > 0) == (n_t > n_c)
+        cap = capping.cap(c, t)
+        caps.append(cap or 0.0)
+        capped += WelchTTest(capped_statistic(c, cap), capped_statistic(t, cap), s.alpha).p_value < s.alpha
+        warned += small_sample_warning("revenue", {"c": int((c > 0).sum()), "t": int((t > 0).sum())}) is not None
+    return RevenueAA(
+        users_control=n_c,
+        users_treatment=n_t,
+        fpr_uncapped=_rate(plain, s.revenue_runs),
+        fpr_capped=_rate(capped, s.revenue_runs),
+        larger_arm_wins_uncapped=larger / plain if plain else 0.0,
+        warned=_rate(warned, s.revenue_runs),
+        median_cap=float(np.median(caps)),
+    )
+
+
 def simulate(settings: SimulationSettings) -> SimulationResult:
     """Run all simulations with one seed; deterministic for given settings."""
     s = settings
@@ -187,6 +247,7 @@ def simulate(settings: SimulationSettings) -> SimulationResult:
     rate_t = s.baseline_rate * (1 + s.effect)
     ab_final, _, ab_seq, _ = _conversion_runs(rng, s, rate_t)
     ctr_delta, ctr_naive = _ctr_runs(rng, s)
+    revenue = tuple(revenue_aa(s, users, rng) for users in s.revenue_users)
     theory = proportion_test_power(s.baseline_rate, rate_t, s.users // 2, 1.0, s.alpha)
     return SimulationResult(
         settings=s,
@@ -198,6 +259,7 @@ def simulate(settings: SimulationSettings) -> SimulationResult:
         ab_power_sequential=_rate(ab_seq, runs),
         ctr_aa_fpr_delta_method=_rate(ctr_delta, s.runs),
         ctr_aa_fpr_naive_impressions=_rate(ctr_naive, s.runs),
+        revenue=revenue,
         seconds=time.perf_counter() - t0,
     )
 
@@ -219,11 +281,26 @@ def render_text(r: SimulationResult) -> str:
         (f"CTR A/A FPR: user-level delta method ({s.ctr_users}/arm)", fmt(r.ctr_aa_fpr_delta_method)),
         ("CTR A/A FPR: impressions as independent (wrong)", fmt(r.ctr_aa_fpr_naive_impressions)),
     ]
+    for rv in r.revenue:
+        arms = f"{rv.users_control:,} vs {rv.users_treatment:,}"
+        figures += [
+            (f"Revenue A/A FPR, {arms}: no capping", fmt(rv.fpr_uncapped)),
+            (f"Revenue A/A FPR, {arms}: capped at p{s.cap_percentile * 100:g}", fmt(rv.fpr_capped)),
+            (f"Revenue A/A, {arms}: small-sample warning raised", fmt(rv.warned)),
+        ]
     width = max(len(name) for name, _ in figures)
     lines = [
         f"settings: runs={s.runs} users={s.users} (both arms) days={s.days} baseline={s.baseline_rate} "
         f"effect={s.effect:+.0%} alpha={s.alpha} seed={s.seed} tuning_n={effective_tuning_n(s):g}"
     ]
     lines += [f"{name.ljust(width)}  {value}" for name, value in figures]
+    if r.revenue:
+        mu, sigma = s.order_lognormal
+        lines.append(
+            f"revenue runs: {s.revenue_runs} per size, {s.buyer_rate:.0%} buyers, orders lognormal({mu:g}, {sigma:g}), "
+            f"cap = p{s.cap_percentile * 100:g} of all per-user values (median cap "
+            + ", ".join(f"{rv.median_cap:,.0f}" for rv in r.revenue)
+            + ")"
+        )
     lines.append(f"seconds: {r.seconds:.1f}")
     return "\n".join(lines) + "\n"

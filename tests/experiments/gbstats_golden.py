@@ -25,6 +25,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from gbstats.bayesian.tests import EffectBayesianABTest, EffectBayesianConfig, GaussianPrior
 from gbstats.frequentist.tests import FrequentistConfig, SequentialConfig, SequentialTwoSidedTTest, TwoSidedTTest
 from gbstats.models import statistics as gb
 from gbstats.utils import check_srm
@@ -77,10 +78,37 @@ def result(test) -> dict:
     return {"expected": float(r.expected), "p_value": float(r.p_value), "ci": [float(v) for v in r.ci]}
 
 
+# Bayesian views cross-checked (issue #17): flat prior on the lift and on the difference, and a proper
+# N(0, 0.3^2) prior on the lift (gbstats' relative prior).
+BAYESIAN = {
+    "relative": EffectBayesianConfig(difference_type="relative"),
+    "absolute": EffectBayesianConfig(difference_type="absolute"),
+    "relative_proper": EffectBayesianConfig(
+        difference_type="relative", prior_effect=GaussianPrior(mean=0, variance=0.09, proper=True)
+    ),
+}
+BAYESIAN_KINDS = ("proportion", "mean", "ratio")
+
+
+def bayesian_result(test) -> dict:
+    r = test.compute_result()
+    return {
+        "expected": float(r.expected),
+        "ci": [float(v) for v in r.ci],
+        "chance_to_win": float(r.chance_to_win),
+        "risk": [float(v) for v in r.risk],
+    }
+
+
 def inputs() -> dict[str, dict]:
     """Every case's inputs; the seeds and draws are the ones the in-process cross-check used."""
     cases: dict[str, dict] = {}
-    for n_c, a, n_t, b in [(1000, 100, 1000, 130), (50_000, 2500, 50_000, 2650), (20_000, 1000, 20_400, 1100)]:
+    for n_c, a, n_t, b in [
+        (1000, 100, 1000, 130),
+        (50_000, 2500, 50_000, 2650),
+        (20_000, 1000, 20_400, 1100),
+        (3000, 150, 3100, 140),  # a loss: chance to win below 1/2, the treatment's expected loss dominant
+    ]:
         cases[f"conversion/{n_c}-{a}-vs-{n_t}-{b}"] = {
             "kind": "proportion",
             "control": {"n": n_c, "sum": a},
@@ -156,6 +184,10 @@ def compute() -> dict:
                 "absolute": result(TwoSidedTTest(c, t, ABSOLUTE)),
                 "relative": result(TwoSidedTTest(c, t, RELATIVE)),
             }
+            if case["kind"] in BAYESIAN_KINDS:
+                case["gbstats"]["bayesian"] = {
+                    name: bayesian_result(EffectBayesianABTest(c, t, config)) for name, config in BAYESIAN.items()
+                }
     return {
         "_comment": "Made by tests/experiments/gbstats_golden.py in a venv of gbstats_requirements.txt; "
         "do not edit by hand. .ci/run regenerates it and fails on any difference.",

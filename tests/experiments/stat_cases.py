@@ -30,6 +30,7 @@ class TwoArmTestCases:
     NOT_SIGNIFICANT: ClassVar[Arms]  # p >= ALPHA
     ZERO_BASELINE: ClassVar[Arms]  # control value 0 and a clear difference: lift undefined, p still valid
     DEGENERATE: ClassVar[tuple[tuple[Any, Any, ErrorCode], ...]]  # (control, treatment, expected error)
+    CERTAIN_DIFFERENCE: ClassVar[Arms | None] = None  # both arms constant, different values (zero variance)
 
     def make(self, control: Any, treatment: Any) -> Any:
         """The test under test on these arms, at level ALPHA."""
@@ -51,12 +52,13 @@ class TwoArmTestCases:
             metafunc.parametrize("degenerate", self.DEGENERATE, ids=[code.value for *_, code in self.DEGENERATE])
 
     def test_p_value_agrees_with_the_ci(self, arms: Arms, significant: bool):
-        # The CI at 1 - ALPHA excludes 0 exactly when p < ALPHA (for the proportions test, whose CI is
-        # Newcombe's and not the z-test's inversion, only away from the boundary: the inputs are).
+        # The difference CI and the lift CI at 1 - ALPHA exclude 0 exactly when p < ALPHA (one method).
         r = self.make(*arms).compute_result()
         lo, hi = r.effect_ci
+        assert r.decisive, r.error
         assert (r.p_value < self.ALPHA) is significant, r.p_value
         assert (not lo <= 0.0 <= hi) is significant, r.effect_ci
+        assert (not r.lift_ci[0] <= 0.0 <= r.lift_ci[1]) is significant, r.lift_ci
 
     def test_cis_contain_their_estimates(self, arms: Arms):
         r = self.make(*arms).compute_result()
@@ -91,8 +93,20 @@ class TwoArmTestCases:
         assert (fresh.p_value, fresh.confidence_interval) == (1.0, (0.0, 0.0))
 
     def test_zero_baseline_keeps_the_difference_but_not_the_lift(self):
+        # Defect 5 of issue #17: a zero control read "not significant" at p = 2e-10. The lift is undefined
+        # (an explicit code that is only a note), the difference and p still decide.
         r = self.make(*self.ZERO_BASELINE).compute_result()
-        assert r.error == ErrorCode.ZERO_DENOMINATOR and not r.ok and r.control_value == 0.0
+        assert r.error == ErrorCode.BASELINE_ZERO and not r.ok and r.decisive and r.control_value == 0.0
         assert r.effect == r.treatment_value > 0 and r.p_value < self.ALPHA
-        assert r.effect_ci[0] < r.effect < r.effect_ci[1]
+        assert r.effect_ci[0] < r.effect < r.effect_ci[1] and r.effect_ci[0] > 0
         assert (r.lift, r.lift_ci) == (0.0, (0.0, 0.0))
+
+    def test_zero_variance_keeps_a_real_difference(self):
+        # Defect 5 of issue #17: constant arms with different values reported effect 0 and p = 1.
+        if self.CERTAIN_DIFFERENCE is None:
+            pytest.skip("no constant-arm case for this test")
+        r = self.make(*self.CERTAIN_DIFFERENCE).compute_result()
+        assert r.error == ErrorCode.ZERO_VARIANCE and not r.decisive
+        assert r.effect == r.treatment_value - r.control_value != 0.0
+        assert r.p_value == 0.0 and r.effect_ci == (r.effect, r.effect)
+        assert r.lift == pytest.approx(r.treatment_value / r.control_value - 1.0) and r.lift_ci == (r.lift, r.lift)

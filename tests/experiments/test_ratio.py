@@ -53,7 +53,11 @@ class TestDeltaMethodRatioTest(TwoArmTestCases):
             OK,  # no exposures
             ErrorCode.ZERO_DENOMINATOR,
         ),
-        (CONSTANT, CONSTANT, ErrorCode.ZERO_VARIANCE),  # ratio 0.5 with zero variance in both arms
+    )
+    # every user 4 exposures: 1 click (CTR 0.25) vs 2 clicks (0.5), zero variance in both arms
+    CERTAIN_DIFFERENCE = (
+        RatioStatistic(SampleMeanStatistic(40, 40, 40), SampleMeanStatistic(40, 160, 640), 160),
+        RatioStatistic(SampleMeanStatistic(40, 80, 160), SampleMeanStatistic(40, 160, 640), 320),
     )
 
     def make(self, control, treatment):
@@ -86,4 +90,12 @@ def test_delta_method_ci_is_wider_than_impression_level_when_users_differ():
 def test_constant_arms_keep_their_ratio():
     # every user: 2 exposures, 1 click -> no test (zero variance), but the arms still show CTR 0.5
     r = DeltaMethodRatioTest(CONSTANT, CONSTANT).compute_result()
-    assert r.error == ErrorCode.ZERO_VARIANCE and r.p_value == 1.0 and r.control_value == 0.5
+    assert r.error == ErrorCode.ZERO_VARIANCE and r.p_value == 1.0 and r.control_value == 0.5 and r.effect == 0
+
+
+def test_five_users_per_arm_are_too_small():
+    # Issue #17, defect 5: CTR used z at any n (p = 0.0024 at 5 users per arm); now too_small, no verdict.
+    c = ratio_stat(*users(8, 5, 0.05))
+    t = ratio_stat(*users(9, 5, 0.4))
+    r = DeltaMethodRatioTest(c, t).compute_result()
+    assert r.error == ErrorCode.TOO_SMALL and not r.decisive and r.effect != 0

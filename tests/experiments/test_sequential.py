@@ -8,7 +8,7 @@ import pytest
 
 from experiments.means import WelchTTest
 from experiments.proportions import TwoProportionZTest
-from experiments.result import ErrorCode
+from experiments.result import ErrorCode, Estimate
 from experiments.sequential import SequentialTest, always_valid_p_value, mixture_rho, sequence_halfwidth
 from experiments.stats import ProportionStatistic as P
 from experiments.stats import SampleMeanStatistic
@@ -19,10 +19,11 @@ class TestSequentialTest(TwoArmTestCases):
     """The shared properties (stat_cases.py) on the confidence sequence around the proportions and Welch tests."""
 
     TUNING_N = 40_000
-    METHOD = "sequential two-proportion z-test (normal-mixture CS, tuning_n=40000)"
+    METHOD = "sequential two-proportion z-test (unpooled) (normal-mixture CS, tuning_n=40000)"
     SIGNIFICANT = (P(20_000, 1000), P(20_000, 1300))  # always-valid p = 2.9e-8
     NOT_SIGNIFICANT = (P(20_000, 1000), P(20_000, 1100))  # fixed-horizon p = 0.025, always-valid p = 0.32
     ZERO_BASELINE = (P(20_000, 0), P(20_000, 40))
+    CERTAIN_DIFFERENCE = (SampleMeanStatistic(40, 80, 160), SampleMeanStatistic(40, 120, 360))  # 2 vs 3 per user
     DEGENERATE = (  # the wrapped test's error passes through
         (P(0, 0), P(10, 1), ErrorCode.ZERO_USERS),
         (SampleMeanStatistic(10, 20, 40), SampleMeanStatistic(10, 20, 40), ErrorCode.ZERO_VARIANCE),
@@ -65,3 +66,19 @@ def test_tightest_near_the_tuning_parameter():
         for n in (1000, 10_000, 100_000)
     }
     assert ratios[10_000] < ratios[1000] and ratios[10_000] < ratios[100_000]
+
+
+def test_nan_from_the_wrapped_test_becomes_an_error_code():
+    # Issue #17, defect 5: the wrapper passed NaN through. An estimate with NaN gives invalid_input, numbers neutral.
+    class Broken:
+        alpha, METHOD = 0.05, "broken"
+
+        def estimate(self):
+            return Estimate(0.1, float("nan"), float("nan"), 1e-4, 0.0, 1e-2, 1000, True, 1e-5, 1e-5)
+
+        def compute_result(self):
+            raise AssertionError("not needed")
+
+    r = SequentialTest(Broken(), 5000).compute_result()
+    assert r.error == ErrorCode.INVALID_INPUT and r.p_value == 1.0
+    assert all(math.isfinite(v) for v in (r.effect, *r.effect_ci, r.lift, *r.lift_ci, r.treatment_value))

@@ -99,9 +99,14 @@ def simulate(
     seed: int = typer.Option(20261121),
     tuning_n: float = typer.Option(0.0, help="Sequential tuning parameter (0 = --users)"),
     ctr_users: int = typer.Option(4000, min=2, help="Users per arm in the per-user CTR runs"),
+    revenue_runs: int = typer.Option(1000, min=1, help="A/A revenue runs per size (1:9 arms, heavy-tailed orders)"),
+    revenue_users: list[int] = typer.Option(
+        [50_000, 10_000], help="Users per revenue experiment (both arms); repeat for several sizes"
+    ),
+    cap_percentile: float = typer.Option(0.99, help="Revenue capping: percentile of all per-user values"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object with settings and machine"),
 ) -> None:
-    """A/A and A/B simulations: FPR, empirical vs theoretical power, peeking naive vs sequential."""
+    """A/A and A/B simulations: FPR, power, peeking naive vs sequential, revenue with and without capping."""
     from experiments.simulate import SimulationSettings, render_text
     from experiments.simulate import simulate as run
 
@@ -116,6 +121,9 @@ def simulate(
             seed=seed,
             tuning_n=tuning_n,
             ctr_users=ctr_users,
+            revenue_runs=revenue_runs,
+            revenue_users=tuple(revenue_users),
+            cap_percentile=cap_percentile,
         )
     except ValueError as exc:
         fail(str(exc))
