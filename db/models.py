@@ -49,6 +49,8 @@ class Tenant(Base):
     webhook_secret_previous: Mapped[str | None] = mapped_column(Text)
     webhook_secret_previous_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     default_arm: Mapped[str] = mapped_column(String(32), nullable=False, default="baseline")
+    # Browser origins allowed to read the storefront API's answers with this tenant's key (migration 0010).
+    cors_origins: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, default=list, server_default="{}")
     created_at: Mapped[datetime] = _now()
 
 
@@ -345,3 +347,47 @@ class TrainedModel(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PreviousKey(Base):
+    """A storefront or admin key replaced by a rotation: it keeps working until `expires_at` (migration 0009).
+
+    Only the SHA-256 digest is kept, as for the current keys on `tenants`; a revocation deletes the rows.
+    """
+
+    __tablename__ = "previous_keys"
+    __table_args__ = (
+        CheckConstraint("kind IN ('storefront_key', 'admin_key')", name="ck_previous_keys_kind"),
+        Index("ix_previous_keys_tenant_kind", "tenant_id", "kind"),
+    )
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # storefront_key | admin_key
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class CredentialAudit(Base):
+    """One change of a tenant's key or webhook secret: who, what, when; never the secret (migration 0009).
+
+    `fingerprint` is the first 12 hex digits of the new credential's SHA-256, enough to tell which one a
+    retailer holds, far too little to recover it. No foreign key: the trail outlives what it describes.
+    """
+
+    __tablename__ = "credential_audit"
+    __table_args__ = (
+        CheckConstraint(
+            "credential IN ('storefront_key', 'admin_key', 'webhook_secret')", name="ck_credential_audit_credential"
+        ),
+        CheckConstraint("action IN ('create', 'set', 'rotate', 'revoke')", name="ck_credential_audit_action"),
+        Index("ix_credential_audit_tenant_at", "tenant_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    credential: Mapped[str] = mapped_column(String(16), nullable=False)
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    actor: Mapped[str] = mapped_column(Text, nullable=False)  # e.g. cli:alice@host, api:admin-key:3f2a9c1b7d10
+    fingerprint: Mapped[str | None] = mapped_column(String(12))  # of the credential in force after the change
+    previous_valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # grace period end
+    at: Mapped[datetime] = _now()

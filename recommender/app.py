@@ -8,16 +8,19 @@ import time
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core import __version__
 from core.settings import Settings
+from db.cors_origins import tenants_by_origin
 from db.session import create_db_engine, session_factory
 from recommender import errors, metrics
 from recommender.arms import BaselineArm, VisualArm
-from recommender.routes import admin, catalog, events, health, models, recommendations, search, shopify
+from recommender.cors import TenantCORSMiddleware
+from recommender.ratelimit import RateLimitMiddleware, document_rate_limits
+from recommender.routes import admin, catalog, credentials, events, health, models, recommendations, search, shopify
 from recommender.training_jobs import LocalProcesses
 from recommender.ttl_cache import TTLCache
 from streams.buffered_sender import BufferedSender
@@ -43,12 +46,27 @@ class LatencyMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
+        status = 500  # an exception before the response started is what the server answers with
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")  # set by the router on this same scope
             if route is not None:  # unknown paths would make unbounded label values
-                metrics.REQUEST_LATENCY.labels(route.path, scope["method"]).observe(time.perf_counter() - start)
+                metrics.REQUEST_LATENCY.labels(route.path, scope["method"], str(status)).observe(
+                    time.perf_counter() - start
+                )
+
+
+async def metrics_page(request: Request) -> Response:
+    """The process's Prometheus metrics, answered in place (a mounted app would 307 /metrics to /metrics/)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -136,10 +154,32 @@ def create_app(settings: Settings) -> FastAPI:
     # Without a text tower it answers 501 saying which embedder to set; the schema promises only what works.
     app.include_router(search.text_router, include_in_schema=app.state.embedder.supports_text)
     app.include_router(admin.router)
+    app.include_router(credentials.router)
     app.include_router(models.router)
     app.include_router(health.router)
-    app.mount("/metrics", make_asgi_app())
+    # Both spellings answer 200: Prometheus does not follow redirects by default, older configs say /metrics/.
+    for path in ("/metrics", "/metrics/"):
+        app.add_route(path, metrics_page, methods=["GET"], include_in_schema=False)
 
+    app.add_middleware(
+        RateLimitMiddleware,
+        storefront=settings.rate_limit_storefront,
+        admin=settings.rate_limit_admin,
+        storage_uri=settings.rate_limit_storage,
+    )
+    if settings.rate_limit_storefront.strip() or settings.rate_limit_admin.strip():
+        document_rate_limits(app)
+
+    def origins_by_tenant() -> dict[str, frozenset[str]]:
+        with app.state.sessions() as session:
+            return tenants_by_origin(session)
+
+    # Outside the rate limit: a 429 carries CORS headers too, so a storefront's script can read its Retry-After.
+    app.add_middleware(
+        TenantCORSMiddleware,
+        load_table=origins_by_tenant,
+        cache=TTLCache("cors_origins", settings.lookup_cache_ttl_s),
+    )
     app.add_middleware(LatencyMiddleware)
 
     return app

@@ -70,6 +70,7 @@ def _tenant_by_key(
                 cache.put(key, tenant)
         if tenant is None:
             raise HTTPException(401, f"unknown {what}")
+        request.state.tenant_id = tenant.id  # the CORS middleware answers for this tenant's origins only
         return tenant
 
     return dependency

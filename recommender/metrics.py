@@ -8,8 +8,8 @@ CATALOG_EVENTS = Counter(
 REJECTED = Counter("vitrine_api_rejected_requests_total", "Webhook requests refused, by reason", ["reason"])
 REQUEST_LATENCY = Histogram(
     "vitrine_api_request_seconds",
-    "API request latency by route",
-    ["route", "method"],
+    "API request latency by route, method and response status (error rates: the status label of _count)",
+    ["route", "method", "status"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 CACHE_LOOKUPS = Counter(
@@ -24,4 +24,14 @@ UNAVAILABLE = Counter(
     "vitrine_api_unavailable_total",
     "Requests answered 503 because a dependency was down, by dependency",
     ["dependency"],
+)
+RECOMMENDATIONS = Counter(
+    "vitrine_api_recommendations_total",
+    "Recommendation responses, by assigned arm, the arm that answered and the embedding model it queried",
+    ["arm", "served_by", "model"],
+)
+FALLBACKS = Counter(
+    "vitrine_api_fallbacks_total",
+    "Recommendations another arm answered (e.g. visual -> baseline: no vectors yet), by assigned arm and reason",
+    ["arm", "reason"],
 )

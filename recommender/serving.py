@@ -11,6 +11,7 @@ from db import experiments as exp_repo
 from db.models import Tenant
 from experiments.assignment import assign
 from experiments.definition import ExperimentDefinition
+from recommender import metrics
 from recommender.arms import Arm, ArmRequest, ArmResult
 from recommender.ttl_cache import TTLCache
 
@@ -83,4 +84,14 @@ def serve(
     session.commit()  # the sticky assignment
     if result is None:
         return None
+    count(arm_name, arms.get(result.arm) or arm, result)
     return Served(uuid.uuid4().hex, experiment, arm_name, result)
+
+
+def count(assigned: str, answered_by: Arm, result: ArmResult) -> None:
+    """Count one response per assigned arm, answering arm and model key; a fallback also by its reason."""
+    # Label values are bounded: arm names come from the registry, model keys from the deployed embedder.
+    model = getattr(answered_by, "model_key", None) or "none"
+    metrics.RECOMMENDATIONS.labels(assigned, result.arm, model).inc()
+    if result.fallback is not None:
+        metrics.FALLBACKS.labels(assigned, result.fallback).inc()

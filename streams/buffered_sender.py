@@ -21,6 +21,7 @@ SENT = Counter(
     "vitrine_buffered_events_total", "Events sent off the request path, by topic and outcome", ["topic", "outcome"]
 )
 BUFFERED = Gauge("vitrine_send_buffer_events", "Events waiting in the send buffer", ["topic"])
+LOG_EVERY_S = 30.0
 
 
 class BufferedSender:
@@ -51,20 +52,30 @@ class BufferedSender:
             while len(batch) < self.batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             self._in_hand = len(batch)
+            failures, logged_at = 0, None
             while True:
                 try:
                     await self.producer.send_many(self.topic, batch)
                     SENT.labels(self.topic, "sent").inc(len(batch))
                     self._in_hand = 0
+                    if failures:
+                        log.info("sent %d held events to %s after %d failed tries", len(batch), self.topic, failures)
                     break
                 except BrokerUnavailable as exc:
-                    log.warning(
-                        "holding %d events for %s (%d more buffered): %s",
-                        len(batch),
-                        self.topic,
-                        self.queue.qsize(),
-                        exc,
-                    )
+                    failures += 1
+                    now = asyncio.get_running_loop().time()
+                    # One line per LOG_EVERY_S, not one per retry: an outage of an hour is a few hundred lines.
+                    if logged_at is None or now - logged_at >= LOG_EVERY_S:
+                        logged_at = now
+                        log.warning(
+                            "holding %d events for %s (%d more buffered, %d failed tries): %s",
+                            len(batch),
+                            self.topic,
+                            self.queue.qsize(),
+                            failures,
+                            exc,
+                        )
+                    BUFFERED.labels(self.topic).set(self.queue.qsize())
                     await asyncio.sleep(self.retry_s)
             BUFFERED.labels(self.topic).set(self.queue.qsize())
 

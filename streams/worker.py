@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import threading
 import time
 
 import faust
@@ -60,8 +62,36 @@ BATCH_MAX = 256
 BATCH_WITHIN_S = 0.05
 
 
+class Worker(faust.Worker):
+    """faust's worker with a bounded shutdown: it exits `stop_timeout_s` after a stop began, finished or not.
+
+    During a broker outage faust's graceful stop waits on commits, flushes and rebalances that cannot
+    happen (measured: still running 60 s after SIGTERM; docs/reliability.md), and an orchestrator
+    kills it anyway. Exiting is safe: offsets not committed mean redelivery (at-least-once), and
+    every write is idempotent.
+    """
+
+    def __init__(self, app: faust.App, *args, stop_timeout_s: float = 8.0, **kwargs):
+        super().__init__(app, *args, **kwargs)
+        self.stop_timeout_s = stop_timeout_s
+
+    async def on_stop(self) -> None:
+        """Arm the watchdog, then stop as faust does."""
+        watchdog = threading.Timer(self.stop_timeout_s, _exit_unfinished, (self.stop_timeout_s,))
+        watchdog.daemon = True  # a stop that finishes in time exits the process without waiting for it
+        watchdog.start()
+        await super().on_stop()
+
+
+def _exit_unfinished(timeout_s: float) -> None:
+    log.error("worker did not stop within %.0fs; exiting now (uncommitted events will be redelivered)", timeout_s)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(1)
+
+
 def create_worker(settings: Settings) -> faust.App:
-    """The faust app for resolved settings; run it with `faust.Worker(app).execute_from_commandline()`."""
+    """The faust app for resolved settings; run it with `Worker(app).execute_from_commandline()`."""
     app = App(  # faust.App with a short fetch wait: see streams/faust_transport.py
         settings.app_id,
         broker=",".join(f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")),
@@ -78,7 +108,7 @@ def create_worker(settings: Settings) -> faust.App:
         topic_replication_factor=1,
         topic_partitions=settings.topic_partitions,
         web_enabled=True,
-        web_host="127.0.0.1",
+        web_host=settings.worker_web_host,
         web_port=settings.worker_web_port,
         producer_acks=-1,
     )

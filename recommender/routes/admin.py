@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.contracts import printable
 from db import experiments as repo
@@ -29,6 +29,18 @@ class ArmSpec(BaseModel):
 
 
 class ExperimentIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "key": "visual-vs-baseline",
+                    "arms": [{"name": "baseline", "weight": 0.5}, {"name": "visual", "weight": 0.5}],
+                    "primary_metric": "ctr",
+                }
+            ]
+        }
+    )
+
     key: str = Field(min_length=1, max_length=128, pattern=KEY)
     arms: list[ArmSpec] = Field(
         min_length=2,

@@ -1,8 +1,12 @@
-"""Helpers of the recommender tests: catalog rows with test vectors, a storefront request, a fake clock,
-the app under a real uvicorn."""
+"""Helpers of the recommender tests: catalog rows with test vectors, a storefront request, a Shopify
+delivery, a fake clock, the app under a real uvicorn."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,3 +82,20 @@ def serve(app) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def shopify_post(client, tenant, doc, secret, topic="products/update", webhook_id="w-1"):
+    """POST `doc` as Shopify delivers a webhook: base64 HMAC-SHA256 of the raw body with `secret`."""
+    body = json.dumps(doc).encode()
+    sig = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return client.post(
+        f"/v1/catalog/shopify/{tenant}",
+        content=body,
+        headers={
+            "X-Shopify-Topic": topic,
+            "X-Shopify-Hmac-Sha256": sig,
+            "X-Shopify-Webhook-Id": webhook_id,
+            "X-Shopify-Shop-Domain": "acme.myshopify.com",
+            "Content-Type": "application/json",
+        },
+    )

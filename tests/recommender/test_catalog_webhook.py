@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC
 
 import pytest
@@ -153,6 +154,16 @@ def test_broker_down_answers_503_with_retry_after_and_the_retry_is_accepted(sett
             resp = post(client, body, creds.webhook_secret)
             assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
             assert "nothing was accepted" in resp.text
+            # The outage is known now (circuit open): webhooks and storefront events are refused at once,
+            # not after the ack timeout (10 s by default, past Shopify's 5 s delivery timeout).
+            click = {"event_id": "c1", "type": "click", "user_id": "u1", "product_id": "p1"}
+            for _ in range(3):
+                start = time.monotonic()
+                again = post(client, body, creds.webhook_secret)
+                clicked = client.post("/v1/events", json=click, headers={"X-Vitrine-Key": creds.storefront_key})
+                assert time.monotonic() - start < 1.0
+                assert again.status_code == clicked.status_code == 503, clicked.text
+                assert again.headers["Retry-After"] == clicked.headers["Retry-After"] == "5"
             restarted = EmbeddedBroker(port, log_path=tmp_path / "broker2.log").start()
             ensure_topics(local)
             # A client honouring Retry-After tries again; once the producer has reconnected the event
@@ -173,7 +184,7 @@ def test_api_exposes_prometheus_metrics(api):
     client, creds = api
 
     def samples() -> list:
-        return [s for f in text_string_to_metric_families(client.get("/metrics/").text) for s in f.samples]
+        return [s for f in text_string_to_metric_families(client.get("/metrics").text) for s in f.samples]
 
     def malformed_count() -> float:
         return next(

@@ -14,6 +14,7 @@ import pytest
 import schemathesis
 import schemathesis.engine
 from schemathesis.engine import events
+from sqlalchemy import text
 
 from db.tenants import create_tenant
 from db.vector_index import ensure_vector_index
@@ -72,7 +73,8 @@ def test_api_conforms_to_its_schema(settings, sessions, tmp_path, monkeypatch):
         ensure_vector_index(s.connection(), "m@1", 4)
         put_product(s, "acme", "red", [1, 0, 0, 0])
         put_product(s, "acme", "blue", [0, 1, 0, 0])
-    app = create_app(settings)
+    # Conformance, not throttling: a fuzzer's burst would be mostly 429s (documented, and tested in test_ratelimit.py).
+    app = create_app(settings.model_copy(update={"rate_limit_storefront": "", "rate_limit_admin": ""}))
     app.state.arms["visual"].model_key, app.state.arms["visual"].dim = "m@1", 4
     with serve(app) as port:
         base_url = f"http://127.0.0.1:{port}"
@@ -96,9 +98,18 @@ def test_api_conforms_to_its_schema(settings, sessions, tmp_path, monkeypatch):
             }
         )
         schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=config)
-        problems, statuses = _run(schema)
+        # Rotating or revoking credentials replaces the very admin key the fuzzer uses: those run last, so
+        # every other operation is fuzzed with a working key.
+        last = r"^/v1/tenant/credentials/\{credential\}/(rotate|revoke)$"
+        problems, statuses = _run(schema.exclude(path_regex=last))
+        more_problems, more_statuses = _run(schema.include(path_regex=last))
+        problems = sorted({*problems, *more_problems})
+        statuses = {op: statuses.get(op, set()) | more_statuses.get(op, set()) for op in {*statuses, *more_statuses}}
     assert not problems, "\n\n".join(problems)
     # Not vacuous: every operation was called, and the keys let the storefront and admin calls through.
     assert set(statuses) == {op.ok().label for op in schema.get_all_operations()}
     assert 404 in statuses["GET /v1/recommendations"]  # past the key to the catalog (random product ids)
-    assert 202 in statuses["POST /v1/events"] and 201 in statuses["POST /v1/experiments"]
+    assert 202 in statuses["POST /v1/events"]
+    # Experiments were created (the 201s of the stateful phase are not always in the recorder: read the table).
+    with sessions() as s:
+        assert s.scalar(text("SELECT count(*) FROM experiments WHERE tenant_id = 'acme'")) > 0

@@ -384,7 +384,7 @@ def test_a_postgres_outage_longer_than_the_retries_is_waited_out_and_dead_letter
         assert dead_letters(local) == []
         assert counts(sessions) == (40, 40, 0)  # every product once, none twice
         assert recovered_s < 2 * OUTAGE_MAX_WAIT_S + 10  # noticed within one capped wait, then indexed
-        assert status.exit_code == 2, status.output
+        assert status.exit_code == 3, status.output  # 3: a service is unreachable
         assert f"database unreachable since {since}" in status.output
         assert f"worker         waiting for the database since {since}" in status.stdout
         engine.dispose()

@@ -12,6 +12,8 @@ from vitrine.cli import model_train as _model_train  # noqa: F401,E402  model tr
 # Each module registers its commands on the app (or a group of it) when imported.
 from vitrine.cli import stack as _stack  # noqa: F401,E402  up, worker, api, demo, tenant, db
 from vitrine.cli import status as _status  # noqa: F401,E402  status
+from vitrine.cli import tenant as _tenant  # noqa: F401,E402  tenant set-secret/rotate/revoke/audit
+from vitrine.cli import tenant_cors as _tenant_cors  # noqa: F401,E402  tenant cors
 from vitrine.cli import vision as _vision  # noqa: F401,E402  models, embed, detect, eval retrieval
 from vitrine.cli.app import app
 

@@ -6,8 +6,24 @@ import logging
 import sys
 
 import typer
+from typer.core import TyperOption
 
 from core.settings import Settings
+
+# Exit codes, for scripts (README "Exit codes"): 2 is click's own code for a usage error.
+FAILED = 1  # the command ran and failed: bad input, an unknown tenant, a bad line in a feed
+USAGE = 2  # bad arguments or options
+UNREACHABLE = 3  # Kafka or Postgres cannot be reached (or the embedded stack is not running)
+
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_type_rich(self: TyperOption, ctx) -> str | None:
+    """No type column for a flag: typer 0.29 shows `<bool>` for options that take no value."""
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_type_rich
 
 app = typer.Typer(
     help="vitrine: visual recommendations with built-in A/B experiments.\n\n"
@@ -45,8 +61,8 @@ def load_settings() -> Settings:
         fail(f"invalid settings: {exc}")
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one error line to stderr and exit non-zero."""
+def fail(message: str, code: int = FAILED) -> typer.Exit:
+    """Print one error line to stderr and exit with `code` (FAILED, USAGE or UNREACHABLE)."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -72,5 +88,5 @@ def database_engine():
         # Only Postgres is needed here: a configured URL is enough, no broker required.
         url = settings.database_url or settings.resolved().database_url
     except StackNotRunning as exc:
-        fail(str(exc))
+        fail(str(exc), UNREACHABLE)
     return create_db_engine(url)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
 
 import typer
 
+from core.secrets import mask_url, masked
 from core.settings import Settings, StackNotRunning
-from vitrine.cli.app import app, db_app, fail, load_settings, setup_logging, tenant_app
+from vitrine.cli.app import UNREACHABLE, app, db_app, fail, load_settings, setup_logging, tenant_app
 
 log = logging.getLogger("vitrine")
 
@@ -20,7 +22,7 @@ def resolved_settings(settings: Settings | None = None) -> Settings:
     try:
         return settings.resolved()
     except StackNotRunning as exc:
-        fail(str(exc))
+        fail(str(exc), UNREACHABLE)
 
 
 @app.command()
@@ -42,7 +44,7 @@ def up(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
         f"kafka     {resolved.kafka_bootstrap}"
         f"{f'  (embedded tansu, {stack.broker.description})' if stack.broker else ''}"
     )
-    typer.echo(f"postgres  {resolved.database_url}{'  (embedded)' if stack.postgres else ''}")
+    typer.echo(f"postgres  {mask_url(resolved.database_url)}{'  (embedded)' if stack.postgres else ''}")
     typer.echo(f"data dir  {settings.data_dir.resolve()}")
     if not (stack.broker or stack.postgres):
         typer.echo("both services are external: nothing to keep running.")
@@ -59,9 +61,7 @@ def up(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
 @app.command()
 def worker(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Run the faust stream processor (catalog ingestion) against the configured or embedded stack."""
-    import faust
-
-    from streams.worker import create_worker
+    from streams.worker import Worker, create_worker
     from vitrine.stack import StackError, prepare
 
     setup_logging(verbose)
@@ -71,8 +71,12 @@ def worker(verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     except StackError as exc:
         fail(str(exc))
     faust_app = create_worker(settings)
-    faust.Worker(
-        faust_app, loglevel="DEBUG" if verbose else "INFO", quiet=True, redirect_stdouts=False
+    Worker(
+        faust_app,
+        loglevel="DEBUG" if verbose else "INFO",
+        quiet=True,
+        redirect_stdouts=False,
+        stop_timeout_s=settings.worker_stop_timeout_s,
     ).execute_from_commandline()
 
 
@@ -111,6 +115,7 @@ def tenant_create(
     """Create a tenant and print its storefront key, admin key and webhook secret (shown once)."""
     from db.session import create_db_engine, session_factory
     from db.tenants import create_tenant
+    from vitrine.cli.tenant import cli_actor
 
     settings = resolved_settings()
     engine = create_db_engine(settings.database_url)
@@ -118,7 +123,7 @@ def tenant_create(
         with session_factory(engine).begin() as session:
             if default_arm not in ("baseline", "visual"):
                 raise ValueError(f"unknown arm {default_arm!r}: use baseline or visual")
-            creds = create_tenant(session, name, tenant_id, default_arm=default_arm)
+            creds = create_tenant(session, name, tenant_id, default_arm=default_arm, actor=cli_actor())
     except ValueError as exc:
         fail(str(exc))
     finally:
@@ -131,8 +136,10 @@ def tenant_create(
 
 
 @tenant_app.command("list")
-def tenant_list() -> None:
-    """List tenants with their catalog counts."""
+def tenant_list(
+    as_json: bool = typer.Option(False, "--json", help='One JSON object {"tenants": [{id, name, ...counts}]}'),
+) -> None:
+    """List tenants with their catalog counts (and allowed CORS origins)."""
     from sqlalchemy import select
 
     from db.catalog import catalog_counts
@@ -143,11 +150,23 @@ def tenant_list() -> None:
     engine = create_db_engine(settings.database_url)
     with session_factory(engine)() as session:
         tenants = session.scalars(select(Tenant).order_by(Tenant.id)).all()
-        typer.echo(f"{'tenant':<24} {'products':>9} {'images ok':>10} {'failed':>7} {'items':>7}")
-        for t in tenants:
-            c = catalog_counts(session, t.id)
-            typer.echo(f"{t.id:<24} {c['products']:>9} {c['images_ok']:>10} {c['images_failed']:>7} {c['items']:>7}")
+        counts = {t.id: catalog_counts(session, t.id) for t in tenants}
     engine.dispose()
+    if as_json:
+        rows = [
+            {"id": t.id, "name": t.name, "default_arm": t.default_arm, "cors_origins": list(t.cors_origins)}
+            | {k: v for k, v in counts[t.id].items() if isinstance(v, int)}
+            for t in tenants
+        ]
+        typer.echo(json.dumps({"tenants": rows, "count": len(rows)}))
+        return
+    typer.echo(f"{'tenant':<24} {'products':>9} {'images ok':>10} {'failed':>7} {'items':>7}  cors origins")
+    for t in tenants:
+        c = counts[t.id]
+        origins = ", ".join(t.cors_origins) or "-"
+        typer.echo(
+            f"{t.id:<24} {c['products']:>9} {c['images_ok']:>10} {c['images_failed']:>7} {c['items']:>7}  {origins}"
+        )
 
 
 @db_app.command("upgrade")
@@ -182,15 +201,19 @@ def demo(
 
 
 @app.command()
-def config(markdown: bool = typer.Option(False, help="Print the settings table as Markdown (for the README)")) -> None:
+def config(
+    markdown: bool = typer.Option(False, help="Print the settings table as Markdown (for the README)"),
+    as_json: bool = typer.Option(False, "--json", help='One JSON object {"settings": [{variable, value, meaning}]}'),
+) -> None:
     """Show every setting: its environment variable, effective value (secrets masked) and meaning."""
     settings = load_settings()
     rows = []
     for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if hasattr(value, "get_secret_value"):
-            value = "(set)" if value.get_secret_value() else "(empty)"
-        rows.append((f"VITRINE_{name.upper()}", str(value), field.description or ""))
+        rows.append((f"VITRINE_{name.upper()}", masked(getattr(settings, name)), field.description or ""))
+    if as_json:
+        keys = ("variable", "value", "meaning")
+        typer.echo(json.dumps({"settings": [dict(zip(keys, row)) for row in rows]}))
+        return
     if markdown:
         typer.echo("| variable | default | meaning |\n| --- | --- | --- |")
         for var, value, doc in rows:

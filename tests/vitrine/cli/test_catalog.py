@@ -68,7 +68,7 @@ def test_import_sends_the_good_lines_and_numbers_the_bad_ones(env, settings, tmp
     feed = tmp_path / "feed.jsonl"
     feed.write_text("\n".join(lines) + "\n")
 
-    result = runner.invoke(app, ["catalog", "import", str(feed), "--tenant", "acme"])
+    result = runner.invoke(app, ["catalog", "import", str(feed), "--tenant", "acme", "--no-wait"])
 
     assert result.exit_code == 1, result.output
     assert "lines read  6" in result.stdout and "produced    3" in result.stdout and "bad         3" in result.stdout
@@ -94,7 +94,7 @@ def test_csv_import_with_dry_run_first(env, settings, tmp_path):
     assert dry.exit_code == 0, dry.output
     assert "valid       2" in dry.stdout and read_topic(settings, PRODUCT_EVENTS.name) == []
 
-    result = runner.invoke(app, ["catalog", "import", str(feed), "--tenant", "acme"])
+    result = runner.invoke(app, ["catalog", "import", str(feed), "--tenant", "acme", "--no-wait"])
     assert result.exit_code == 0, result.output
     assert "produced    2" in result.stdout and "events/s" in result.stdout
     sent = {key: json.loads(value) for key, value in read_topic(settings, PRODUCT_EVENTS.name)}
@@ -114,7 +114,7 @@ def test_import_refuses_an_unknown_tenant_and_an_absent_broker(env, settings, tm
 
     env.setenv("VITRINE_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
     down = runner.invoke(app, ["catalog", "import", str(feed), "--tenant", "acme"])
-    assert down.exit_code == 2 and "unreachable" in down.output
+    assert down.exit_code == 3 and "unreachable" in down.output
     assert "Traceback" not in down.output
 
 
@@ -248,7 +248,7 @@ def test_status_counts_the_catalog_lag_and_dead_letters(env, settings, sessions,
 
     env.setenv("VITRINE_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
     down = runner.invoke(app, ["status"])
-    assert down.exit_code == 2 and "acme" in down.stdout and "unreachable" in down.output
+    assert down.exit_code == 3 and "acme" in down.stdout and "unreachable" in down.output
 
 
 def test_status_reports_the_lag_of_the_worker_group(env, settings):
@@ -256,7 +256,7 @@ def test_status_reports_the_lag_of_the_worker_group(env, settings):
         # One import each: Tansu reports a batch's end offset as its base + 1, which would hide lag.
         feed = settings.data_dir / f"{pid}.jsonl"
         feed.write_text(json.dumps(product(pid)) + "\n")
-        assert runner.invoke(app, ["catalog", "import", str(feed), "--tenant", "acme"]).exit_code == 0
+        assert runner.invoke(app, ["catalog", "import", str(feed), "--tenant", "acme", "--no-wait"]).exit_code == 0
     result = runner.invoke(app, ["status", "--json"])
     assert result.exit_code == 0, result.output
     kafka = json.loads(result.stdout)["kafka"]
