@@ -29,6 +29,7 @@ from PIL import Image, ImageFilter
 
 from training.photoshoot import ALPHA_ON, Drawing, alpha_box, fit, load_cutout, street_shot, studio_shot
 from vision.datasets import DatasetError, balanced_sample
+from vision.image import pil_open
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ def cutout_problem(path: Path) -> str | None:
         with warnings.catch_warnings():
             # The size is checked here against a lower limit, before anything is decoded.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with pil_open(path) as im:  # not ultralytics' replacement (vision/image.py)
                 if im.width * im.height > MAX_SOURCE_PIXELS:
                     return "too_large"
                 if im.mode not in ("RGBA", "LA", "PA") and "transparency" not in im.info:

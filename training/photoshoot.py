@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from vision.image import pil_open
+
 ALPHA_ON = 16  # alpha above this counts as part of the object
 # A street shot's background (before the product and the light) has at most 20 % white-ish pixels.
 MAX_WHITISH_STREET = 0.2
@@ -34,7 +36,7 @@ class Drawing:
 
 def load_cutout(path: Path, max_side: int) -> Image.Image:
     """The drawing as RGBA, cropped to its alpha box and shrunk to at most max_side (never enlarged)."""
-    with Image.open(path) as im:
+    with pil_open(path) as im:  # not ultralytics' replacement (vision/image.py)
         rgba = im.convert("RGBA")
     box = alpha_box(rgba)
     return fit(rgba.crop(box) if box else rgba, max_side, enlarge=False)

@@ -58,7 +58,7 @@ def load_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: i
     if len(data) > max_bytes:
         raise ImageError("too_large", f"image too large: {len(data)} bytes > limit of {max_bytes}")
     try:
-        im = _pil_open(io.BytesIO(data))
+        im = pil_open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError("not_an_image", "not an image: the bytes are in no format Pillow can read") from None
     except Image.DecompressionBombError as exc:
@@ -85,7 +85,8 @@ def load_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: i
     return LoadedImage(image=rgb, content_hash=content_hash(data), width=rgb.width, height=rgb.height)
 
 
-def _pil_open(fp) -> Image.Image:
+def pil_open(fp) -> Image.Image:
+    """PIL.Image.open, even after ultralytics replaced it process-wide (see below)."""
     # ultralytics replaces PIL.Image.open process-wide with a wrapper that, on an unknown format,
     # tries to pip-install pi-heif and then fails with ImportError: a text file would be reported
     # as 'corrupt' (and an install attempted). Use the original opener it keeps.
