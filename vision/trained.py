@@ -19,6 +19,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -65,9 +66,9 @@ def write_artefact(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{key}{SUFFIX}"
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
-    tmp.replace(path)  # readers never see half a file
+    tmp.replace(path)  # readers never see half a file, and two writers never share a temp file
     return path
 
 
@@ -164,7 +165,7 @@ class TrainedEmbedder(Embedder):
         path = self.cache_dir / "trained" / f"{self.model_key}.onnx"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_bytes(weights)
             tmp.replace(path)
         try:
