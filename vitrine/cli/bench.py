@@ -522,3 +522,18 @@ def bench_training(
     except ValueError as exc:  # TrainingError / DatasetError / a bad combination of options
         fail(str(exc))
     typer.echo(json.dumps(result, indent=2) if as_json else format_table(result))
+
+
+@bench_app.command("reembed")
+def bench_reembed(
+    items: int = typer.Option(10_000, min=10, help="Stored vectors of the synthetic tenant"),
+    seed: int = typer.Option(0, help="Seed of the vectors and of the head"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Time re-embedding N stored vectors with a head model (read, multiply, write, index) in a Postgres of its own."""
+    from vitrine.bench.reembed import format_report, run_reembed_bench
+
+    setup_logging(verbose)
+    result = run_reembed_bench(items, data_dir=load_settings().data_dir, seed=seed)
+    typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))

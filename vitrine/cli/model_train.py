@@ -229,3 +229,71 @@ def format_card(card: dict) -> str:
             + "".join(f"{row[c]:>16.3f}" if c in row else f"{'':>16}" for c in extra)
         )
     return "\n".join(lines)
+
+
+@model_app.command("reembed")
+def reembed(
+    model: str = typer.Argument(..., help="A ready model of the tenant (key or job id), or a .vtm path"),
+    tenant: str = typer.Option(..., "--tenant", help="Whose catalog to re-embed"),
+    as_json: bool = JSON,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Re-embed the tenant's catalog with a head model from its stored backbone vectors, then index it."""
+    quiet_logging(verbose)
+    settings = load_settings()
+    from db.reembed import count_items, reembed_from_vectors
+    from db.session import session_factory
+    from db.trained_models import get_model
+    from vision.model import VisionError
+    from vision.trained import TrainedEmbedder
+
+    engine = database_engine()
+    try:
+        path = Path(model)
+        if not path.is_file():
+            with session_factory(engine).begin() as session:
+                row = get_model(session, tenant, model)
+                if row is None or row.status != "ready":
+                    fail(f"tenant {tenant!r} has no ready model {model!r} (`vitrine model list --tenant {tenant}`)")
+                path = Path(row.artefact_path)
+        try:
+            trained = TrainedEmbedder(artefact=path, cache_dir=settings.data_dir / "models")
+        except VisionError as exc:
+            fail(str(exc))
+        if trained.card["weights"] != "head.npz":
+            fail(
+                f"{trained.model_key} is a whole ONNX tower: it needs the images, not the stored vectors "
+                "(re-embedding through the worker is not built yet)"
+            )
+        source = trained.card["backbone"]["model_key"]
+        started = time.perf_counter()
+        with session_factory(engine).begin() as session:
+            written = reembed_from_vectors(
+                session,
+                tenant,
+                source_key=source,
+                target_key=trained.model_key,
+                dim=trained.dim,
+                transform=trained.embed_features,
+            )
+            total = count_items(session, tenant, trained.model_key)
+        seconds = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    report = {
+        "tenant": tenant,
+        "model_key": trained.model_key,
+        "source_key": source,
+        "items": written,
+        "items_now": total,
+        "seconds": round(seconds, 2),
+        "items_per_s": round(written / seconds, 1) if seconds else None,
+        "seconds_per_10k": round(seconds / written * 10_000, 2) if written else None,
+    }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        typer.echo(
+            f"{tenant}: {written} items of {source} re-embedded as {trained.model_key} and indexed in "
+            f"{report['seconds']} s ({report['items_per_s']} items/s; {report['seconds_per_10k']} s per 10k)"
+        )

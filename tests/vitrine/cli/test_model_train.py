@@ -170,3 +170,39 @@ def _swatch(i: int):
     im = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(im).ellipse((8, 8, 56, 56) if i % 2 else (8, 20, 56, 44), fill=(40 * (i % 6), 90, 200 - 15 * i))
     return im
+
+
+@pytest.mark.integration
+def test_reembed_maps_the_stored_vectors_through_the_head_and_indexes_them(tenant_catalog, sessions):
+    from sqlalchemy import select, text
+
+    from db.models import Item
+    from db.vector_index import index_name
+    from vision.trained import TrainedEmbedder
+
+    code, out = invoke(
+        "model", "train", "--tenant", "acme", "--method", "supervised", "--epochs", "1", "--holdout", "0.34", "--json"
+    )
+    assert code == 0, out
+    card = json.loads(out)
+    for _ in range(2):  # a second run replaces the first one's items: idempotent
+        code, out = invoke("model", "reembed", card["key"], "--tenant", "acme", "--json")
+        assert code == 0, out
+        report = json.loads(out)
+        assert report["items"] == report["items_now"] == 18 and report["source_key"] == tenant_catalog.model_key
+    trained = TrainedEmbedder(artefact=card["path"], cache_dir=tenant_catalog.cache_dir)
+    with sessions() as s:
+        source = s.execute(
+            select(Item.image_id, Item.embedding)
+            .where(Item.tenant_id == "acme", Item.model == tenant_catalog.model_key)
+            .order_by(Item.image_id)
+        ).all()
+        target = s.execute(
+            select(Item.image_id, Item.embedding, Item.dim).where(Item.model == card["key"]).order_by(Item.image_id)
+        ).all()
+        assert [r.image_id for r in source] == [r.image_id for r in target] and {r.dim for r in target} == {128}
+        expected = trained.embed_features(np.stack([np.asarray(r.embedding) for r in source]))
+        np.testing.assert_allclose(np.stack([np.asarray(r.embedding) for r in target]), expected, atol=1e-6)
+        assert s.scalar(text("SELECT count(*) FROM pg_indexes WHERE indexname = :n"), {"n": index_name(card["key"])})
+    code, out = invoke("model", "reembed", "nosuch@000000000000", "--tenant", "acme")
+    assert code == 1 and "has no ready model 'nosuch@000000000000'" in out
