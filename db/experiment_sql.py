@@ -152,7 +152,16 @@ per_user AS (
 )""",
 }
 
-_TOTALS = """
+# The revenue cap (issue #17): :cap_p's percentile of every analysed user's revenue, both arms, zeros included
+# (GrowthBook's percentile capping; percentile_cont = numpy's linear quantile, experiments.capping.Capping.cap).
+# NULL :cap_p = no cap: least() ignores a NULL, so the capped sums are then the plain ones.
+_TOTALS = """,
+revenue_cap AS (
+    SELECT CASE WHEN CAST(:cap_p AS float8) IS NULL THEN NULL
+                ELSE percentile_cont(coalesce(CAST(:cap_p AS float8), 1)) WITHIN GROUP (ORDER BY rev::float8)
+           END AS cap
+    FROM per_user
+)
 SELECT arm,
        count(*) AS users,
        sum(x) AS exposures, sum(x * x) AS exposures_sum_squares,
@@ -167,11 +176,15 @@ SELECT arm,
        count(*) FILTER (WHERE pre_purchased) AS pre_purchasers,
        count(*) FILTER (WHERE pre_purchased AND purchased) AS pre_and_post_purchasers,
        sum(pre_rev) AS pre_revenue_sum, sum(pre_rev * pre_rev) AS pre_revenue_sum_squares,
-       sum(rev * pre_rev) AS revenue_pre_revenue_sum_products
-FROM per_user GROUP BY arm
+       sum(rev * pre_rev) AS revenue_pre_revenue_sum_products,
+       sum(least(rev, CAST(c.cap AS numeric))) AS capped_revenue_sum,
+       sum(least(rev, CAST(c.cap AS numeric)) * least(rev, CAST(c.cap AS numeric))) AS capped_revenue_sum_squares,
+       sum(least(rev, CAST(c.cap AS numeric)) * pre_rev) AS capped_revenue_pre_revenue_sum_products,
+       max(c.cap) AS revenue_cap
+FROM per_user CROSS JOIN revenue_cap c GROUP BY arm
 UNION ALL
 SELECT :multiple AS arm, count(*) AS users, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM users WHERE multi
 """
 
@@ -195,7 +208,7 @@ _ROLLUP_INEXACT = """(CAST(:start AS timestamptz) IS NOT NULL
 _ROLLUP_CHECK = f"""
 UNION ALL
 SELECT :inexact AS arm, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM users HAVING {_ROLLUP_INEXACT}
 """
 

@@ -32,6 +32,7 @@ from db.experiment_sql import (
 )
 from db.experiments import load_definition, load_planned_sample_size
 from experiments.analysis import DEFAULT_PRE_PERIOD_DAYS, Attribution, ReportOptions, report_for
+from experiments.capping import DEFAULT_CAP_PERCENTILE, Capping
 from experiments.daily import cumulate_daily
 from experiments.definition import ExperimentDefinition
 from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
@@ -61,7 +62,10 @@ def _params(
     start: datetime | None,
     end: datetime | None,
     pre_period_days: int,
+    cap_percentile: float | None = DEFAULT_CAP_PERCENTILE,
 ) -> dict[str, Any]:
+    if cap_percentile is not None:
+        Capping(cap_percentile)  # ValueError unless in (0, 1]
     return {
         "tenant": tenant_id,
         "key": key,
@@ -71,6 +75,7 @@ def _params(
         "pre_days": int(pre_period_days),
         "multiple": MULTIPLE,
         "inexact": INEXACT,
+        "cap_p": cap_percentile,
     }
 
 
@@ -86,18 +91,27 @@ def _tune(conn: Any, work_mem: str | None) -> None:
         conn.execute(text("SELECT set_config('work_mem', :wm, true)"), {"wm": work_mem})
 
 
-def _arm_stats(key: str, rows: list) -> ExperimentStats | None:
+def _arm_stats(key: str, rows: list, cap_percentile: float | None) -> ExperimentStats | None:
     """Per-arm totals rows -> ExperimentStats; None when the rollup's `INEXACT` row is among them."""
     multiple = 0
     arms = []
+    cap = None
     for row in rows:
+        if row["arm"] not in (INEXACT, MULTIPLE) and row["revenue_cap"] is not None:
+            cap = float(row["revenue_cap"])
         if row["arm"] == INEXACT:
             return None
         if row["arm"] == MULTIPLE:
             multiple = int(row["users"])
         else:
             arms.append(ArmStats.from_mapping(row["arm"], dict(row)))
-    return ExperimentStats(key=key, arms=tuple(sorted(arms, key=lambda a: a.arm)), multi_arm_users=multiple)
+    return ExperimentStats(
+        key=key,
+        arms=tuple(sorted(arms, key=lambda a: a.arm)),
+        multi_arm_users=multiple,
+        revenue_cap=cap,
+        revenue_cap_percentile=cap_percentile if cap is not None else None,
+    )
 
 
 def rollup_exact(
@@ -125,7 +139,7 @@ def _choose_source(
     if totals:
         stats = None
         if not conn.execute(text(MIXED_SQL), {"tenant": tenant_id}).scalar():
-            stats = _arm_stats(key, conn.execute(text(rollup_totals_sql()), params).mappings().all())
+            stats = _arm_stats(key, conn.execute(text(rollup_totals_sql()), params).mappings().all(), params["cap_p"])
         if stats is not None:
             return "rollup", stats
     elif rollup_exact(conn, tenant_id, key, params["start"], params["end"]):
@@ -162,14 +176,15 @@ def _load(
     source: str,
     totals: bool,
     daily: bool,
+    cap_percentile: float | None = DEFAULT_CAP_PERCENTILE,
 ) -> tuple[str, ExperimentStats | None, tuple[DailyArmStats, ...]]:
     """(source used, totals if asked, daily series if asked): both read from the one source chosen."""
     _check_source(source, attribution)
     _tune(conn, work_mem)
-    params = _params(tenant_id, key, attribution, start, end, pre_period_days)
+    params = _params(tenant_id, key, attribution, start, end, pre_period_days, cap_percentile)
     used, stats = _choose_source(conn, tenant_id, key, attribution, source, params, totals=totals)
     if totals and stats is None:
-        stats = _arm_stats(key, conn.execute(text(totals_sql(attribution)), params).mappings().all())
+        stats = _arm_stats(key, conn.execute(text(totals_sql(attribution)), params).mappings().all(), params["cap_p"])
     series: tuple[DailyArmStats, ...] = ()
     if daily:
         rows = _daily_rows(conn, used == "rollup", attribution, params)
@@ -188,12 +203,14 @@ def load_arm_stats(
     pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
     work_mem: str | None = DEFAULT_WORK_MEM,
     source: str = "auto",
+    cap_percentile: float | None = DEFAULT_CAP_PERCENTILE,
 ) -> ExperimentStats:
     """Per-arm sufficient statistics of exposures in [start, end) (None = unbounded).
 
     `conn` is a SQLAlchemy Connection or Session; the caller owns the transaction. `source`:
     "auto" reads the rollup when it is exact, else raw events; "rollup" raises ValueError when
     it is not exact; "raw" always aggregates raw events (the reference the rollup is tested against).
+    `cap_percentile`: the capped revenue sums use this percentile of all users' revenue (None: no cap).
     """
     _, stats, _ = _load(
         conn,
@@ -207,6 +224,7 @@ def load_arm_stats(
         source=source,
         totals=True,
         daily=False,
+        cap_percentile=cap_percentile,
     )
     return stats
 
@@ -252,6 +270,7 @@ def load_experiment(
     daily: bool = False,
     pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
     source: str = "auto",
+    cap_percentile: float | None = DEFAULT_CAP_PERCENTILE,
 ) -> LoadedExperiment:
     """Definition plus stats, bounded by the experiment's started_at / stopped_at when set.
 
@@ -273,6 +292,7 @@ def load_experiment(
         source=source,
         totals=True,
         daily=daily,
+        cap_percentile=cap_percentile,
     )
     return LoadedExperiment(definition, stats.with_daily(series) if daily else stats, used)
 
@@ -286,10 +306,18 @@ def load_experiment_stats(
     daily: bool = False,
     pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
     source: str = "auto",
+    cap_percentile: float | None = DEFAULT_CAP_PERCENTILE,
 ) -> tuple[ExperimentDefinition | None, ExperimentStats]:
     """(definition, stats) of `load_experiment`."""
     loaded = load_experiment(
-        conn, tenant_id, key, attribution=attribution, daily=daily, pre_period_days=pre_period_days, source=source
+        conn,
+        tenant_id,
+        key,
+        attribution=attribution,
+        daily=daily,
+        pre_period_days=pre_period_days,
+        source=source,
+        cap_percentile=cap_percentile,
     )
     return loaded.definition, loaded.stats
 
@@ -309,6 +337,7 @@ def analyze(
         attribution=options.attribution,
         daily=options.daily,
         pre_period_days=options.pre_period_days,
+        cap_percentile=options.cap_percentile,
     )
     if definition is None and not stats.arms:
         return None

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from db.models import Experiment
-from experiments.definition import ExperimentDefinition
+from experiments.definition import ExperimentDefinition, parse_guardrails
 
 
 class ExperimentError(ValueError):
@@ -29,6 +29,7 @@ _DEFINITION_COLUMNS = (
     Experiment.primary_metric,
     Experiment.started_at,
     Experiment.stopped_at,
+    Experiment.guardrails,
 )
 
 
@@ -43,6 +44,8 @@ def definition_of(exp: Experiment | Row) -> ExperimentDefinition:
         primary_metric=exp.primary_metric,
         started_at=exp.started_at,
         stopped_at=exp.stopped_at,
+        # not strict: a row stored before guardrails were validated must still serve and report
+        guardrails=parse_guardrails(exp.guardrails, strict=False),
     )
 
 
@@ -74,7 +77,10 @@ def create_experiment(
     planned_sample_size: int | None = None,
     allowed_arms: Iterable[str] | None = None,
 ) -> Experiment:
-    """Add a draft experiment; invalid arms/weights raise ValueError before anything is stored."""
+    """Add a draft experiment; invalid arms/weights/metrics raise ValueError before anything is stored.
+
+    Guardrails are metric names or {"metric", "margin"} objects, stored as the latter (the margin made explicit).
+    """
     if allowed_arms is not None:
         unknown = [a.get("name") for a in arms if a.get("name") not in set(allowed_arms)]
         if unknown:
@@ -89,7 +95,7 @@ def create_experiment(
         salt=secrets.token_hex(8),
         hash_version=1,
         primary_metric=primary_metric,
-        guardrails=guardrails or [],
+        guardrails=[g.to_dict() for g in parse_guardrails(guardrails)],
         planned_sample_size=planned_sample_size,
     )
     definition_of(exp)  # validates weights, traffic, metric

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from experiments.capping import DEFAULT_CAP_PERCENTILE
 from experiments.definition import ExperimentDefinition
 from experiments.report import DEFAULT_METRICS, build_report
 from experiments.sequential import DEFAULT_TUNING_N
@@ -54,6 +55,8 @@ class ReportOptions:
     pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS
     target_relative_mde: float = 0.05
     daily: bool = False  # also load the per-day cumulative series (slower)
+    # revenue per user is capped at this percentile of all users' revenue (zeros included); None = uncapped
+    cap_percentile: float | None = DEFAULT_CAP_PERCENTILE
 
 
 def days_elapsed(definition: ExperimentDefinition | None, now: datetime | None = None) -> float | None:
@@ -91,4 +94,5 @@ def report_for(
         target_relative_mde=options.target_relative_mde,
         days_elapsed=days_elapsed(definition, as_of),
         tenant_id=tenant_id,
+        cap_revenue=options.cap_percentile is not None,
     )

@@ -2,14 +2,64 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 WEIGHT_TOLERANCE = 1e-6  # weights must sum to 1 within this (0.1 + 0.2 + 0.7 is not exactly 1.0)
 METRICS = ("ctr", "conversion", "revenue_per_user", "click_through", "ctr_per_user")
+# A guardrail passes when the treatment is shown to be no worse than this relative loss (-2 %), one-sided at alpha.
+DEFAULT_GUARDRAIL_MARGIN = 0.02
+
+
+@dataclass(frozen=True)
+class Guardrail:
+    """A metric that must not get worse: non-inferiority of the relative lift against `-margin`."""
+
+    metric: str
+    margin: float = DEFAULT_GUARDRAIL_MARGIN
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown guardrail metric {self.metric!r}; known: {', '.join(METRICS)}")
+        m = self.margin
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not (math.isfinite(m) and 0.0 < m < 1.0):
+            raise ValueError(f"guardrail {self.metric!r}: margin must be a relative loss in (0, 1), got {m!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored JSON form: {"metric", "margin"}."""
+        return {"metric": self.metric, "margin": self.margin}
+
+
+def parse_guardrails(raw: Iterable[Any] | None, strict: bool = True) -> tuple[Guardrail, ...]:
+    """Guardrails from their stored or typed form: metric names or {"metric", "margin"} objects.
+
+    Strict (creation): ValueError names the first unknown metric, bad margin or duplicate. Not strict (reading
+    rows stored before guardrails were validated): invalid entries are logged and skipped, so serving goes on.
+    """
+    out: list[Guardrail] = []
+    for item in raw or ():
+        try:
+            if isinstance(item, str):
+                g = Guardrail(item.strip())
+            elif isinstance(item, Mapping) and "metric" in item:
+                g = Guardrail(str(item["metric"]), item.get("margin", DEFAULT_GUARDRAIL_MARGIN))
+            else:
+                raise ValueError(f"a guardrail is a metric name or an object with 'metric' and 'margin', got {item!r}")
+            if any(o.metric == g.metric for o in out):
+                raise ValueError(f"guardrail {g.metric!r} is listed twice")
+        except ValueError:
+            if strict:
+                raise
+            log.warning("ignoring an invalid stored guardrail %r", item)
+            continue
+        out.append(g)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -36,6 +86,7 @@ class ExperimentDefinition:
     primary_metric: str = "ctr"
     started_at: datetime | None = None
     stopped_at: datetime | None = None
+    guardrails: tuple[Guardrail, ...] = ()
 
     def __post_init__(self) -> None:
         validate_arms(self.arms)
@@ -52,6 +103,8 @@ class ExperimentDefinition:
             raise ValueError(
                 f"experiment {self.key!r}: primary_metric {self.primary_metric!r} is not one of {', '.join(METRICS)}"
             )
+        if any(not isinstance(g, Guardrail) for g in self.guardrails):
+            raise ValueError(f"experiment {self.key!r}: guardrails must be Guardrail objects (see parse_guardrails)")
 
     @property
     def seed(self) -> str:

@@ -98,13 +98,18 @@ def metric_power(
     power: float,
     target_relative_mde: float,
     control_users_per_day: float,
+    sequential_tuning_n: float | None = None,
 ) -> PowerResult:
-    """MDE now, n needed for the target MDE, days remaining: proportions via Cohen's h, else d."""
+    """MDE now, n needed for the target MDE, days remaining: proportions via Cohen's h, else d.
+
+    `alpha` is the level the decision uses; `sequential_tuning_n` when it is the always-valid interval.
+    """
     kw = {
         "alpha": alpha,
         "power": power,
         "target_relative_mde": target_relative_mde,
         "control_users_per_day": control_users_per_day,
+        "sequential_tuning_n": sequential_tuning_n,
     }
     if metric.kind == "proportion":
         p = c.click_through if metric.name == "click_through" else c.conversion

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from experiments.bayesian import bayesian_effect
 from experiments.capping import small_sample_warning
 from experiments.definition import ExperimentDefinition
+from experiments.guardrails import FAIL, evaluate_guardrail
 from experiments.metrics import METRICS, arm_value, metric_power
 from experiments.multiple import adjust_p_values
-from experiments.power import DEFAULT_POWER, DEFAULT_TARGET_MDE
+from experiments.power import DEFAULT_POWER, DEFAULT_TARGET_MDE, MIN_DAYS_FOR_RATE
 from experiments.result import ErrorCode, TestResult
 from experiments.sequential import DEFAULT_TUNING_N, SequentialTest
 from experiments.srm import check_srm
@@ -54,17 +56,38 @@ def build_report(
     target_relative_mde: float = DEFAULT_TARGET_MDE,
     days_elapsed: float | None = None,
     tenant_id: str | None = None,
+    cap_revenue: bool = True,
 ) -> dict[str, Any]:
-    """The full report as plain dicts, lists, strings and finite floats (JSON-ready)."""
+    """The full report as plain dicts, lists, strings and finite floats (JSON-ready).
+
+    With `cap_revenue` and a cap in `stats` (the loader computes one), revenue per user is the capped revenue.
+    """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
+    guardrails = definition.guardrails if definition is not None else ()
+    if definition is not None:
+        # the decision's metrics are always shown: the primary and the guardrails are added when not asked for
+        metrics = list(dict.fromkeys([*metrics, definition.primary_metric, *(g.metric for g in guardrails)]))
+    primary_metric = definition.primary_metric if definition is not None else None
     arms = _arms(definition, stats)
     warnings: list[str] = []
     if len(arms) < 2:
         warnings.append("fewer than two arms have data: nothing to compare")
     control = arms[0][0] if arms else "baseline"
     arm_stats = {name: stats.arm(name) for name, _ in arms}
+    capping = None
+    if stats.revenue_cap is not None:
+        applied = cap_revenue and stats.revenue_cap > 0
+        capping = {"percentile": stats.revenue_cap_percentile, "cap": stats.revenue_cap, "applied": applied}
+        if applied:
+            arm_stats = {name: a.capped() for name, a in arm_stats.items()}
+        elif cap_revenue:
+            # more users than the percentile spent nothing: a cap of 0 would erase the metric
+            warnings.append(
+                f"revenue per user is not capped: the p{100 * (stats.revenue_cap_percentile or 0):g} of users' "
+                "revenue is 0 (too few buyers); one large order can decide the revenue result"
+            )
     srm = check_srm([arm_stats[n].users for n, _ in arms], [w for _, w in arms]) if len(arms) >= 2 else None
     if srm is not None and srm.mismatch:
         warnings.append(
@@ -76,7 +99,9 @@ def build_report(
     if days_elapsed is None and stats.daily:
         days_elapsed = float(len({d.day for d in stats.daily}))
     c = arm_stats.get(control, ArmStats(arm=control))
-    per_day = c.users / days_elapsed if days_elapsed and days_elapsed > 0 else 0.0
+    # days remaining are extrapolated only from at least one full day of traffic (minutes say nothing)
+    too_early = days_elapsed is not None and days_elapsed < MIN_DAYS_FOR_RATE
+    per_day = c.users / days_elapsed if days_elapsed and not too_early else 0.0
     use_cuped = cuped and all(arm_stats[n].has_pre_period for n, _ in arms) and bool(arms)
 
     if "revenue_per_user" in metrics and len(arms) >= 2:
@@ -85,9 +110,22 @@ def build_report(
         if warning:
             warnings.append(warning)
 
+    # Power at the level the decision uses: the primary at alpha (Holm over its treatment arms: alpha / k at
+    # worst), a secondary at its Holm level, conservatively alpha / m; sequential: the always-valid width.
+    n_treatments = max(len(arms) - 1, 1)
+    n_secondary = max(sum(1 for m in metrics if m != primary_metric) * n_treatments, 1)
+    power_tuning_n = tuning_n if sequential else None
     metric_blocks, family = [], []
+    guardrail_results = []
     for name in metrics:
         metric = METRICS[name]
+        role = (
+            "primary"
+            if name == primary_metric
+            else "guardrail"
+            if name in {g.metric for g in guardrails}
+            else "secondary"
+        )
         rows = []
         for arm_name, weight in arms:
             s = arm_stats[arm_name]
@@ -118,32 +156,53 @@ def build_report(
                     decisive=result.decisive,
                     bayesian=bayes.to_dict(),
                 )
-                family.append((len(metric_blocks), len(rows), result))
-                pw = metric_power(metric, c, s, alpha, power, target_relative_mde, per_day)
+                family.append((len(metric_blocks), len(rows), result, role))
+                for g in [g for g in guardrails if g.metric == name]:
+                    # one-sided at alpha: the ends of the same test's two-sided (1 - 2 alpha) interval
+                    g_test = metric.make_test(c, s, min(2 * alpha, 0.99), use_cuped and metric.cuped_capable)
+                    g_result = (SequentialTest(g_test, tuning_n) if sequential else g_test).compute_result()
+                    verdict = evaluate_guardrail(g, arm_name, g_result, alpha)
+                    guardrail_results.append(verdict.to_dict())
+                    row["guardrail"] = verdict.status
+                decision_alpha = alpha / (n_treatments if role == "primary" else n_secondary)
+                pw = metric_power(metric, c, s, decision_alpha, power, target_relative_mde, per_day, power_tuning_n)
+                if too_early and pw.days_remaining is None and not pw.error:
+                    pw = replace(pw, too_early=True)
                 row["power"] = pw.to_dict()
             rows.append(row)
         metric_blocks.append(
             {
                 "name": name,
                 "label": metric.label,
-                "primary": bool(definition is not None and definition.primary_metric == name),
+                "primary": role == "primary",
+                "role": role,
                 "cuped": use_cuped and metric.cuped_capable,
+                "capping": capping if name == "revenue_per_user" else None,
                 "rows": rows,
             }
         )
 
-    adjusted = adjust_p_values([r.p_value for _, _, r in family], correction, alpha)
-    for (mi, ri, result), p_adj in zip(family, adjusted.adjusted):
-        row = metric_blocks[mi]["rows"][ri]
-        row["p_value_adjusted"] = p_adj
-        # a note about the lift (baseline_zero) does not block the verdict; too_small, zero_variance etc. do
-        row["significant"] = result.decisive and p_adj < alpha
+    # The primary metric is the decision: tested at alpha, corrected only across its treatment arms (Holm; with
+    # one treatment arm, unadjusted). Every other metric is one secondary family, corrected as asked.
+    primary_family = [f for f in family if f[3] == "primary"]
+    secondary_family = [f for f in family if f[3] != "primary"]
+    primary_adjusted = adjust_p_values([f[2].p_value for f in primary_family], "holm", alpha)
+    adjusted = adjust_p_values([f[2].p_value for f in secondary_family], correction, alpha)
+    for fam, adj in ((primary_family, primary_adjusted), (secondary_family, adjusted)):
+        for (mi, ri, result, _), p_adj in zip(fam, adj.adjusted):
+            row = metric_blocks[mi]["rows"][ri]
+            row["p_value_adjusted"] = p_adj
+            # a note about the lift (baseline_zero) does not block the verdict; too_small, zero_variance etc. do
+            row["significant"] = result.decisive and p_adj < alpha
+    failed = [g for g in guardrail_results if g["status"] == FAIL]
+    for g in reversed(failed):
+        warnings.insert(0, f"GUARDRAIL FAILED: {g['metric']} on {g['arm']}: {g['reason']}")
     return _clean(
         {
             "experiment": stats.key,
             "tenant": tenant_id,
             "control": control,
-            "primary_metric": definition.primary_metric if definition else None,
+            "primary_metric": primary_metric,
             "alpha": alpha,
             "analysis": (
                 f"sequential (always-valid normal-mixture confidence sequences, tuning_n={tuning_n:g})"
@@ -158,8 +217,20 @@ def build_report(
             "correction": {
                 "method": adjusted.method,
                 "label": adjusted.label,
-                "family": f"{len(family)} comparisons: every treatment arm vs {control} on every metric in this report",
+                "family": (
+                    f"{len(secondary_family)} secondary comparisons: every treatment arm vs {control} on every "
+                    "metric but the primary"
+                ),
+                "primary": (
+                    f"{primary_metric} at alpha = {alpha:g}, not diluted by the secondaries"
+                    + (f" (Holm across its {len(primary_family)} treatment arms)" if len(primary_family) > 1 else "")
+                    if primary_family
+                    else None
+                ),
             },
+            "revenue_capping": capping,
+            "guardrails": guardrail_results,
+            "guardrails_failed": bool(failed),
             "power_settings": {"power": power, "target_relative_mde": target_relative_mde},
             "warnings": warnings,
             "metrics": metric_blocks,
@@ -265,10 +336,23 @@ def render_text(report: dict[str, Any]) -> str:
         )
     for w in report["warnings"]:
         out.append(f"WARNING: {w}")
+    if report["correction"].get("primary"):
+        out.append(f"primary: {report['correction']['primary']}")
     out.append(f"adjusted p: {report['correction']['label']}; family: {report['correction']['family']}")
+    if report.get("guardrails"):
+        head = "GUARDRAILS: FAILED" if report.get("guardrails_failed") else "guardrails"
+        out.append(f"{head} (non-inferiority of the lift against -margin, one-sided at alpha):")
+        for g in report["guardrails"]:
+            out.append(
+                f"  {g['status'].upper():<12} {g['metric']} ({g['arm']}, margin {g['margin']:.2%}): {g['reason']}"
+            )
     for m in report["metrics"]:
         out.append("")
-        title = m["label"] + (" [primary]" if m["primary"] else "") + (" [CUPED]" if m["cuped"] else "")
+        role = {"primary": " [primary]", "guardrail": " [guardrail]"}.get(m.get("role", ""), "")
+        title = m["label"] + role + (" [CUPED]" if m["cuped"] else "")
+        cap = m.get("capping")
+        if cap and cap["applied"]:
+            title += f" [capped per user at {_num(cap['cap'])}, p{100 * cap['percentile']:g} of all users]"
         out.append(title)
         cols = ["arm", "n", "value", "CI", "lift", "lift CI", "p", "p adj", "sig", "note"]
         table = [cols]
@@ -284,7 +368,7 @@ def render_text(report: dict[str, Any]) -> str:
                 if pw.get("required_n_control"):
                     days = pw.get("days_remaining")
                     note += f", {_pct(pw['target_relative_mde'], False)} needs {pw['required_n_control']:,}/arm" + (
-                        f" (~{days:.1f} d more)" if days else ""
+                        f" (~{days:.1f} d more)" if days else " (too early to tell)" if pw.get("too_early") else ""
                     )
             table.append(
                 [

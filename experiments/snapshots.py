@@ -22,7 +22,7 @@ from experiments.analysis import DEFAULT_PRE_PERIOD_DAYS, Attribution, ReportOpt
 from experiments.definition import ExperimentDefinition
 from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
 
-FORMAT = 1  # of the stored JSON; rows of another format are ignored (recomputed)
+FORMAT = 2  # of the stored JSON; rows of another format are ignored (recomputed). 2: capped revenue (#17)
 _INT_FIELDS = frozenset(f.name for f in fields(ArmStats) if f.type == "int")
 _NUMBER_FIELDS = tuple(f.name for f in fields(ArmStats) if f.name != "arm")
 
@@ -63,6 +63,8 @@ def stats_to_json(stats: ExperimentStats) -> dict[str, Any]:
         "multi_arm_users": stats.multi_arm_users,
         "arms": [_arm_to_json(a) for a in stats.arms],
         "daily": [{"day": d.day.isoformat(), "stats": _arm_to_json(d.stats)} for d in stats.daily],
+        "revenue_cap": stats.revenue_cap,
+        "revenue_cap_percentile": stats.revenue_cap_percentile,
     }
 
 
@@ -73,6 +75,8 @@ def stats_from_json(d: dict[str, Any]) -> ExperimentStats:
         arms=tuple(_arm_from_json(a) for a in d["arms"]),
         multi_arm_users=int(d["multi_arm_users"]),
         daily=tuple(DailyArmStats(date.fromisoformat(x["day"]), _arm_from_json(x["stats"])) for x in d["daily"]),
+        revenue_cap=None if d.get("revenue_cap") is None else float(d["revenue_cap"]),
+        revenue_cap_percentile=None if d.get("revenue_cap_percentile") is None else float(d["revenue_cap_percentile"]),
     )
 
 

@@ -170,6 +170,19 @@ class ArmStats:
     pre_revenue_sum: float = 0.0
     pre_revenue_sum_squares: float = 0.0
     revenue_pre_revenue_sum_products: float = 0.0
+    # revenue capped at the experiment's cap (ExperimentStats.revenue_cap); the loader fills them, 0 otherwise
+    capped_revenue_sum: float = 0.0
+    capped_revenue_sum_squares: float = 0.0
+    capped_revenue_pre_revenue_sum_products: float = 0.0
+
+    def capped(self) -> ArmStats:
+        """This arm with revenue replaced by the capped revenue (purchasers unchanged: capping keeps buyers)."""
+        return replace(
+            self,
+            revenue_sum=self.capped_revenue_sum,
+            revenue_sum_squares=self.capped_revenue_sum_squares,
+            revenue_pre_revenue_sum_products=self.capped_revenue_pre_revenue_sum_products,
+        )
 
     @property
     def conversion(self) -> ProportionStatistic:
@@ -302,6 +315,9 @@ class ExperimentStats:
     arms: tuple[ArmStats, ...]
     multi_arm_users: int = 0  # users exposed to more than one arm: excluded from `arms`
     daily: tuple[DailyArmStats, ...] = field(default=())
+    # The per-user revenue cap the arms' capped sums use, and the percentile it is (None: not computed)
+    revenue_cap: float | None = None
+    revenue_cap_percentile: float | None = None
 
     def arm(self, name: str) -> ArmStats:
         """The stats of arm `name` (an empty ArmStats when the arm has no users yet)."""

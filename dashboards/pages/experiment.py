@@ -120,10 +120,11 @@ def power_calculator(res: data.Results, report: dict) -> None:
         f"Users per arm for a {pct(pw['target_relative_mde'], signed=False)} lift", f"{pw['required_n_control']:,}"
     )
     remaining = pw["days_remaining"]
-    m3.metric(
-        "Days remaining at this traffic",
-        "reached" if remaining == 0 else ("– (no traffic)" if remaining is None else f"{remaining:.1f}"),
-    )
+    if pw.get("too_early"):  # under a full day of traffic: no extrapolation from minutes
+        shown = "too early to tell"
+    else:
+        shown = "reached" if remaining == 0 else ("– (no traffic)" if remaining is None else f"{remaining:.1f}")
+    m3.metric("Days remaining at this traffic", shown)
     st.caption(
         f"Two-sided, alpha = {pw['alpha']}, power = {pw['power']:.0%}; now {pw['n_control']:,} control users; "
         f"{pw['kind']} metric (statsmodels NormalIndPower)."

@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.contracts import printable
 from db import experiments as repo
-from experiments.definition import METRICS
+from experiments.definition import DEFAULT_GUARDRAIL_MARGIN, METRICS, parse_guardrails
 from recommender.arms import ARMS
 from recommender.deps import AdminTenant, SessionDep
 from recommender.errors import JSONRoute
@@ -26,6 +26,13 @@ ExperimentKey = Annotated[str, Path(min_length=1, max_length=128, pattern=KEY)]
 class ArmSpec(BaseModel):
     name: Literal[tuple(ARMS)]
     weight: float = Field(gt=0, le=1)
+
+
+class GuardrailSpec(BaseModel):
+    metric: printable(64)
+    margin: float = Field(
+        DEFAULT_GUARDRAIL_MARGIN, gt=0, lt=1, description="Largest acceptable relative loss (0.02 = the lift >= -2 %)"
+    )
 
 
 class ExperimentIn(BaseModel):
@@ -50,12 +57,22 @@ class ExperimentIn(BaseModel):
     placement: printable(64) = "similar"
     traffic_fraction: float = Field(1.0, gt=0, le=1)
     primary_metric: Literal[METRICS] = "ctr"
-    guardrails: list[printable(64)] = Field(
-        default_factory=list, max_length=16, description="Metrics that must not get worse"
+    guardrails: list[printable(64) | GuardrailSpec] = Field(
+        default_factory=list,
+        max_length=len(METRICS),
+        description="Metrics that must not get worse: a metric name (margin 0.02) or {metric, margin}; "
+        "each passes when non-inferiority against -margin is shown one-sided at alpha",
     )
     planned_sample_size: int | None = Field(
         None, gt=0, le=2**31 - 1, description="Users (all arms together) the test is planned for"
     )
+
+    @field_validator("guardrails")
+    @classmethod
+    def _known_metrics(cls, value: list) -> list:
+        # one precise message ("unknown guardrail metric 'x'; known: ...") instead of a union's two
+        parse_guardrails([g if isinstance(g, str) else g.model_dump() for g in value])
+        return value
 
 
 class ExperimentOut(BaseModel):
@@ -107,7 +124,7 @@ def create(body: ExperimentIn, tenant: AdminTenant, session: SessionDep) -> Expe
             placement=body.placement,
             traffic_fraction=body.traffic_fraction,
             primary_metric=body.primary_metric,
-            guardrails=body.guardrails,
+            guardrails=[g if isinstance(g, str) else g.model_dump() for g in body.guardrails],
             planned_sample_size=body.planned_sample_size,
             allowed_arms=ARMS,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
@@ -143,9 +144,34 @@ VISUAL_REQUEST = ArmStats(
 
 def assert_arm(actual: ArmStats, expected: ArmStats) -> None:
     assert actual.arm == expected.arm
-    a, e = actual.to_dict(), expected.to_dict()
+    # the capped revenue sums are checked in test_revenue_is_capped_at_the_p99_of_all_users (the daily series has none)
+    a, e = ({k: v for k, v in x.to_dict().items() if not k.startswith("capped_")} for x in (actual, expected))
     del a["arm"], e["arm"]
     assert a == pytest.approx(e, rel=1e-12)
+
+
+def test_revenue_is_capped_at_the_p99_of_all_users(engine):
+    from db.experiment_stats import analyze
+    from experiments.analysis import ReportOptions
+
+    # analysed users' revenue: baseline 0 and 20, visual 0 and 25; numpy's linear p99 = 20 + 0.97 * 5 = 24.85
+    cap = float(np.quantile([0.0, 20.0, 0.0, 25.0], 0.99))
+    with engine.connect() as conn:
+        for source in ("raw", "auto"):
+            stats = load_arm_stats(conn, T, "exp1", start=START, source=source)
+            assert stats.revenue_cap == pytest.approx(cap, rel=1e-12) and stats.revenue_cap_percentile == 0.99
+            b, v = stats.arm("baseline"), stats.arm("visual")
+            assert (b.capped_revenue_sum, b.capped_revenue_sum_squares) == pytest.approx((20.0, 400.0))
+            assert (v.capped_revenue_sum, v.capped_revenue_sum_squares) == pytest.approx((cap, cap * cap))
+            assert v.revenue_sum == 25.0  # the uncapped sums stay
+        off = load_arm_stats(conn, T, "exp1", start=START, cap_percentile=None)
+        assert off.revenue_cap is None and off.arm("visual").capped_revenue_sum == 25.0
+        rep = analyze(conn, T, "exp1", ReportOptions(), now=datetime(2026, 1, 13, tzinfo=UTC))
+        uncapped = analyze(conn, T, "exp1", ReportOptions(cap_percentile=None), now=datetime(2026, 1, 13, tzinfo=UTC))
+    revenue = next(m for m in rep["metrics"] if m["name"] == "revenue_per_user")
+    assert revenue["capping"] == {"percentile": 0.99, "cap": pytest.approx(cap), "applied": True}
+    assert rep["revenue_capping"]["applied"] and revenue["rows"][1]["value"] == pytest.approx(cap / 2)
+    assert next(m for m in uncapped["metrics"] if m["name"] == "revenue_per_user")["rows"][1]["value"] == 12.5
 
 
 def test_request_attribution_totals(engine):
@@ -237,6 +263,9 @@ def test_cli_report_reads_the_database(engine, monkeypatch, tmp_path):
     assert [a["users"] for a in rep["arms"]] == [2, 2]
     text_out = runner.invoke(app, ["experiment", "report", "exp1", "--tenant", T, "--attribution", "window"])
     assert text_out.exit_code == 0 and text_out.output.index("SRM:") < text_out.output.index("arm ")
+    assert "capped per user at 24.8500, p99" in text_out.output
+    bad_cap = runner.invoke(app, ["experiment", "report", "exp1", "--tenant", T, "--cap-percentile", "1.5"])
+    assert bad_cap.exit_code == 1 and "cap percentile must be in (0, 1]" in bad_cap.output
     missing = runner.invoke(app, ["experiment", "report", "nope", "--tenant", T])
     assert missing.exit_code == 1 and "not found" in missing.output
 

@@ -39,7 +39,8 @@ def test_report_structure_and_json():
         assert key in visual
     assert visual["significant"] and visual["p_value_adjusted"] >= visual["p_value"]
     assert rep["metrics"][2]["primary"]
-    assert rep["correction"]["method"] == "holm" and "4 comparisons" in rep["correction"]["family"]
+    # the primary (conversion) is its own family: Holm runs over the 3 secondaries only (issue #17, defect 4)
+    assert rep["correction"]["method"] == "holm" and "3 secondary comparisons" in rep["correction"]["family"]
     # 5,000 control users in 5 days: 1,000 a day, so the users the target MDE still needs take this many days
     pw = visual["power"]
     assert pw["n_control"] == 5000 and pw["required_n_control"] > 5000

@@ -28,10 +28,14 @@ def report(
     cuped: bool = typer.Option(True, "--cuped/--no-cuped", help="CUPED when pre-period data exists"),
     pre_days: int = typer.Option(14, min=0, help="Pre-period length for CUPED covariates (0 = none)"),
     target_mde: float = typer.Option(0.05, help="Relative MDE the sample-size figure is computed for"),
+    cap_percentile: float = typer.Option(
+        0.99, help="Cap each user's revenue at this percentile of all users' revenue (0 = no cap)"
+    ),
 ) -> None:
     """Per metric and arm: n, value, CI, lift, p, adjusted p, significance, SRM, power."""
     from db.experiment_stats import analyze
     from experiments.analysis import Attribution, ReportOptions
+    from experiments.capping import Capping
     from experiments.report import render_text
 
     try:
@@ -44,7 +48,10 @@ def report(
             cuped=cuped,
             pre_period_days=pre_days,
             target_relative_mde=target_mde,
+            cap_percentile=cap_percentile or None,
         )
+        if cap_percentile:
+            Capping(cap_percentile)  # a bad percentile is one clear line before any query
     except ValueError as exc:
         fail(str(exc))
     engine = database_engine()

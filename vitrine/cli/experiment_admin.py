@@ -29,6 +29,17 @@ def _parse_arms(spec: str) -> list[dict]:
     return arms
 
 
+def _parse_guardrail(spec: str) -> str | dict:
+    """'conversion' -> 'conversion' (default margin); 'conversion:0.01' -> {"metric": ..., "margin": 0.01}."""
+    metric, sep, margin = spec.partition(":")
+    if not sep:
+        return metric.strip()
+    try:
+        return {"metric": metric.strip(), "margin": float(margin)}
+    except ValueError:
+        fail(f"bad guardrail {spec!r}: use metric or metric:margin, e.g. conversion:0.01 (a relative loss)")
+
+
 @experiment_app.command("create")
 def create(
     key: str,
@@ -37,7 +48,9 @@ def create(
     placement: str = typer.Option("similar"),
     traffic: float = typer.Option(1.0, help="Fraction of users in"),
     metric: str = typer.Option("ctr", help="Primary metric: ctr, conversion, revenue_per_user, ..."),
-    guardrail: list[str] = typer.Option([], help="Metric that must not get worse (repeatable)"),
+    guardrail: list[str] = typer.Option(
+        [], help="Metric that must not get worse, metric[:margin], margin a relative loss, default 0.02 (repeatable)"
+    ),
     planned: int = typer.Option(None, help="Planned users, all arms together"),
 ) -> None:
     """Create a draft experiment (start it with `vitrine experiment start`)."""
@@ -55,7 +68,7 @@ def create(
                 placement=placement,
                 traffic_fraction=traffic,
                 primary_metric=metric,
-                guardrails=guardrail,
+                guardrails=[_parse_guardrail(g) for g in guardrail],
                 planned_sample_size=planned,
                 allowed_arms=ARMS,
             )
@@ -107,6 +120,7 @@ def list_(tenant: str = typer.Option(..., "--tenant", "-t"), as_json: bool = typ
                 "arms": e.arms,
                 "traffic_fraction": e.traffic_fraction,
                 "primary_metric": e.primary_metric,
+                "guardrails": e.guardrails,
                 "started_at": e.started_at.isoformat() if e.started_at else None,
                 "stopped_at": e.stopped_at.isoformat() if e.stopped_at else None,
             }
