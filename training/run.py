@@ -202,7 +202,10 @@ def train_model(
         )
         # Evaluate exactly what will serve: the artefact's own embedder (ONNX towers) or its head function.
         probe = write_artefact(Path(tmp) / "probe", card, **artefact)
-        trained = TrainedEmbedder(artefact=probe, cache_dir=Path(tmp), batch_size=backbone.batch_size)
+        # A head reuses the backbone's model cache (its ONNX graph is exported once, not per run); a tower's
+        # graph is unpacked into the temporary directory, not left in the cache under the probe's key.
+        cache = backbone.cache_dir if "head" in artefact else Path(tmp)
+        trained = TrainedEmbedder(artefact=probe, cache_dir=cache, batch_size=backbone.batch_size)
         evaluation, throughput = _evaluate(trained, backbone, test, test_features, request.bits)
     timings["total"] = time.perf_counter() - started
     card["metrics"] = evaluation
