@@ -317,6 +317,7 @@ def replay(
     tenant: str = typer.Option(None, "--tenant", "-t", help="Only this tenant's dead letters"),
     event_ids: list[str] = typer.Option(None, "--event-id", "-e", help="Only these event ids (repeatable)"),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation"),
+    as_json: bool = typer.Option(False, "--json", help='One JSON object {"replayed": {topic: n}, ...} (implies --yes)'),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Re-send dead-lettered events, with their original keys, each to the topic it came from.
@@ -348,18 +349,32 @@ def replay(
         )
     failed = bool(missing or unroutable)
     if not plan:
-        typer.echo("nothing to replay")
+        if as_json:
+            typer.echo(json.dumps(_replay_json({}, missing, unroutable)))
+        else:
+            typer.echo("nothing to replay")
         raise typer.Exit(1 if failed else 0)
-    if not yes:
+    if not yes and not as_json:
         where = ", ".join(f"{len(records)} to {topic}" for topic, records in plan.items())
         typer.confirm(f"re-send {sum(len(r) for r in plan.values())} event(s): {where}?", abort=True, err=True)
     try:
         sent = resend(settings, plan)
     except BrokerUnreachable as exc:
         fail(str(exc), UNREACHABLE)
-    for topic, n in sent.items():
-        typer.echo(f"replayed {n} event(s) to {topic}")
+    if as_json:
+        typer.echo(json.dumps(_replay_json(sent, missing, unroutable)))
+    else:
+        for topic, n in sent.items():
+            typer.echo(f"replayed {n} event(s) to {topic}")
     raise typer.Exit(1 if failed else 0)
+
+
+def _replay_json(sent: dict, missing, unroutable) -> dict:
+    """What a replay did, for scripts: events re-sent per topic, ids not found, events left alone per topic."""
+    left: dict[str, int] = {}
+    for r in unroutable:
+        left[r.topic or "?"] = left.get(r.topic or "?", 0) + 1
+    return {"replayed": dict(sent), "not_found": sorted(missing), "not_replayed": left}
 
 
 def clip(text: str, width: int) -> str:

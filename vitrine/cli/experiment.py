@@ -72,6 +72,7 @@ def refresh(
     tenant: str = typer.Option(None, "--tenant", "-t", help="Only this tenant's experiments"),
     key: str = typer.Option(None, "--key", "-k", help="Only this experiment (whatever its status)"),
     due: bool = typer.Option(False, "--due", help="Only the snapshots that are due (what the worker's timer does)"),
+    as_json: bool = typer.Option(False, "--json", help='One JSON object {"refreshed": [...]}'),
 ) -> None:
     """Recompute result snapshots (running and stopped experiments) now; print what was done and how long it took."""
     from db.experiment_snapshots import refresh_due
@@ -84,6 +85,16 @@ def refresh(
         )
     finally:
         engine.dispose()
+    if as_json:
+        rows = [
+            {"tenant": r.tenant_id, "experiment": r.key, "status": r.status, "source": r.source, "error": r.error,
+             "seconds": None if r.duration_ms is None else round(r.duration_ms / 1000, 3)}
+            for r in done
+        ]  # fmt: skip
+        typer.echo(json.dumps({"refreshed": rows}))
+        if any(r.status == "error" for r in done):
+            raise typer.Exit(1)
+        return
     if not done:
         typer.echo("nothing to refresh" + ("" if not (tenant or key) else " (no such experiment)"))
         return

@@ -52,6 +52,7 @@ def create(
         [], help="Metric that must not get worse, metric[:margin], margin a relative loss, default 0.02 (repeatable)"
     ),
     planned: int = typer.Option(None, help="Planned users, all arms together"),
+    as_json: bool = typer.Option(False, "--json", help="Print the experiment as one JSON object"),
 ) -> None:
     """Create a draft experiment (start it with `vitrine experiment start`)."""
     from db.experiments import create_experiment
@@ -72,21 +73,46 @@ def create(
                 planned_sample_size=planned,
                 allowed_arms=ARMS,
             )
-            typer.echo(f"created {exp.key} ({exp.status}) on {exp.placement}: {exp.arms}")
+            if as_json:
+                typer.echo(json.dumps(_experiment_json(exp)))
+            else:
+                typer.echo(f"created {exp.key} ({exp.status}) on {exp.placement}: {exp.arms}")
     except ValueError as exc:
         fail(str(exc))
     finally:
         engine.dispose()
 
 
-def _transition(action: str, key: str, tenant: str) -> None:
+def _experiment_json(exp) -> dict:
+    """The experiment's stored fields, JSON-ready."""
+    return {
+        "key": exp.key,
+        "tenant": exp.tenant_id,
+        "status": exp.status,
+        "placement": exp.placement,
+        "arms": exp.arms,
+        "traffic_fraction": exp.traffic_fraction,
+        "primary_metric": exp.primary_metric,
+        "guardrails": exp.guardrails,
+        "planned_sample_size": exp.planned_sample_size,
+        "created_at": _iso(exp.created_at),
+        "started_at": _iso(exp.started_at),
+        "stopped_at": _iso(exp.stopped_at),
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _transition(action: str, key: str, tenant: str, as_json: bool = False) -> None:
     from db import experiments as repo
 
     engine, sessions = _sessions()
     try:
         with sessions.begin() as s:
             exp = (repo.start_experiment if action == "start" else repo.stop_experiment)(s, tenant, key)
-            typer.echo(f"{exp.key} is {exp.status}")
+            typer.echo(json.dumps(_experiment_json(exp)) if as_json else f"{exp.key} is {exp.status}")
     except repo.ExperimentError as exc:
         fail(str(exc))
     finally:
@@ -94,15 +120,23 @@ def _transition(action: str, key: str, tenant: str) -> None:
 
 
 @experiment_app.command("start")
-def start(key: str, tenant: str = typer.Option(..., "--tenant", "-t")) -> None:
+def start(
+    key: str,
+    tenant: str = typer.Option(..., "--tenant", "-t"),
+    as_json: bool = typer.Option(False, "--json", help="Print the experiment as one JSON object"),
+) -> None:
     """Start a draft experiment: shoppers are assigned from now on (one running per placement)."""
-    _transition("start", key, tenant)
+    _transition("start", key, tenant, as_json)
 
 
 @experiment_app.command("stop")
-def stop(key: str, tenant: str = typer.Option(..., "--tenant", "-t")) -> None:
+def stop(
+    key: str,
+    tenant: str = typer.Option(..., "--tenant", "-t"),
+    as_json: bool = typer.Option(False, "--json", help="Print the experiment as one JSON object"),
+) -> None:
     """Stop a running experiment: everyone gets the tenant's default arm again."""
-    _transition("stop", key, tenant)
+    _transition("stop", key, tenant, as_json)
 
 
 @experiment_app.command("list")

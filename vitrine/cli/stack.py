@@ -111,6 +111,7 @@ def tenant_create(
     name: str,
     tenant_id: str = typer.Option(None, "--id", help="Slug; default from NAME"),
     default_arm: str = typer.Option("baseline", help="Arm for shoppers outside any experiment: baseline or visual"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object with the tenant id, keys and secret"),
 ) -> None:
     """Create a tenant and print its storefront key, admin key and webhook secret (shown once)."""
     from db.session import create_db_engine, session_factory
@@ -128,6 +129,18 @@ def tenant_create(
         fail(str(exc))
     finally:
         engine.dispose()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "tenant": creds.tenant_id,
+                    "storefront_key": creds.storefront_key,
+                    "admin_key": creds.admin_key,
+                    "webhook_secret": creds.webhook_secret,
+                }
+            )
+        )
+        return
     typer.echo(f"tenant          {creds.tenant_id}")
     typer.echo(f"storefront key  {creds.storefront_key}")
     typer.echo(f"admin key       {creds.admin_key}")
