@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vision.datasets import IMAGE_SUFFIXES, DatasetError, balanced_sample, load_fashion_mnist
+from vision.datasets import DatasetError, balanced_sample, image_folder_files, load_fashion_mnist
 from vision.image import ImageError, load_image
 
 log = logging.getLogger(__name__)
@@ -96,13 +96,7 @@ def image_folder(root: Path, *, sample: int | None = None, seed: int = 0, folder
     if folders not in ("label", "product"):
         raise ValueError(f"folders must be auto, label or product, not {folders!r}")
     meta = _read_products_json(meta_file) if meta_file.is_file() else {}
-    files = sorted(
-        (p, d.name)
-        for d in root.iterdir()
-        if d.is_dir()
-        for p in d.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    files = image_folder_files(root)
     if not files:
         raise TrainingError(f"{root} holds no images in subfolders (expected {root}/<label>/<image>.jpg)")
     folder_names = np.array([name for _, name in files])

@@ -75,13 +75,7 @@ def load_image_folder(
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a directory (expected one subfolder of images per label)")
-    files = sorted(
-        (p, d.name)
-        for d in root.iterdir()
-        if d.is_dir()
-        for p in d.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
+    files = image_folder_files(root)
     if len({label for _, label in files}) < 2:
         raise DatasetError(f"{root} needs at least two label subfolders with images in them")
     labels = np.array([label for _, label in files])
@@ -101,6 +95,17 @@ def load_image_folder(
         labels=kept,
         description=f"{root}: {len(images)} images in {len(set(kept))} labels (seed {seed}"
         + (f", {skipped} unreadable skipped)" if skipped else ")"),
+    )
+
+
+def image_folder_files(root: Path) -> list[tuple[Path, str]]:
+    """(image path, its top-level subfolder's name) for every image file below `root`'s subfolders, sorted."""
+    return sorted(
+        (p, d.name)
+        for d in Path(root).iterdir()
+        if d.is_dir()
+        for p in d.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
     )
 
 

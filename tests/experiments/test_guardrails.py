@@ -10,33 +10,15 @@ from experiments.definition import Arm, ExperimentDefinition, Guardrail, parse_g
 from experiments.guardrails import evaluate_guardrail
 from experiments.proportions import TwoProportionZTest
 from experiments.report import build_report, render_text
-from experiments.stats import ArmStats, ExperimentStats, ProportionStatistic
+from experiments.stats import ExperimentStats, ProportionStatistic
+from tests.experiments.helpers import conversion_arm
 
 ARMS = (Arm("baseline", 0.5), Arm("visual", 0.5))
 
 
-def same_arm(name: str, users: int, purchasers: int) -> ArmStats:
-    """Arms identical in every metric but conversion (CTR, CTR per user and revenue give p = 1)."""
-    return ArmStats(
-        arm=name,
-        users=users,
-        exposures=3 * users,
-        exposures_sum_squares=10.0 * users,
-        clicks=users // 4,
-        clicks_sum_squares=0.5 * users,
-        clicks_exposures_sum_products=users,
-        clickers=users // 5,
-        click_rate_sum=0.1 * users,
-        click_rate_sum_squares=0.05 * users,
-        purchasers=purchasers,
-        revenue_sum=2.5 * users,
-        revenue_sum_squares=250.0 * users,
-    )
-
-
 def test_the_primary_is_tested_at_alpha_not_diluted_by_the_secondaries():
     # 200/4000 vs 250/4000: unpooled z = 2.43, p = 0.0150 (Holm over 4 metrics made it 0.060: "not significant")
-    stats = ExperimentStats("e", (same_arm("baseline", 4000, 200), same_arm("visual", 4000, 250)))
+    stats = ExperimentStats("e", (conversion_arm("baseline", 4000, 200), conversion_arm("visual", 4000, 250)))
     rep = build_report(ExperimentDefinition("e", ARMS, primary_metric="conversion"), stats)
     conv = next(m for m in rep["metrics"] if m["name"] == "conversion")
     row = conv["rows"][1]
@@ -70,14 +52,14 @@ def guarded(margin: float) -> ExperimentDefinition:
 
 
 def test_guardrail_pass_inconclusive_and_fail_with_a_top_level_flag():
-    equal = ExperimentStats("e", (same_arm("baseline", 20000, 500), same_arm("visual", 20000, 500)))
+    equal = ExperimentStats("e", (conversion_arm("baseline", 20000, 500), conversion_arm("visual", 20000, 500)))
     # lift 0, one-sided 95 % lower bound -9.8 %: non-inferior at a 20 % margin, not at 2 %
     passed = build_report(guarded(0.2), equal)
     assert [g["status"] for g in passed["guardrails"]] == ["pass"] and not passed["guardrails_failed"]
     assert -0.11 < passed["guardrails"][0]["lower_bound"] < -0.09
     assert build_report(guarded(0.02), equal)["guardrails"][0]["status"] == "inconclusive"
     # 400 -> 300 purchasers of 10,000: lift -25 %, significantly worse
-    worse = ExperimentStats("e", (same_arm("baseline", 10000, 400), same_arm("visual", 10000, 300)))
+    worse = ExperimentStats("e", (conversion_arm("baseline", 10000, 400), conversion_arm("visual", 10000, 300)))
     rep = build_report(guarded(0.02), worse)
     json.dumps(rep, allow_nan=False)
     g = rep["guardrails"][0]

@@ -12,30 +12,13 @@ from experiments.power import mean_power, proportion_power, sequential_critical_
 from experiments.proportions import TwoProportionZTest
 from experiments.report import build_report
 from experiments.sequential import SequentialTest, sequence_halfwidth
-from experiments.stats import ArmStats, ExperimentStats, ProportionStatistic
+from experiments.stats import ExperimentStats, ProportionStatistic
+from tests.experiments.helpers import conversion_arm
 
 DEF = ExperimentDefinition("e", (Arm("baseline", 0.5), Arm("visual", 0.5)), primary_metric="conversion")
 
 
-def arm(name: str, users: int, purchasers: int) -> ArmStats:
-    return ArmStats(
-        arm=name,
-        users=users,
-        exposures=3 * users,
-        exposures_sum_squares=10.0 * users,
-        clicks=users // 4,
-        clicks_sum_squares=0.5 * users,
-        clicks_exposures_sum_products=users,
-        clickers=users // 5,
-        click_rate_sum=0.1 * users,
-        click_rate_sum_squares=0.05 * users,
-        purchasers=purchasers,
-        revenue_sum=2.5 * users,
-        revenue_sum_squares=250.0 * users,
-    )
-
-
-STATS = ExperimentStats("e", (arm("baseline", 5000, 250), arm("visual", 5000, 260)))
+STATS = ExperimentStats("e", (conversion_arm("baseline", 5000, 250), conversion_arm("visual", 5000, 260)))
 
 
 def power_of(rep: dict, metric: str) -> dict:
