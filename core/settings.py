@@ -70,6 +70,23 @@ class Settings(BaseSettings):
         description="Operator secret that signs in to the dashboards for every tenant; empty = "
         "none (the admin API always takes each tenant's own admin key)",
     )
+    dashboard_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Server secret (32+ characters) that signs the dashboards' sign-in cookie (HMAC-SHA256); "
+        "empty = a random one kept in DATA_DIR/dashboard/cookie-secret by `vitrine dashboard`",
+    )
+    dashboard_session_s: float = Field(
+        8 * 3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="A dashboard sign-in (its cookie) stays valid this long; rotating the key or password "
+        "it was made with ends it sooner",
+    )
+    dashboard_sign_in_limit: str = Field(
+        "5/minute;20/hour",
+        description="Sign-in attempts one client (IP address) may make on the dashboards, in the `limits` "
+        "notation; over it the form refuses without checking the credential; empty = no limit",
+    )
 
     embedder: str = Field(
         "efficientnet-lite0",
@@ -150,6 +167,28 @@ class Settings(BaseSettings):
         description="API processes keep a storefront key's tenant, a placement's running experiment and "
         "the exact-or-HNSW choice this long (changes made elsewhere show within it); 0 = no cache",
     )
+    index_kind: Literal["halfvec", "binary", "codes"] = Field(
+        "halfvec",
+        description="Vector index the visual arm searches for the deployed embedder's model: halfvec HNSW, "
+        "binary (Hamming HNSW over binary_quantize, re-ranked on the full vectors) or codes (a head's learned "
+        "codes); a trained model's deployment names its own",
+    )
+    deployment_cache_ttl_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Workers re-read which trained models each tenant has deployed this often (their vectors "
+        "are written for new products); a re-embed's final sweep waits this long plus 10 s",
+    )
+    reembed_page: int = Field(
+        2000, ge=10, le=100_000, description="Source vectors a background re-embed maps and writes per transaction"
+    )
+    reembed_pause_s: float = Field(
+        0.05,
+        ge=0,
+        le=60,
+        description="Pause between two pages of a background re-embed, so live catalog events keep their latency",
+    )
     popularity_cache_ttl_s: float = Field(
         15.0,
         ge=0,
@@ -214,7 +253,7 @@ class Settings(BaseSettings):
     def _strip(cls, v: str) -> str:
         return v.strip()
 
-    @field_validator("rate_limit_storefront", "rate_limit_admin")
+    @field_validator("rate_limit_storefront", "rate_limit_admin", "dashboard_sign_in_limit")
     @classmethod
     def _rate_limit(cls, v: str) -> str:
         from limits import parse_many
@@ -222,6 +261,14 @@ class Settings(BaseSettings):
         if v.strip():
             parse_many(v)  # ValueError names the bad part, at start-up rather than on the first request
         return v.strip()
+
+    @field_validator("dashboard_secret")
+    @classmethod
+    def _long_secret(cls, v: SecretStr) -> SecretStr:
+        # A short HMAC key can be brute-forced offline from one cookie.
+        if v.get_secret_value() and len(v.get_secret_value()) < 32:
+            raise ValueError("VITRINE_DASHBOARD_SECRET must be at least 32 characters (or empty for a generated one)")
+        return v
 
     @model_validator(mode="after")
     def _lease_outlives_the_ack_wait(self) -> Settings:

@@ -1,4 +1,4 @@
-"""The Streamlit entry point (`vitrine dashboard` runs it): sign-in, tenant choice, page navigation."""
+"""The Streamlit entry point (served by `dashboards/server.py`): sign-in, tenant choice, page navigation."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ def main() -> None:
     except StackNotRunning as exc:
         st.error(f"No database or broker configured: {exc}")
         st.stop()
-    if not auth.signed_in():
-        auth.sign_in_form(settings.database_url, settings.admin_key.get_secret_value())
+    admin_key = settings.admin_key.get_secret_value()
+    if not auth.signed_in(settings.database_url, admin_key):
+        auth.sign_in_form(settings.database_url, admin_key, settings.dashboard_sign_in_limit)
         st.stop()
+    auth.persist()  # right after a sign-in: the browser exchanges its ticket for the cookie
     tenant = auth.tenant_picker(settings.database_url)
     if tenant is None:
         st.info("No tenants yet. Create one with `vitrine tenant create NAME`, then reload this page.")

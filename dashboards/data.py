@@ -37,6 +37,11 @@ def get_settings() -> Settings:
     return Settings().resolved()
 
 
+def raw_settings() -> Settings:
+    """The settings without resolving the stack (the sign-in knobs need no database)."""
+    return Settings()
+
+
 @st.cache_resource(show_spinner=False)
 def engine(database_url: str) -> Engine:
     """One connection pool per database for the whole server."""
@@ -57,6 +62,24 @@ def tenant_for_admin_key(database_url: str, key: str) -> str | None:
     with _session(database_url) as session:
         tenant = tenant_by_admin_key(session, key)
         return tenant.id if tenant else None
+
+
+def admin_key_digests(database_url: str, tenant_id: str) -> list[str]:
+    """The stored digests of the tenant's admin keys in force: the current one and one in its grace period."""
+    from sqlalchemy import select
+
+    from db.models import PreviousKey, Tenant
+
+    with _session(database_url) as session:
+        current = session.scalar(select(Tenant.admin_key_hash).where(Tenant.id == tenant_id))
+        previous = session.scalars(
+            select(PreviousKey.key_hash).where(
+                PreviousKey.tenant_id == tenant_id,
+                PreviousKey.kind == "admin_key",
+                PreviousKey.expires_at > datetime.now(UTC),
+            )
+        )
+        return ([current] if current else []) + list(previous)
 
 
 @st.cache_data(ttl=LIST_TTL_S, show_spinner=False)
@@ -86,12 +109,54 @@ def experiments(database_url: str, tenant_id: str) -> list[dict[str, Any]]:
                 "placement": e.placement,
                 "arms": e.arms,
                 "primary_metric": e.primary_metric,
+                "guardrails": e.guardrails,
+                "traffic_fraction": e.traffic_fraction,
                 "planned_sample_size": e.planned_sample_size,
                 "started_at": e.started_at,
                 "stopped_at": e.stopped_at,
             }
             for e in list_experiments(session, tenant_id)
         ]
+
+
+def change_status(database_url: str, tenant_id: str, key: str, action: str) -> str | None:
+    """Start or stop the tenant's experiment, as the admin API does (`db.experiments`); the refusal, or None."""
+    from db.experiments import ExperimentError, start_experiment, stop_experiment
+
+    if action not in ("start", "stop"):
+        raise ValueError(f"unknown action {action!r}")
+    with _session(database_url) as session, session.begin():
+        try:
+            (start_experiment if action == "start" else stop_experiment)(session, tenant_id, key)
+        except ExperimentError as exc:
+            return str(exc)
+    # The list shows the new status at once; a snapshot of the old definition is no longer valid anyway.
+    experiments.clear()
+    results.clear()
+    summary.clear()
+    return None
+
+
+@st.cache_data(ttl=LIST_TTL_S, show_spinner=False)
+def tenant_currency(database_url: str, tenant_id: str) -> str | None:
+    """The currency most of the tenant's products are priced in (revenue is shown in it), None without any."""
+    with _session(database_url) as session:
+        return session.scalar(
+            text("""
+            SELECT currency FROM products WHERE tenant_id = :t AND currency IS NOT NULL AND NOT deleted
+            GROUP BY currency ORDER BY count(*) DESC, currency LIMIT 1
+        """),
+            {"t": tenant_id},
+        )
+
+
+@st.cache_data(ttl=REPORT_TTL_S, show_spinner=False)
+def served(database_url: str, tenant_id: str, key: str) -> dict[str, dict[str | None, int]]:
+    """Exposures per arm and the model that served them (`db.experiment_models.served_models`)."""
+    from db.experiment_models import served_models
+
+    with engine(database_url).connect() as conn:
+        return served_models(conn, tenant_id, key)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import streamlit as st
 from experiments.metrics import METRICS
 
 TENANT_KEY = "tenant_id"
+ALLOWED_KEY = "allowed_tenants"  # set at sign-in: list of tenant ids, or None for every tenant
 
 
 def current_tenant() -> str:
@@ -20,6 +21,10 @@ def current_tenant() -> str:
     tenant = st.session_state.get(TENANT_KEY)
     if not tenant:
         st.info("Sign in with a tenant admin key (or the dashboard password) on the start page first.")
+        st.stop()
+    allowed = st.session_state.get(ALLOWED_KEY)
+    if ALLOWED_KEY in st.session_state and allowed is not None and tenant not in allowed:
+        st.error(f"This sign-in does not open tenant {tenant}.")
         st.stop()
     return tenant
 
@@ -42,18 +47,81 @@ def short_label(metric: str) -> str:
     return label.split(" (")[0]
 
 
-def pct(x: float | None, signed: bool = True, digits: int = 1) -> str:
+PCT_DIGITS = 1  # one precision for every percentage on the pages
+CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥"}
+PERCENT_METRICS = {"ctr", "ctr_per_user", "conversion", "click_through"}
+MONEY_METRICS = {"revenue_per_user"}
+
+# Result codes (experiments.result.ErrorCode, and the power figures' too_early) as what they mean.
+CODE_MEANINGS = {
+    "zero_users": "an arm has no users yet",
+    "zero_denominator": "an arm has no exposures yet",
+    "too_few_users": "fewer than 2 users in an arm: no variance yet",
+    "too_small": "too few users or conversions for a reliable test: shown, not a verdict",
+    "zero_variance": "every user has the same value in each arm: the difference is exact, no test statistic",
+    "baseline_zero": "control is 0: the relative lift is undefined (the difference and p decide)",
+    "lift_unbounded": "control is not distinguishable from 0: the lift's interval is unbounded",
+    "all_conversions": "all users (or none) converted in both arms: nothing to compare",
+    "no_pre_period": "no pre-period data: CUPED is off",
+    "invalid_input": "invalid data (negative counts or non-finite values): check the event feed",
+    "too_early": "too early to tell: less than one full day of traffic",
+}
+
+
+def meaning(code: str | None) -> str:
+    """A result code as what it means ('' for none); an unknown code is shown as itself."""
+    if not code:
+        return ""
+    return CODE_MEANINGS.get(code, code.replace("_", " "))
+
+
+def pct(x: float | None, signed: bool = True, digits: int = PCT_DIGITS) -> str:
     """A fraction as a percentage ('+4.1 %'), '–' when missing."""
     if x is None:
         return "–"
     return f"{x * 100:+.{digits}f} %" if signed else f"{x * 100:.{digits}f} %"
 
 
-def p_text(p: float | None) -> str:
-    """A p-value the way the verdict writes it."""
+def money(x: float | None, currency: str | None = None, signed: bool = False) -> str:
+    """An amount with its currency ('€12.34', '12.34 SEK'), '–' when missing."""
+    if x is None:
+        return "–"
+    sign = ("+" if x > 0 else "−" if x < 0 else "") if signed else ("−" if x < 0 else "")
+    amount = f"{abs(x):,.2f}"
+    if not currency:
+        return f"{sign}{amount}"
+    symbol = CURRENCY_SYMBOLS.get(currency.upper())
+    return f"{sign}{symbol}{amount}" if symbol else f"{sign}{amount} {currency.upper()}"
+
+
+def metric_value(metric: str, x: float | None, currency: str | None = None, signed: bool = False) -> str:
+    """A metric's value in its unit: a percentage for rates, money for revenue, else a plain number."""
+    if x is None:
+        return "–"
+    if metric in PERCENT_METRICS:
+        return pct(x, signed=signed)
+    if metric in MONEY_METRICS:
+        return money(x, currency, signed=signed)
+    return f"{x:+,.4f}" if signed else f"{x:,.4f}"
+
+
+def count(n: float | None) -> str:
+    """A count with thousands separators, '–' when missing."""
+    return "–" if n is None else f"{n:,.0f}"
+
+
+def p_value(p: float | None) -> str:
+    """A p-value alone: '< 0.0001', '0.0123', '–' when missing."""
     if p is None:
         return "–"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
+
+
+def p_text(p: float | None) -> str:
+    """A p-value the way the verdict writes it ('p < 0.0001', 'p = 0.0123')."""
+    if p is None:
+        return "–"
+    return "p < 0.0001" if p < 0.0001 else f"p = {p:.4f}"
 
 
 def primary_block(report: dict[str, Any]) -> dict[str, Any] | None:
@@ -100,18 +168,25 @@ def verdict(report: dict[str, Any]) -> str:
     for r in rows:
         interval = f"{pct(r['lift'])} [{pct(r['lift_ci'][0])}, {pct(r['lift_ci'][1])}]"
         p = p_text(r.get("p_value_adjusted"))
-        if r.get("error"):
-            parts.append(f"{r['arm']} vs {report['control']} on {metric}: no result yet ({r['error']})")
+        if r.get("error") and not r.get("decisive"):
+            parts.append(f"{r['arm']} vs {report['control']} on {metric}: no verdict, {meaning(r['error'])}")
+        elif r.get("significant") and r.get("error"):  # a note about the lift: the difference decides
+            verb = "raises" if (r.get("effect") or 0) > 0 else "lowers"
+            parts.append(f"{r['arm']} {verb} {metric} ({meaning(r['error'])}), {p}")
         elif r.get("significant"):
             verb = "lifts" if (r["lift"] or 0) > 0 else "lowers"
             size = pct(abs(r["lift"] or 0), signed=False)
             parts.append(f"{r['arm']} {verb} {metric} by {size} [{pct(r['lift_ci'][0])}, {pct(r['lift_ci'][1])}], {p}")
+        elif r.get("error"):
+            parts.append(f"no significant difference in {metric} yet: {r['arm']} ({meaning(r['error'])}), {p}")
         else:
             parts.append(f"no significant difference in {metric} yet: {r['arm']} {interval}, {p}")
-        if underpowered(r) and not r.get("significant"):
-            pw = r["power"]
+        pw = r.get("power") or {}
+        if pw.get("too_early") and not r.get("significant"):
+            parts[-1] += f" ({meaning('too_early')})"
+        elif underpowered(r) and not r.get("significant"):
             parts[-1] += (
-                f" (under-powered: a {pct(pw['target_relative_mde'], signed=False, digits=0)} lift needs "
+                f" (under-powered: a {pct(pw['target_relative_mde'], signed=False)} lift needs "
                 f"{pw['required_n_control']:,} users per arm)"
             )
     tail = f"{srm_text(report)}; {n_metrics} metric{'s' if n_metrics != 1 else ''}, {correction}"

@@ -111,7 +111,8 @@ outcomes AS (
 }
 
 # Pre-period activity of the same users (CUPED covariates): any event in the pre_days
-# before the start (or before the first exposure when no start is known).
+# before the start (or before the first exposure when no start is known). Exposures and clicks
+# count whatever experiment (or none) they belong to: the user's pre-period CTR is the covariate of CTR.
 _PRE = """
 pre_bounds AS (
     SELECT coalesce(CAST(:start AS timestamptz), (SELECT min(first_exposure) FROM users)) AS pre_end
@@ -119,7 +120,9 @@ pre_bounds AS (
 pre AS (
     SELECT o.user_id,
            bool_or(o.type = 'purchase') AS pre_purchased,
-           coalesce(sum(o.value::numeric) FILTER (WHERE o.type = 'purchase'), 0) AS pre_rev
+           coalesce(sum(o.value::numeric) FILTER (WHERE o.type = 'purchase'), 0) AS pre_rev,
+           count(*) FILTER (WHERE o.type = 'exposure') AS pre_x,
+           count(*) FILTER (WHERE o.type = 'click') AS pre_y
     FROM interaction_events o
     JOIN users u ON o.user_id = u.user_id
     CROSS JOIN pre_bounds b
@@ -134,7 +137,8 @@ _PER_USER = {
 per_user AS (
     SELECT u.arm, u.exposures::float8 AS x, u.clicks::float8 AS y, u.purchases > 0 AS purchased,
            u.revenue AS rev, p.user_id IS NOT NULL AS pre_active,
-           coalesce(p.pre_purchased, false) AS pre_purchased, coalesce(p.pre_rev, 0) AS pre_rev
+           coalesce(p.pre_purchased, false) AS pre_purchased, coalesce(p.pre_rev, 0) AS pre_rev,
+           coalesce(p.pre_x, 0)::float8 AS pre_x, coalesce(p.pre_y, 0)::float8 AS pre_y
     FROM users u
     LEFT JOIN pre p ON p.user_id = u.user_id
     WHERE NOT u.multi
@@ -144,7 +148,8 @@ per_user AS (
     SELECT u.arm, u.exposures::float8 AS x, coalesce(o.clicks, 0)::float8 AS y,
            coalesce(o.purchases, 0) > 0 AS purchased, coalesce(o.revenue, 0) AS rev,
            p.user_id IS NOT NULL AS pre_active, coalesce(p.pre_purchased, false) AS pre_purchased,
-           coalesce(p.pre_rev, 0) AS pre_rev
+           coalesce(p.pre_rev, 0) AS pre_rev, coalesce(p.pre_x, 0)::float8 AS pre_x,
+           coalesce(p.pre_y, 0)::float8 AS pre_y
     FROM users u
     LEFT JOIN outcomes o ON o.user_id = u.user_id
     LEFT JOIN pre p ON p.user_id = u.user_id
@@ -155,7 +160,8 @@ per_user AS (
 # The revenue cap (issue #17): :cap_p's percentile of every analysed user's revenue, both arms, zeros included
 # (GrowthBook's percentile capping; percentile_cont = numpy's linear quantile, experiments.capping.Capping.cap).
 # NULL :cap_p = no cap: least() ignores a NULL, so the capped sums are then the plain ones.
-_TOTALS = """,
+_MORE_NULLS = ", NULL" * 9  # the CUPED-for-CTR columns of the pseudo-arm rows
+_TOTALS = f""",
 revenue_cap AS (
     SELECT CASE WHEN CAST(:cap_p AS float8) IS NULL THEN NULL
                 ELSE percentile_cont(coalesce(CAST(:cap_p AS float8), 1)) WITHIN GROUP (ORDER BY rev::float8)
@@ -180,11 +186,16 @@ SELECT arm,
        sum(least(rev, CAST(c.cap AS numeric))) AS capped_revenue_sum,
        sum(least(rev, CAST(c.cap AS numeric)) * least(rev, CAST(c.cap AS numeric))) AS capped_revenue_sum_squares,
        sum(least(rev, CAST(c.cap AS numeric)) * pre_rev) AS capped_revenue_pre_revenue_sum_products,
+       sum(pre_x) AS pre_exposures_sum, sum(pre_x * pre_x) AS pre_exposures_sum_squares,
+       sum(pre_y) AS pre_clicks_sum, sum(pre_y * pre_y) AS pre_clicks_sum_squares,
+       sum(pre_x * pre_y) AS pre_clicks_pre_exposures_sum_products,
+       sum(x * pre_x) AS exposures_pre_exposures_sum_products, sum(x * pre_y) AS exposures_pre_clicks_sum_products,
+       sum(y * pre_x) AS clicks_pre_exposures_sum_products, sum(y * pre_y) AS clicks_pre_clicks_sum_products,
        max(c.cap) AS revenue_cap
 FROM per_user CROSS JOIN revenue_cap c GROUP BY arm
 UNION ALL
 SELECT :multiple AS arm, count(*) AS users, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL{_MORE_NULLS}
 FROM users WHERE multi
 """
 
@@ -208,7 +219,7 @@ _ROLLUP_INEXACT = """(CAST(:start AS timestamptz) IS NOT NULL
 _ROLLUP_CHECK = f"""
 UNION ALL
 SELECT :inexact AS arm, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL{_MORE_NULLS}
 FROM users HAVING {_ROLLUP_INEXACT}
 """
 
@@ -339,10 +350,27 @@ SELECT u.arm, d.day,
            AS pre_and_post_purchasers,
        sum(CASE WHEN d.first THEN coalesce(p.pre_rev, 0) ELSE 0 END) AS pre_revenue_sum,
        sum(CASE WHEN d.first THEN coalesce(p.pre_rev * p.pre_rev, 0) ELSE 0 END) AS pre_revenue_sum_squares,
-       sum((d.cr - d.pr) * coalesce(p.pre_rev, 0)) AS revenue_pre_revenue_sum_products
+       sum((d.cr - d.pr) * coalesce(p.pre_rev, 0)) AS revenue_pre_revenue_sum_products,
+       sum(least(d.cr, c.cap) - least(d.pr, c.cap)) AS capped_revenue_sum,
+       sum(least(d.cr, c.cap) * least(d.cr, c.cap) - least(d.pr, c.cap) * least(d.pr, c.cap))
+           AS capped_revenue_sum_squares,
+       sum((least(d.cr, c.cap) - least(d.pr, c.cap)) * coalesce(p.pre_rev, 0))
+           AS capped_revenue_pre_revenue_sum_products,
+       sum(CASE WHEN d.first THEN coalesce(p.pre_x, 0) ELSE 0 END) AS pre_exposures_sum,
+       sum(CASE WHEN d.first THEN coalesce(p.pre_x * p.pre_x, 0) ELSE 0 END) AS pre_exposures_sum_squares,
+       sum(CASE WHEN d.first THEN coalesce(p.pre_y, 0) ELSE 0 END) AS pre_clicks_sum,
+       sum(CASE WHEN d.first THEN coalesce(p.pre_y * p.pre_y, 0) ELSE 0 END) AS pre_clicks_sum_squares,
+       sum(CASE WHEN d.first THEN coalesce(p.pre_x * p.pre_y, 0) ELSE 0 END) AS pre_clicks_pre_exposures_sum_products,
+       sum((d.cx - d.px) * coalesce(p.pre_x, 0)) AS exposures_pre_exposures_sum_products,
+       sum((d.cx - d.px) * coalesce(p.pre_y, 0)) AS exposures_pre_clicks_sum_products,
+       sum((d.cy - d.py) * coalesce(p.pre_x, 0)) AS clicks_pre_exposures_sum_products,
+       sum((d.cy - d.py) * coalesce(p.pre_y, 0)) AS clicks_pre_clicks_sum_products
 FROM deltas d
 JOIN users u ON u.user_id = d.user_id AND NOT u.multi
 LEFT JOIN pre p ON p.user_id = d.user_id
+-- the totals' cap, applied to each user's cumulative revenue: at the last day the capped sums telescope to
+-- exactly the totals' (a NULL cap leaves least() the plain revenue)
+CROSS JOIN (SELECT CAST(CAST(:cap AS float8) AS numeric) AS cap) c
 GROUP BY u.arm, d.day
 ORDER BY d.day, u.arm
 """

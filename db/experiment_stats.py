@@ -76,6 +76,7 @@ def _params(
         "multiple": MULTIPLE,
         "inexact": INEXACT,
         "cap_p": cap_percentile,
+        "cap": None,  # the daily query's cap: the totals' (set by _load once they are known)
     }
 
 
@@ -178,15 +179,21 @@ def _load(
     daily: bool,
     cap_percentile: float | None = DEFAULT_CAP_PERCENTILE,
 ) -> tuple[str, ExperimentStats | None, tuple[DailyArmStats, ...]]:
-    """(source used, totals if asked, daily series if asked): both read from the one source chosen."""
+    """(source used, totals if asked, daily series if asked): both read from the one source chosen.
+
+    The daily series' capped revenue uses the totals' cap (the percentile over all users at the end), so its
+    last day equals the table's capped revenue; with a cap percentile the totals are loaded for it.
+    """
     _check_source(source, attribution)
     _tune(conn, work_mem)
     params = _params(tenant_id, key, attribution, start, end, pre_period_days, cap_percentile)
-    used, stats = _choose_source(conn, tenant_id, key, attribution, source, params, totals=totals)
-    if totals and stats is None:
+    need_totals = totals or (daily and cap_percentile is not None)
+    used, stats = _choose_source(conn, tenant_id, key, attribution, source, params, totals=need_totals)
+    if need_totals and stats is None:
         stats = _arm_stats(key, conn.execute(text(totals_sql(attribution)), params).mappings().all(), params["cap_p"])
     series: tuple[DailyArmStats, ...] = ()
     if daily:
+        params["cap"] = stats.revenue_cap if stats is not None else None
         rows = _daily_rows(conn, used == "rollup", attribution, params)
         series = cumulate_daily([(r["arm"], r["day"], dict(r)) for r in rows])
     return used, stats, series
@@ -240,10 +247,13 @@ def load_daily_stats(
     pre_period_days: int = DEFAULT_PRE_PERIOD_DAYS,
     work_mem: str | None = DEFAULT_WORK_MEM,
     source: str = "auto",
+    cap_percentile: float | None = DEFAULT_CAP_PERCENTILE,
 ) -> tuple[DailyArmStats, ...]:
     """Cumulative per-arm statistics at the end of each UTC day (what a daily peek saw).
 
     `source` as in `load_arm_stats`; "auto" checks exactness first (one more pass over the rollup).
+    The capped revenue sums use the cap of `load_arm_stats` with the same `cap_percentile` (the totals are
+    loaded for it), so the last day's capped sums are the totals'.
     """
     _, _, series = _load(
         conn,
@@ -257,6 +267,7 @@ def load_daily_stats(
         source=source,
         totals=False,
         daily=True,
+        cap_percentile=cap_percentile,
     )
     return series
 

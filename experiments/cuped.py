@@ -1,8 +1,12 @@
 """CUPED: variance reduction with a pre-period covariate (Deng, Xu, Kohavi, Walker 2013).
 
-y_adj = y - theta (x - mean x), theta = Cov(y, x) / Var(x) pooled over both arms. The
+Means: y_adj = y - theta (x - mean x), theta = Cov(y, x) / Var(x) pooled over both arms. The
 pre-period x cannot be affected by treatment, so the adjusted difference is unbiased
 and its variance shrinks by a factor (1 - rho^2).
+
+Ratios (CTR = sum clicks / sum exposures): the same adjustment on the delta-method linearisations
+(Deng et al. 2013, section 3.3; Deng, Knoblich, Lu 2018, "Applying the Delta Method in Metric
+Analytics"): r_adj = r - theta (rp - pooled rp), with the pre-period ratio rp of the same users.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from experiments.means import WelchTTest, mean_estimate, welch_result
-from experiments.result import ErrorCode, Estimate, TestResult, neutral_result
-from experiments.stats import RegressionAdjustedStatistic
+from experiments.ratio import DeltaMethodRatioTest, z_result
+from experiments.result import ErrorCode, Estimate, TestResult, delta_method_lift, neutral_result
+from experiments.stats import RegressionAdjustedRatioStatistic, RegressionAdjustedStatistic
 
 METHOD = "CUPED Welch t-test"
+RATIO_METHOD = "CUPED delta-method z-test (ratio)"
 
 
 @dataclass(frozen=True)
@@ -110,3 +116,111 @@ def cuped_or_welch(
     """CUPED when pre-period data exists (the covariate varies), else the plain Welch t-test."""
     test = CupedTTest(control, treatment, alpha)
     return test if test.has_covariate else WelchTTest(control.post, treatment.post, alpha)
+
+
+@dataclass(frozen=True)
+class CupedRatioTest:
+    """CUPED for a ratio metric (CTR): a delta-method z-test on ratios adjusted by the pre-period ratio.
+
+    Per user the linearised ratios are L = (y - r x) / xbar and Lp = (yp - rp xp) / xpbar (y, x: clicks and
+    exposures in the experiment; yp, xp: the same user's in the pre-period). Per arm, r_adj = r - theta
+    (rp - pooled rp) with Var(r_adj) = (Var L - 2 theta Cov(L, Lp) + theta^2 Var Lp) / n; one theta for both
+    arms, the one that minimises Var(r_adj,t - r_adj,c): sum_arms Cov / n over sum_arms Var Lp / n. The
+    pre-period cannot be moved by the treatment, so E[rp_t - rp_c] = 0 and the adjusted difference estimates
+    the same effect as the plain one. z statistic, p and CIs as `DeltaMethodRatioTest` (`z_result`).
+    NO_PRE_PERIOD when an arm has no pre-period exposures or the pre-period ratio does not vary.
+    """
+
+    control: RegressionAdjustedRatioStatistic
+    treatment: RegressionAdjustedRatioStatistic
+    alpha: float = 0.05
+    METHOD = RATIO_METHOD
+
+    @property
+    def error(self) -> ErrorCode | None:
+        """Why the plain ratio test fails (zero users, no exposures), or NO_PRE_PERIOD; None when CUPED applies."""
+        plain = DeltaMethodRatioTest(self.control.post, self.treatment.post, self.alpha).error
+        if plain is not None:
+            return plain
+        return None if self.has_covariate else ErrorCode.NO_PRE_PERIOD
+
+    @property
+    def has_covariate(self) -> bool:
+        """True when both arms have pre-period exposures and the linearised pre-period ratio varies."""
+        c, t = self.control, self.treatment
+        if c.n < 2 or t.n < 2 or c.pre.denominator.sum <= 0 or t.pre.denominator.sum <= 0:
+            return False
+        # relative to the terms it is made of: a constant pre-period ratio leaves only rounding
+        scale = sum(
+            (s.pre.numerator.variance + s.pre.ratio**2 * s.pre.denominator.variance) / s.pre.denominator.mean**2
+            for s in (c, t)
+        )
+        return c.pre_variance + t.pre_variance > 1e-12 * scale
+
+    @cached_property
+    def theta(self) -> float:
+        """The coefficient minimising Var of the adjusted difference (0 without a covariate)."""
+        if not self.has_covariate:
+            return 0.0
+        c, t = self.control, self.treatment
+        var_pre = c.pre_variance / c.n + t.pre_variance / t.n
+        return (c.covariance / c.n + t.covariance / t.n) / var_pre
+
+    def _adjusted(self, s: RegressionAdjustedRatioStatistic, pooled_pre: float) -> tuple[float, float]:
+        th = self.theta
+        value = s.post.ratio - th * (s.pre.ratio - pooled_pre)
+        var = s.post_variance - 2 * th * s.covariance + th * th * s.pre_variance
+        return value, max(var, 0.0) / s.n
+
+    def _parts(self) -> tuple[float, float, float, float]:
+        c, t = self.control, self.treatment
+        pooled_pre = (c.pre.numerator.sum + t.pre.numerator.sum) / (c.pre.denominator.sum + t.pre.denominator.sum)
+        rc, vc = self._adjusted(c, pooled_pre)
+        rt, vt = self._adjusted(t, pooled_pre)
+        return rc, vc, rt, vt
+
+    def estimate(self) -> Estimate | None:
+        """Adjusted difference and lift with their delta-method variances (for confidence sequences too)."""
+        if self.error is not None:
+            return None
+        rc, vc, rt, vt = self._parts()
+        lift_defined = rc != 0
+        lift, lift_var = delta_method_lift(rc, rt, vc, vt) if lift_defined else (0.0, 0.0)
+        return Estimate(
+            rc, rt, rt - rc, vc + vt, lift, lift_var, self.control.n + self.treatment.n, lift_defined, vc, vt
+        )
+
+    @cached_property
+    def result(self) -> TestResult:
+        """The full result; neutral with an error code on degenerate data or without a pre-period."""
+        c, t = self.control, self.treatment
+        if self.error is not None:
+            return neutral_result(RATIO_METHOD, self.error, c.post.ratio, t.post.ratio)
+        return z_result(RATIO_METHOD, self.estimate(), c.n, t.n, self.alpha)
+
+    @property
+    def variance_reduction(self) -> float:
+        """1 - Var(adjusted diff) / Var(plain diff): the share of variance CUPED removed."""
+        c, t = self.control, self.treatment
+        plain = c.post.variance_of_ratio + t.post.variance_of_ratio
+        if self.error is not None or plain <= 0:
+            return 0.0
+        _, vc, _, vt = self._parts()
+        return 1.0 - (vc + vt) / plain
+
+    @property
+    def p_value(self) -> float:
+        """Two-sided p-value of H0: equal adjusted ratios."""
+        return self.result.p_value
+
+    def compute_result(self) -> TestResult:
+        """The result (gbstats naming)."""
+        return self.result
+
+
+def cuped_ratio_or_delta(
+    control: RegressionAdjustedRatioStatistic, treatment: RegressionAdjustedRatioStatistic, alpha: float = 0.05
+) -> CupedRatioTest | DeltaMethodRatioTest:
+    """CUPED on the ratio when both arms have a varying pre-period ratio, else the plain delta-method test."""
+    test = CupedRatioTest(control, treatment, alpha)
+    return test if test.error is None else DeltaMethodRatioTest(control.post, treatment.post, alpha)

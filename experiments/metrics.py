@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from statsmodels.stats.proportion import proportion_confint
 
-from experiments.cuped import cuped_or_welch
+from experiments.cuped import cuped_or_welch, cuped_ratio_or_delta
 from experiments.means import WelchTTest
 from experiments.power import PowerResult, mean_power, proportion_power
 from experiments.proportions import TwoProportionZTest
@@ -38,6 +38,8 @@ def _prop(attr: str) -> Callable[[ArmStats, ArmStats, float, bool], object]:
 
 
 def _ratio(c: ArmStats, t: ArmStats, alpha: float, cuped: bool) -> object:
+    if cuped:
+        return cuped_ratio_or_delta(c.ctr_cuped, t.ctr_cuped, alpha)
     return DeltaMethodRatioTest(c.ctr, t.ctr, alpha)
 
 
@@ -54,7 +56,7 @@ def _revenue(c: ArmStats, t: ArmStats, alpha: float, cuped: bool) -> object:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("ctr", "CTR (clicks / exposures, user-level delta method)", "ratio", _ratio),
+        Metric("ctr", "CTR (clicks / exposures, user-level delta method)", "ratio", _ratio, True),
         Metric("ctr_per_user", "CTR per user (mean of each user's clicks / exposures)", "mean", _ctr_per_user),
         Metric(
             "click_through",

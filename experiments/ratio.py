@@ -75,40 +75,7 @@ class DeltaMethodRatioTest:
         c, t = self.control, self.treatment
         if self.error is not None:
             return neutral_result(METHOD, self.error, c.ratio, t.ratio)
-        est = self.estimate()
-        if est.effect_variance <= 0:  # every user has the same CTR in each arm: a certain difference, no z
-            return certain_difference(METHOD, est)
-        se = math.sqrt(est.effect_variance)
-        z = est.effect / se
-        p = 2 * stats.norm.sf(abs(z))
-        crit = z_critical(self.alpha)
-        lo, hi = est.effect - crit * se, est.effect + crit * se
-        error = ErrorCode.TOO_SMALL if min(c.n, t.n) < MIN_UNITS else None
-        lift, lift_ci = 0.0, (0.0, 0.0)
-        if not est.lift_defined:
-            error = error or ErrorCode.BASELINE_ZERO
-        else:
-            interval = fieller_lift_interval(
-                est.control_value, est.treatment_value, est.control_variance, est.treatment_variance, crit
-            )
-            if interval is None:
-                error = error or ErrorCode.LIFT_UNBOUNDED
-            else:
-                lift, lift_ci = est.lift, interval
-        if not all_finite(z, p, lo, hi, lift, *lift_ci):
-            return neutral_result(METHOD, ErrorCode.INVALID_INPUT, c.ratio, t.ratio)
-        return TestResult(
-            METHOD,
-            est.control_value,
-            est.treatment_value,
-            est.effect,
-            (float(lo), float(hi)),
-            lift,
-            (float(lift_ci[0]), float(lift_ci[1])),
-            float(p),
-            float(z),
-            error,
-        )
+        return z_result(METHOD, self.estimate(), c.n, t.n, self.alpha)
 
     @property
     def p_value(self) -> float:
@@ -123,3 +90,44 @@ class DeltaMethodRatioTest:
     def compute_result(self) -> TestResult:
         """The result (gbstats naming)."""
         return self.result
+
+
+def z_result(method: str, est: Estimate, n_c: int, n_t: int, alpha: float) -> TestResult:
+    """The z-test of an estimate with delta-method variances (shared by the ratio test and CUPED on ratios).
+
+    p-value and difference CI as statsmodels `ztest` / `zconfint` from (estimate, se); the lift CI is Fieller's
+    with the same variances and critical value. Fewer than `MIN_UNITS` users in an arm: `too_small`.
+    """
+    if est.effect_variance <= 0:  # every user has the same CTR in each arm: a certain difference, no z
+        return certain_difference(method, est)
+    se = math.sqrt(est.effect_variance)
+    z = est.effect / se
+    p = 2 * stats.norm.sf(abs(z))
+    crit = z_critical(alpha)
+    lo, hi = est.effect - crit * se, est.effect + crit * se
+    error = ErrorCode.TOO_SMALL if min(n_c, n_t) < MIN_UNITS else None
+    lift, lift_ci = 0.0, (0.0, 0.0)
+    if not est.lift_defined:
+        error = error or ErrorCode.BASELINE_ZERO
+    else:
+        interval = fieller_lift_interval(
+            est.control_value, est.treatment_value, est.control_variance, est.treatment_variance, crit
+        )
+        if interval is None:
+            error = error or ErrorCode.LIFT_UNBOUNDED
+        else:
+            lift, lift_ci = est.lift, interval
+    if not all_finite(z, p, lo, hi, lift, *lift_ci):
+        return neutral_result(method, ErrorCode.INVALID_INPUT, est.control_value, est.treatment_value)
+    return TestResult(
+        method,
+        est.control_value,
+        est.treatment_value,
+        est.effect,
+        (float(lo), float(hi)),
+        lift,
+        (float(lift_ci[0]), float(lift_ci[1])),
+        float(p),
+        float(z),
+        error,
+    )

@@ -127,6 +127,7 @@ def build_report(
             else "secondary"
         )
         rows = []
+        cuped_applied = False  # a CUPED test ran (cuped_or_welch / cuped_ratio_or_delta fall back without a covariate)
         for arm_name, weight in arms:
             s = arm_stats[arm_name]
             value, ci = arm_value(metric, s, alpha)
@@ -140,6 +141,7 @@ def build_report(
             }
             if arm_name != control:
                 test = metric.make_test(c, s, alpha, use_cuped and metric.cuped_capable)
+                cuped_applied = cuped_applied or test.METHOD.startswith("CUPED")
                 result: TestResult = (SequentialTest(test, tuning_n) if sequential else test).compute_result()
                 # the Bayesian view of the lift, or of the difference when the lift is undefined
                 estimate = test.estimate()
@@ -176,7 +178,7 @@ def build_report(
                 "label": metric.label,
                 "primary": role == "primary",
                 "role": role,
-                "cuped": use_cuped and metric.cuped_capable,
+                "cuped": cuped_applied,
                 "capping": capping if name == "revenue_per_user" else None,
                 "rows": rows,
             }
@@ -246,18 +248,21 @@ def daily_series(
     alpha: float = 0.05,
     sequential: bool = True,
     tuning_n: float = DEFAULT_TUNING_N,
+    cap_revenue: bool = True,
 ) -> list[dict[str, Any]]:
     """Per day and treatment arm, from the cumulative daily stats: n, values, lift and its CI, p.
 
     Sequential by default: a chart of daily lifts is a peek per day, so only always-valid
-    intervals may be read off it.
+    intervals may be read off it. Revenue is capped as in `build_report` (the loader's daily series
+    carries the totals' cap), so the last day shows the table's value.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; known: {sorted(METRICS)}")
     m = METRICS[metric]
+    capped = cap_revenue and stats.revenue_cap is not None and stats.revenue_cap > 0
     by_day: dict[Any, dict[str, ArmStats]] = {}
     for d in stats.daily:
-        by_day.setdefault(d.day, {})[d.stats.arm] = d.stats
+        by_day.setdefault(d.day, {})[d.stats.arm] = d.stats.capped() if capped else d.stats
     present = ExperimentStats(stats.key, tuple(ArmStats(a) for a in sorted({d.stats.arm for d in stats.daily})))
     arms = [name for name, _ in _arms(definition, present)]
     if not arms:

@@ -9,7 +9,9 @@ figures validate the code the report uses:
   rate near alpha, while treating impressions as independent inflates it;
 - heavy-tailed revenue per user with 1:9 arms (issue #17): the A/A rate of the Welch test without
   capping (inflated, in favour of the larger arm) and with per-user capping at a percentile, and how
-  often the small-sample warning fires.
+  often the small-sample warning fires;
+- CUPED for CTR (issue #17): the same users' pre-period CTR as covariate; A/A rate, variance removed,
+  and A/B runs showing the adjusted estimate is unbiased (same mean effect as the plain one, smaller spread).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from core.machine import machine_info
 from experiments.capping import Capping, capped_statistic, small_sample_warning
+from experiments.cuped import CupedRatioTest
 from experiments.means import WelchTTest
 from experiments.power import proportion_test_power
 from experiments.proportions import TwoProportionZTest
@@ -52,6 +55,8 @@ class SimulationSettings:
     buyer_rate: float = 0.05
     order_lognormal: tuple[float, float] = (3.0, 2.0)  # order value ~ lognormal(mu, sigma)
     cap_percentile: float = 0.99  # of all per-user values (zeros included), both arms together
+    ctr_pre_active: float = 0.7  # share of users with pre-period exposures (CUPED for CTR)
+    ctr_cuped_effect: float = 0.05  # relative CTR lift in the CUPED A/B runs
 
     def __post_init__(self) -> None:
         if self.runs < 1 or self.users < 4 or self.days < 1 or self.ctr_users < 2:
@@ -91,6 +96,23 @@ class RevenueAA:
 
 
 @dataclass(frozen=True)
+class CtrCuped:
+    """CUPED for CTR against the plain delta-method test on the same seeded runs (A/A and A/B)."""
+
+    users_per_arm: int
+    fpr_plain: Rate
+    fpr_cuped: Rate
+    mean_variance_reduction: float  # 1 - Var(adjusted diff) / Var(plain diff), mean over the A/A runs
+    true_effect: float  # the A/B runs' CTR difference in expectation
+    mean_effect_plain: float
+    mean_effect_cuped: float
+    sd_effect_plain: float  # spread of the estimates over the A/B runs
+    sd_effect_cuped: float
+    power_plain: Rate
+    power_cuped: Rate
+
+
+@dataclass(frozen=True)
 class SimulationResult:
     """The figures of one simulation, JSON-ready through `to_dict`."""
 
@@ -105,6 +127,7 @@ class SimulationResult:
     ctr_aa_fpr_naive_impressions: Rate
     revenue: tuple[RevenueAA, ...]
     seconds: float
+    ctr_cuped: CtrCuped | None = None
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict, including the machine it ran on."""
@@ -119,7 +142,8 @@ def effective_tuning_n(s: SimulationSettings) -> float:
     return s.tuning_n or float(s.users)
 
 
-def _rate(hits: int, runs: int) -> Rate:
+def rate_with_ci(hits: int, runs: int) -> Rate:
+    """hits / runs with its 95 % Wilson interval."""
     lo, hi = proportion_confint(hits, runs, alpha=0.05, method="wilson")
     return Rate(hits / runs, (float(lo), float(hi)), int(hits), int(runs))
 
@@ -148,7 +172,7 @@ def fixed_horizon_rejection_rate(settings: SimulationSettings, treatment_rate: f
         < s.alpha
         for r in range(s.runs)
     )
-    return _rate(hits, s.runs)
+    return rate_with_ci(hits, s.runs)
 
 
 def _conversion_runs(rng: np.random.Generator, s: SimulationSettings, rate_t: float) -> tuple[int, int, int, int]:
@@ -193,6 +217,84 @@ def _ctr_arm(rng: np.random.Generator, s: SimulationSettings, arm: str) -> ArmSt
     )
 
 
+def ctr_arm_stats(arm: str, x: np.ndarray, y: np.ndarray, xp: np.ndarray, yp: np.ndarray) -> ArmStats:
+    """The CTR sums of `ArmStats` (with the pre-period CUPED sums) from per-user arrays (numpy, for simulations)."""
+    x, y, xp, yp = (np.asarray(v, dtype=float) for v in (x, y, xp, yp))
+    return ArmStats(
+        arm=arm,
+        users=int(x.size),
+        exposures=int(x.sum()),
+        exposures_sum_squares=float((x * x).sum()),
+        clicks=int(y.sum()),
+        clicks_sum_squares=float((y * y).sum()),
+        clicks_exposures_sum_products=float((x * y).sum()),
+        clickers=int((y > 0).sum()),
+        pre_active_users=int(((xp > 0) | (yp > 0)).sum()),
+        pre_exposures_sum=float(xp.sum()),
+        pre_exposures_sum_squares=float((xp * xp).sum()),
+        pre_clicks_sum=float(yp.sum()),
+        pre_clicks_sum_squares=float((yp * yp).sum()),
+        pre_clicks_pre_exposures_sum_products=float((xp * yp).sum()),
+        exposures_pre_exposures_sum_products=float((x * xp).sum()),
+        exposures_pre_clicks_sum_products=float((x * yp).sum()),
+        clicks_pre_exposures_sum_products=float((y * xp).sum()),
+        clicks_pre_clicks_sum_products=float((y * yp).sum()),
+    )
+
+
+def ctr_users(rng: np.random.Generator, s: SimulationSettings, n: int, lift: float = 0.0) -> tuple[np.ndarray, ...]:
+    """Per-user (x, y, xp, yp): CTR ~ Beta per user, in the experiment and (for a share of users) before it.
+
+    The pre-period uses the same user's CTR, which is what makes it a covariate; the treatment multiplies
+    the in-experiment CTR by 1 + lift and cannot touch the pre-period.
+    """
+    a = s.ctr_mean * s.ctr_beta_concentration
+    b = (1 - s.ctr_mean) * s.ctr_beta_concentration
+    p = rng.beta(a, b, size=n)
+    x = 1 + rng.poisson(s.exposures_mean - 1, size=n)
+    y = rng.binomial(x, np.minimum(p * (1 + lift), 1.0))
+    xp = np.where(rng.random(n) < s.ctr_pre_active, 1 + rng.poisson(s.exposures_mean - 1, size=n), 0)
+    yp = rng.binomial(xp, p)
+    return x, y, xp, yp
+
+
+def ctr_cuped(s: SimulationSettings, rng: np.random.Generator) -> CtrCuped:
+    """`s.runs` A/A and `s.runs` A/B runs of CTR, `s.ctr_users` per arm: plain delta method vs CUPED on the ratio."""
+    n = s.ctr_users
+    fp_plain = fp_cuped = hit_plain = hit_cuped = 0
+    reductions, effects_plain, effects_cuped = [], [], []
+    for lift in (0.0, s.ctr_cuped_effect):
+        for _ in range(s.runs):
+            c = ctr_arm_stats("a", *ctr_users(rng, s, n))
+            t = ctr_arm_stats("b", *ctr_users(rng, s, n, lift))
+            plain = DeltaMethodRatioTest(c.ctr, t.ctr, s.alpha).compute_result()
+            test = CupedRatioTest(c.ctr_cuped, t.ctr_cuped, s.alpha)
+            adjusted = test.compute_result()
+            if lift == 0.0:
+                fp_plain += plain.p_value < s.alpha
+                fp_cuped += adjusted.p_value < s.alpha
+                reductions.append(test.variance_reduction)
+            else:
+                hit_plain += plain.p_value < s.alpha
+                hit_cuped += adjusted.p_value < s.alpha
+                effects_plain.append(plain.effect)
+                effects_cuped.append(adjusted.effect)
+    return CtrCuped(
+        users_per_arm=n,
+        fpr_plain=rate_with_ci(fp_plain, s.runs),
+        fpr_cuped=rate_with_ci(fp_cuped, s.runs),
+        mean_variance_reduction=float(np.mean(reductions)),
+        # E[sum y] / E[sum x] with x independent of the user's CTR p: (1 + lift) E[p] - E[p]
+        true_effect=s.ctr_cuped_effect * s.ctr_mean,
+        mean_effect_plain=float(np.mean(effects_plain)),
+        mean_effect_cuped=float(np.mean(effects_cuped)),
+        sd_effect_plain=float(np.std(effects_plain, ddof=1)) if s.runs > 1 else 0.0,
+        sd_effect_cuped=float(np.std(effects_cuped, ddof=1)) if s.runs > 1 else 0.0,
+        power_plain=rate_with_ci(hit_plain, s.runs),
+        power_cuped=rate_with_ci(hit_cuped, s.runs),
+    )
+
+
 def _ctr_runs(rng: np.random.Generator, s: SimulationSettings) -> tuple[int, int]:
     """A/A CTR runs: rejections of the delta-method test and of the impression-level z-test."""
     delta = naive = 0
@@ -230,10 +332,10 @@ def revenue_aa(s: SimulationSettings, users: int, rng: np.random.Generator) -> R
     return RevenueAA(
         users_control=n_c,
         users_treatment=n_t,
-        fpr_uncapped=_rate(plain, s.revenue_runs),
-        fpr_capped=_rate(capped, s.revenue_runs),
+        fpr_uncapped=rate_with_ci(plain, s.revenue_runs),
+        fpr_capped=rate_with_ci(capped, s.revenue_runs),
         larger_arm_wins_uncapped=larger / plain if plain else 0.0,
-        warned=_rate(warned, s.revenue_runs),
+        warned=rate_with_ci(warned, s.revenue_runs),
         median_cap=float(np.median(caps)),
     )
 
@@ -248,19 +350,21 @@ def simulate(settings: SimulationSettings) -> SimulationResult:
     ab_final, _, ab_seq, _ = _conversion_runs(rng, s, rate_t)
     ctr_delta, ctr_naive = _ctr_runs(rng, s)
     revenue = tuple(revenue_aa(s, users, rng) for users in s.revenue_users)
+    cuped = ctr_cuped(s, rng)
     theory = proportion_test_power(s.baseline_rate, rate_t, s.users // 2, 1.0, s.alpha)
     return SimulationResult(
         settings=s,
-        aa_fpr=_rate(aa_final, runs),
-        ab_power=_rate(ab_final, runs),
+        aa_fpr=rate_with_ci(aa_final, runs),
+        ab_power=rate_with_ci(ab_final, runs),
         ab_power_theoretical=theory,
-        peeking_fpr_naive=_rate(aa_naive, runs),
-        peeking_fpr_sequential=_rate(aa_seq, runs),
-        ab_power_sequential=_rate(ab_seq, runs),
-        ctr_aa_fpr_delta_method=_rate(ctr_delta, s.runs),
-        ctr_aa_fpr_naive_impressions=_rate(ctr_naive, s.runs),
+        peeking_fpr_naive=rate_with_ci(aa_naive, runs),
+        peeking_fpr_sequential=rate_with_ci(aa_seq, runs),
+        ab_power_sequential=rate_with_ci(ab_seq, runs),
+        ctr_aa_fpr_delta_method=rate_with_ci(ctr_delta, s.runs),
+        ctr_aa_fpr_naive_impressions=rate_with_ci(ctr_naive, s.runs),
         revenue=revenue,
         seconds=time.perf_counter() - t0,
+        ctr_cuped=cuped,
     )
 
 
@@ -281,6 +385,20 @@ def render_text(r: SimulationResult) -> str:
         (f"CTR A/A FPR: user-level delta method ({s.ctr_users}/arm)", fmt(r.ctr_aa_fpr_delta_method)),
         ("CTR A/A FPR: impressions as independent (wrong)", fmt(r.ctr_aa_fpr_naive_impressions)),
     ]
+    if r.ctr_cuped is not None:
+        cc = r.ctr_cuped
+        figures += [
+            (f"CTR A/A FPR, {cc.users_per_arm}/arm: delta method", fmt(cc.fpr_plain)),
+            (f"CTR A/A FPR, {cc.users_per_arm}/arm: CUPED (pre-period CTR)", fmt(cc.fpr_cuped)),
+            ("CTR CUPED: variance removed (mean over A/A runs)", f"{cc.mean_variance_reduction:.4f}"),
+            (
+                f"CTR A/B +{s.ctr_cuped_effect:.0%}: mean effect plain / CUPED (true)",
+                f"{cc.mean_effect_plain:.6f} / {cc.mean_effect_cuped:.6f}  ({cc.true_effect:.6f})",
+            ),
+            ("CTR A/B: sd of the effect plain / CUPED", f"{cc.sd_effect_plain:.6f} / {cc.sd_effect_cuped:.6f}"),
+            ("CTR A/B power: delta method", fmt(cc.power_plain)),
+            ("CTR A/B power: CUPED", fmt(cc.power_cuped)),
+        ]
     for rv in r.revenue:
         arms = f"{rv.users_control:,} vs {rv.users_treatment:,}"
         figures += [

@@ -22,7 +22,9 @@ from experiments.analysis import DEFAULT_PRE_PERIOD_DAYS, Attribution, ReportOpt
 from experiments.definition import ExperimentDefinition
 from experiments.stats import ArmStats, DailyArmStats, ExperimentStats
 
-FORMAT = 2  # of the stored JSON; rows of another format are ignored (recomputed). 2: capped revenue (#17)
+# of the stored JSON; rows of another format are ignored (recomputed). 2: capped revenue (#17);
+# 3: CUPED sums for CTR and capped revenue in the daily series (#17)
+FORMAT = 3
 _INT_FIELDS = frozenset(f.name for f in fields(ArmStats) if f.type == "int")
 _NUMBER_FIELDS = tuple(f.name for f in fields(ArmStats) if f.name != "arm")
 

@@ -144,6 +144,58 @@ class RegressionAdjustedStatistic:
 
 
 @dataclass(frozen=True)
+class RegressionAdjustedRatioStatistic:
+    """A ratio metric (CTR = sum y / sum x) with the same users' pre-period ratio (sum yp / sum xp) as covariate.
+
+    The four cross-products of post and pre numerator and denominator are what the delta method needs for
+    the covariance of the two ratios (CUPED for ratio metrics: Deng et al. 2013, with the linearisation of
+    Deng et al. 2018). Per-unit quantities of the linearised ratios L = (y - r x) / xbar, Lp = (yp - rp xp) / xpbar.
+    """
+
+    post: RatioStatistic
+    pre: RatioStatistic
+    post_num_pre_num: float  # sum y_i yp_i
+    post_num_pre_den: float  # sum y_i xp_i
+    post_den_pre_num: float  # sum x_i yp_i
+    post_den_pre_den: float  # sum x_i xp_i
+
+    @property
+    def n(self) -> int:
+        """Number of units (users)."""
+        return self.post.n
+
+    def _cov(self, a: SampleMeanStatistic, b: SampleMeanStatistic, products: float) -> float:
+        n = self.n
+        return (products - a.sum * b.sum / n) / (n - 1) if n >= 2 else 0.0
+
+    @property
+    def post_variance(self) -> float:
+        """Var(L) per unit: n Var(post ratio) by the delta method."""
+        return self.post.variance_of_ratio * self.n
+
+    @property
+    def pre_variance(self) -> float:
+        """Var(Lp) per unit: n Var(pre ratio) (0 without pre-period exposures)."""
+        return self.pre.variance_of_ratio * self.n
+
+    @property
+    def covariance(self) -> float:
+        """Cov(L, Lp) per unit: [C(y,yp) - rp C(y,xp) - r C(x,yp) + r rp C(x,xp)] / (xbar xpbar)."""
+        xbar, xpbar = self.post.denominator.mean, self.pre.denominator.mean
+        if self.n < 2 or xbar == 0 or xpbar == 0:
+            return 0.0
+        y, x, yp, xp = self.post.numerator, self.post.denominator, self.pre.numerator, self.pre.denominator
+        r, rp = self.post.ratio, self.pre.ratio
+        c = (
+            self._cov(y, yp, self.post_num_pre_num)
+            - rp * self._cov(y, xp, self.post_num_pre_den)
+            - r * self._cov(x, yp, self.post_den_pre_num)
+            + r * rp * self._cov(x, xp, self.post_den_pre_den)
+        )
+        return c / (xbar * xpbar)
+
+
+@dataclass(frozen=True)
 class ArmStats:
     """Everything the analysis needs about one arm, with the user as the unit.
 
@@ -174,6 +226,16 @@ class ArmStats:
     capped_revenue_sum: float = 0.0
     capped_revenue_sum_squares: float = 0.0
     capped_revenue_pre_revenue_sum_products: float = 0.0
+    # CUPED for CTR: the same users' pre-period exposures xp and clicks yp, and their products with x and y
+    pre_exposures_sum: float = 0.0
+    pre_exposures_sum_squares: float = 0.0
+    pre_clicks_sum: float = 0.0
+    pre_clicks_sum_squares: float = 0.0
+    pre_clicks_pre_exposures_sum_products: float = 0.0
+    exposures_pre_exposures_sum_products: float = 0.0
+    exposures_pre_clicks_sum_products: float = 0.0
+    clicks_pre_exposures_sum_products: float = 0.0
+    clicks_pre_clicks_sum_products: float = 0.0
 
     def capped(self) -> ArmStats:
         """This arm with revenue replaced by the capped revenue (purchasers unchanged: capping keeps buyers)."""
@@ -237,6 +299,23 @@ class ArmStats:
             sum_products=self.pre_and_post_purchasers,
         )
 
+    @property
+    def ctr_cuped(self) -> RegressionAdjustedRatioStatistic:
+        """CTR with the user's pre-period CTR (pre-period clicks / exposures) as covariate."""
+        n = self.users
+        return RegressionAdjustedRatioStatistic(
+            post=self.ctr,
+            pre=RatioStatistic(
+                numerator=SampleMeanStatistic(n, self.pre_clicks_sum, self.pre_clicks_sum_squares),
+                denominator=SampleMeanStatistic(n, self.pre_exposures_sum, self.pre_exposures_sum_squares),
+                sum_products=self.pre_clicks_pre_exposures_sum_products,
+            ),
+            post_num_pre_num=self.clicks_pre_clicks_sum_products,
+            post_num_pre_den=self.clicks_pre_exposures_sum_products,
+            post_den_pre_num=self.exposures_pre_clicks_sum_products,
+            post_den_pre_den=self.exposures_pre_exposures_sum_products,
+        )
+
     def to_dict(self) -> dict:
         """A JSON-serialisable dict of the raw sums."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -250,17 +329,25 @@ class ArmStats:
         revenue: Sequence[float] | None = None,
         pre_revenue: Sequence[float] | None = None,
         pre_active: Sequence[bool] | None = None,
+        pre_exposures: Sequence[float] | None = None,
+        pre_clicks: Sequence[float] | None = None,
     ) -> ArmStats:
         """Sum per-user values (one entry per user, exposures >= 1) into sufficient statistics.
 
         What the loader's SQL computes, for tests, simulations and in-memory data. A user
-        converts when their revenue is > 0; with `pre_revenue`, pre-period purchase = pre > 0.
+        converts when their revenue is > 0; with `pre_revenue`, pre-period purchase = pre > 0;
+        pre-period activity defaults to any pre-period revenue, exposure or click.
         """
         n = len(exposures)
         rev = list(revenue) if revenue is not None else [0.0] * n
         pre = list(pre_revenue) if pre_revenue is not None else [0.0] * n
-        active = list(pre_active) if pre_active is not None else [p > 0 for p in pre]
-        if not (len(clicks) == len(rev) == len(pre) == len(active) == n):
+        pre_x = list(pre_exposures) if pre_exposures is not None else [0.0] * n
+        pre_y = list(pre_clicks) if pre_clicks is not None else [0.0] * n
+        if pre_active is not None:
+            active = list(pre_active)
+        else:
+            active = [p > 0 or a > 0 or b > 0 for p, a, b in zip(pre, pre_x, pre_y)]
+        if not (len(clicks) == len(rev) == len(pre) == len(active) == len(pre_x) == len(pre_y) == n):
             raise ValueError("per-user sequences must all have one entry per user")
         if any(x <= 0 for x in exposures):
             raise ValueError("every user in an arm has at least one exposure")
@@ -285,6 +372,15 @@ class ArmStats:
             pre_revenue_sum=float(sum(pre)),
             pre_revenue_sum_squares=float(sum(p * p for p in pre)),
             revenue_pre_revenue_sum_products=float(sum(p * r for p, r in zip(pre, rev))),
+            pre_exposures_sum=float(sum(pre_x)),
+            pre_exposures_sum_squares=float(sum(a * a for a in pre_x)),
+            pre_clicks_sum=float(sum(pre_y)),
+            pre_clicks_sum_squares=float(sum(b * b for b in pre_y)),
+            pre_clicks_pre_exposures_sum_products=float(sum(a * b for a, b in zip(pre_x, pre_y))),
+            exposures_pre_exposures_sum_products=float(sum(x * a for x, a in zip(exposures, pre_x))),
+            exposures_pre_clicks_sum_products=float(sum(x * b for x, b in zip(exposures, pre_y))),
+            clicks_pre_exposures_sum_products=float(sum(y * a for y, a in zip(clicks, pre_x))),
+            clicks_pre_clicks_sum_products=float(sum(y * b for y, b in zip(clicks, pre_y))),
         )
 
     @classmethod

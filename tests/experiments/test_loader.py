@@ -43,12 +43,13 @@ EVENTS = [
     (T, "exposure", "u2", "r3", "exp1", "baseline", None, ts(10, 12)),
     (T, "purchase", "u2", None, None, None, 5.0, ts(10, 13)),
     # u3, visual: three exposures; a click on r5 two days after the first exposure
-    # (request mode only); pre-period purchase of 30
+    # (request mode only); pre-period purchase of 30 and a pre-period exposure (another experiment)
     (T, "exposure", "u3", "r4", "exp1", "visual", None, ts(10, 8)),
     (T, "exposure", "u3", "r5", "exp1", "visual", None, ts(12, 8)),
     (T, "exposure", "u3", "r6", "exp1", "visual", None, ts(12, 8, 5)),
     (T, "click", "u3", "r5", "exp1", "visual", None, ts(12, 8, 1)),
     (T, "purchase", "u3", None, None, None, 30.0, ts(5, 12)),
+    (T, "exposure", "u3", "r0", "exp0", "baseline", None, ts(6, 10)),
     # a click carrying u3's request id but from another user: never attributed
     (T, "click", "u9", "r4", "exp1", "visual", None, ts(10, 8, 1)),
     # u4, visual: one exposure, a click, two purchases (10 + 15); pre-period click
@@ -139,12 +140,22 @@ VISUAL_REQUEST = ArmStats(
     pre_revenue_sum=30.0,
     pre_revenue_sum_squares=900.0,
     revenue_pre_revenue_sum_products=0.0,
+    # pre-period CTR (CUPED for CTR): u3 x=3 y=1 xp=1 yp=0; u4 x=1 y=1 xp=0 yp=1
+    pre_exposures_sum=1.0,
+    pre_exposures_sum_squares=1.0,
+    pre_clicks_sum=1.0,
+    pre_clicks_sum_squares=1.0,
+    pre_clicks_pre_exposures_sum_products=0.0,
+    exposures_pre_exposures_sum_products=3.0,
+    exposures_pre_clicks_sum_products=1.0,
+    clicks_pre_exposures_sum_products=1.0,
+    clicks_pre_clicks_sum_products=1.0,
 )
 
 
 def assert_arm(actual: ArmStats, expected: ArmStats) -> None:
     assert actual.arm == expected.arm
-    # the capped revenue sums are checked in test_revenue_is_capped_at_the_p99_of_all_users (the daily series has none)
+    # the capped revenue sums are checked in test_revenue_is_capped_at_the_p99_of_all_users and the daily test
     a, e = ({k: v for k, v in x.to_dict().items() if not k.startswith("capped_")} for x in (actual, expected))
     del a["arm"], e["arm"]
     assert a == pytest.approx(e, rel=1e-12)
@@ -202,6 +213,7 @@ def test_window_attribution_totals(engine):
                 "clickers": 1,
                 "click_rate_sum": 1.0,
                 "click_rate_sum_squares": 1.0,
+                "clicks_pre_exposures_sum_products": 0.0,  # u3's click (y=1 above) is outside the window
             }
         ),
     )
@@ -226,6 +238,17 @@ def test_daily_is_cumulative_and_ends_at_totals(engine):
     assert (b11.purchasers, b11.revenue_sum, b11.revenue_sum_squares) == (1, 20.0, 400.0)
     for arm in ("baseline", "visual"):
         assert_arm(at[(date(2026, 1, 12), arm)], totals.arm(arm))
+        last, total = at[(date(2026, 1, 12), arm)], totals.arm(arm)
+        # the chart's capped revenue uses the totals' cap (p99 = 24.85: u4's 25 is capped)
+        assert (last.capped_revenue_sum, last.capped_revenue_sum_squares) == pytest.approx(
+            (total.capped_revenue_sum, total.capped_revenue_sum_squares), rel=1e-12
+        )
+    assert at[(date(2026, 1, 11), "visual")].capped_revenue_sum == pytest.approx(24.85, rel=1e-12)
+    # u4's pre-period click joins the visual arm on u4's first day (Jan 11)
+    assert (at[(date(2026, 1, 10), "visual")].pre_clicks_sum, at[(date(2026, 1, 11), "visual")].pre_clicks_sum) == (
+        0,
+        1,
+    )
 
 
 def test_definition_and_bounds_from_experiments_table(engine):

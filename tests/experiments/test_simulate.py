@@ -27,6 +27,8 @@ def test_small_full_simulation_shows_peeking_inflation_and_sequential_safety():
     json.dumps(d, allow_nan=False)
     assert d["settings"]["tuning_n"] == 10_000 and "platform" in d["machine"]
     assert "daily peeking" in render_text(r)
+    assert r.ctr_cuped.fpr_cuped.runs == 300 and "CUPED (pre-period CTR)" in render_text(r)
+    assert d["ctr_cuped"]["mean_variance_reduction"] > 0
 
 
 def test_simulation_is_deterministic():

@@ -123,10 +123,22 @@ def simulate(
     ),
     cap_percentile: float = typer.Option(0.99, help="Revenue capping: percentile of all per-user values"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object with settings and machine"),
+    loader: bool = typer.Option(
+        False,
+        "--loader",
+        help="A/A runs through Postgres instead: events written to a scratch database beside the configured one, "
+        "read back by the report's loader (needs the database; --seed and --alpha apply)",
+    ),
+    loader_runs: int = typer.Option(200, min=1, help="--loader: A/A experiments written and analysed"),
+    loader_users: int = typer.Option(30_000, min=20, help="--loader: users per experiment (both arms, 1:9)"),
 ) -> None:
-    """A/A and A/B simulations: FPR, power, peeking naive vs sequential, revenue with and without capping."""
+    """A/A and A/B simulations: FPR, power, peeking naive vs sequential, revenue with and without capping, CUPED."""
     from experiments.simulate import SimulationSettings, render_text
     from experiments.simulate import simulate as run
+
+    if loader:
+        _simulate_through_loader(loader_runs, loader_users, seed, alpha, as_json)
+        return
 
     try:
         settings = SimulationSettings(
@@ -146,4 +158,31 @@ def simulate(
     except ValueError as exc:
         fail(str(exc))
     result = run(settings)
+    typer.echo(json.dumps(result.to_dict(), allow_nan=False) if as_json else render_text(result), nl=as_json)
+
+
+def _simulate_through_loader(runs: int, users: int, seed: int, alpha: float, as_json: bool) -> None:
+    """`simulate --loader`: A/A experiments written to a scratch database and analysed by the report's code path."""
+    from db.session import create_db_engine
+    from vitrine.bench.loader_aa import LoaderAASettings, render_text, run_loader_aa, scratch_database
+
+    try:
+        settings = LoaderAASettings(runs=runs, users=users, seed=seed, alpha=alpha)
+    except ValueError as exc:
+        fail(str(exc))
+    base = database_engine()  # exits with one line when no database is configured or running
+    url = base.url.render_as_string(hide_password=False)
+    base.dispose()
+    scratch, drop = scratch_database(url)
+    engine = create_db_engine(scratch)
+
+    def progress(done: int, total: int) -> None:
+        if not as_json and (done % 10 == 0 or done == total):
+            typer.echo(f"  {done}/{total} runs", err=True)
+
+    try:
+        result = run_loader_aa(engine, settings, progress)
+    finally:
+        engine.dispose()
+        drop()
     typer.echo(json.dumps(result.to_dict(), allow_nan=False) if as_json else render_text(result), nl=as_json)
