@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from statsmodels.stats.multitest import multipletests
 
 # statsmodels method name -> the label every report shows next to adjusted p-values.
@@ -51,7 +52,27 @@ def adjust_p_values(p_values: Sequence[float], method: str = "holm", alpha: floa
         raise ValueError(f"p-values must be finite and in [0, 1], got {bad}")
     if not ps:
         return AdjustedPValues(method, CORRECTIONS[method], alpha, (), (), ())
-    reject, adjusted, _, _ = multipletests(ps, alpha=alpha, method=method)
+    if method == "holm":
+        reject, adjusted = _holm(ps, alpha)
+    else:
+        reject, adjusted, _, _ = multipletests(ps, alpha=alpha, method=method)
     return AdjustedPValues(
         method, CORRECTIONS[method], alpha, ps, tuple(float(p) for p in adjusted), tuple(bool(r) for r in reject)
     )
+
+
+def _holm(ps: tuple[float, ...], alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down adjustment, as statsmodels computes it (tests/experiments check they agree).
+
+    Not `multipletests(method="holm")`: that one runs a full `gc.collect()` per call, ~0.2 s in a process
+    with the CLI or the API loaded, paid twice per report.
+    """
+    p = np.asarray(ps, dtype=float)
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.arange(len(p), 0, -1)
+    stop = np.nonzero(p[order] > alpha / ranks)[0]  # the first test the step-down does not reject, and all after
+    rejected_sorted = np.arange(len(p)) < (stop[0] if stop.size else len(p))
+    reject, adjusted = np.empty(len(p), dtype=bool), np.empty_like(p)
+    reject[order] = rejected_sorted
+    adjusted[order] = np.minimum(np.maximum.accumulate(p[order] * ranks), 1.0)
+    return reject, adjusted
