@@ -13,6 +13,7 @@ image is tried again, see `claim_pending_images`, with `updated_at` as the time 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -67,6 +68,22 @@ class PendingImage:
     position: int
 
 
+@dataclass(frozen=True)
+class DerivedModel:
+    """A tenant's deployed head: its vectors are computed from the backbone's, in the same transaction.
+
+    `transform` maps backbone vectors (n, d) to the model's (n, dim); `codes`, for a head with a code
+    layer, maps them to (n, bits) 0/1 codes, stored as +-1 vectors under `codes_key`.
+    """
+
+    key: str
+    dim: int
+    transform: Callable[[np.ndarray], np.ndarray]
+    codes: Callable[[np.ndarray], np.ndarray] | None = None
+    bits: int | None = None
+    codes_key: str | None = None
+
+
 def stored_states(
     session: Session, keys: list[tuple[str, str]], model_key: str
 ) -> dict[tuple[str, str], tuple[int, dict[str, KnownImage]]]:
@@ -98,18 +115,30 @@ def stored_states(
 
 
 def upsert_product(
-    session: Session, event: CatalogEvent, images: list[ImageResult], *, model_key: str, dim: int
+    session: Session,
+    event: CatalogEvent,
+    images: list[ImageResult],
+    *,
+    model_key: str,
+    dim: int,
+    derived: Mapping[str, Sequence[DerivedModel]] | None = None,
 ) -> int | None:
     """Write the product, its images and their items; returns the product id, or None if stale."""
-    return upsert_products(session, [(event, images)], model_key=model_key, dim=dim)[0]
+    return upsert_products(session, [(event, images)], model_key=model_key, dim=dim, derived=derived)[0]
 
 
 def upsert_products(
-    session: Session, batch: list[tuple[CatalogEvent, list[ImageResult]]], *, model_key: str, dim: int
+    session: Session,
+    batch: list[tuple[CatalogEvent, list[ImageResult]]],
+    *,
+    model_key: str,
+    dim: int,
+    derived: Mapping[str, Sequence[DerivedModel]] | None = None,
 ) -> list[int | None]:
     """Set-based upsert_product for many products (distinct keys): about five statements per batch.
 
     Returns, per entry, the product id, or None where the stored version was not older.
+    `derived`: per tenant, the deployed heads whose vectors are written beside the backbone's.
     Rows travel as one array per column through `unnest`: the SQL text is the same whatever the batch
     size, so it is compiled and prepared once, and no per-row parameters are rendered (a 256-product
     multi-row VALUES spent more time in SQLAlchemy's compiler than in Postgres).
@@ -194,27 +223,56 @@ def upsert_products(
         rows = [(pid, e, image_ids[(pid, im.url)], it) for pid, e, im in replaced for it in (im.items or [])]
         if rows:
             boxes = [tuple(map(float, it.box)) for _, _, _, it in rows]
+            params = {
+                "t": [e.tenant_id for _, e, _, _ in rows],
+                "pid": [pid for pid, _, _, _ in rows],
+                "img": [img for _, _, img, _ in rows],
+                "kind": [it.kind for _, _, _, it in rows],
+                "x0": [b[0] for b in boxes],
+                "y0": [b[1] for b in boxes],
+                "x1": [b[2] for b in boxes],
+                "y1": [b[3] for b in boxes],
+                "label": [it.label for _, _, _, it in rows],
+                "score": [float(it.score) for _, _, _, it in rows],
+                "stock": [e.product.in_stock for _, e, _, _ in rows],
+                "cat": [e.product.category for _, e, _, _ in rows],
+            }
+            vectors = [it.vector for _, _, _, it in rows]
+            _insert_items(session, params, vectors, model_key=model_key, dim=dim, derived=derived)
+    return ids
+
+
+def _insert_items(
+    session: Session,
+    params: dict[str, list],
+    vectors: list,
+    *,
+    model_key: str,
+    dim: int,
+    derived: Mapping[str, Sequence[DerivedModel]] | None,
+) -> None:
+    """Insert the backbone's items, then each deployed head's vectors of the same items (per tenant)."""
+    session.execute(_INSERT_ITEMS, {**params, "model": model_key, "dim": dim, "emb": [vector_text(v) for v in vectors]})
+    if not derived:
+        return
+    tenants = params["t"]
+    models = {m.key: m for t in set(tenants) for m in derived.get(t, ())}
+    for model in models.values():
+        rows = [i for i, t in enumerate(tenants) if any(m.key == model.key for m in derived.get(t, ()))]
+        if not rows:
+            continue
+        sub = {name: [values[i] for i in rows] for name, values in params.items()}
+        features = np.stack([np.asarray(vectors[i], dtype=np.float32) for i in rows])
+        mapped = model.transform(features)
+        session.execute(
+            _INSERT_ITEMS, {**sub, "model": model.key, "dim": model.dim, "emb": [vector_text(v) for v in mapped]}
+        )
+        if model.codes is not None and model.bits and model.codes_key:
+            signs = model.codes(features).astype(np.float32) * 2.0 - 1.0
             session.execute(
                 _INSERT_ITEMS,
-                {
-                    "t": [e.tenant_id for _, e, _, _ in rows],
-                    "pid": [pid for pid, _, _, _ in rows],
-                    "img": [img for _, _, img, _ in rows],
-                    "kind": [it.kind for _, _, _, it in rows],
-                    "x0": [b[0] for b in boxes],
-                    "y0": [b[1] for b in boxes],
-                    "x1": [b[2] for b in boxes],
-                    "y1": [b[3] for b in boxes],
-                    "label": [it.label for _, _, _, it in rows],
-                    "score": [float(it.score) for _, _, _, it in rows],
-                    "model": model_key,
-                    "dim": dim,
-                    "emb": [vector_text(it.vector) for _, _, _, it in rows],
-                    "stock": [e.product.in_stock for _, e, _, _ in rows],
-                    "cat": [e.product.category for _, e, _, _ in rows],
-                },
+                {**sub, "model": model.codes_key, "dim": model.bits, "emb": [vector_text(v) for v in signs]},
             )
-    return ids
 
 
 def vector_text(vector) -> str:
@@ -334,7 +392,12 @@ def claim_pending_images(session: Session, *, tried_before: datetime, limit: int
 
 
 def store_retried_images(
-    session: Session, retried: list[tuple[PendingImage, ImageResult]], *, model_key: str, dim: int
+    session: Session,
+    retried: list[tuple[PendingImage, ImageResult]],
+    *,
+    model_key: str,
+    dim: int,
+    derived: Mapping[str, Sequence[DerivedModel]] | None = None,
 ) -> int:
     """Write the outcome of retried images and their items; returns how many were written.
 
@@ -387,24 +450,19 @@ def store_retried_images(
     rows = [(im, it) for im, r in current if im.image_id in written for it in (r.items or [])]
     if rows:
         boxes = [tuple(map(float, it.box)) for _, it in rows]
-        session.execute(
-            _INSERT_ITEMS,
-            {
-                "t": [im.tenant_id for im, _ in rows],
-                "pid": [im.product_id for im, _ in rows],
-                "img": [im.image_id for im, _ in rows],
-                "kind": [it.kind for _, it in rows],
-                "x0": [b[0] for b in boxes],
-                "y0": [b[1] for b in boxes],
-                "x1": [b[2] for b in boxes],
-                "y1": [b[3] for b in boxes],
-                "label": [it.label for _, it in rows],
-                "score": [float(it.score) for _, it in rows],
-                "model": model_key,
-                "dim": dim,
-                "emb": [vector_text(it.vector) for _, it in rows],
-                "stock": [products[im.product_id].in_stock for im, _ in rows],
-                "cat": [products[im.product_id].category for im, _ in rows],
-            },
-        )
+        params = {
+            "t": [im.tenant_id for im, _ in rows],
+            "pid": [im.product_id for im, _ in rows],
+            "img": [im.image_id for im, _ in rows],
+            "kind": [it.kind for _, it in rows],
+            "x0": [b[0] for b in boxes],
+            "y0": [b[1] for b in boxes],
+            "x1": [b[2] for b in boxes],
+            "y1": [b[3] for b in boxes],
+            "label": [it.label for _, it in rows],
+            "score": [float(it.score) for _, it in rows],
+            "stock": [products[im.product_id].in_stock for im, _ in rows],
+            "cat": [products[im.product_id].category for im, _ in rows],
+        }
+        _insert_items(session, params, [it.vector for _, it in rows], model_key=model_key, dim=dim, derived=derived)
     return len(written)

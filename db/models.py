@@ -51,6 +51,10 @@ class Tenant(Base):
     default_arm: Mapped[str] = mapped_column(String(32), nullable=False, default="baseline")
     # Browser origins allowed to read the storefront API's answers with this tenant's key (migration 0010).
     cors_origins: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, default=list, server_default="{}")
+    # The model the plain `visual` arm serves (null: the deployed embedder) and the one a rollback returns to
+    # (migration 0011; only a model whose deployment is `ready` can become active, see db/deployments.py).
+    active_model: Mapped[str | None] = mapped_column(String(128))
+    previous_model: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = _now()
 
 
@@ -119,6 +123,7 @@ class Item(Base):
     __table_args__ = (
         Index("ix_items_tenant_model_product", "tenant_id", "model", "product_id"),
         Index("ix_items_tenant_model_category", "tenant_id", "model", "category"),
+        Index("ix_items_image_model", "image_id", "model"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -391,3 +396,41 @@ class CredentialAudit(Base):
     fingerprint: Mapped[str | None] = mapped_column(String(12))  # of the credential in force after the change
     previous_valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # grace period end
     at: Mapped[datetime] = _now()
+
+
+class ModelDeployment(Base):
+    """A trained model being re-embedded for (then serving) one tenant (migration 0011, db/deployments.py).
+
+    `embedding` -> `ready` (vectors and index complete: it may serve) or `failed` (the reason). While
+    embedding, `phase` goes scan -> sweep -> index -> done; `cursor` is the last source item committed
+    in the current pass, in the same transaction as the vectors it wrote, so a resumed run never writes
+    a vector twice. `lease_owner` / `lease_until`: the process running it; an expired lease is taken over.
+    """
+
+    __tablename__ = "model_deployments"
+    __table_args__ = (
+        CheckConstraint("status IN ('embedding', 'ready', 'failed')", name="ck_model_deployments_status"),
+        CheckConstraint("phase IN ('scan', 'sweep', 'index', 'done')", name="ck_model_deployments_phase"),
+        Index("ix_model_deployments_embedding", "created_at", postgresql_where=text("status = 'embedding'")),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    model_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source_key: Mapped[str] = mapped_column(String(128), nullable=False)  # the backbone whose vectors it maps
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    bits: Mapped[int | None] = mapped_column(Integer)  # learned binary code length, if the head has a code layer
+    artefact_path: Mapped[str] = mapped_column(Text, nullable=False)
+    index_kind: Mapped[str] = mapped_column(String(16), nullable=False, server_default="halfvec")
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    phase: Mapped[str] = mapped_column(String(16), nullable=False, server_default="scan")
+    reason: Mapped[str | None] = mapped_column(Text)
+    cursor: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    items_done: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")  # source items read
+    items_written: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")  # vectors written
+    items_total: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")  # source items at start
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    scan_done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

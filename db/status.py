@@ -9,6 +9,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.catalog import catalog_counts
+from db.deployments import list_deployments, progress
 from db.models import Tenant
 
 
@@ -21,14 +22,28 @@ class UnknownTenant(LookupError):
 
 
 def catalog_status(session: Session, only_tenant: str | None = None) -> list[dict]:
-    """Per tenant (all, or `only_tenant`), sorted by id: catalog counts, pending images, top failure reasons."""
-    q = select(Tenant.id).order_by(Tenant.id)
-    ids = session.scalars(q.where(Tenant.id == only_tenant) if only_tenant else q).all()
-    if only_tenant and not ids:
+    """Per tenant (all, or `only_tenant`), sorted by id: catalog counts, pending images, top failure reasons,
+    the active model and each model deployment with its re-embed progress."""
+    q = select(Tenant.id, Tenant.active_model).order_by(Tenant.id)
+    tenants = session.execute(q.where(Tenant.id == only_tenant) if only_tenant else q).all()
+    if only_tenant and not tenants:
         raise UnknownTenant(only_tenant)
     out = []
-    for tid in ids:
-        row = {"tenant_id": tid, **catalog_counts(session, tid)}
+    for tid, active in tenants:
+        row = {"tenant_id": tid, **catalog_counts(session, tid), "active_model": active}
+        row["deployments"] = [
+            {
+                "model_key": d.model_key,
+                "status": d.status,
+                "phase": d.phase,
+                "progress": progress(d),
+                "items_done": d.items_done,
+                "items_total": d.items_total,
+                "index_kind": d.index_kind,
+                "reason": d.reason,
+            }
+            for d in list_deployments(session, tid)
+        ]
         row["images_pending"] = session.scalar(
             text("SELECT count(*) FROM product_images WHERE tenant_id = :t AND status = 'pending'"), {"t": tid}
         )

@@ -6,6 +6,14 @@ back it up: small filtered sets are searched exactly from the start (a B-tree pr
 sort is cheap there and gives recall 1.0), and an HNSW answer that comes back short is redone
 exactly. The model key and dimension are spliced in as validated literals: the HNSW indexes
 are partial (`WHERE model = '<key>'`), and a generic plan with `model = $1` could not use them.
+
+The index kind (db/vector_index.py) only changes where the HNSW candidates come from: `halfvec`
+ranks items by cosine in the index; `binary` takes the top `RERANK_FACTOR x k` items by Hamming
+distance of their sign bits and re-ranks them on the full vectors; `codes` takes the top products
+by Hamming distance of their learned codes (the viewed product's code items as queries) and
+re-ranks them on the full vectors. pgvector has no asymmetric distance (a float query against
+stored bit codes), so both compare codes with codes and let the re-rank restore the order. The
+exact strategy is the same for every kind: cosine on the full vectors.
 """
 
 from __future__ import annotations
@@ -16,9 +24,16 @@ from functools import lru_cache
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.vector_index import _MODEL_KEY, vector_expr
+from db.vector_index import _MODEL_KEY, bit_expr, check_kind, codes_key, vector_expr
 
 EXACT_THRESHOLD = 2000  # filtered items at or below which an exact scan is both cheap and exact
+# Hamming candidates per query item, as a multiple of the k items the halfvec scan keeps, without and
+# with a category filter (measured for recall@10 >= 0.95 at 100k products: docs/serving.md, "Index kinds").
+# A filtered query needs more: its in-category neighbours may lie outside its own cluster, at distances
+# that sign bits order poorly (128 sign bits, with a category: 0.947 at 4x, 0.971 at 8x, 0.989 at 16x).
+RERANK_FACTOR = {"binary": 4, "codes": 4}
+RERANK_FACTOR_FILTERED = {"binary": 16, "codes": 16}
+MAX_EF_SEARCH = 1000  # pgvector's limit for hnsw.ef_search
 
 
 @dataclass(frozen=True)
@@ -42,21 +57,25 @@ class VisualResult:
     strategy: str  # "hnsw", "exact", "hnsw+exact" (HNSW came back short)
 
 
-def _sql(model_key: str, dim: int, *, exact: bool, category: bool, by_vector: bool = False) -> str:
+def _sql(
+    model_key: str,
+    dim: int,
+    *,
+    exact: bool,
+    category: bool,
+    by_vector: bool = False,
+    kind: str = "halfvec",
+    bits: int | None = None,
+) -> str:
     """The kNN query; the query vectors are the product's items, or one vector (:qvec) for search."""
+    if not exact and kind == "binary":
+        return _binary_sql(model_key, dim, category=category, by_vector=by_vector)
+    if not exact and kind == "codes":
+        return _codes_sql(model_key, dim, bits, category=category)
     expr_i, expr_q = vector_expr(dim, "i.embedding"), vector_expr(dim, "q.embedding")
     # "+ 0" makes the sort key an expression no index matches: the planner must sort exactly.
     order = f"({expr_i} <=> {expr_q}) + 0" if exact else f"{expr_i} <=> {expr_q}"
-    if by_vector:
-        query = "src AS (SELECT CAST(NULL AS bigint) AS id), q AS (SELECT CAST(:qvec AS vector) AS embedding)"
-        exclude = ""
-    else:
-        query = f"""src AS (
-            SELECT id FROM products WHERE tenant_id = :tenant AND external_id = :pid AND NOT deleted
-        ), q AS (
-            SELECT it.embedding FROM items it JOIN src ON it.product_id = src.id WHERE it.model = '{model_key}'
-        )"""
-        exclude = "AND i.product_id <> (SELECT id FROM src)"
+    query, exclude = _source(model_key, by_vector)
     return f"""
         WITH {query}, cand AS (
             SELECT c.product_id, min(c.dist) AS dist
@@ -70,20 +89,102 @@ def _sql(model_key: str, dim: int, *, exact: bool, category: bool, by_vector: bo
             ) c
             GROUP BY c.product_id
         )
+        {_PRODUCTS}
+    """
+
+
+# Products of the candidates (cand: product_id, dist), best first; shared by every kind.
+_PRODUCTS = """
         SELECT p.external_id, p.title, p.category, p.price::float AS price, cand.dist,
                (SELECT url FROM product_images pi WHERE pi.product_id = p.id AND pi.status = 'ok'
                 ORDER BY pi.position LIMIT 1) AS image_url
         FROM cand JOIN products p ON p.id = cand.product_id
         WHERE NOT p.deleted AND p.in_stock
         ORDER BY cand.dist, p.external_id
-        LIMIT :limit
+        LIMIT :limit"""
+
+
+def _source(model_key: str, by_vector: bool) -> tuple[str, str]:
+    """The query CTEs (src, q: the query vectors) and the clause excluding the viewed product."""
+    if by_vector:
+        return "src AS (SELECT CAST(NULL AS bigint) AS id), q AS (SELECT CAST(:qvec AS vector) AS embedding)", ""
+    return (
+        f"""src AS (
+            SELECT id FROM products WHERE tenant_id = :tenant AND external_id = :pid AND NOT deleted
+        ), q AS (
+            SELECT it.embedding FROM items it JOIN src ON it.product_id = src.id WHERE it.model = '{model_key}'
+        )""",
+        "AND i.product_id <> (SELECT id FROM src)",
+    )
+
+
+def _binary_sql(model_key: str, dim: int, *, category: bool, by_vector: bool) -> str:
+    """Per query item, the :kc nearest items by Hamming distance of their sign bits, re-ranked to :k by cosine."""
+    query, exclude = _source(model_key, by_vector)
+    expr_i, expr_q = vector_expr(dim, "i.embedding"), vector_expr(dim, "q.embedding")
+    return f"""
+        WITH {query}, cand AS (
+            SELECT c.product_id, min(c.dist) AS dist
+            FROM q CROSS JOIN LATERAL (
+                SELECT h.product_id, h.dist FROM (
+                    SELECT i.product_id, {expr_i} <=> {expr_q} AS dist
+                    FROM items i
+                    WHERE i.model = '{model_key}' AND i.tenant_id = :tenant AND i.in_stock
+                      {exclude} {"AND i.category = :category" if category else ""}
+                    ORDER BY {bit_expr(dim, "i.embedding")} <~> {bit_expr(dim, "q.embedding")}
+                    LIMIT :kc
+                ) h
+                ORDER BY h.dist
+                LIMIT :k
+            ) c
+            GROUP BY c.product_id
+        )
+        {_PRODUCTS}
+    """
+
+
+def _codes_sql(model_key: str, dim: int, bits: int, *, category: bool) -> str:
+    """Candidate products by Hamming distance of learned codes (the viewed product's code items as queries),
+    re-ranked exactly on the full vectors of their items that pass the filters."""
+    query, exclude = _source(model_key, False)
+    ckey = codes_key(model_key)
+    cat = "AND {a}.category = :category" if category else ""
+    return f"""
+        WITH {query}, qc AS (
+            SELECT it.embedding FROM items it JOIN src ON it.product_id = src.id WHERE it.model = '{ckey}'
+        ), pc AS (
+            SELECT DISTINCT c.product_id
+            FROM qc CROSS JOIN LATERAL (
+                SELECT i.product_id FROM items i
+                WHERE i.model = '{ckey}' AND i.tenant_id = :tenant AND i.in_stock {exclude} {cat.format(a="i")}
+                ORDER BY {bit_expr(bits, "i.embedding")} <~> {bit_expr(bits, "qc.embedding")}
+                LIMIT :kc
+            ) c
+        ), cand AS (
+            SELECT f.product_id, min({vector_expr(dim, "f.embedding")} <=> {vector_expr(dim, "q.embedding")}) AS dist
+            FROM pc
+            JOIN items f ON f.tenant_id = :tenant AND f.model = '{model_key}' AND f.product_id = pc.product_id
+                        AND f.in_stock {cat.format(a="f")}
+            CROSS JOIN q
+            GROUP BY f.product_id
+        )
+        {_PRODUCTS}
     """
 
 
 @lru_cache(maxsize=64)
-def _query(model_key: str, dim: int, *, exact: bool, category: bool, by_vector: bool = False):
+def _query(
+    model_key: str,
+    dim: int,
+    *,
+    exact: bool,
+    category: bool,
+    by_vector: bool = False,
+    kind: str = "halfvec",
+    bits: int | None = None,
+):
     """The parsed statement, built once per shape (text() parsing showed up in the API's profile)."""
-    return text(_sql(model_key, dim, exact=exact, category=category, by_vector=by_vector))
+    return text(_sql(model_key, dim, exact=exact, category=category, by_vector=by_vector, kind=kind, bits=bits))
 
 
 _HNSW_SETTINGS = text(
@@ -103,23 +204,33 @@ def similar_products(
     ef_search: int = 64,
     exact_threshold: int = EXACT_THRESHOLD,
     strategy: str = "auto",
+    index_kind: str = "halfvec",
 ) -> VisualResult:
     """Products of the same tenant nearest to any item of `external_id`, best item match first.
 
     strategy: "auto" (exact for small filtered sets, else HNSW with an exact retry if short),
-    "hnsw" or "exact" (forced; benchmarks and tests compare them).
+    "hnsw" or "exact" (forced; benchmarks and tests compare them). index_kind: which of the
+    model's indexes the HNSW strategy searches (db/vector_index.py INDEX_KINDS).
     """
     if not _MODEL_KEY.match(model_key):
         raise ValueError(f"invalid model key {model_key!r}")
-    params = {"tenant": tenant_id, "pid": external_id, "limit": limit, "k": max(4 * limit, 40), "category": category}
+    check_kind(index_kind)
+    k = max(4 * limit, 40)
+    factors = RERANK_FACTOR if category is None else RERANK_FACTOR_FILTERED
+    kc = min(factors.get(index_kind, 1) * k, MAX_EF_SEARCH)
+    params = {"tenant": tenant_id, "pid": external_id, "limit": limit, "k": k, "kc": kc, "category": category}
     if strategy == "auto":
         strategy = choose_strategy(
             session, model_key=model_key, tenant_id=tenant_id, category=category, exact_threshold=exact_threshold
         )
+    bits = _code_bits(session, model_key, tenant_id) if strategy == "hnsw" and index_kind == "codes" else None
+    if strategy == "hnsw" and index_kind == "codes" and bits is None:
+        strategy = "exact"  # the tenant has no codes of this model (yet): exact is slow but correct
     used = strategy
     if strategy == "hnsw":
-        _hnsw_settings(session, max(ef_search, params["k"]))
-        rows = session.execute(_query(model_key, dim, exact=False, category=category is not None), params).all()
+        _hnsw_settings(session, min(max(ef_search, kc), MAX_EF_SEARCH))
+        query = _query(model_key, dim, exact=False, category=category is not None, kind=index_kind, bits=bits)
+        rows = session.execute(query, params).all()
         if len(rows) < limit:  # filters removed too much even for the iterative scan
             rows, used = _exact(session, model_key, dim, category, params), "hnsw+exact"
     else:
@@ -169,6 +280,22 @@ def _hnsw_settings(session: Session, ef_search: int) -> None:
     One round trip for both (set_config with is_local = true is SET LOCAL).
     """
     session.execute(_HNSW_SETTINGS, {"ef": str(int(ef_search))})
+
+
+_BITS: dict[str, int] = {}  # codes key -> code width; a model key names one artefact, so it never changes
+
+
+def _code_bits(session: Session, model_key: str, tenant_id: str) -> int | None:
+    """The width of `model_key`'s codes, from one of the tenant's code items (None: the tenant has none)."""
+    ckey = codes_key(model_key)
+    if ckey not in _BITS:
+        bits = session.scalar(
+            text("SELECT dim FROM items WHERE tenant_id = :t AND model = :m LIMIT 1"), {"t": tenant_id, "m": ckey}
+        )
+        if bits is None:
+            return None
+        _BITS[ckey] = int(bits)
+    return _BITS[ckey]
 
 
 def _exact(session: Session, model_key: str, dim: int, category: str | None, params: dict) -> list:

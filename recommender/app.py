@@ -132,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Per-process lookup caches of the storefront path (recommender/ttl_cache.py says what and why).
     app.state.tenant_cache = TTLCache("tenant", settings.lookup_cache_ttl_s)
     app.state.experiment_cache = TTLCache("experiment", settings.lookup_cache_ttl_s)
+    app.state.model_cache = TTLCache("ready_models", settings.lookup_cache_ttl_s)  # per tenant, for visual@<key>
     baseline = BaselineArm(
         half_life_s=settings.popularity_half_life_s, lists=TTLCache("popular", settings.popularity_cache_ttl_s)
     )
@@ -143,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
             fallback=baseline,
             ef_search=settings.hnsw_ef_search,
             strategies=TTLCache("knn_strategy", settings.lookup_cache_ttl_s),
+            index_kind=settings.index_kind,
         ),
     }
     app.include_router(catalog.router)

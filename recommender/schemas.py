@@ -36,7 +36,8 @@ class Recommendations(BaseModel):
     request_id: str
     experiment: str | None
     arm: str
-    fallback: str | None = Field(None, description="Why another arm answered, e.g. 'no_vectors_yet'")
+    fallback: str | None = Field(None, description="Why another arm answered, e.g. 'no_vectors_yet', 'model_not_ready'")
+    model: str | None = Field(None, description="The model whose vectors ranked the items (visual arms only)")
     items: list[RecommendedItem]
 
 

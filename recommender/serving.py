@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from db import experiments as exp_repo
+from db.deployments import ServableModel, get_deployment, progress, servable_models
 from db.models import Tenant
 from experiments.assignment import assign
 from experiments.definition import ExperimentDefinition
 from recommender import metrics
-from recommender.arms import Arm, ArmRequest, ArmResult
+from recommender.arms import Arm, ArmRequest, ArmResult, VisualArm, split_arm
 from recommender.ttl_cache import TTLCache
 
 
@@ -76,22 +77,76 @@ def serve(
     limit: int,
     same_category: bool,
     experiments: TTLCache | None = None,
+    models: TTLCache | None = None,
 ) -> Served | None:
     """Recommendations for one product view, or None if the product is unknown to this tenant."""
     experiment, arm_name = assigned_arm(session, tenant, user_id, placement, experiments)
-    arm = arms.get(arm_name) or arms["baseline"]
-    result = arm.recommend(session, ArmRequest(tenant.id, product_id, limit, same_category))
+    arm, unavailable = pick_arm(session, arms, tenant, arm_name, models)
+    request = ArmRequest(tenant.id, product_id, limit, same_category)
+    result = arm.recommend(session, request)
     session.commit()  # the sticky assignment
     if result is None:
         return None
-    count(arm_name, arms.get(result.arm) or arm, result)
+    if unavailable is not None:  # the arm's model cannot serve (not deployed, or not ready): the baseline answers
+        result = ArmResult(result.arm, result.items, fallback=unavailable, strategy=result.strategy)
+    count(arm_name, result)
     return Served(uuid.uuid4().hex, experiment, arm_name, result)
 
 
-def count(assigned: str, answered_by: Arm, result: ArmResult) -> None:
+def pick_arm(
+    session: Session, arms: dict[str, Arm], tenant: Tenant, arm_name: str, models: TTLCache | None = None
+) -> tuple[Arm, str | None]:
+    """The arm instance for an assigned arm name, and why the baseline stands in (None: it does not).
+
+    `visual` serves the tenant's active model (the deployed embedder when none is set), `visual@<key>`
+    that model; a model must be the deployed embedder or have a `ready` deployment, else the baseline
+    answers with the fallback reason `model_not_ready`. Unknown names get the baseline, as before.
+    """
+    baseline, visual = arms["baseline"], arms.get("visual")
+    if not isinstance(visual, VisualArm) or not arm_name.startswith("visual"):
+        return arms.get(arm_name) or baseline, None
+    base, _, key = arm_name.partition("@")
+    if base != "visual":
+        return baseline, None
+    key = key or tenant.active_model or visual.model_key
+    if key == visual.model_key:
+        return visual, None
+    model = ready_models(session, tenant.id, models).get(key)
+    if model is None:
+        return baseline, "model_not_ready"
+    return visual.for_model(model.key, model.dim, model.index_kind), None
+
+
+def ready_models(session: Session, tenant_id: str, cache: TTLCache | None = None) -> dict[str, ServableModel]:
+    """The tenant's ready trained models by key; with `cache`, read at most once per TTL per tenant."""
+
+    def load() -> dict[str, ServableModel]:
+        return servable_models(session, tenant_id)
+
+    return load() if cache is None else cache.get_or_load(("ready_models", tenant_id), load)
+
+
+def count(assigned: str, result: ArmResult) -> None:
     """Count one response per assigned arm, answering arm and model key; a fallback also by its reason."""
-    # Label values are bounded: arm names come from the registry, model keys from the deployed embedder.
-    model = getattr(answered_by, "model_key", None) or "none"
-    metrics.RECOMMENDATIONS.labels(assigned, result.arm, model).inc()
+    # Label values are bounded: arm names come from experiments, model keys from the tenants' deployed models.
+    metrics.RECOMMENDATIONS.labels(assigned, result.arm, result.model or "none").inc()
     if result.fallback is not None:
         metrics.FALLBACKS.labels(assigned, result.fallback).inc()
+
+
+def check_arm_models(session: Session, tenant_id: str, arm_names: list[str], *, embedder_key: str) -> None:
+    """ValueError naming the first arm that cannot serve: a malformed name, or a model not ready for the tenant."""
+    for name in arm_names:
+        _, key = split_arm(name)
+        if key is None or key == embedder_key:
+            continue
+        dep = get_deployment(session, tenant_id, key)  # tenant-scoped: another tenant's model is unknown here
+        if dep is None:
+            raise ValueError(
+                f"arm {name!r}: model {key!r} is not deployed for this tenant "
+                f"(deploy a ready model with POST /v1/models/{{key}}/deploy; the pretrained one is {embedder_key!r})"
+            )
+        if dep.status == "embedding":
+            raise ValueError(f"arm {name!r}: model {key!r} is still re-embedding ({progress(dep):.0%}), try later")
+        if dep.status != "ready":
+            raise ValueError(f"arm {name!r}: model {key!r} failed to deploy: {dep.reason}")

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.contracts import CatalogEvent, ProductIndexed
 from db import catalog
-from db.catalog import ImageResult, ItemRow, KnownImage, PendingImage
+from db.catalog import DerivedModel, ImageResult, ItemRow, KnownImage, PendingImage
 from db.product_queries import indexed_item_counts
 from streams import metrics
 from streams.image_fetch import FetchError, ImageFetcher
@@ -80,8 +80,11 @@ class Indexer:
         retry_after_s: float = 300.0,
         model_streams: int = 1,
         executor: ThreadPoolExecutor | None = None,
+        heads: Callable[[], Mapping[str, Sequence[DerivedModel]]] | None = None,
     ):
+        """`heads`: per tenant, the deployed trained heads whose vectors are written with the backbone's."""
         self.sessions = sessions
+        self.heads = heads
         self.embedder = embedder
         self.detector = detector
         self.fetcher = fetcher
@@ -418,6 +421,7 @@ class Indexer:
                     list(zip(claimed, results, strict=True)),
                     model_key=self.embedder.model_key,
                     dim=self.embedder.dim,
+                    derived=self._derived(),
                 )
 
         written = await asyncio.to_thread(store)
@@ -467,7 +471,11 @@ class Indexer:
         with self.sessions.begin() as s:
             upserts = [(i, e, w) for i, e, w in todo if e.type == "product.upserted" and newest[e_key(e)] == i]
             ids = catalog.upsert_products(
-                s, [(e, w.images) for _, e, w in upserts], model_key=self.embedder.model_key, dim=self.embedder.dim
+                s,
+                [(e, w.images) for _, e, w in upserts],
+                model_key=self.embedder.model_key,
+                dim=self.embedder.dim,
+                derived=self._derived(),
             )
             for (i, e, w), pid in zip(upserts, ids):
                 out[i] = (
@@ -499,11 +507,14 @@ class Indexer:
             return _notice(event, "deleted" if catalog.delete_product(s, event) else "skipped_stale")
         assert work is not None and work.images is not None
         product_id = catalog.upsert_product(
-            s, event, work.images, model_key=self.embedder.model_key, dim=self.embedder.dim
+            s, event, work.images, model_key=self.embedder.model_key, dim=self.embedder.dim, derived=self._derived()
         )
         if product_id is None:
             return _notice(event, "skipped_stale")
         return _notice(event, "indexed", sum(len(im.items or []) for im in work.images))
+
+    def _derived(self) -> Mapping[str, Sequence[DerivedModel]] | None:
+        return self.heads() if self.heads is not None else None
 
 
 def _done() -> asyncio.Future:

@@ -44,6 +44,7 @@ from streams.image_fetch import ImageFetcher
 from streams.ingest import Indexer, ItemPolicy
 from streams.lag import consumer_lag
 from streams.outage import DATABASE, DatabaseHealth, failure_reason, is_outage, is_transient, wait_out_outages
+from streams.reembed import SETTLE_MARGIN_S, DeployedHeads, ModelCache, Reembedder
 from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS, PRODUCT_INDEXED
 from vision.components import build_detector, build_embedder
 
@@ -122,6 +123,17 @@ def create_worker(settings: Settings) -> faust.App:
     detector = build_detector(settings)
     engine = create_db_engine(settings.database_url)
     sessions = session_factory(engine)
+    # Trained heads: new products get each deployed head's vectors; pending deployments re-embed in a thread.
+    trained = ModelCache(settings.data_dir / "models")
+    heads = DeployedHeads(sessions, trained, embedder.model_key, ttl_s=settings.deployment_cache_ttl_s)
+    reembedder = Reembedder(
+        engine,
+        sessions,
+        trained,
+        page=settings.reembed_page,
+        pause_s=settings.reembed_pause_s,
+        settle_s=settings.deployment_cache_ttl_s + SETTLE_MARGIN_S,
+    )
 
     @app.task
     async def prepare() -> None:
@@ -131,9 +143,15 @@ def create_worker(settings: Settings) -> faust.App:
             detector.load()
             with engine.begin() as conn:
                 ensure_vector_index(conn, embedder.model_key, embedder.dim)
+                if settings.index_kind == "binary":  # the visual arm searches this one (VITRINE_INDEX_KIND)
+                    ensure_vector_index(conn, embedder.model_key, embedder.dim, kind="binary")
 
         await wait_out_outages(lambda: asyncio.to_thread(_prepare))  # a worker started during an outage waits
         log.info("worker ready: embedder %s (dim %d), detector %s", embedder.model_key, embedder.dim, detector.name)
+        # A daemon thread: its pages are transactions, so the process may end in the middle of one.
+        threading.Thread(
+            target=reembedder.run_forever, args=(threading.Event(),), name="vitrine-reembed", daemon=True
+        ).start()
 
     async def send_dead_letter(
         key: bytes | None, value: bytes, error: str, attempts: int, topic: str | None = None
@@ -167,6 +185,7 @@ def create_worker(settings: Settings) -> faust.App:
             refetch_after_s=settings.image_refetch_after_s,
             retry_after_s=settings.image_retry_after_s,
             model_streams=streams,
+            heads=heads.get,
         )
         retry_images = asyncio.ensure_future(indexer.retry_pending_forever())  # images a host failed for now
         try:

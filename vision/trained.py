@@ -133,13 +133,20 @@ class TrainedEmbedder(Embedder):
         """Map the backbone's unit vectors (e.g. those already stored) to this model's unit vectors."""
         if not self._is_head:
             raise ModelLoadError(f"{self.model_key} is a whole ONNX tower: it embeds images, not stored vectors")
-        self.load()
-        return l2_normalize(apply_head(self._head, np.asarray(features, dtype=np.float32)))
+        return l2_normalize(apply_head(self.head_weights(), np.asarray(features, dtype=np.float32)))
+
+    def head_weights(self) -> dict[str, np.ndarray]:
+        """The head's arrays, read once; the backbone is not loaded (mapping stored vectors needs none)."""
+        if self._head is None:
+            if not self._is_head:
+                raise ModelLoadError(f"{self.model_key} is a whole ONNX tower, not a head")
+            with zipfile.ZipFile(io.BytesIO(self._data)) as zf, np.load(io.BytesIO(zf.read("head.npz"))) as npz:
+                self._head = {k: npz[k].astype(np.float32) for k in npz.files}
+        return self._head
 
     def codes(self, vectors_or_features: np.ndarray, *, from_features: bool = False) -> np.ndarray:
         """Binary codes (n, bits) as 0/1 uint8, for a model trained with a code layer."""
-        self.load()
-        if self._head is None or "w3" not in self._head:
+        if not self._is_head or "w3" not in self.head_weights():
             raise ModelLoadError(f"{self.model_key} has no code layer (train the triplet method with --bits)")
         x = np.asarray(vectors_or_features, dtype=np.float32)
         if from_features:
@@ -150,8 +157,7 @@ class TrainedEmbedder(Embedder):
         with zipfile.ZipFile(io.BytesIO(self._data)) as zf:
             weights = zf.read(self.card["weights"])
         if self._is_head:
-            with np.load(io.BytesIO(weights)) as npz:
-                self._head = {k: npz[k].astype(np.float32) for k in npz.files}
+            self.head_weights()
             ref = self.card["backbone"]
             self.backbone = create_embedder(ref["name"], **self._backbone_options)
             if self.backbone.model_key != ref["model_key"]:

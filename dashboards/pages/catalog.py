@@ -1,5 +1,6 @@
-"""Catalog explorer: find a product, see its images with the detected item boxes, its visual neighbours and
-what the baseline arm would show instead.
+"""Catalog explorer: find a product, see its images with the detected item boxes, its neighbours under each
+model the tenant can serve (the pretrained embedder and every ready trained model, side by side) and what the
+baseline arm would show instead.
 
 Boxes are drawn on a placeholder of the image's stored width x height, not on the image itself:
 fetching tenant-supplied URLs from the dashboard server would turn it into an SSRF relay, and
@@ -12,7 +13,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from dashboards import data
+from dashboards import data, model_data
 from dashboards.ui import current_tenant, database_url_or_stop
 
 PLACEHOLDER_MAX = 360  # px: the longest side of a drawn placeholder
@@ -34,6 +35,16 @@ def boxes_on_placeholder(width: int | None, height: int | None, items: list[dict
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=3)
         draw.text((x0 + 4, y0 + 3), f"{it['label']} {it['score']:.2f}", fill=colour)
     return canvas
+
+
+def distinct_items(items: list[dict]) -> list[dict]:
+    """One entry per detected item, with the models that have a vector of it: every deployed model stores its
+    own row of each item (same kind, box and label), which would otherwise be drawn and listed once per model."""
+    merged: dict[tuple, dict] = {}
+    for it in items:
+        key = (it["kind"], tuple(it["box"]), it["label"])
+        merged.setdefault(key, {**it, "models": []})["models"].append(it["model"])
+    return list(merged.values())
 
 
 def neighbour_frame(rows: list[dict] | None, score_label: str) -> pd.DataFrame:
@@ -77,18 +88,19 @@ if not images:
     st.info("This product has no images.")
 cols = st.columns(min(max(len(images), 1), 3))
 for i, img in enumerate(images):
+    items = distinct_items(img["items"])
     with cols[i % len(cols)]:
         if img["status"] == "failed":
             st.error(f"Image {img['position']} failed: {img['failure_reason'] or 'no reason recorded'}")
         elif img["status"] != "ok":
             st.info(f"Image {img['position']} is {img['status']}.")
-        if img["status"] == "ok" or img["items"]:
+        if img["status"] == "ok" or items:
             st.image(
-                boxes_on_placeholder(img["width"], img["height"], img["items"]),
-                caption=f"{img['width']}×{img['height']} px placeholder · {len(img['items'])} item(s)",
+                boxes_on_placeholder(img["width"], img["height"], items),
+                caption=f"{img['width']}×{img['height']} px placeholder · {len(items)} item(s)",
             )
         st.markdown(f"[original image]({img['url']})")
-        if img["items"]:
+        if items:
             st.dataframe(
                 pd.DataFrame(
                     [
@@ -97,8 +109,9 @@ for i, img in enumerate(images):
                             "label": it["label"],
                             "score": it["score"],
                             "box": ", ".join(f"{v:.0f}" for v in it["box"]),
+                            "vectors of": ", ".join(sorted(it["models"])),
                         }
-                        for it in img["items"]
+                        for it in items
                     ]
                 ),
                 hide_index=True,
@@ -107,33 +120,53 @@ for i, img in enumerate(images):
 
 st.subheader("What each arm would recommend")
 settings = data.get_settings()
-model_key, dim = data.embedder_identity(settings)
-lists = data.neighbours(url, tenant, pid, model_key, dim, settings.popularity_half_life_s)
-left, right = st.columns(2)
-with left:
-    st.markdown(f"**visual** · `{model_key}` · {lists['strategy']}")
-    if lists["visual"] is None:
-        st.info(f"No {model_key} vectors for this product yet (not indexed, or indexed by another embedder).")
-    elif not lists["visual"]:
-        st.info("No other in-stock product of this tenant has vectors yet.")
-    else:
-        st.dataframe(
-            neighbour_frame(lists["visual"], "similarity"),
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "similarity": st.column_config.ProgressColumn("similarity", min_value=0.0, max_value=1.0, format="%.3f")
-            },
+embedder_key, embedder_dim = data.embedder_identity(settings)
+models = model_data.tenant_models(url, tenant)
+active = models["active_model"] or embedder_key
+# Every model a `visual@<key>` arm can serve for this tenant: the deployed embedder, then each ready deployment.
+servable = [(embedder_key, embedder_dim, settings.index_kind)] + [
+    (m["model_key"], m["dim"], m["index_kind"]) for m in models["ready"] if m["model_key"] != embedder_key
+]
+lists = model_data.model_neighbours(url, tenant, pid, tuple(servable))
+baseline = data.neighbours(url, tenant, pid, embedder_key, embedder_dim, settings.popularity_half_life_s)["baseline"]
+if active not in {key for key, _, _ in servable}:
+    st.warning(
+        f"The active model `{active}` is not ready to serve: the `visual` arm answers with the baseline until it is "
+        "(its progress is on the Pipeline page)."
+    )
+columns = st.columns(len(servable) + 1)
+for col, (key, _, kind) in zip(columns, servable):
+    found = lists[key]
+    with col:
+        role = "pretrained embedder" if key == embedder_key else "trained"
+        st.markdown(
+            f"**`{key}`**" + (" · **active** (`visual`)" if key == active else "") + f" · {role} · {kind} · "
+            f"{found['strategy']}"
         )
-with right:
+        if found["neighbours"] is None:
+            st.info(f"No {key} vectors for this product yet (not indexed, or indexed by another embedder).")
+        elif not found["neighbours"]:
+            st.info("No other in-stock product of this tenant has vectors yet.")
+        else:
+            st.dataframe(
+                neighbour_frame(found["neighbours"], "similarity"),
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    "similarity": st.column_config.ProgressColumn(
+                        "similarity", min_value=0.0, max_value=1.0, format="%.3f"
+                    )
+                },
+            )
+with columns[-1]:
     st.markdown("**baseline** · same category, by decayed popularity")
-    if lists["baseline"] is None:
+    if baseline is None:
         st.info("The baseline has nothing for a deleted product.")
-    elif not lists["baseline"]:
+    elif not baseline:
         st.info("No other in-stock product in this category.")
     else:
         st.dataframe(
-            neighbour_frame(lists["baseline"], "popularity"),
+            neighbour_frame(baseline, "popularity"),
             hide_index=True,
             width="stretch",
             column_config={"popularity": st.column_config.NumberColumn(format="%.2f")},

@@ -1,4 +1,5 @@
-"""Pipeline health: outages, events in, indexed, failed images, dead letters, consumer lag, ingestion rate."""
+"""Pipeline health: outages, events in, indexed, failed images, the models (active, rollback target, re-embed
+progress of each deployment), dead letters, consumer lag, ingestion rate."""
 
 from __future__ import annotations
 
@@ -6,8 +7,18 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboards import data
+from dashboards import data, model_data
 from dashboards.ui import current_tenant, database_url_or_stop, outage_lines
+
+
+def deployment_state(d: dict) -> str:
+    """A deployment's state as `vitrine status` words it: re-embed progress, ready with its index, or why it failed."""
+    if d["status"] == "embedding":
+        return f"re-embedding, {d['phase']} {d['progress']:.0%} ({d['items_done']:,}/{d['items_total']:,} items read)"
+    if d["status"] == "failed":
+        return f"failed: {d['reason'] or 'no reason recorded'}"
+    return f"ready, {d['index_kind']} index"
+
 
 tenant = current_tenant()
 url = database_url_or_stop()
@@ -44,6 +55,48 @@ elif not counts.get("products"):
     st.info(
         f"Nothing ingested yet for tenant {tenant}: push products with `POST /v1/catalog/events` or "
         f"`vitrine catalog import FEED --tenant {tenant}` and keep `vitrine worker` running."
+    )
+
+st.subheader("Models")
+embedder_key, _ = data.embedder_identity(settings)
+models = model_data.tenant_models(url, tenant)
+active = models["active_model"] or embedder_key
+ready = {m["model_key"] for m in models["ready"]}
+deployments = counts.get("deployments", [])
+previous = models["previous_model"]
+st.markdown(
+    f"The `visual` arm serves **`{active}`**"
+    + (" (the deployed embedder)" if active == embedder_key else " (a trained model)")
+    + (
+        f" · rollback target **`{previous}`** (`vitrine model rollback --tenant {tenant}`)"
+        if previous
+        else " · no rollback target yet"
+    )
+)
+if active != embedder_key and active not in ready:
+    state = next((d for d in deployments if d["model_key"] == active), None)
+    st.warning(
+        f"The active model `{active}` is not ready to serve"
+        + (f" ({deployment_state(state)})" if state else " (no deployment of it for this tenant)")
+        + ": the `visual` arm answers with the baseline (fallback `model_not_ready`) until it is."
+    )
+mark = " · **active**"
+st.markdown(
+    f"`{embedder_key}`{mark if active == embedder_key else ''}: the deployed embedder, always ready, "
+    f"{settings.index_kind} index"
+)
+for d in deployments:
+    line = f"`{d['model_key']}`{mark if d['model_key'] == active else ''}: {deployment_state(d)}"
+    if d["status"] == "embedding":
+        st.progress(min(max(d["progress"], 0.0), 1.0), text=line)
+    elif d["status"] == "failed":
+        st.error(line + f" (deploy again to retry: `vitrine model deploy {d['model_key']} --tenant {tenant}`)")
+    else:
+        st.markdown(line)
+if not deployments:
+    st.caption(
+        f"No trained model deployed for tenant {tenant}: `vitrine model deploy MODEL --tenant {tenant}` re-embeds "
+        "the catalog with a trained head in the background, then `vitrine model activate` serves it."
     )
 
 st.subheader("Kafka")
@@ -114,6 +167,8 @@ if st.session_state.get("allowed_tenants", []) is None:  # signed in as operator
                     "pending": t["images_pending"],
                     "failed": t["images_failed"],
                     "items": t["items"],
+                    "active model": t.get("active_model") or embedder_key,
+                    "re-embedding": sum(d["status"] == "embedding" for d in t.get("deployments", [])),
                     "dead letters": dead.get(t["tenant_id"], 0) if kafka["reachable"] else None,
                 }
                 for t in everyone

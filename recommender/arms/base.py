@@ -24,6 +24,7 @@ class ArmResult:
     items: list[Neighbour]
     fallback: str | None = None  # why another arm answered
     strategy: str | None = None  # how (e.g. "hnsw", "exact"), for logs and benchmarks
+    model: str | None = None  # the model key whose vectors ranked the items (visual arms), recorded on the exposure
 
 
 class Arm(Protocol):

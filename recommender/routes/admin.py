@@ -12,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from core.contracts import printable
 from db import experiments as repo
 from experiments.definition import DEFAULT_GUARDRAIL_MARGIN, METRICS, parse_guardrails
-from recommender.arms import ARMS
+from recommender.arms import ARM_NAME, MAX_ARM_NAME
 from recommender.deps import AdminTenant, SessionDep
 from recommender.errors import JSONRoute
 from recommender.schemas import Problem
+from recommender.serving import check_arm_models
 
 router = APIRouter(prefix="/v1", tags=["experiments"], route_class=JSONRoute)
 
@@ -23,8 +24,16 @@ KEY = r"^[A-Za-z0-9_.-]+$"
 ExperimentKey = Annotated[str, Path(min_length=1, max_length=128, pattern=KEY)]
 
 
+MAX_ARMS = 8
+
+
 class ArmSpec(BaseModel):
-    name: Literal[tuple(ARMS)]
+    name: str = Field(
+        max_length=MAX_ARM_NAME,
+        pattern=ARM_NAME,
+        description="`baseline`, `visual` (the tenant's active model) or `visual@<model key>` (a ready model "
+        "of the tenant, or the pretrained embedder's key)",
+    )
     weight: float = Field(gt=0, le=1)
 
 
@@ -51,7 +60,7 @@ class ExperimentIn(BaseModel):
     key: str = Field(min_length=1, max_length=128, pattern=KEY)
     arms: list[ArmSpec] = Field(
         min_length=2,
-        max_length=len(ARMS),
+        max_length=MAX_ARMS,
         description="Each arm once; the weights must sum to 1 (within 1e-6), else 422",
     )
     placement: printable(64) = "similar"
@@ -113,9 +122,12 @@ def _out(e) -> ExperimentOut:
     response_model=ExperimentOut,
     responses={401: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}},
 )
-def create(body: ExperimentIn, tenant: AdminTenant, session: SessionDep) -> ExperimentOut:
-    """Create a draft experiment (weights must sum to 1)."""
+def create(body: ExperimentIn, request: Request, tenant: AdminTenant, session: SessionDep) -> ExperimentOut:
+    """Create a draft experiment (weights must sum to 1; every `visual@<key>` model ready for the tenant)."""
     try:
+        check_arm_models(
+            session, tenant.id, [a.name for a in body.arms], embedder_key=request.app.state.embedder.model_key
+        )
         exp = repo.create_experiment(
             session,
             tenant.id,
@@ -126,7 +138,6 @@ def create(body: ExperimentIn, tenant: AdminTenant, session: SessionDep) -> Expe
             primary_metric=body.primary_metric,
             guardrails=[g if isinstance(g, str) else g.model_dump() for g in body.guardrails],
             planned_sample_size=body.planned_sample_size,
-            allowed_arms=ARMS,
         )
     except repo.ExperimentError as exc:
         raise HTTPException(409 if "already exists" in str(exc) else 422, str(exc)) from None

@@ -9,7 +9,11 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from db import deployments
 from db import trained_models as repo
+from db.deployments import DeploymentError
+from db.models import Tenant
+from db.vector_index import INDEX_KINDS
 from recommender import metrics, training_jobs
 from recommender.deps import AdminTenant, SessionDep
 from recommender.errors import JSONRoute
@@ -143,3 +147,146 @@ def show(ref: ModelRef, request: Request, tenant: AdminTenant, session: SessionD
     if job is None:
         raise HTTPException(404, f"no training job or model {ref!r}")
     return _out(job, ModelDetail)
+
+
+# --- deployments: re-embed the catalog with a ready model, activate it, roll back ---
+
+
+class DeployIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index_kind: Literal[INDEX_KINDS] = Field(
+        "halfvec",
+        description="halfvec HNSW; binary (Hamming HNSW over the sign bits, re-ranked on the full vectors); "
+        "codes (the head's learned binary codes, re-ranked; a head trained with bits only)",
+    )
+
+
+class DeploymentOut(BaseModel):
+    model_key: str
+    status: Literal["embedding", "ready", "failed"]
+    phase: str = Field(description="scan -> sweep -> index -> done")
+    progress: float = Field(description="0..1")
+    items_done: int = Field(description="Source vectors read so far")
+    items_total: int = Field(description="Source vectors when the deployment started")
+    items_written: int = Field(description="Vectors of this model written by the re-embed (ingest writes the rest)")
+    index_kind: str
+    reason: str | None = Field(description="Why it failed (failed only)")
+    created_at: datetime
+    ready_at: datetime | None
+
+
+class ServingOut(BaseModel):
+    active_model: str = Field(description="What the plain `visual` arm serves")
+    previous_model: str | None = Field(description="Where a rollback goes")
+    pretrained_model: str = Field(description="The deployed embedder's key: always servable as `visual@<key>`")
+    deployments: list[DeploymentOut]
+
+
+_DEPLOY_STATUS = {
+    "unknown_model": 404,
+    "not_deployed": 404,
+    "not_ready": 409,
+    "tower": 409,
+    "backbone_mismatch": 409,
+    "no_previous": 409,
+    "artefact_missing": 409,
+    "bad_index_kind": 422,
+}
+
+
+def _deployment_error(exc: DeploymentError, route: str) -> HTTPException:
+    metrics.INVALID_REQUESTS.labels(route, exc.code).inc()
+    return HTTPException(_DEPLOY_STATUS.get(exc.code, 409), str(exc))
+
+
+def _dep_out(dep) -> DeploymentOut:
+    return DeploymentOut(
+        model_key=dep.model_key,
+        status=dep.status,
+        phase=dep.phase,
+        progress=deployments.progress(dep),
+        items_done=dep.items_done,
+        items_total=dep.items_total,
+        items_written=dep.items_written,
+        index_kind=dep.index_kind,
+        reason=dep.reason,
+        created_at=dep.created_at,
+        ready_at=dep.ready_at,
+    )
+
+
+def _serving(session, tenant_id: str, embedder_key: str) -> ServingOut:
+    tenant = session.get(Tenant, tenant_id)
+    return ServingOut(
+        active_model=tenant.active_model or embedder_key,
+        previous_model=tenant.previous_model,
+        pretrained_model=embedder_key,
+        deployments=[_dep_out(d) for d in deployments.list_deployments(session, tenant_id)],
+    )
+
+
+@router.post(
+    "/models/{ref}/deploy",
+    status_code=202,
+    response_model=DeploymentOut | ServingOut,
+    responses={
+        200: {"model": DeploymentOut, "description": "Already deploying or deployed (unchanged)"},
+        401: {"model": Problem},
+        404: {"model": Problem},
+        409: {"model": Problem, "description": "Not ready, a tower, or a head of another backbone"},
+        422: {"model": Problem},
+    },
+)
+def deploy(ref: ModelRef, request: Request, tenant: AdminTenant, session: SessionDep, body: DeployIn | None = None):
+    """Re-embed the tenant's catalog with a ready model in the background (workers run it); poll /v1/deployments."""
+    embedder_key = request.app.state.embedder.model_key
+    try:
+        dep, started = deployments.deploy_trained(
+            session, tenant.id, ref, embedder_key=embedder_key, index_kind=(body or DeployIn()).index_kind
+        )
+    except DeploymentError as exc:
+        raise _deployment_error(exc, "/v1/models/{ref}/deploy") from None
+    session.commit()
+    if dep is None:  # the pretrained model serves already
+        return JSONResponse(_serving(session, tenant.id, embedder_key).model_dump(mode="json"), status_code=200)
+    body_out = _dep_out(dep).model_dump(mode="json")
+    return JSONResponse(body_out, status_code=202 if started else 200)
+
+
+@router.post(
+    "/models/{ref}/activate",
+    response_model=ServingOut,
+    responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}},
+)
+def activate(ref: ModelRef, request: Request, tenant: AdminTenant, session: SessionDep) -> ServingOut:
+    """Serve this ready model on the plain `visual` arm (within the API's lookup cache TTL); the old one is kept."""
+    embedder_key = request.app.state.embedder.model_key
+    job = repo.get_model(session, tenant.id, ref)
+    key = job.model_key if job is not None and job.model_key else ref
+    try:
+        deployments.activate(session, tenant.id, key, embedder_key=embedder_key)
+    except DeploymentError as exc:
+        raise _deployment_error(exc, "/v1/models/{ref}/activate") from None
+    session.commit()
+    return _serving(session, tenant.id, embedder_key)
+
+
+@router.post(
+    "/deployments/rollback", response_model=ServingOut, responses={401: {"model": Problem}, 409: {"model": Problem}}
+)
+def rollback(request: Request, tenant: AdminTenant, session: SessionDep) -> ServingOut:
+    """Point the `visual` arm back at the previous model at once (its vectors and index are still there)."""
+    embedder_key = request.app.state.embedder.model_key
+    try:
+        deployments.rollback(session, tenant.id, embedder_key=embedder_key)
+    except DeploymentError as exc:
+        raise _deployment_error(exc, "/v1/deployments/rollback") from None
+    session.commit()
+    return _serving(session, tenant.id, embedder_key)
+
+
+@router.get("/deployments", response_model=ServingOut, responses={401: {"model": Problem}})
+def serving_state(request: Request, tenant: AdminTenant, session: SessionDep) -> ServingOut:
+    """The active model, the rollback target and every deployment with its re-embed progress."""
+    return _serving(session, tenant.id, request.app.state.embedder.model_key)

@@ -19,7 +19,10 @@ router = APIRouter(prefix="/v1", tags=["storefront"], route_class=JSONRoute)
 
 def _serve(request: Request, tenant, **kwargs):
     with request.app.state.sessions() as session:
-        return serve(session, request.app.state.arms, tenant, experiments=request.app.state.experiment_cache, **kwargs)
+        state = request.app.state
+        return serve(
+            session, state.arms, tenant, experiments=state.experiment_cache, models=state.model_cache, **kwargs
+        )
 
 
 @router.get(
@@ -77,6 +80,7 @@ async def recommendations(
                 "shown": [i.product_id for i in items],
                 "positions": list(range(1, len(items) + 1)),
                 "served_by": served.result.arm,
+                "model": served.result.model,
                 "fallback": served.result.fallback,
             },
         ),
@@ -86,5 +90,6 @@ async def recommendations(
         experiment=served.experiment,
         arm=served.arm,
         fallback=served.result.fallback,
+        model=served.result.model,
         items=items,
     )

@@ -88,6 +88,8 @@ def test_every_tenant_sorted_with_its_counts_and_top_three_failure_reasons(catal
             {"reason": "HTTP 500", "count": 1},
             {"reason": "not an image: text/html", "count": 1},
         ],
+        "active_model": None,  # the deployed embedder serves the `visual` arm
+        "deployments": [],
     }
     assert empty == {
         "tenant_id": "empty",
@@ -98,6 +100,8 @@ def test_every_tenant_sorted_with_its_counts_and_top_three_failure_reasons(catal
         "images_failed": 0,
         "items": 0,
         "failure_reasons": [],
+        "active_model": None,
+        "deployments": [],
     }
     assert globex["products"] == 1 and globex["items"] == 2 and globex["failure_reasons"] == []
 

@@ -65,8 +65,11 @@ def recall_at_k(served: list[str], exact: list[str], k: int = LIMIT) -> float:
     return len(truth & set(served[:k])) / len(truth) if truth else 1.0
 
 
-def clustered_vectors(n: int, dim: int, seed: int):
-    """Yield (start, unit vectors float32 (m, dim), categories int (m,)) in chunks; the same for a seed."""
+def clustered_vectors(n: int, dim: int, seed: int, *, clusters: bool = False):
+    """Yield (start, unit vectors float32 (m, dim), categories int (m,)) in chunks; the same for a seed.
+
+    With `clusters`, each chunk also carries the rows' cluster numbers (labels to train a head on).
+    """
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((CENTRES, dim), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -82,7 +85,7 @@ def clustered_vectors(n: int, dim: int, seed: int):
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         # Mostly the cluster's category, sometimes another: a category filter then changes the answer.
         cat = np.where(rng.random(m) < 0.8, centre_cat[cl], rng.integers(CATEGORIES, size=m))
-        yield start, x, cat
+        yield (start, x, cat, cl) if clusters else (start, x, cat)
 
 
 def _loaded_items(system: LocalSystem, model_key: str) -> int:
@@ -178,20 +181,20 @@ def _wait_worker_ready(path, offset: int, timeout_s: float = 300) -> None:
     raise RuntimeError(f"the worker did not log 'worker ready' within {timeout_s:.0f}s (see {path})")
 
 
-def _storefront_key(system: LocalSystem, default_arm: str) -> str:
+def _storefront_key(system: LocalSystem, default_arm: str, tenant: str = TENANT) -> str:
     """A fresh storefront key for the existing bench tenant (keys are stored hashed, so rotate)."""
-    key = f"vsk_{TENANT}_{secrets.token_urlsafe(24)}"
+    key = f"vsk_{tenant}_{secrets.token_urlsafe(24)}"
     with system.engine.begin() as c:
         c.execute(
             text("UPDATE tenants SET storefront_key_hash = :h, default_arm = :a WHERE id = :t"),
-            {"h": hash_key(key), "a": default_arm, "t": TENANT},
+            {"h": hash_key(key), "a": default_arm, "t": tenant},
         )
     return key
 
 
-def _set_arm(system: LocalSystem, arm: str) -> None:
+def _set_arm(system: LocalSystem, arm: str, tenant: str = TENANT) -> None:
     with system.engine.begin() as c:
-        c.execute(text("UPDATE tenants SET default_arm = :a WHERE id = :t"), {"a": arm, "t": TENANT})
+        c.execute(text("UPDATE tenants SET default_arm = :a WHERE id = :t"), {"a": arm, "t": tenant})
 
 
 async def _closed_loop(
@@ -286,7 +289,15 @@ def _drain(system: LocalSystem, key: str, pid: str, arm: str | None = None, time
     return round(time.monotonic() - t0, 1)
 
 
-def raw_latency(system: LocalSystem, pids: list[str], *, model_key: str, dim: int) -> dict:
+def raw_latency(
+    system: LocalSystem,
+    pids: list[str],
+    *,
+    model_key: str,
+    dim: int,
+    tenant: str = TENANT,
+    index_kind: str = "halfvec",
+) -> dict:
     """The visual arm's query alone, sequential, one session per call.
 
     `similar_products` with the exact-or-HNSW choice made once for the tenant, as the API's
@@ -294,13 +305,20 @@ def raw_latency(system: LocalSystem, pids: list[str], *, model_key: str, dim: in
     runs for a request: the two hnsw settings and the kNN (an exact redo if HNSW came back short).
     """
     with system.sessions() as s:
-        strategy = choose_strategy(s, model_key=model_key, tenant_id=TENANT, category=None)
+        strategy = choose_strategy(s, model_key=model_key, tenant_id=tenant, category=None)
     latencies, strategies = [], Counter()
     for pid in pids:
         with system.sessions() as s:
             t0 = time.perf_counter()
             r = similar_products(
-                s, tenant_id=TENANT, external_id=pid, model_key=model_key, dim=dim, limit=LIMIT, strategy=strategy
+                s,
+                tenant_id=tenant,
+                external_id=pid,
+                model_key=model_key,
+                dim=dim,
+                limit=LIMIT,
+                strategy=strategy,
+                index_kind=index_kind,
             )
             latencies.append(time.perf_counter() - t0)
             s.rollback()
@@ -386,8 +404,9 @@ def _arm_runs(
     duration_s: float,
     max_requests: int,
     seed: int,
+    tenant: str = TENANT,
 ) -> dict:
-    _set_arm(system, arm)
+    _set_arm(system, arm, tenant)
     before = cache_lookups(system.base_url)
 
     def run(users: int, think: float, dur: float) -> dict:

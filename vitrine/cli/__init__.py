@@ -7,6 +7,7 @@ from vitrine.cli import experiment as _experiment  # noqa: F401,E402  experiment
 from vitrine.cli import experiment_admin as _experiment_admin  # noqa: F401,E402  experiment create/start/stop/list
 from vitrine.cli import model as _model  # noqa: F401,E402  model list/show
 from vitrine.cli import model_data as _model_data  # noqa: F401,E402  model make-dataset
+from vitrine.cli import model_deploy as _model_deploy  # noqa: F401,E402  model deploy|reembed|activate|rollback
 from vitrine.cli import model_train as _model_train  # noqa: F401,E402  model train
 
 # Each module registers its commands on the app (or a group of it) when imported.

@@ -134,37 +134,154 @@ def bench_broker(
 def bench_serve(
     products: int = typer.Option(100_000, min=100, help="Synthetic products (one 1280-d item each)"),
     seed: int = typer.Option(0, help="Seed of the clustered vectors and of the requests"),
-    levels: str = typer.Option("1,10,50,100", help="Concurrent users per level, comma-separated"),
+    levels: str = typer.Option(
+        None, help="Concurrent users per level, comma-separated (default 1,10,50,100; with --index 1,10,100)"
+    ),
     think: float = typer.Option(1.0, min=0, help="Mean think time between a user's requests (s)"),
     duration: float = typer.Option(12.0, min=1, help="Seconds per level"),
     recall_sample: int = typer.Option(200, min=1, help="Requests compared with exact search"),
+    index: str = typer.Option(
+        None,
+        "--index",
+        help="Index kinds to compare, comma-separated (halfvec,binary,codes): serves a trained head's "
+        "vectors through each instead of the two arms",
+    ),
+    bits: int = typer.Option(64, help="With --index: code width of the trained head (32, 48 or 64)"),
+    head_dim: int = typer.Option(128, min=8, max=2000, help="With --index: the trained head's dimension"),
+    epochs: int = typer.Option(3, min=1, help="With --index: training epochs of the head"),
+    train_sample: int = typer.Option(10_000, min=1000, help="With --index: vectors the head trains on"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Load N products, drive /v1/recommendations for both arms; print QPS, p50/p95/p99, raw floor, recall."""
-    from vitrine.bench.serve import run_serve_bench
+    """Load N products, drive /v1/recommendations for both arms (or each --index kind); print QPS, p50/p99, recall."""
+    from db.vector_index import INDEX_KINDS
 
     setup_logging(verbose)
     try:
-        users = [int(x) for x in levels.split(",") if x.strip()]
+        users = [int(x) for x in (levels or ("1,10,100" if index else "1,10,50,100")).split(",") if x.strip()]
     except ValueError:
         fail(f"--levels must be integers separated by commas, not {levels!r}")
+    if not users or min(users) < 1:
+        fail("--levels needs at least one level of 1 or more users")
+    kinds = [k.strip() for k in (index or "").split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in INDEX_KINDS]
+    if index is not None and (unknown or not kinds):
+        fail(f"--index takes {', '.join(INDEX_KINDS)} (comma-separated), not {index!r}")
+    if bits not in (32, 48, 64):
+        fail(f"--bits must be 32, 48 or 64, not {bits}")
     try:
-        r = run_serve_bench(
-            load_settings(),
-            products=products,
-            seed=seed,
-            levels=users,
-            think_s=think,
-            duration_s=duration,
-            recall_sample=recall_sample,
-        )
+        if kinds:
+            from vitrine.bench.index_kinds import run_index_bench
+
+            r = run_index_bench(
+                load_settings(),
+                kinds=list(dict.fromkeys(kinds)),
+                products=products,
+                seed=seed,
+                levels=users,
+                think_s=think,
+                duration_s=duration,
+                recall_sample=recall_sample,
+                bits=bits,
+                out_dim=head_dim,
+                train_sample=train_sample,
+                epochs=epochs,
+            )
+        else:
+            from vitrine.bench.serve import run_serve_bench
+
+            r = run_serve_bench(
+                load_settings(),
+                products=products,
+                seed=seed,
+                levels=users,
+                think_s=think,
+                duration_s=duration,
+                recall_sample=recall_sample,
+            )
     except RuntimeError as exc:
         fail(str(exc))
     if as_json:
         typer.echo(json.dumps(r))
         return
-    print_serve_table(r)
+    (print_index_table if kinds else print_serve_table)(r)
+
+
+def print_index_table(r: dict) -> None:
+    """The `bench serve --index` figures as a table (also renders a saved `--json` result)."""
+    s, ld, h, g = r["settings"], r["load"], r["head"], r["goals"]
+    typer.echo(
+        _machine_line(r["machine"]) + f" (1/5/15 min: before {r['load_average_before']}, "
+        f"after {r['load_average_after']})"
+    )
+    typer.echo(
+        f"settings: {s['products']} products, {s['backbone_dim']}-d backbone vectors ({s['backbone']}) "
+        f"through a {s['dim']}-d triplet head with {s['bits']}-bit codes ({s['model']}), {s['centres']} clusters, "
+        f"{s['categories']} categories, seed {s['seed']}, {s['duration_s']:g} s per level, limit {s['limit']}"
+    )
+    sv = s["server"]
+    typer.echo(
+        f"server: postgres shared_buffers {sv['shared_buffers']}, uvicorn {sv['uvicorn']}, "
+        f"hnsw.ef_search {sv['hnsw_ef_search']}, serve concurrency {sv.get('serve_concurrency')}"
+    )
+    typer.echo(f"note: {r['note']}\n")
+    typer.echo(
+        f"head: {'reused' if h['reused'] else 'trained'} on {h['recipe']['sample']} vectors labelled by cluster, "
+        f"{h['recipe']['epochs']} epochs in {h['train_s']} s (losses {h['losses']})"
+    )
+    if ld["reused"]:
+        typer.echo(f"catalog: reused ({ld['rows']} rows)")
+    else:
+        typer.echo(
+            f"catalog: {ld['rows']} rows in {ld['load_s']} s ({ld['rows_per_s']} rows/s; head mapping "
+            f"{ld['head_map_s']} s), vectors and codes"
+        )
+    typer.echo(f"exact search (the recall reference): {s['exact_s_per_query']} s per query\n")
+    typer.echo(f"{'index':<9}{'build s':>9}{'size MB':>10}")
+    for kind, b in r["indexes"].items():
+        typer.echo(f"{kind:<9}{b['build_s'] if b['build_s'] is not None else 'reused'!s:>9}{b['size_mb']!s:>10}")
+    typer.echo(
+        f"\n{'index':<9}{'mode':<16}{'users':>6}{'req':>7}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}"
+        f"{'p99 ms':>9}{'max ms':>9}{'errors':>7}"
+    )
+    for kind, k in r["kinds"].items():
+        for mode, label in (("think", f"think {s['think_s']:g} s"), ("max_throughput", "think 0 (max)")):
+            for x in k["levels"][mode]:
+                if "skipped" in x:
+                    typer.echo(f"{kind:<9}{label:<16}{x['users']:>6}  not run: {x['skipped']}")
+                    continue
+                typer.echo(
+                    f"{kind:<9}{label:<16}{x['users']:>6}{x['requests']:>7}{x['qps']:>8}{x['p50_ms']!s:>9}"
+                    f"{x['p95_ms']!s:>9}{x['p99_ms']!s:>9}{x['max_ms']!s:>9}{x['errors']:>7}"
+                )
+        raw = k["raw_query"]
+        typer.echo(
+            f"{kind:<9}{'raw query':<16}{1:>6}{raw['requests']:>7}{raw['qps']:>8}{raw['p50_ms']!s:>9}"
+            f"{raw['p95_ms']!s:>9}{raw['p99_ms']!s:>9}{raw['max_ms']!s:>9}{0:>7}   strategies {raw['strategies']}"
+        )
+    typer.echo("")
+    for kind, k in r["kinds"].items():
+        for source, label in (("recall_index", "index alone"), ("recall", "served by the API")):
+            typer.echo(
+                f"recall@10 {kind:<8} {label:<18}: "
+                + ", ".join(
+                    f"{name} {x['recall_at_10']} (min {x['min']}, short {x['short_answers']})"
+                    for name, x in k[source].items()
+                )
+            )
+        typer.echo(f"{kind}: {k['api_index_scans']} scans of its index while the API served (recall pass, levels)")
+    typer.echo("")
+    for kind, x in g["per_kind"].items():
+        typer.echo(
+            f"goal {kind}: recall@10 >= {g['recall']} with and without category: {x['recall_all']} / "
+            f"{x['recall_same_category']} -> {'met' if x['recall_met'] else 'MISSED'}; p99 < {g['p99_ms']:g} ms at "
+            f"{g['top_users']} users: {x['p99_ms_at_top_users']} ms -> {'met' if x['p99_met'] else 'MISSED'}"
+        )
+    if g["halfvec_over_binary_size"] is not None:
+        typer.echo(
+            f"goal binary index >= 8x smaller than halfvec: {g['halfvec_over_binary_size']}x -> "
+            f"{'met' if g['binary_8x_smaller'] else 'MISSED'}"
+        )
 
 
 def print_serve_table(r: dict) -> None:
@@ -527,13 +644,26 @@ def bench_training(
 @bench_app.command("reembed")
 def bench_reembed(
     items: int = typer.Option(10_000, min=10, help="Stored vectors of the synthetic tenant"),
-    seed: int = typer.Option(0, help="Seed of the vectors and of the head"),
+    seed: int = typer.Option(0, help="Seed of the vectors, the head and the shoppers"),
+    shoppers: int = typer.Option(10, min=1, help="Closed-loop shoppers querying meanwhile"),
+    think: float = typer.Option(1.0, min=0, help="Mean think time between a shopper's requests (s)"),
+    baseline: float = typer.Option(20.0, min=1, help="Seconds of serving measured before the re-embed"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Time re-embedding N stored vectors with a head model (read, multiply, write, index) in a Postgres of its own."""
+    """Deploy a head on N stored vectors (the workers' background re-embed) while shoppers query; time both."""
     from vitrine.bench.reembed import format_report, run_reembed_bench
 
     setup_logging(verbose)
-    result = run_reembed_bench(items, data_dir=load_settings().data_dir, seed=seed)
+    settings = load_settings()
+    result = run_reembed_bench(
+        items,
+        data_dir=settings.data_dir,
+        seed=seed,
+        shoppers=shoppers,
+        think_s=think,
+        baseline_s=baseline,
+        page=settings.reembed_page,
+        pause_s=settings.reembed_pause_s,
+    )
     typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))

@@ -56,22 +56,25 @@ def create(
 ) -> None:
     """Create a draft experiment (start it with `vitrine experiment start`)."""
     from db.experiments import create_experiment
-    from recommender.arms import ARMS
+    from recommender.serving import check_arm_models
+    from vision.components import build_embedder
 
+    parsed = _parse_arms(arms)
+    embedder_key = build_embedder(resolved_settings()).model_key  # its key only: no weights are loaded
     engine, sessions = _sessions()
     try:
         with sessions.begin() as s:
+            check_arm_models(s, tenant, [str(a.get("name")) for a in parsed], embedder_key=embedder_key)
             exp = create_experiment(
                 s,
                 tenant,
                 key,
-                arms=_parse_arms(arms),
+                arms=parsed,
                 placement=placement,
                 traffic_fraction=traffic,
                 primary_metric=metric,
                 guardrails=[_parse_guardrail(g) for g in guardrail],
                 planned_sample_size=planned,
-                allowed_arms=ARMS,
             )
             if as_json:
                 typer.echo(json.dumps(_experiment_json(exp)))

@@ -68,6 +68,18 @@ def _catalog_status(settings: Settings, only: str | None) -> tuple[list[dict], s
         engine.dispose()
 
 
+def deployment_line(d: dict, *, active: str | None = None) -> str:
+    """One model deployment as a status line: state, re-embed progress, and whether it is the active model."""
+    mark = " (active)" if d["model_key"] == active else ""
+    if d["status"] == "embedding":
+        state = f"re-embedding, {d['phase']} {d['progress']:.0%} ({d['items_done']:,}/{d['items_total']:,} read)"
+    elif d["status"] == "failed":
+        state = f"failed: {clip(d['reason'] or '', 80)}"
+    else:
+        state = f"ready, {d['index_kind']} index"
+    return f"model {d['model_key']}{mark}: {state}"
+
+
 def _print_status(tenants: list[dict], kafka: dict, database: dict, worker: dict) -> None:
     if not database["reachable"]:
         since = f" since {database['down_since']}" if database["down_since"] else ""
@@ -87,6 +99,8 @@ def _print_status(tenants: list[dict], kafka: dict, database: dict, worker: dict
         typer.echo(f"{clip(t['tenant_id'], 24):<24}" + "".join(f"{c:>10}" for c in cells))
         for r in t["failure_reasons"]:
             typer.echo(f"  failed: {r['count']} x {clip(' '.join(r['reason'].split()), 90)}")
+        for d in t.get("deployments", []):
+            typer.echo("  " + deployment_line(d, active=t.get("active_model")))
     if not tenants and database["reachable"]:
         typer.echo("(no tenants; create one with `vitrine tenant create`)")
     typer.echo("")

@@ -21,7 +21,13 @@ def test_experiment_lifecycle_from_the_cli(settings, sessions, monkeypatch):
     bad = runner.invoke(app, ["experiment", "create", "e1", "-t", "acme", "--arms", "baseline=0.6,visual=0.6"])
     assert bad.exit_code == 1 and "sum" in bad.output
     unknown = runner.invoke(app, ["experiment", "create", "e1", "-t", "acme", "--arms", "baseline=0.5,magic=0.5"])
-    assert unknown.exit_code == 1 and "unknown arm" in unknown.output
+    assert (
+        unknown.exit_code == 1 and "arm 'magic' is not `baseline`, `visual` or `visual@<model key>`" in unknown.output
+    )
+    not_deployed = runner.invoke(
+        app, ["experiment", "create", "e1", "-t", "acme", "--arms", "baseline=0.5,visual@nope@000000000000=0.5"]
+    )
+    assert not_deployed.exit_code == 1 and "model 'nope@000000000000' is not deployed" in not_deployed.output
     nosuch = runner.invoke(app, ["experiment", "create", "e1", "-t", "acme", "--guardrail", "nosuch_metric"])
     assert nosuch.exit_code == 1 and "unknown guardrail metric 'nosuch_metric'" in nosuch.output  # issue #17
     margin = runner.invoke(app, ["experiment", "create", "e1", "-t", "acme", "--guardrail", "ctr:x"])

@@ -185,11 +185,12 @@ def test_reembed_maps_the_stored_vectors_through_the_head_and_indexes_them(tenan
     )
     assert code == 0, out
     card = json.loads(out)
-    for _ in range(2):  # a second run replaces the first one's items: idempotent
-        code, out = invoke("model", "reembed", card["key"], "--tenant", "acme", "--json")
+    for written in (18, 18):  # a second run finds the model deployed: nothing is written again
+        code, out = invoke("model", "reembed", card["key"], "--tenant", "acme", "--settle-s", "0", "--json")
         assert code == 0, out
         report = json.loads(out)
-        assert report["items"] == report["items_now"] == 18 and report["source_key"] == tenant_catalog.model_key
+        assert report["status"] == "ready" and report["source_key"] == tenant_catalog.model_key
+        assert report["items_written"] == written and report["items_now"] == 18
     trained = TrainedEmbedder(artefact=card["path"], cache_dir=tenant_catalog.cache_dir)
     with sessions() as s:
         source = s.execute(
@@ -205,4 +206,4 @@ def test_reembed_maps_the_stored_vectors_through_the_head_and_indexes_them(tenan
         np.testing.assert_allclose(np.stack([np.asarray(r.embedding) for r in target]), expected, atol=1e-6)
         assert s.scalar(text("SELECT count(*) FROM pg_indexes WHERE indexname = :n"), {"n": index_name(card["key"])})
     code, out = invoke("model", "reembed", "nosuch@000000000000", "--tenant", "acme")
-    assert code == 1 and "has no ready model 'nosuch@000000000000'" in out
+    assert code == 1 and "no training job or model 'nosuch@000000000000'" in out

@@ -1,0 +1,420 @@
+"""Model deployments: re-embed a tenant's catalog with a trained head in the background, then serve it.
+
+Repository functions (they take a session and never commit, except where a docstring says the function
+is one transaction of its own). A deployment goes `embedding` -> `ready` | `failed`; only a `ready`
+model serves (`servable_models`), so nothing is ever served from half-written vectors or a half-built
+index. While embedding it moves through phases, each resumable:
+
+- **scan**: the tenant's source items (the backbone's vectors) in id order, a page per transaction;
+  each page writes the missing vectors of the model and moves the `cursor` in the same transaction,
+  so a crash resumes at the last committed page and writes nothing twice.
+- **sweep**: once `settle_s` has passed since the scan ended (longer than the worker's deployment cache),
+  one more pass writes what a worker that did not know the deployment yet indexed without it.
+- **index**: the model's vector index is built (`CREATE INDEX CONCURRENTLY`, so ingest keeps writing),
+  checked valid, and the deployment becomes `ready`.
+
+Live ingest writes every `embedding` or `ready` model's vectors in the same transaction as the
+backbone's (db/catalog.py `DerivedModel`). Both writers lock the product rows first (ingest updates
+them; a page takes them FOR SHARE), and a page writes only the items that have no vector of the model
+yet, so the two never write one item twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from db.catalog import vector_text
+from db.models import Item, ModelDeployment, Tenant
+from db.trained_models import get_model
+from db.vector_index import _MODEL_KEY, INDEX_KINDS, codes_key
+from vision.model import VisionError
+from vision.trained import read_card
+
+STATUSES = ("embedding", "ready", "failed")
+
+
+class DeploymentError(ValueError):
+    """A request the model or deployment state does not allow; `code` names the case, the message says why."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ServableModel:
+    """A model that may serve a tenant: its key, vector dimension and index kind."""
+
+    key: str
+    dim: int
+    index_kind: str = "halfvec"
+
+
+@dataclass(frozen=True)
+class Page:
+    """What one page of a re-embed did."""
+
+    read: int  # source items read
+    written: int  # vectors written (items that had none of the model yet)
+    finished: bool  # the pass reached the end
+
+
+def request_deployment(
+    session: Session,
+    tenant_id: str,
+    *,
+    model_key: str,
+    source_key: str,
+    dim: int,
+    bits: int | None,
+    artefact_path: str,
+    index_kind: str = "halfvec",
+) -> tuple[ModelDeployment, bool]:
+    """Start (or restart, if it failed) re-embedding `model_key` for the tenant; (deployment, started now).
+
+    An `embedding` or `ready` deployment is returned unchanged (asking twice is harmless). A changed
+    index kind on a ready model is a new index: the deployment goes back to its index phase.
+    """
+    if not _MODEL_KEY.match(model_key) or not _MODEL_KEY.match(codes_key(model_key)):
+        raise DeploymentError("invalid_key", f"invalid model key {model_key!r}")
+    dep = session.get(ModelDeployment, (tenant_id, model_key), with_for_update=True)
+    now = datetime.now(UTC)
+    if dep is not None and dep.status != "failed":
+        if dep.index_kind != index_kind:
+            dep.index_kind, dep.status, dep.phase, dep.updated_at = index_kind, "embedding", "index", now
+            dep.lease_owner = dep.lease_until = None
+            session.flush()
+            return dep, True
+        return dep, False
+    total = _source_count(session, tenant_id, source_key)
+    if dep is None:
+        dep = ModelDeployment(tenant_id=tenant_id, model_key=model_key)
+        session.add(dep)
+    dep.source_key, dep.dim, dep.bits, dep.artefact_path, dep.index_kind = (
+        source_key,
+        dim,
+        bits,
+        artefact_path,
+        index_kind,
+    )
+    dep.status, dep.phase, dep.reason, dep.cursor = "embedding", "scan", None, 0
+    dep.items_done, dep.items_written, dep.items_total = 0, 0, total
+    dep.lease_owner = dep.lease_until = dep.scan_done_at = dep.ready_at = None
+    dep.created_at = dep.updated_at = now
+    session.flush()
+    return dep, True
+
+
+def deploy_trained(
+    session: Session, tenant_id: str, ref: str, *, embedder_key: str, index_kind: str = "halfvec"
+) -> tuple[ModelDeployment | None, bool]:
+    """Deploy the tenant's trained model `ref` (key or job id): (deployment, started now).
+
+    (None, False) for the deployed embedder's own key (it always serves). DeploymentError when the model is
+    unknown to this tenant (another tenant's included), still training, failed, a whole ONNX tower (it
+    needs the images, which this re-embed does not fetch), or a head of another backbone than the deployed one.
+    """
+    if index_kind not in INDEX_KINDS:
+        raise DeploymentError("bad_index_kind", f"unknown index kind {index_kind!r}; known: {', '.join(INDEX_KINDS)}")
+    if ref == embedder_key:
+        return None, False
+    job = get_model(session, tenant_id, ref)
+    if job is None:
+        raise DeploymentError("unknown_model", f"no training job or model {ref!r} for this tenant")
+    if job.status != "ready":
+        why = "is still training" if job.status == "training" else f"failed: {job.reason}"
+        raise DeploymentError("not_ready", f"model {ref!r} {why}; only a ready model can be deployed")
+    try:
+        card = read_card(Path(job.artefact_path))  # the artefact's own card says what its weights are
+    except VisionError as exc:
+        raise DeploymentError("artefact_missing", f"model {job.model_key!r} cannot be read: {exc}") from None
+    if card.get("weights") != "head.npz":
+        raise DeploymentError(
+            "tower",
+            f"model {job.model_key!r} is a fine-tuned ONNX tower: re-embedding it needs every image run through "
+            "the worker again, which is not built yet (deploy a head, or serve it with VITRINE_EMBEDDER=trained)",
+        )
+    source = (card.get("backbone") or {}).get("model_key")
+    if source != embedder_key:
+        raise DeploymentError(
+            "backbone_mismatch",
+            f"model {job.model_key!r} maps {source!r} vectors, but this deployment stores {embedder_key!r} ones",
+        )
+    bits = card.get("bits")
+    if index_kind == "codes" and not bits:
+        raise DeploymentError("bad_index_kind", f"model {job.model_key!r} has no code layer for the codes index")
+    return request_deployment(
+        session,
+        tenant_id,
+        model_key=job.model_key,
+        source_key=source,
+        dim=int(card["dim"]),
+        bits=int(bits) if bits else None,
+        artefact_path=job.artefact_path,
+        index_kind=index_kind,
+    )
+
+
+def _source_count(session: Session, tenant_id: str, source_key: str) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Item).where(Item.tenant_id == tenant_id, Item.model == source_key)
+    )
+
+
+def get_deployment(session: Session, tenant_id: str, model_key: str) -> ModelDeployment | None:
+    """The tenant's deployment of `model_key`, if any."""
+    return session.get(ModelDeployment, (tenant_id, model_key))
+
+
+def list_deployments(session: Session, tenant_id: str | None = None) -> list[ModelDeployment]:
+    """The tenant's deployments, newest first (tenant_id None: every tenant's, for the operator CLI)."""
+    stmt = select(ModelDeployment).order_by(ModelDeployment.created_at.desc())
+    if tenant_id is not None:
+        stmt = stmt.where(ModelDeployment.tenant_id == tenant_id)
+    return list(session.scalars(stmt))
+
+
+def writing_deployments(session: Session) -> list[ModelDeployment]:
+    """Every tenant's `embedding` or `ready` deployment: new products get vectors of each (the ingest's list)."""
+    return list(session.scalars(select(ModelDeployment).where(ModelDeployment.status.in_(("embedding", "ready")))))
+
+
+def servable_models(session: Session, tenant_id: str) -> dict[str, ServableModel]:
+    """The tenant's `ready` models by key (the deployed embedder is not listed: it is always servable)."""
+    rows = session.execute(
+        select(ModelDeployment.model_key, ModelDeployment.dim, ModelDeployment.index_kind).where(
+            ModelDeployment.tenant_id == tenant_id, ModelDeployment.status == "ready"
+        )
+    ).all()
+    return {key: ServableModel(key, dim, kind) for key, dim, kind in rows}
+
+
+def progress(dep: ModelDeployment) -> float:
+    """The share done, 0..1: the scan counts for 90 %, the sweep and the index for the rest."""
+    if dep.status == "ready":
+        return 1.0
+    scanned = min(dep.items_done / dep.items_total, 1.0) if dep.items_total else 1.0
+    return round({"scan": 0.9 * scanned, "sweep": 0.9, "index": 0.95}.get(dep.phase, 1.0), 4)
+
+
+def activate(session: Session, tenant_id: str, model_key: str, *, embedder_key: str) -> Tenant:
+    """Make `model_key` the model of the tenant's plain `visual` arm; the active one becomes the rollback target.
+
+    Only a `ready` deployment, or the deployed embedder itself, can be activated (DeploymentError otherwise).
+    """
+    tenant = session.get(Tenant, tenant_id, with_for_update=True)
+    if model_key != embedder_key:
+        dep = get_deployment(session, tenant_id, model_key)
+        if dep is None:
+            raise DeploymentError("not_deployed", f"model {model_key!r} is not deployed for tenant {tenant_id!r}")
+        if dep.status != "ready":
+            raise DeploymentError("not_ready", _not_ready(dep))
+    current = tenant.active_model or embedder_key
+    if current != model_key:
+        tenant.previous_model, tenant.active_model = current, model_key
+    session.flush()
+    return tenant
+
+
+def rollback(session: Session, tenant_id: str, *, embedder_key: str) -> Tenant:
+    """Point the tenant's `visual` arm back at the previous model (which becomes the rollback target in turn)."""
+    tenant = session.get(Tenant, tenant_id, with_for_update=True)
+    if not tenant.previous_model:
+        raise DeploymentError("no_previous", f"tenant {tenant_id!r} has no previous model to roll back to")
+    previous = tenant.previous_model
+    if previous != embedder_key:
+        dep = get_deployment(session, tenant_id, previous)
+        if dep is None or dep.status != "ready":
+            raise DeploymentError("not_ready", f"the previous model {previous!r} is no longer ready to serve")
+    tenant.previous_model, tenant.active_model = tenant.active_model or embedder_key, previous
+    session.flush()
+    return tenant
+
+
+def _not_ready(dep: ModelDeployment) -> str:
+    if dep.status == "failed":
+        return f"model {dep.model_key!r} failed to deploy: {dep.reason}"
+    return f"model {dep.model_key!r} is still re-embedding ({dep.phase}, {progress(dep):.0%})"
+
+
+# --- the runner's steps (streams/reembed.py drives them) ---
+
+
+def claim(session: Session, owner: str, *, lease_s: float) -> ModelDeployment | None:
+    """Take the oldest `embedding` deployment whose lease is free, expired or already `owner`'s, for `lease_s`."""
+    now = datetime.now(UTC)
+    dep = session.scalar(
+        select(ModelDeployment)
+        .where(
+            ModelDeployment.status == "embedding",
+            (ModelDeployment.lease_until.is_(None))
+            | (ModelDeployment.lease_until < now)
+            | (ModelDeployment.lease_owner == owner),
+        )
+        .order_by(ModelDeployment.created_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if dep is not None:
+        dep.lease_owner, dep.lease_until, dep.updated_at = owner, now + timedelta(seconds=lease_s), now
+        session.flush()
+    return dep
+
+
+_READ_PAGE = text("""
+    SELECT s.id, s.product_id FROM items s
+    WHERE s.tenant_id = :t AND s.model = :src AND s.id > :after
+      AND NOT EXISTS (SELECT 1 FROM items x WHERE x.image_id = s.image_id AND x.model = :key
+                      AND x.kind = s.kind AND x.box = s.box)
+    ORDER BY s.id LIMIT :page
+""")
+
+# Products are locked before the vectors are read: every catalog writer locks them first, so an
+# update or delete of a product either finished before this read or waits for this page's commit.
+_LOCK_PRODUCTS = text("SELECT id FROM products WHERE id = ANY(:ids) ORDER BY id FOR SHARE")
+
+_COPY_ITEMS = text("""
+    INSERT INTO items (tenant_id, product_id, image_id, kind, box, label, score, model, dim, embedding, in_stock,
+                       category)
+    SELECT i.tenant_id, i.product_id, i.image_id, i.kind, i.box, i.label, i.score, CAST(:model AS varchar), :dim,
+           k.emb, i.in_stock, i.category
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:emb AS vector[])) AS k(id, emb)
+    JOIN items i ON i.id = k.id AND i.tenant_id = :t
+    WHERE NOT EXISTS (SELECT 1 FROM items x WHERE x.image_id = i.image_id AND x.model = CAST(:model AS varchar)
+                      AND x.kind = i.kind AND x.box = i.box)
+""")
+
+
+def reembed_page(
+    session: Session,
+    dep: ModelDeployment,
+    owner: str,
+    *,
+    transform: Callable[[np.ndarray], np.ndarray],
+    codes: Callable[[np.ndarray], np.ndarray] | None = None,
+    page: int = 2000,
+    lease_s: float = 60.0,
+) -> Page:
+    """One page of the current pass (scan or sweep), in the caller's transaction: commit it as a whole.
+
+    Writes `transform(vectors)` (and, with `codes`, the +-1 codes under `codes_key`) for source items
+    after the cursor that have no vector of the model yet, then moves the cursor and renews the lease.
+    DeploymentError("lease_lost") if another process took the deployment over meanwhile.
+    """
+    params = {"t": dep.tenant_id, "src": dep.source_key, "key": dep.model_key, "after": dep.cursor, "page": page}
+    candidates = session.execute(_READ_PAGE, params).all()
+    if not candidates:
+        _advance(session, dep, owner, lease_s=lease_s, read=0, written=0, cursor=dep.cursor)
+        return Page(0, 0, True)
+    session.execute(_LOCK_PRODUCTS, {"ids": sorted({r.product_id for r in candidates})})
+    ids = [r.id for r in candidates]
+    # Re-read after the locks: a product rewritten meanwhile has new items (and maybe this model's vectors).
+    rows = read_vectors(session, dep.tenant_id, ids)
+    written = 0
+    if rows:
+        live = [item_id for item_id, _ in rows]
+        vectors = np.stack([vector for _, vector in rows])
+        mapped = transform(vectors)
+        if mapped.shape != (len(rows), dep.dim):
+            expected = (len(rows), dep.dim)
+            raise DeploymentError("bad_model", f"the model mapped vectors to {mapped.shape}, expected {expected}")
+        base = {"ids": live, "t": dep.tenant_id}
+        result = session.execute(
+            _COPY_ITEMS, {**base, "emb": [vector_text(v) for v in mapped], "model": dep.model_key, "dim": dep.dim}
+        )
+        written = result.rowcount
+        if codes is not None and dep.bits:
+            signs = codes(vectors).astype(np.float32) * 2.0 - 1.0  # 0/1 bits -> -1/+1, binary_quantize keeps > 0
+            session.execute(
+                _COPY_ITEMS,
+                {**base, "emb": [vector_text(v) for v in signs], "model": codes_key(dep.model_key), "dim": dep.bits},
+            )
+    _advance(session, dep, owner, lease_s=lease_s, read=len(candidates), written=written, cursor=ids[-1])
+    return Page(len(candidates), written, False)
+
+
+def read_vectors(session: Session, tenant_id: str, ids: list[int]) -> list[tuple[int, np.ndarray]]:
+    """(id, float32 vector) of the tenant's items `ids`, in id order, in the session's transaction.
+
+    Read in pgvector's binary form (int16 dim, int16 unused, dim big-endian float32): parsing 1280 floats of
+    text per row was most of a re-embed's time and CPU. No loader is registered on the pooled connection,
+    so what other code reads through it is unchanged.
+    """
+    raw = session.connection().connection.driver_connection
+    with raw.cursor(binary=True) as cur:
+        cur.execute(
+            "SELECT id, embedding FROM items WHERE id = ANY(%s) AND tenant_id = %s ORDER BY id", (ids, tenant_id)
+        )
+        return [(item_id, np.frombuffer(data, dtype=">f4", offset=4).astype(np.float32)) for item_id, data in cur]
+
+
+def _advance(session: Session, dep: ModelDeployment, owner: str, *, lease_s: float, read: int, written: int, cursor):
+    now = datetime.now(UTC)
+    done = session.execute(
+        update(ModelDeployment)
+        .where(
+            ModelDeployment.tenant_id == dep.tenant_id,
+            ModelDeployment.model_key == dep.model_key,
+            ModelDeployment.lease_owner == owner,
+            ModelDeployment.status == "embedding",
+        )
+        .values(
+            cursor=cursor,
+            items_done=ModelDeployment.items_done + (read if dep.phase == "scan" else 0),
+            items_written=ModelDeployment.items_written + written,
+            lease_until=now + timedelta(seconds=lease_s),
+            updated_at=now,
+        )
+        .returning(ModelDeployment.cursor)
+    ).first()
+    if done is None:
+        raise DeploymentError("lease_lost", f"deployment {dep.model_key!r} of {dep.tenant_id!r} was taken over")
+    dep.cursor = cursor
+
+
+def next_phase(session: Session, dep: ModelDeployment) -> str:
+    """After a pass reached its end: scan -> sweep (cursor back to 0) -> index. Returns the new phase."""
+    now = datetime.now(UTC)
+    if dep.phase == "scan":
+        dep.phase, dep.cursor, dep.scan_done_at = "sweep", 0, now
+    elif dep.phase == "sweep":
+        dep.phase = "index"
+    dep.updated_at = now
+    session.flush()
+    return dep.phase
+
+
+def sweep_due(dep: ModelDeployment, *, settle_s: float) -> bool:
+    """Whether the sweep may start: `settle_s` after the scan ended (every worker's cache knows the model by then)."""
+    return dep.scan_done_at is not None and datetime.now(UTC) >= dep.scan_done_at + timedelta(seconds=settle_s)
+
+
+def mark_ready(session: Session, dep: ModelDeployment, owner: str) -> None:
+    """The vectors and the index are complete: the model may serve."""
+    now = datetime.now(UTC)
+    session.execute(
+        update(ModelDeployment)
+        .where(
+            ModelDeployment.tenant_id == dep.tenant_id,
+            ModelDeployment.model_key == dep.model_key,
+            ModelDeployment.lease_owner == owner,
+        )
+        .values(status="ready", phase="done", ready_at=now, updated_at=now, lease_owner=None, lease_until=None)
+    )
+
+
+def mark_failed(session: Session, tenant_id: str, model_key: str, reason: str) -> None:
+    """The deployment cannot complete (the reason, one sentence); it never serves. Deploy again to retry."""
+    now = datetime.now(UTC)
+    session.execute(
+        update(ModelDeployment)
+        .where(ModelDeployment.tenant_id == tenant_id, ModelDeployment.model_key == model_key)
+        .values(status="failed", reason=reason[:1000], updated_at=now, lease_owner=None, lease_until=None)
+    )

@@ -1,0 +1,235 @@
+"""The background re-embed: run the tenants' pending model deployments page by page (db/deployments.py).
+
+Every worker runs `Reembedder.run_forever` beside its agents; `vitrine model reembed` runs `run_until_idle`
+in the foreground. A deployment is leased to one process at a time; a process that dies loses its lease
+after `lease_s` and the next one resumes at the last committed page. Pages are short transactions with a
+pause between them (`reembed_pause_s`), so catalog events and storefront queries keep their latency.
+
+`DeployedHeads` is the ingest's side: per tenant, the heads whose vectors new products get in the same
+transaction as the backbone's, re-read every `deployment_cache_ttl_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import deployments as repo
+from db.catalog import DerivedModel
+from db.models import ModelDeployment
+from db.vector_index import codes_key, ensure_vector_index, index_ready
+from vision.model import VisionError
+from vision.trained import TrainedEmbedder
+
+log = logging.getLogger(__name__)
+
+SETTLE_MARGIN_S = 10.0  # added to the workers' cache TTL before the sweep: ingest transactions end well within it
+
+
+def owner_name() -> str:
+    """This process, as a lease holder: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ModelCache:
+    """Loaded trained models by artefact path (one load per process, shared by the runner and the ingest)."""
+
+    def __init__(self, cache_dir: Path):
+        self.cache_dir = cache_dir
+        self._models: dict[str, TrainedEmbedder] = {}
+        self._lock = threading.Lock()
+
+    def get(self, artefact_path: str) -> TrainedEmbedder:
+        """The loaded model; VisionError (with the reason) if the artefact is missing or broken."""
+        with self._lock:
+            model = self._models.get(artefact_path)
+            if model is None:
+                model = TrainedEmbedder(artefact=artefact_path, cache_dir=self.cache_dir)
+                model.head_weights()  # only the head: the stored backbone vectors are its input
+                self._models[artefact_path] = model
+            return model
+
+
+def transforms(model: TrainedEmbedder, dep: ModelDeployment):
+    """(vectors -> model vectors, vectors -> 0/1 codes or None) for a head deployment."""
+    codes = None
+    if dep.bits:
+
+        def codes(features):
+            return model.codes(features, from_features=True)
+
+    return model.embed_features, codes
+
+
+class Reembedder:
+    """Runs pending deployments; one instance per process."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        sessions: sessionmaker[Session],
+        models: ModelCache,
+        *,
+        page: int = 2000,
+        pause_s: float = 0.05,
+        lease_s: float = 60.0,
+        settle_s: float = 20.0,
+        owner: str | None = None,
+        index_memory: str = "512MB",
+    ):
+        self.engine, self.sessions, self.models = engine, sessions, models
+        self.index_memory = index_memory
+        self.page, self.pause_s, self.lease_s, self.settle_s = page, pause_s, lease_s, settle_s
+        self.owner = owner or owner_name()
+
+    def run_once(self, stop: threading.Event | None = None) -> ModelDeployment | None:
+        """Claim one deployment and advance it as far as it can go now; returns it (None: nothing to do).
+
+        It stops when the deployment is ready or failed, when its sweep must wait for `settle_s`, or
+        when `stop` is set. Database errors propagate (the caller waits and tries again; the lease
+        keeps the deployment this process's until it expires).
+        """
+        with self.sessions.begin() as s:
+            dep = repo.claim(s, self.owner, lease_s=self.lease_s)
+        if dep is None:
+            return None
+        try:
+            model = self.models.get(dep.artefact_path)
+            if model.dim != dep.dim or model.model_key != dep.model_key:
+                raise VisionError(f"{dep.artefact_path} is not the {dep.dim}-d model {dep.model_key}")
+        except VisionError as exc:
+            with self.sessions.begin() as s:
+                repo.mark_failed(s, dep.tenant_id, dep.model_key, f"cannot load the model: {exc}")
+            log.error("deployment %s of %s failed: %s", dep.model_key, dep.tenant_id, exc)
+            return dep
+        transform, codes = transforms(model, dep)
+        while not (stop and stop.is_set()):
+            if dep.phase == "sweep" and not repo.sweep_due(dep, settle_s=self.settle_s):
+                return dep  # every worker's cache must know the model first; claimed again later
+            if dep.phase in ("scan", "sweep"):
+                with self.sessions.begin() as s:
+                    s.add(dep)
+                    page = repo.reembed_page(
+                        s, dep, self.owner, transform=transform, codes=codes, page=self.page, lease_s=self.lease_s
+                    )
+                    if page.finished:
+                        repo.next_phase(s, dep)
+                        log.info("deployment %s of %s: now %s", dep.model_key, dep.tenant_id, dep.phase)
+                if self.pause_s and not page.finished:
+                    time.sleep(self.pause_s)
+                continue
+            if dep.phase == "index":
+                self._build_indexes(dep)
+                with self.sessions.begin() as s:
+                    repo.mark_ready(s, dep, self.owner)
+                dep.status, dep.phase = "ready", "done"
+                log.info("deployment %s of %s is ready", dep.model_key, dep.tenant_id)
+            return dep
+        return dep
+
+    def _build_indexes(self, dep: ModelDeployment) -> None:
+        """The serving index (and, for a head with codes, the codes' one), built without blocking writes."""
+        wanted = [(dep.model_key, dep.dim, dep.index_kind)]
+        if dep.index_kind == "codes":  # the codes index searches, the model's full vectors re-rank
+            wanted = [(dep.model_key, dep.bits, "codes")]
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            # The build's memory: with the 64 MB default an HNSW build takes ~2.5x longer (PLATFORM.md).
+            conn.execute(text("SELECT set_config('maintenance_work_mem', :m, false)"), {"m": self.index_memory})
+            try:
+                for key, dim, kind in wanted:
+                    ensure_vector_index(conn, key, dim, kind=kind, concurrently=True)
+                    if not index_ready(conn, key, kind):
+                        raise RuntimeError(f"the {kind} index of {key} is not valid after its build")
+            finally:
+                conn.execute(text("RESET maintenance_work_mem"))  # the connection goes back to the pool
+
+    def run_until_idle(self, stop: threading.Event | None = None, *, poll_s: float = 1.0) -> None:
+        """Run deployments until none is left embedding (a sweep waiting for `settle_s` is waited for)."""
+        while not (stop and stop.is_set()):
+            dep = self.run_once(stop)
+            if dep is None:
+                return
+            if dep.status == "embedding":
+                time.sleep(poll_s)
+
+    def run_forever(self, stop: threading.Event, *, poll_s: float = 2.0) -> None:
+        """The worker's loop (in a thread of its own): run what is pending, wait, again; survives outages."""
+        while not stop.is_set():
+            try:
+                dep = self.run_once(stop)
+            except (DBAPIError, OSError) as exc:  # Postgres restarting: the lease keeps our place
+                log.warning("re-embed paused, the database is unavailable: %s", str(exc).splitlines()[0])
+                dep = None
+            except repo.DeploymentError as exc:
+                log.warning("re-embed step refused: %s", exc)
+                dep = None
+            except Exception:
+                log.exception("re-embed step failed; retrying")
+                dep = None
+            if dep is None or dep.status != "embedding":
+                stop.wait(poll_s)
+
+
+class DeployedHeads:
+    """Per tenant, the deployed heads of `backbone_key` that new products get vectors of (a TTL cache)."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        models: ModelCache,
+        backbone_key: str,
+        *,
+        ttl_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.sessions, self.models, self.backbone_key, self.ttl_s, self.clock = (
+            sessions,
+            models,
+            backbone_key,
+            ttl_s,
+            clock,
+        )
+        self._at, self._heads = -float("inf"), {}
+        self._lock = threading.Lock()
+
+    def get(self) -> Mapping[str, Sequence[DerivedModel]]:
+        """{tenant: [DerivedModel, ...]}, re-read when older than the TTL; a model that fails to load is skipped."""
+        with self._lock:
+            if self.clock() - self._at >= self.ttl_s:
+                self._heads, self._at = self._load(), self.clock()
+            return self._heads
+
+    def _load(self) -> dict[str, list[DerivedModel]]:
+        with self.sessions() as s:
+            deps = repo.writing_deployments(s)
+        heads: dict[str, list[DerivedModel]] = {}
+        for dep in deps:
+            if dep.source_key != self.backbone_key:
+                continue
+            try:
+                model = self.models.get(dep.artefact_path)
+            except VisionError as exc:
+                log.error("deployed model %s of %s cannot load: %s", dep.model_key, dep.tenant_id, exc)
+                continue
+            transform, codes = transforms(model, dep)
+            heads.setdefault(dep.tenant_id, []).append(
+                DerivedModel(
+                    dep.model_key,
+                    dep.dim,
+                    transform,
+                    codes,
+                    dep.bits,
+                    codes_key(dep.model_key) if dep.bits else None,
+                )
+            )
+        return heads

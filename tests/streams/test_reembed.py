@@ -1,0 +1,270 @@
+"""Background re-embedding on the real Postgres: the vectors it writes, resuming after a crash without
+writing anything twice, live ingest beside it, the final sweep, and what may serve when."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import select, text
+
+from db import deployments as repo
+from db.deployments import DeploymentError
+from db.models import Item, ModelDeployment, Product
+from db.tenants import create_tenant
+from db.vector_index import codes_key, index_ready
+from streams.reembed import DeployedHeads, ModelCache, Reembedder
+from tests.streams.deployment_helpers import BACKBONE, BITS, DIM_OUT, head_weights, products, ready_model
+from vision.trained import apply_head, l2_normalize
+
+pytestmark = pytest.mark.integration
+
+N = 240
+
+
+@pytest.fixture
+def catalog_and_model(sessions, tmp_path):
+    """Tenant acme with N products and a ready head; globex with a few products of its own."""
+    with sessions.begin() as s:
+        create_tenant(s, "Acme", "acme")
+        create_tenant(s, "Globex", "globex")
+    with sessions.begin() as s:
+        products(s, "acme", range(N))
+        products(s, "globex", range(7), seed=1)
+        key = ready_model(s, "acme", tmp_path / "models")
+    return key
+
+
+def runner(db_engine, sessions, tmp_path, **kw) -> Reembedder:
+    kw = {"page": 50, "pause_s": 0, "settle_s": 0, "lease_s": 30} | kw
+    return Reembedder(db_engine, sessions, ModelCache(tmp_path / "cache"), **kw)
+
+
+def deploy(sessions, key, **kw):
+    with sessions.begin() as s:
+        dep, started = repo.deploy_trained(s, "acme", key, embedder_key=BACKBONE, **kw)
+    return dep, started
+
+
+def counts(sessions, key) -> dict[str, int]:
+    with sessions() as s:
+        rows = s.execute(
+            text("SELECT model, tenant_id, count(*) FROM items WHERE model IN (:k, :c) GROUP BY model, tenant_id"),
+            {"k": key, "c": codes_key(key)},
+        ).all()
+        dupes = s.scalar(
+            text(
+                "SELECT count(*) FROM (SELECT 1 FROM items WHERE model = :k "
+                "GROUP BY image_id, kind, box HAVING count(*) > 1) d"
+            ),
+            {"k": key},
+        )
+    out = {f"{m}/{t}": n for m, t, n in rows}
+    out["duplicates"] = dupes
+    return out
+
+
+def test_a_deployment_writes_the_heads_vectors_and_codes_then_serves(db_engine, sessions, tmp_path, catalog_and_model):
+    key = catalog_and_model
+    dep, started = deploy(sessions, key)
+    assert started and dep.status == "embedding" and dep.items_total == N and dep.bits == BITS
+    with sessions() as s:
+        assert repo.servable_models(s, "acme") == {}  # nothing serves before the vectors and index are complete
+        with pytest.raises(DeploymentError) as refused:
+            repo.activate(s, "acme", key, embedder_key=BACKBONE)
+        assert refused.value.code == "not_ready" and "still re-embedding" in str(refused.value)
+
+    runner(db_engine, sessions, tmp_path).run_until_idle()
+
+    assert counts(sessions, key) == {f"{key}/acme": N, f"{codes_key(key)}/acme": N, "duplicates": 0}  # not globex's
+    with sessions() as s:
+        dep = s.get(ModelDeployment, ("acme", key))
+        assert (dep.status, dep.phase, dep.items_done, dep.items_written) == ("ready", "done", N, N)
+        assert repo.progress(dep) == 1.0
+        assert repo.servable_models(s, "acme")[key].dim == DIM_OUT
+
+        # The stored vectors are the head applied to the stored backbone vectors, and the codes their signs.
+        def stored(model: str) -> np.ndarray:
+            return np.asarray(
+                s.execute(
+                    select(Item.embedding)
+                    .join(Product, Product.id == Item.product_id)
+                    .where(Product.tenant_id == "acme", Product.external_id == "p17", Item.model == model)
+                ).scalar_one(),
+                np.float32,
+            )
+
+        src, dst, code = stored(BACKBONE), stored(key), stored(codes_key(key))
+        head = head_weights()
+        expected = l2_normalize(apply_head(head, src[None]))[0]
+        np.testing.assert_allclose(dst, expected, atol=1e-6)
+        np.testing.assert_array_equal(code > 0, (expected @ head["w3"] + head["b3"]) > 0)
+    with db_engine.connect() as conn:
+        assert index_ready(conn, key, "halfvec")
+
+
+def test_a_crashed_run_resumes_at_its_last_page_and_writes_nothing_twice(
+    db_engine, sessions, tmp_path, catalog_and_model
+):
+    key = catalog_and_model
+    deploy(sessions, key)
+    first = runner(db_engine, sessions, tmp_path, owner="worker-1")
+    calls = {"n": 0}
+    real = first.models.get
+
+    def dying_get(path):  # the third page's transaction dies half-way (after reading, before commit)
+        model = real(path)
+
+        class Dying:
+            def __getattr__(self, name):
+                return getattr(model, name)
+
+            def embed_features(self, x):
+                calls["n"] += 1
+                if calls["n"] == 3:
+                    raise KeyboardInterrupt("killed")
+                return model.embed_features(x)
+
+        return Dying()
+
+    first.models.get = dying_get
+    with pytest.raises(KeyboardInterrupt):
+        first.run_once()
+    assert counts(sessions, key)[f"{key}/acme"] == 100  # two committed pages of 50
+    with sessions() as s:
+        dep = s.get(ModelDeployment, ("acme", key))
+        assert dep.items_done == 100 and dep.lease_owner == "worker-1"
+
+    second = runner(db_engine, sessions, tmp_path, owner="worker-2")
+    assert second.run_once() is None  # worker-1's lease still holds
+    with sessions.begin() as s:
+        s.execute(text("UPDATE model_deployments SET lease_until = now() - interval '1 second'"))
+    second.run_until_idle()
+    assert counts(sessions, key) == {f"{key}/acme": N, f"{codes_key(key)}/acme": N, "duplicates": 0}
+
+    # The crashed worker comes back: it lost the lease, so it writes nothing.
+    with sessions() as s:
+        dep = s.get(ModelDeployment, ("acme", key))
+    dep.status, dep.phase, dep.cursor = "embedding", "scan", 0
+    with pytest.raises(DeploymentError) as lost, sessions.begin() as s:
+        s.add(dep)
+        repo.reembed_page(s, dep, "worker-1", transform=lambda x: x, page=10)
+    assert lost.value.code == "lease_lost"
+
+
+def test_live_ingest_writes_deployed_heads_and_the_sweep_catches_what_a_stale_worker_missed(
+    db_engine, sessions, tmp_path, catalog_and_model
+):
+    key = catalog_and_model
+    deploy(sessions, key)
+    reembed = runner(db_engine, sessions, tmp_path, settle_s=3600)
+    heads = DeployedHeads(sessions, reembed.models, BACKBONE, ttl_s=60)
+    assert [m.key for m in heads.get()["acme"]] == [key] and "globex" not in heads.get()
+
+    with sessions.begin() as s:  # a worker that knows the deployment: vectors in the same transaction
+        products(s, "acme", range(N, N + 20), derived=heads.get())
+        products(s, "acme", range(0, 10), version=2, derived=heads.get())  # updated products: new items
+    assert counts(sessions, key)[f"{key}/acme"] == 30
+    reembed.run_once()  # the scan ends, the sweep waits for every worker's cache (settle_s)
+    with sessions.begin() as s:  # a worker whose cache did not know the model yet
+        products(s, "acme", range(N + 20, N + 25))
+    with sessions() as s:
+        dep = s.get(ModelDeployment, ("acme", key))
+        assert (dep.status, dep.phase) == ("embedding", "sweep")
+        assert repo.servable_models(s, "acme") == {}
+
+    reembed.settle_s = 0
+    reembed.run_until_idle()
+    total = N + 25
+    assert counts(sessions, key) == {f"{key}/acme": total, f"{codes_key(key)}/acme": total, "duplicates": 0}
+    with sessions() as s:  # one vector per live backbone item, none left over from the replaced ones
+        orphans = s.scalar(
+            text(
+                "SELECT count(*) FROM items t WHERE t.model = :k AND NOT EXISTS (SELECT 1 FROM items b "
+                "WHERE b.image_id = t.image_id AND b.model = :b AND b.kind = t.kind AND b.box = t.box)"
+            ),
+            {"k": key, "b": BACKBONE},
+        )
+        assert orphans == 0
+
+
+def test_activation_and_rollback_point_the_visual_arm_at_ready_models_only(
+    db_engine, sessions, tmp_path, catalog_and_model
+):
+    key = catalog_and_model
+    with sessions.begin() as s:
+        with pytest.raises(DeploymentError) as none:
+            repo.rollback(s, "acme", embedder_key=BACKBONE)
+        assert none.value.code == "no_previous"
+        with pytest.raises(DeploymentError) as unknown:
+            repo.activate(s, "acme", "nope@000000000000", embedder_key=BACKBONE)
+        assert unknown.value.code == "not_deployed"
+    deploy(sessions, key)
+    runner(db_engine, sessions, tmp_path).run_until_idle()
+    with sessions.begin() as s:
+        t = repo.activate(s, "acme", key, embedder_key=BACKBONE)
+        assert (t.active_model, t.previous_model) == (key, BACKBONE)
+        t = repo.rollback(s, "acme", embedder_key=BACKBONE)
+        assert (t.active_model, t.previous_model) == (BACKBONE, key)
+        t = repo.rollback(s, "acme", embedder_key=BACKBONE)  # and forward again
+        assert (t.active_model, t.previous_model) == (key, BACKBONE)
+        with pytest.raises(DeploymentError) as other:  # globex never deployed it
+            repo.activate(s, "globex", key, embedder_key=BACKBONE)
+        assert other.value.code == "not_deployed"
+
+
+def test_deploying_refuses_what_cannot_be_re_embedded_from_stored_vectors(sessions, tmp_path, catalog_and_model):
+    key = catalog_and_model
+    with sessions.begin() as s:
+        other = ready_model(s, "globex", tmp_path / "g", seed=3)
+        foreign = ready_model(s, "acme", tmp_path / "f", seed=4, backbone="clip@x")
+        plain = ready_model(s, "acme", tmp_path / "p", seed=5, bits=None)
+        from db import trained_models as models_repo
+
+        training = models_repo.start_job(s, "acme", method="triplet", finetune=False, params={}).job_id
+    cases = {
+        "nope@000000000000": "unknown_model",
+        other: "unknown_model",  # another tenant's model does not exist for acme
+        training: "not_ready",
+        foreign: "backbone_mismatch",
+    }
+    for ref, code in cases.items():
+        with sessions.begin() as s, pytest.raises(DeploymentError) as refused:
+            repo.deploy_trained(s, "acme", ref, embedder_key=BACKBONE)
+        assert refused.value.code == code, ref
+    with sessions.begin() as s, pytest.raises(DeploymentError) as no_codes:
+        repo.deploy_trained(s, "acme", plain, embedder_key=BACKBONE, index_kind="codes")
+    assert no_codes.value.code == "bad_index_kind"
+    with sessions.begin() as s:
+        assert repo.deploy_trained(s, "acme", BACKBONE, embedder_key=BACKBONE) == (None, False)
+        assert repo.deploy_trained(s, "acme", key, embedder_key=BACKBONE)[1] is True
+        assert repo.deploy_trained(s, "acme", key, embedder_key=BACKBONE)[1] is False  # asking twice is harmless
+        assert repo.list_deployments(s, "globex") == []
+
+
+def test_an_artefact_that_disappeared_fails_the_deployment_with_its_reason(
+    db_engine, sessions, tmp_path, catalog_and_model
+):
+    key = catalog_and_model
+    dep, _ = deploy(sessions, key)
+    with sessions.begin() as s:
+        s.execute(text("UPDATE model_deployments SET artefact_path = '/nonexistent/x.vtm'"))
+    runner(db_engine, sessions, tmp_path).run_until_idle()
+    with sessions() as s:
+        dep = s.get(ModelDeployment, ("acme", key))
+        assert dep.status == "failed" and "cannot load the model" in dep.reason
+        assert repo.servable_models(s, "acme") == {}
+    assert deploy(sessions, key)[1] is True  # a failed deployment may be asked again
+
+
+def test_the_sweep_waits_for_the_settle_time(db_engine, sessions, tmp_path, catalog_and_model):
+    key = catalog_and_model
+    deploy(sessions, key)
+    reembed = runner(db_engine, sessions, tmp_path, settle_s=60)
+    reembed.run_once()
+    with sessions() as s:
+        dep = s.get(ModelDeployment, ("acme", key))
+    assert dep.phase == "sweep" and not repo.sweep_due(dep, settle_s=60)
+    dep.scan_done_at = datetime.now(UTC) - timedelta(seconds=61)
+    assert repo.sweep_due(dep, settle_s=60)
