@@ -113,19 +113,32 @@ class Reembedder:
             log.error("deployment %s of %s failed: %s", dep.model_key, dep.tenant_id, exc)
             return dep
         transform, codes = transforms(model, dep)
+        tenant, key = dep.tenant_id, dep.model_key  # readable after a rolled-back page expired `dep`
         while not (stop and stop.is_set()):
             if dep.phase == "sweep" and not repo.sweep_due(dep, settle_s=self.settle_s):
                 return dep  # every worker's cache must know the model first; claimed again later
             if dep.phase in ("scan", "sweep"):
-                with self.sessions.begin() as s:
-                    s.add(dep)
-                    page = repo.reembed_page(
-                        s, dep, self.owner, transform=transform, codes=codes, page=self.page, lease_s=self.lease_s
-                    )
-                    if page.finished:
+                try:
+                    with self.sessions.begin() as s:
+                        s.add(dep)
+                        page = repo.reembed_page(
+                            s, dep, self.owner, transform=transform, codes=codes, page=self.page, lease_s=self.lease_s
+                        )
+                except repo.DeploymentError as exc:
+                    if exc.code == "lease_lost":
+                        raise
+                    # The model itself is at fault (its output does not fit): retrying would fail forever.
+                    with self.sessions.begin() as s:
+                        repo.mark_failed(s, tenant, key, str(exc))
+                    log.error("deployment %s of %s failed: %s", key, tenant, exc)
+                    with self.sessions() as s:
+                        return s.get(ModelDeployment, (tenant, key))
+                if page.finished:  # a crash before this commit finds the pass finished again: idempotent
+                    with self.sessions.begin() as s:
+                        s.add(dep)
                         repo.next_phase(s, dep)
-                        log.info("deployment %s of %s: now %s", dep.model_key, dep.tenant_id, dep.phase)
-                if self.pause_s and not page.finished:
+                    log.info("deployment %s of %s: now %s", dep.model_key, dep.tenant_id, dep.phase)
+                elif self.pause_s:
                     time.sleep(self.pause_s)
                 continue
             if dep.phase == "index":

@@ -268,3 +268,24 @@ def test_the_sweep_waits_for_the_settle_time(db_engine, sessions, tmp_path, cata
     assert dep.phase == "sweep" and not repo.sweep_due(dep, settle_s=60)
     dep.scan_done_at = datetime.now(UTC) - timedelta(seconds=61)
     assert repo.sweep_due(dep, settle_s=60)
+
+
+def test_a_model_whose_output_does_not_fit_fails_its_deployment_once(db_engine, sessions, tmp_path, catalog_and_model):
+    from db import trained_models as models_repo
+    from tests.streams.deployment_helpers import head_card
+    from vision.trained import write_artefact
+
+    head = head_weights(bits=None)
+    head["w2"], head["b2"] = head["w2"][:, :5], head["b2"][:5]  # 5 outputs, while its card says 6
+    path = write_artefact(tmp_path / "bad", head_card(bits=None), head=head)
+    with sessions.begin() as s:
+        job = models_repo.start_job(s, "acme", method="triplet", finetune=False, params={})
+        models_repo.finish_job(s, "acme", job.job_id, model_key=path.stem, artefact_path=str(path), card={})
+    with sessions.begin() as s:
+        repo.deploy_trained(s, "acme", path.stem, embedder_key=BACKBONE)
+    dep = runner(db_engine, sessions, tmp_path).run_once()
+    assert dep.status == "failed"
+    with sessions() as s:
+        stored = s.get(ModelDeployment, ("acme", path.stem))
+        assert stored.status == "failed" and "expected (50, 6)" in stored.reason and stored.items_written == 0
+        assert s.scalar(text("SELECT count(*) FROM items WHERE model = :k"), {"k": path.stem}) == 0
