@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Text,
@@ -105,6 +106,9 @@ class ProductImage(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")  # pending|ok|failed
     failure_reason: Mapped[str | None] = mapped_column(Text)
     fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # last download
+    # A small WebP (longest side THUMBNAIL_SIDE, vision/image.py) written at ingest (migration 0012):
+    # dashboards show it and never fetch the tenant's URL. deferred: listing images never loads it.
+    thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     updated_at: Mapped[datetime] = _now()
 
     product: Mapped[Product] = relationship(back_populates="images")

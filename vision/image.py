@@ -18,6 +18,8 @@ DEFAULT_MAX_PIXELS = 40_000_000
 # Transparent product cut-outs are shown on white by storefronts; composite them the same way
 # so the embedder sees what the shopper sees (black, Pillow's default, would shift every vector).
 BACKGROUND = (255, 255, 255)
+THUMBNAIL_SIDE = 256  # px: the longest side of the stored thumbnail
+THUMBNAIL_QUALITY = 80  # WebP quality: ~5-15 kB for a product photo at 256 px
 
 
 class ImageError(ValueError):
@@ -36,6 +38,22 @@ class LoadedImage:
     content_hash: str
     width: int
     height: int
+
+
+def make_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE, quality: int = THUMBNAIL_QUALITY) -> bytes:
+    """WebP bytes of `image` scaled so its longest side is at most `side` (never enlarged)."""
+    thumb = image.convert("RGB")
+    thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    thumb.save(out, format="WEBP", quality=quality, method=4)
+    return out.getvalue()
+
+
+def thumbnail_scale(width: int | None, height: int | None, side: int = THUMBNAIL_SIDE) -> float:
+    """The factor from original-image pixels to thumbnail pixels (item boxes are stored in original pixels)."""
+    if not width or not height:
+        return 1.0
+    return min(1.0, side / max(width, height))
 
 
 def content_hash(data: bytes) -> str:
