@@ -306,12 +306,16 @@ def search_products(database_url: str, tenant_id: str, query: str, limit: int = 
 
 @st.cache_data(ttl=LIST_TTL_S, show_spinner=False)
 def product_images(database_url: str, tenant_id: str, external_id: str) -> list[dict[str, Any]]:
-    """The product's images (url, size, status, failure reason) with their detected items."""
+    """The product's images (url, size, status, failure reason, stored thumbnail or None) with their items.
+
+    Each detected item comes once, with `models`: the models that have a vector of it (every deployed model
+    stores its own row of each item, same kind, box and label).
+    """
     with _session(database_url) as session:
         images = (
             session.execute(
                 text("""
-            SELECT pi.id, pi.url, pi.position, pi.width, pi.height, pi.status, pi.failure_reason
+            SELECT pi.id, pi.url, pi.position, pi.width, pi.height, pi.status, pi.failure_reason, pi.thumbnail
             FROM product_images pi JOIN products p ON p.id = pi.product_id
             WHERE p.tenant_id = :t AND p.external_id = :pid ORDER BY pi.position
         """),
@@ -323,9 +327,12 @@ def product_images(database_url: str, tenant_id: str, external_id: str) -> list[
         items = (
             session.execute(
                 text("""
-            SELECT it.image_id, it.kind, it.box, it.label, it.score, it.model
+            SELECT it.image_id, it.kind, it.box, it.label, max(it.score) AS score,
+                   array_agg(it.model ORDER BY it.model) AS models
             FROM items it JOIN products p ON p.id = it.product_id
-            WHERE p.tenant_id = :t AND p.external_id = :pid ORDER BY it.image_id, it.score DESC
+            WHERE p.tenant_id = :t AND p.external_id = :pid
+            GROUP BY it.image_id, it.kind, it.box, it.label
+            ORDER BY it.image_id, score DESC, it.label
         """),
                 {"t": tenant_id, "pid": external_id},
             )
@@ -335,9 +342,33 @@ def product_images(database_url: str, tenant_id: str, external_id: str) -> list[
     out = []
     for img in images:
         d = dict(img)
+        d["thumbnail"] = None if d["thumbnail"] is None else bytes(d["thumbnail"])
         d["items"] = [{k: v for k, v in it.items() if k != "image_id"} for it in items if it["image_id"] == img["id"]]
         out.append(d)
     return out
+
+
+@st.cache_data(ttl=LIST_TTL_S, show_spinner=False)
+def product_thumbnails(database_url: str, tenant_id: str, external_ids: tuple[str, ...]) -> dict[str, bytes | None]:
+    """Per product of `external_ids` (of this tenant): the thumbnail of its first ok image, for neighbour grids.
+
+    One query for a whole page. An ok image stored before thumbnails existed (migration 0012) gives way to a
+    later one that has a thumbnail; None where none of its ok images has one. A product with no ok image, or
+    not of this tenant, is left out.
+    """
+    if not external_ids:
+        return {}
+    with _session(database_url) as session:
+        rows = session.execute(
+            text("""
+            SELECT DISTINCT ON (p.external_id) p.external_id, pi.thumbnail
+            FROM products p JOIN product_images pi ON pi.product_id = p.id AND pi.status = 'ok'
+            WHERE p.tenant_id = :t AND p.external_id = ANY(:ids)
+            ORDER BY p.external_id, pi.thumbnail IS NULL, pi.position
+        """),
+            {"t": tenant_id, "ids": list(external_ids)},
+        ).all()
+    return {r.external_id: None if r.thumbnail is None else bytes(r.thumbnail) for r in rows}
 
 
 def embedder_identity(settings: Settings) -> tuple[str, int]:

@@ -8,6 +8,10 @@ out-of-order events). A delete leaves a tombstone row with its version for the s
 Image rows: `ok` (indexed), `failed` (permanently: 404, not an image, refused address; the reason is
 kept) or `pending` (failed transiently: timeout, 5xx, refused connection; the reason is kept and the
 image is tried again, see `claim_pending_images`, with `updated_at` as the time of the last try).
+
+Thumbnails (`product_images.thumbnail`, WebP from `vision.image.make_thumbnail`) are written with the image
+row in the same transaction: a newly decoded image brings its own, an image written without one (unchanged,
+not re-fetched, a transient failure) keeps the stored one, and a failed image has none.
 """
 
 from __future__ import annotations
@@ -48,12 +52,14 @@ class ImageResult:
     height: int | None = None
     items: list[ItemRow] | None = None  # None with status ok = unchanged, keep the stored items
     fetched: bool = True  # False: the URL was known and recent, so it was not downloaded again
+    thumbnail: bytes | None = None  # WebP of a decoded image; None = keep the stored one (none if failed)
 
 
 @dataclass(frozen=True)
 class KnownImage:
     content_hash: str
     fetched_at: datetime | None
+    has_thumbnail: bool = True  # False: indexed before thumbnails were stored (migration 0012)
 
 
 @dataclass(frozen=True)
@@ -103,14 +109,15 @@ def stored_states(
     if by_id:
         images = session.execute(
             text("""
-            SELECT pi.product_id, pi.url, pi.content_hash, pi.fetched_at FROM product_images pi
+            SELECT pi.product_id, pi.url, pi.content_hash, pi.fetched_at, pi.thumbnail IS NOT NULL AS has_thumbnail
+            FROM product_images pi
             WHERE pi.product_id = ANY(:ids) AND pi.status = 'ok'
               AND EXISTS (SELECT 1 FROM items i WHERE i.image_id = pi.id AND i.model = :m)
         """),
             {"ids": list(by_id), "m": model_key},
         ).all()
         for im in images:
-            out[by_id[im.product_id]][1][im.url] = KnownImage(im.content_hash, im.fetched_at)
+            out[by_id[im.product_id]][1][im.url] = KnownImage(im.content_hash, im.fetched_at, im.has_thumbnail)
     return out
 
 
@@ -210,6 +217,7 @@ def upsert_products(
                     "w": [im.width for _, _, im in images],
                     "h": [im.height for _, _, im in images],
                     "fetched": [im.fetched for _, _, im in images],
+                    "thumb": [im.thumbnail for _, _, im in images],
                     "now": now,
                 },
             )
@@ -298,21 +306,25 @@ _UPSERT_PRODUCTS = text("""
 """)
 
 # A failed re-fetch (no hash) must not erase what we knew about the image: coalesce with the stored values.
+# The thumbnail likewise, except for a failed image: what it showed is no longer the product's picture.
 _UPSERT_IMAGES = text("""
     INSERT INTO product_images (tenant_id, product_id, url, position, status, failure_reason, updated_at,
-                                content_hash, width, height, fetched_at)
-    SELECT t, pid, url, pos, status, reason, :now, hash, w, h, CASE WHEN fetched THEN CAST(:now AS timestamptz) END
+                                content_hash, width, height, fetched_at, thumbnail)
+    SELECT t, pid, url, pos, status, reason, :now, hash, w, h, CASE WHEN fetched THEN CAST(:now AS timestamptz) END,
+           CASE WHEN status <> 'failed' THEN thumb END
     FROM unnest(CAST(:t AS text[]), CAST(:pid AS bigint[]), CAST(:url AS text[]), CAST(:pos AS integer[]),
                 CAST(:status AS text[]), CAST(:reason AS text[]), CAST(:hash AS text[]), CAST(:w AS integer[]),
-                CAST(:h AS integer[]), CAST(:fetched AS boolean[])) AS k(t, pid, url, pos, status, reason, hash, w, h,
-                                                                         fetched)
+                CAST(:h AS integer[]), CAST(:fetched AS boolean[]), CAST(:thumb AS bytea[]))
+         AS k(t, pid, url, pos, status, reason, hash, w, h, fetched, thumb)
     ON CONFLICT ON CONSTRAINT uq_product_images_product_url DO UPDATE SET
         position = excluded.position, status = excluded.status, failure_reason = excluded.failure_reason,
         updated_at = excluded.updated_at,
         content_hash = coalesce(excluded.content_hash, product_images.content_hash),
         width = coalesce(excluded.width, product_images.width),
         height = coalesce(excluded.height, product_images.height),
-        fetched_at = coalesce(excluded.fetched_at, product_images.fetched_at)
+        fetched_at = coalesce(excluded.fetched_at, product_images.fetched_at),
+        thumbnail = CASE WHEN excluded.status = 'failed' THEN NULL
+                         ELSE coalesce(excluded.thumbnail, product_images.thumbnail) END
     RETURNING id, product_id, url
 """)
 
@@ -428,10 +440,11 @@ def store_retried_images(
         UPDATE product_images pi SET status = k.status, failure_reason = k.reason, updated_at = :now,
             content_hash = coalesce(k.hash, pi.content_hash), width = coalesce(k.w, pi.width),
             height = coalesce(k.h, pi.height),
-            fetched_at = CASE WHEN k.fetched THEN CAST(:now AS timestamptz) ELSE pi.fetched_at END
+            fetched_at = CASE WHEN k.fetched THEN CAST(:now AS timestamptz) ELSE pi.fetched_at END,
+            thumbnail = CASE WHEN k.status = 'failed' THEN NULL ELSE coalesce(k.thumb, pi.thumbnail) END
         FROM unnest(CAST(:id AS bigint[]), CAST(:status AS text[]), CAST(:reason AS text[]), CAST(:hash AS text[]),
-                    CAST(:w AS integer[]), CAST(:h AS integer[]), CAST(:fetched AS boolean[]))
-             AS k(id, status, reason, hash, w, h, fetched)
+                    CAST(:w AS integer[]), CAST(:h AS integer[]), CAST(:fetched AS boolean[]), CAST(:thumb AS bytea[]))
+             AS k(id, status, reason, hash, w, h, fetched, thumb)
         WHERE pi.id = k.id AND pi.status = 'pending'
         RETURNING pi.id
     """),
@@ -443,6 +456,7 @@ def store_retried_images(
                 "w": [r.width for _, r in current],
                 "h": [r.height for _, r in current],
                 "fetched": [r.fetched for _, r in current],
+                "thumb": [r.thumbnail for _, r in current],
                 "now": now,
             },
         ).scalars()

@@ -11,6 +11,11 @@ indexed with its other images. A pending image is fetched again on its product's
 `retry_pending_images` (the worker runs it every `image_retry_after_s`). A known image whose re-fetch
 fails transiently keeps its stored items. Since every fetch ends by the fetcher's deadline, a batch
 waits at most that long for a slow host, and nothing is retried or dead-lettered for one.
+
+Every newly decoded image leaves a small WebP thumbnail (`vision.image.make_thumbnail`, ~6-9 ms for a
+640 px photo) written with its row, so the dashboards show pictures without ever fetching a tenant URL.
+An unchanged image keeps its stored thumbnail; one indexed before thumbnails existed gets one when its
+bytes are next downloaded (a decode and a thumbnail, no models).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from db.catalog import DerivedModel, ImageResult, ItemRow, KnownImage, PendingIm
 from db.product_queries import indexed_item_counts
 from streams import metrics
 from streams.image_fetch import FetchError, ImageFetcher
-from vision.image import ImageError, content_hash, load_image
+from vision.image import ImageError, content_hash, load_image, make_thumbnail
 from vision.items import extract_items
 
 log = logging.getLogger(__name__)
@@ -357,9 +362,10 @@ class Indexer:
                 continue
             digest = content_hash(data)
             if known is not None and known.content_hash == digest:
-                # Same URL, same bytes: keep the stored items; no decode, no models.
+                # Same URL, same bytes: keep the stored items (and thumbnail); no decode, no models.
                 metrics.IMAGES.labels("unchanged").inc()
-                out.append(ImageResult(url, pos, "ok", content_hash=digest))
+                thumb = None if known.has_thumbnail else self._thumbnail(data)
+                out.append(ImageResult(url, pos, "ok", content_hash=digest, thumbnail=thumb))
                 continue
             try:
                 loaded = load_image(data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
@@ -368,7 +374,13 @@ class Indexer:
                 out.append(ImageResult(url, pos, "failed", reason=str(exc)))
                 continue
             res = ImageResult(
-                url, pos, "ok", content_hash=loaded.content_hash, width=loaded.width, height=loaded.height
+                url,
+                pos,
+                "ok",
+                content_hash=loaded.content_hash,
+                width=loaded.width,
+                height=loaded.height,
+                thumbnail=make_thumbnail(loaded.image),
             )
             out.append(res)
             detections = self.detector.detect([loaded.image])[0]
@@ -393,6 +405,14 @@ class Indexer:
             ]
             i += len(crops)
         return out
+
+    def _thumbnail(self, data: bytes) -> bytes | None:
+        """The thumbnail of an unchanged image stored without one; None if it no longer decodes within the limits."""
+        try:
+            loaded = load_image(data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+        except ImageError:
+            return None  # the stored items stay; the dashboards show the placeholder
+        return make_thumbnail(loaded.image)
 
     async def retry_pending_images(self, *, limit: int = 256, older_than_s: float | None = None) -> dict[str, int]:
         """Fetch again the images left pending at least `older_than_s` ago (default `retry_after_s`); counts by outcome.

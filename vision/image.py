@@ -45,7 +45,7 @@ def make_thumbnail(image: Image.Image, side: int = THUMBNAIL_SIDE, quality: int 
     thumb = image.convert("RGB")
     thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
-    thumb.save(out, format="WEBP", quality=quality, method=4)
+    thumb.save(out, format="WEBP", quality=quality, method=2)  # method 4: +45 % time for -3 % bytes
     return out.getvalue()
 
 

@@ -2,22 +2,65 @@
 model the tenant can serve (the pretrained embedder and every ready trained model, side by side) and what the
 baseline arm would show instead.
 
-Boxes are drawn on a placeholder of the image's stored width x height, not on the image itself:
-fetching tenant-supplied URLs from the dashboard server would turn it into an SSRF relay, and
-the ingest worker already stored everything the boxes need. The original URL is linked.
+Pictures are the thumbnails the ingest worker stored with each image (`product_images.thumbnail`, a small
+WebP, `vision.image.make_thumbnail`): the item boxes, stored in the original image's pixels, are scaled onto
+the thumbnail, and each arm's top neighbours are shown as a grid of their first picture, read for the whole
+page in one query (`data.product_thumbnails`). The page never fetches a tenant-supplied URL: that would
+turn the dashboard server into an SSRF relay. An image stored without a thumbnail (indexed before
+migration 0012, until its bytes are next downloaded) is drawn as a grey placeholder of its stored
+width x height with the same boxes. The original URL is linked, for the viewer's own browser to open.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+
 import pandas as pd
 import streamlit as st
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from dashboards import data, model_data
 from dashboards.ui import current_tenant, database_url_or_stop
 
+log = logging.getLogger(__name__)
+
 PLACEHOLDER_MAX = 360  # px: the longest side of a drawn placeholder
+TILE = 192  # px: the side of a square neighbour tile (thumbnails are at most 256 px)
+GRID_NEIGHBOURS = 6  # neighbours drawn as pictures per arm; the table below lists all of them
 COLOURS = ["#e4572e", "#17bebb", "#ffc914", "#76b041", "#2e86ab", "#a23b72", "#f18f01", "#3b1f2b"]
+GREY = "#d9d9d9"
+EDGE = "#e6e6e6"  # a tile's frame: white product shots on the white page would have no edge
+
+
+def decode_thumbnail(thumbnail: bytes | None) -> Image.Image | None:
+    """The stored thumbnail as an RGB image; None when there is none or it does not decode."""
+    if not thumbnail:
+        return None
+    try:
+        with Image.open(io.BytesIO(thumbnail)) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # a damaged row must not take the page down: the placeholder says enough
+        log.warning("stored thumbnail does not decode: %r", exc)
+        return None
+
+
+def draw_boxes(canvas: Image.Image, items: list[dict], sx: float, sy: float) -> Image.Image:
+    """Draw every item box (original-image pixels, scaled by sx, sy) and its label on `canvas`."""
+    draw = ImageDraw.Draw(canvas)
+    for i, it in enumerate(items):
+        x0, y0, x1, y1 = it["box"]
+        colour = COLOURS[i % len(COLOURS)]
+        draw.rectangle([x0 * sx, y0 * sy, x1 * sx, y1 * sy], outline=colour, width=2)
+        draw.text((x0 * sx + 4, y0 * sy + 3), f"{it['label']} {it['score']:.2f}", fill=colour, font=_font(12))
+    return canvas
+
+
+def boxes_on_thumbnail(thumb: Image.Image, width: int | None, height: int | None, items: list[dict]) -> Image.Image:
+    """The item boxes drawn on the thumbnail, scaled by its real size against the stored image size."""
+    if not width or not height:  # never written without a size; if so, assume the boxes fit the thumbnail
+        width, height = thumb.size
+    return draw_boxes(thumb.copy(), items, thumb.width / width, thumb.height / height)
 
 
 def boxes_on_placeholder(width: int | None, height: int | None, items: list[dict]) -> Image.Image:
@@ -27,24 +70,44 @@ def boxes_on_placeholder(width: int | None, height: int | None, items: list[dict
         w = int(max([it["box"][2] for it in items] + [PLACEHOLDER_MAX]))
         h = int(max([it["box"][3] for it in items] + [PLACEHOLDER_MAX]))
     scale = PLACEHOLDER_MAX / max(w, h)
-    canvas = Image.new("RGB", (max(int(w * scale), 1), max(int(h * scale), 1)), "#d9d9d9")
+    canvas = Image.new("RGB", (max(int(w * scale), 1), max(int(h * scale), 1)), GREY)
+    return draw_boxes(canvas, items, scale, scale)
+
+
+def tile(thumbnail: bytes | None) -> Image.Image:
+    """A square tile for a neighbour grid: the thumbnail centred on white (as storefronts show cut-outs),
+    or a grey square that says there is no picture."""
+    canvas = Image.new("RGB", (TILE, TILE), "white")
     draw = ImageDraw.Draw(canvas)
-    for i, it in enumerate(items):
-        x0, y0, x1, y1 = (v * scale for v in it["box"])
-        colour = COLOURS[i % len(COLOURS)]
-        draw.rectangle([x0, y0, x1, y1], outline=colour, width=3)
-        draw.text((x0 + 4, y0 + 3), f"{it['label']} {it['score']:.2f}", fill=colour)
+    thumb = decode_thumbnail(thumbnail)
+    if thumb is None:
+        canvas.paste(GREY, (0, 0, TILE, TILE))
+        font = _font(24)
+        _, _, w, h = draw.textbbox((0, 0), "no picture", font=font)  # centred by hand: bitmap fonts take no anchor
+        draw.text(((TILE - w) // 2, (TILE - h) // 2), "no picture", fill="#555555", font=font)
+        return canvas
+    thumb.thumbnail((TILE - 4, TILE - 4), Image.Resampling.LANCZOS)
+    canvas.paste(thumb, ((TILE - thumb.width) // 2, (TILE - thumb.height) // 2))
+    draw.rectangle([0, 0, TILE - 1, TILE - 1], outline=EDGE, width=1)
     return canvas
 
 
-def distinct_items(items: list[dict]) -> list[dict]:
-    """One entry per detected item, with the models that have a vector of it: every deployed model stores its
-    own row of each item (same kind, box and label), which would otherwise be drawn and listed once per model."""
-    merged: dict[tuple, dict] = {}
-    for it in items:
-        key = (it["kind"], tuple(it["box"]), it["label"])
-        merged.setdefault(key, {**it, "models": []})["models"].append(it["model"])
-    return list(merged.values())
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled font at `size` px (its bitmap fallback, of one size, where FreeType is missing)."""
+    return ImageFont.load_default(size=size)
+
+
+def neighbour_grid(rows: list[dict], pictures: dict[str, bytes | None], per_row: int, score_format: str) -> None:
+    """The first GRID_NEIGHBOURS of a ranked list as picture tiles, `per_row` a row, captioned id · score."""
+    top = rows[:GRID_NEIGHBOURS]
+    for start in range(0, len(top), per_row):
+        for cell, n in zip(st.columns(per_row, gap="small"), top[start : start + per_row]):
+            with cell:
+                st.image(
+                    tile(pictures.get(n["product_id"])),
+                    caption=f"{n['product_id']} · {n['score']:{score_format}}",
+                    width="stretch",
+                )
 
 
 def neighbour_frame(rows: list[dict] | None, score_label: str) -> pd.DataFrame:
@@ -57,7 +120,12 @@ def neighbour_frame(rows: list[dict] | None, score_label: str) -> pd.DataFrame:
 tenant = current_tenant()
 url = database_url_or_stop()
 st.title("Catalog explorer")
-query = st.text_input("Search products by id or title", placeholder="e.g. sku-123 or 'red dress'").strip()
+# ?product=<id> opens that product (a deep link); the address bar follows the product shown.
+if "catalog_query" not in st.session_state:
+    st.session_state["catalog_query"] = st.query_params.get("product", "")
+query = st.text_input(
+    "Search products by id or title", key="catalog_query", placeholder="e.g. sku-123 or 'red dress'"
+).strip()
 matches = data.search_products(url, tenant, query)
 if not matches:
     if query:
@@ -76,6 +144,8 @@ pid = st.selectbox(
     f"Product ({len(matches)} match{'es' if len(matches) != 1 else ''})", list(labels), format_func=labels.get
 )
 product = next(m for m in matches if m["external_id"] == pid)
+st.query_params["product"] = pid
+st.query_params["tenant"] = tenant
 st.caption(
     f"category **{product['category'] or '–'}** · price {product['price'] if product['price'] is not None else '–'}"
     f" · version {product['version']} · {'in stock' if product['in_stock'] else 'out of stock'} · "
@@ -88,16 +158,24 @@ if not images:
     st.info("This product has no images.")
 cols = st.columns(min(max(len(images), 1), 3))
 for i, img in enumerate(images):
-    items = distinct_items(img["items"])
+    items = img["items"]  # each detected item once, with the models that have its vector (data.product_images)
     with cols[i % len(cols)]:
         if img["status"] == "failed":
             st.error(f"Image {img['position']} failed: {img['failure_reason'] or 'no reason recorded'}")
         elif img["status"] != "ok":
             st.info(f"Image {img['position']} is {img['status']}.")
-        if img["status"] == "ok" or items:
+        thumb = decode_thumbnail(img["thumbnail"])
+        if thumb is not None:
+            st.image(
+                boxes_on_thumbnail(thumb, img["width"], img["height"], items),
+                caption=f"{img['width']}×{img['height']} px, shown at {thumb.width}×{thumb.height} · "
+                f"{len(items)} item(s)",
+                output_format="PNG",  # lossless: thin box lines and labels stay sharp
+            )
+        elif img["status"] == "ok" or items:
             st.image(
                 boxes_on_placeholder(img["width"], img["height"], items),
-                caption=f"{img['width']}×{img['height']} px placeholder · {len(items)} item(s)",
+                caption=f"{img['width']}×{img['height']} px placeholder (no thumbnail stored) · {len(items)} item(s)",
             )
         st.markdown(f"[original image]({img['url']})")
         if items:
@@ -109,7 +187,7 @@ for i, img in enumerate(images):
                             "label": it["label"],
                             "score": it["score"],
                             "box": ", ".join(f"{v:.0f}" for v in it["box"]),
-                            "vectors of": ", ".join(sorted(it["models"])),
+                            "vectors of": ", ".join(it["models"]),
                         }
                         for it in items
                     ]
@@ -134,6 +212,11 @@ if active not in {key for key, _, _ in servable}:
         f"The active model `{active}` is not ready to serve: the `visual` arm answers with the baseline until it is "
         "(its progress is on the Pipeline page)."
     )
+# One query for every picture of the page's grids; 2 tiles a row from 3 arms on (a readable ~120 px at 1280 px).
+shown = {n["product_id"] for f in lists.values() for n in (f["neighbours"] or [])[:GRID_NEIGHBOURS]}
+shown |= {n["product_id"] for n in (baseline or [])[:GRID_NEIGHBOURS]}
+pictures = data.product_thumbnails(url, tenant, tuple(sorted(shown)))
+per_row = 3 if len(servable) + 1 <= 2 else 2
 columns = st.columns(len(servable) + 1)
 for col, (key, _, kind) in zip(columns, servable):
     found = lists[key]
@@ -148,16 +231,18 @@ for col, (key, _, kind) in zip(columns, servable):
         elif not found["neighbours"]:
             st.info("No other in-stock product of this tenant has vectors yet.")
         else:
-            st.dataframe(
-                neighbour_frame(found["neighbours"], "similarity"),
-                hide_index=True,
-                width="stretch",
-                column_config={
-                    "similarity": st.column_config.ProgressColumn(
-                        "similarity", min_value=0.0, max_value=1.0, format="%.3f"
-                    )
-                },
-            )
+            neighbour_grid(found["neighbours"], pictures, per_row, ".3f")
+            with st.expander(f"All {len(found['neighbours'])} as a table"):
+                st.dataframe(
+                    neighbour_frame(found["neighbours"], "similarity"),
+                    hide_index=True,
+                    width="stretch",
+                    column_config={
+                        "similarity": st.column_config.ProgressColumn(
+                            "similarity", min_value=0.0, max_value=1.0, format="%.3f"
+                        )
+                    },
+                )
 with columns[-1]:
     st.markdown("**baseline** · same category, by decayed popularity")
     if baseline is None:
@@ -165,9 +250,11 @@ with columns[-1]:
     elif not baseline:
         st.info("No other in-stock product in this category.")
     else:
-        st.dataframe(
-            neighbour_frame(baseline, "popularity"),
-            hide_index=True,
-            width="stretch",
-            column_config={"popularity": st.column_config.NumberColumn(format="%.2f")},
-        )
+        neighbour_grid(baseline, pictures, per_row, ".2f")
+        with st.expander(f"All {len(baseline)} as a table"):
+            st.dataframe(
+                neighbour_frame(baseline, "popularity"),
+                hide_index=True,
+                width="stretch",
+                column_config={"popularity": st.column_config.NumberColumn(format="%.2f")},
+            )

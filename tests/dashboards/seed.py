@@ -1,5 +1,5 @@
 """Known data for the dashboard tests: one tenant, a running A/B test with a known lift, an empty
-experiment, a small catalog with vectors and a failed image, one dead letter."""
+experiment, a small catalog with vectors, stored thumbnails and a failed image, one dead letter."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 from sqlalchemy import insert, text
 
 from core.contracts import CatalogEvent, DeadLetter
@@ -16,6 +17,7 @@ from db.catalog import ImageResult, ItemRow, upsert_product
 from db.experiments import create_experiment
 from db.models import InteractionEvent
 from db.tenants import create_tenant
+from vision.image import make_thumbnail
 
 TENANT = "acme"
 EMPTY_TENANT = "empty-shop"
@@ -24,6 +26,8 @@ EMPTY_EXPERIMENT = "next-test"
 USERS = 3000  # half per arm
 CLICK_P = {"baseline": 0.10, "visual": 0.13}  # per exposure: a true lift of 30 % on CTR
 DAYS = 5
+NO_THUMBNAIL = "p-11"  # indexed before thumbnails were stored (migration 0012): drawn as a placeholder
+ITEM_BOX = (100, 80, 400, 420)  # the detected item of every seeded photo, in its 640 x 480 pixels
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "dashboards"
 
@@ -82,8 +86,22 @@ def _events(start: datetime) -> list[dict]:
     return rows
 
 
+def photo(i: int) -> Image.Image:
+    """Product i's 640 x 480 photo: a shape of its own colour on white, filling ITEM_BOX."""
+    im = Image.new("RGB", (640, 480), "white")
+    colour = (40 + 17 * i % 200, 60 + 53 * i % 180, 200 - 13 * i % 150)
+    draw = ImageDraw.Draw(im)
+    if i <= 6:  # a dress
+        x0, y0, x1, y1 = ITEM_BOX
+        draw.polygon([(x0 + 90, y0), (x1 - 90, y0), (x1, y1), (x0, y1)], fill=colour)
+    else:  # a shoe
+        draw.ellipse(ITEM_BOX, fill=colour)
+    return im
+
+
 def _catalog(session, model_key: str, dim: int) -> None:
-    """Twelve products in two categories with clustered vectors; p-12's image failed to download."""
+    """Twelve products in two categories with clustered vectors and thumbnails; p-12's image failed to download,
+    p-11's has no thumbnail."""
     rng = np.random.default_rng(3)
     centres = {"dresses": rng.normal(size=dim), "shoes": rng.normal(size=dim)}
     for i in range(1, 13):
@@ -114,9 +132,12 @@ def _catalog(session, model_key: str, dim: int) -> None:
 
             items = [
                 ItemRow("whole", (0, 0, 640, 480), "whole image", 1.0, vec()),
-                ItemRow("item", (100, 80, 400, 420), label, 0.87, vec()),
+                ItemRow("item", ITEM_BOX, label, 0.87, vec()),
             ]
-            images = [ImageResult(url, 0, "ok", content_hash=f"h{i}", width=640, height=480, items=items)]
+            thumbnail = None if pid == NO_THUMBNAIL else make_thumbnail(photo(i))
+            images = [
+                ImageResult(url, 0, "ok", content_hash=f"h{i}", width=640, height=480, items=items, thumbnail=thumbnail)
+            ]
         upsert_product(session, event, images, model_key=model_key, dim=dim)
 
 

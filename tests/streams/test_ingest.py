@@ -6,12 +6,14 @@ The remote image server is the process edge and is a local fixture with misbehav
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from PIL import Image
+from sqlalchemy import select, update
 
 from core.contracts import CatalogEvent
 from core.machine import usable_cpus
@@ -93,6 +95,12 @@ def rows(sessions, model):
         return s.scalars(select(model)).all()
 
 
+def thumbnails(sessions) -> dict[str, bytes | None]:
+    """url -> stored thumbnail (a deferred column: read explicitly)."""
+    with sessions() as s:
+        return dict(s.execute(select(ProductImage.url, ProductImage.thumbnail)).tuples().all())
+
+
 def test_out_of_order_and_duplicate_events_change_nothing(run, sessions, edge_server):
     url = [f"{edge_server.base}/img/bus-front.jpg"]
     statuses = run(lambda ix: _statuses(ix, [ev(url, version=2), ev(url, version=1), ev(url, version=2)]))
@@ -171,6 +179,10 @@ def test_permanent_image_failures_are_recorded_and_the_product_still_indexed(run
         status, reason = reasons[path]
         assert status == "failed" and text in reason, (path, reason)
     assert "/latest/meta-data/" not in edge_server.hits  # never fetched, not even tried
+    # the decoded images bring their thumbnails; a failed one has none
+    stored = {url.removeprefix(b): thumb for url, thumb in thumbnails(sessions).items()}
+    assert stored["/img/bus-front.jpg"] and stored["/redirect-ok"]
+    assert all(stored[path] is None for path in expect)
 
 
 def test_a_transiently_failing_image_fails_alone_and_is_retried_later(run, sessions, edge_server):
@@ -202,6 +214,8 @@ def test_a_transiently_failing_image_fails_alone_and_is_retried_later(run, sessi
     assert (flaky.status, flaky.failure_reason) == ("ok", None) and edge_server.hits["/flaky/bus-wide.jpg"] == 4
     assert {it.image_id for it in rows(sessions, Item)} == {by_url["/img/bus-front.jpg"].id, flaky.id}
     assert by_url[urls[2]].status == "pending"
+    stored = thumbnails(sessions)  # the retry path writes the thumbnail with the image it finally decoded
+    assert stored[f"{b}/flaky/bus-wide.jpg?fail=3"] is not None and stored[urls[2]] is None
 
 
 def test_a_retried_image_of_a_product_changed_meanwhile_is_not_written(run, sessions, edge_server, monkeypatch):
@@ -223,6 +237,46 @@ def test_a_retried_image_of_a_product_changed_meanwhile_is_not_written(run, sess
     assert run(go) == {"ok": 1, "superseded": 1}
     assert [(im.url, im.status) for im in rows(sessions, ProductImage)] == [(f"{b}/img/bus-front.jpg", "ok")]
     assert len(rows(sessions, Item)) == 1
+
+
+def test_the_worker_stores_a_thumbnail_that_follows_the_image(run, sessions, edge_server):
+    # Issue #16: the dashboards show the stored thumbnail and never fetch the tenant's URL.
+    url = f"{edge_server.base}/mutable.jpg"
+    photo = Image.open(io.BytesIO(edge_server.photos["bus-front.jpg"]))
+    run(lambda ix: ix.handle(ev([url], version=1)))
+    first = thumbnails(sessions)[url]
+    thumb = Image.open(io.BytesIO(first))
+    assert thumb.format == "WEBP"
+    image = rows(sessions, ProductImage)[0]
+    assert (image.width, image.height) == photo.size
+    # longest side 256 (make_thumbnail's THUMBNAIL_SIDE), the photo's aspect within a pixel of rounding
+    assert max(thumb.size) == 256 and max(photo.size) > 256
+    assert abs(thumb.width - photo.width * 256 / max(photo.size)) <= 1
+    assert abs(thumb.height - photo.height * 256 / max(photo.size)) <= 1
+
+    run(lambda ix: ix.handle(ev([url], version=2)))  # same bytes: items and thumbnail kept, no models
+    assert thumbnails(sessions)[url] == first and run.embedder.calls == 1
+
+    with sessions.begin() as s:  # a row indexed before migration 0012 stored thumbnails
+        s.execute(update(ProductImage).values(thumbnail=None))
+    item_ids = [i.id for i in rows(sessions, Item)]
+    run(lambda ix: ix.handle(ev([url], version=3)))  # same bytes again: the thumbnail is filled in
+    assert thumbnails(sessions)[url] == first
+    assert run.embedder.calls == 1 and [i.id for i in rows(sessions, Item)] == item_ids
+
+    edge_server.mutable = edge_server.photos["gift-blue.jpg"]  # new bytes: a new thumbnail
+    run(lambda ix: ix.handle(ev([url], version=4)))
+    changed = thumbnails(sessions)[url]
+    gift = Image.open(io.BytesIO(edge_server.photos["gift-blue.jpg"]))
+    assert changed != first and max(Image.open(io.BytesIO(changed)).size) == min(256, max(gift.size))
+
+    edge_server.mutable = None  # a transient failure of a known image keeps it, thumbnail included
+    run(lambda ix: ix.handle(ev([url], version=5)))
+    assert thumbnails(sessions)[url] == changed
+
+    edge_server.mutable = b"not an image at all"  # the URL now serves garbage: failed, and no picture
+    run(lambda ix: ix.handle(ev([url], version=6)))
+    assert rows(sessions, ProductImage)[0].status == "failed" and thumbnails(sessions)[url] is None
 
 
 def test_a_known_image_whose_refetch_fails_transiently_keeps_its_items(run, sessions, edge_server):
