@@ -190,14 +190,19 @@ def _write_products(
     return meta
 
 
-def scan_drawings(source_dir: Path, exclude: tuple[str, ...] = ()) -> tuple[list[Drawing], Counter, int]:
-    """The usable cut-outs under source_dir (category = subfolder path), the skip reasons, the count scanned."""
+def scan_drawings(
+    source_dir: Path, exclude: tuple[str, ...] = (), include: tuple[str, ...] | None = None
+) -> tuple[list[Drawing], Counter, int]:
+    """The usable cut-outs under source_dir (category = subfolder path), the skip reasons, the count scanned.
+
+    `exclude` and `include` name topics (subfolder paths); each covers its subfolders too. With
+    `include`, only drawings in those topics are looked at (and decoded)."""
     drawings, rejected, scanned = [], Counter(), 0
     for path in sorted(source_dir.rglob("*")):
         if path.suffix.lower() != ".png" or not path.is_file() or path.parent == source_dir:
             continue  # a drawing directly in the root has no topic
         category = path.parent.relative_to(source_dir).as_posix()
-        if any(category == e or category.startswith(e + "/") for e in exclude):
+        if _under(category, exclude) or (include is not None and not _under(category, include)):
             continue
         scanned += 1
         reason = "bw_twin" if _is_bw_twin(path) else cutout_problem(path)
@@ -206,6 +211,11 @@ def scan_drawings(source_dir: Path, exclude: tuple[str, ...] = ()) -> tuple[list
         else:
             drawings.append(Drawing(path, path.relative_to(source_dir).as_posix(), category))
     return drawings, rejected, scanned
+
+
+def _under(topic: str, topics: tuple[str, ...]) -> bool:
+    """Whether topic is one of topics or a subfolder of one."""
+    return any(topic == t or topic.startswith(t + "/") for t in topics)
 
 
 def cutout_problem(path: Path) -> str | None:
