@@ -9,6 +9,7 @@ from vitrine.cli import model as _model  # noqa: F401,E402  model list/show
 from vitrine.cli import model_data as _model_data  # noqa: F401,E402  model make-dataset
 from vitrine.cli import model_deploy as _model_deploy  # noqa: F401,E402  model deploy|reembed|activate|rollback
 from vitrine.cli import model_train as _model_train  # noqa: F401,E402  model train
+from vitrine.cli import simulate as _simulate  # noqa: F401,E402  simulate shoppers
 
 # Each module registers its commands on the app (or a group of it) when imported.
 from vitrine.cli import stack as _stack  # noqa: F401,E402  up, worker, api, demo, tenant, db
