@@ -378,6 +378,9 @@ class RunOptions:
     """How the runner talks to the API."""
 
     placement: str = "similar"
+    # The storefront's widget setting, the same for every arm: "similar items in this category" asks the
+    # visual arms for neighbours within the viewed product's category (the baseline always stays in it).
+    same_category: bool = False
     timeout_s: float = 10.0
     max_retries: int = 3  # per request, on 429/503
     max_retry_wait_s: float = 30.0
@@ -433,6 +436,8 @@ class _Run:
             "limit": self.params.limit,
             "placement": self.options.placement,
         }
+        if self.options.same_category:
+            params["same_category"] = "true"
         response = await self._send("recommendations", lambda: self.http.get("/v1/recommendations", params=params))
         if response is None:
             return None

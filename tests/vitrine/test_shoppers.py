@@ -436,3 +436,24 @@ def test_feed_dicts_are_a_catalog_too():
     )
     assert summary.catalog_products == 2 and summary.tenant is None and summary.requests > 0
     assert summary.as_dict()["errors"] == 0
+
+
+def test_same_category_is_a_storefront_setting_sent_with_every_request():
+    from vitrine.shoppers import RunOptions
+
+    asked: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/events":
+            return httpx.Response(202, json={"accepted": [], "duplicates": []})
+        asked.append(dict(request.url.params))
+        return httpx.Response(200, json={"request_id": "r", "experiment": None, "arm": "baseline", "items": []})
+
+    for same in (False, True):
+        asked.clear()
+        run_shoppers(
+            CATALOG, api="http://shop.test", storefront_key="sk", users=3, rate=0, seed=1,
+            options=RunOptions(same_category=same), transport=httpx.MockTransport(handler),
+        )  # fmt: skip
+        assert asked and all(("same_category" in p) == same for p in asked)
+        assert all(p.get("same_category", "true") == "true" for p in asked)

@@ -27,6 +27,9 @@ def shoppers(
     rate: float = typer.Option(20.0, "--rate", "-r", min=0.0, help="Recommendation requests per second (0: no limit)"),
     seed: int = typer.Option(0, "--seed", help="Seed of the population: the same seed means the same shoppers"),
     concurrency: int = typer.Option(16, "--concurrency", min=1, help="Shoppers in flight at once"),
+    same_category: bool = typer.Option(
+        False, "--same-category", help="Ask for neighbours in the viewed product's category (a storefront setting)"
+    ),
     catalog: Path = typer.Option(
         None,
         "--catalog",
@@ -48,7 +51,7 @@ def shoppers(
 ) -> None:
     """Run seeded shoppers through GET /v1/recommendations and POST /v1/events; print what they did."""
     from core.machine import machine_info
-    from vitrine.shoppers import run_shoppers
+    from vitrine.shoppers import RunOptions, run_shoppers
 
     setup_logging(verbose)
     if not storefront_key:
@@ -76,6 +79,7 @@ def shoppers(
         seed=seed,
         experiment=experiment,
         concurrency=concurrency,
+        options=RunOptions(same_category=same_category),
         progress=progress,
     )
     machine = machine_info()
@@ -84,6 +88,7 @@ def shoppers(
         "catalog": str(catalog) if catalog else "postgres",
         "catalog_bad_lines": len(bad_lines),
         "perceived_attributes": sorted(keys) if keys else "all",
+        "same_category": same_category,
         **summary.as_dict(),
         "machine": {k: machine[k] for k in ("cpu", "cores", "usable_cpus", "python", "load_average_1m")},
     }
