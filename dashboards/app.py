@@ -57,6 +57,9 @@ def main() -> None:
                     icon=":material/health_and_safety:",
                     url_path="pipeline",
                 ),
+                st.Page(
+                    PAGES / "latent_map.py", title="Latent map", icon=":material/scatter_plot:", url_path="latent-map"
+                ),
             ],
         }
     )
