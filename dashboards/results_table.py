@@ -14,13 +14,16 @@ from dashboards.ui import count, meaning, metric_value, p_value, pct, short_labe
 
 LIFT_LIMIT = 1.0  # bars are drawn within ±100 %; a wider interval runs off the edge with an arrow
 
+CELL_CLASS = {0: "vt-arm", 1: "vt-num", 3: "vt-num", 5: "vt-num", 6: "vt-num", 7: "vt-num", 9: "vt-why"}
 STYLE = """<style>
 .vt-table {border-collapse: collapse; width: 100%; font-size: 0.86rem; font-variant-numeric: tabular-nums;}
 .vt-table th {text-align: left; font-weight: 600; color: #555; border-bottom: 2px solid #ddd; padding: 4px 6px;}
 .vt-table td {border-bottom: 1px solid #eee; padding: 3px 6px; vertical-align: middle; white-space: nowrap;}
 .vt-table td.vt-num {text-align: right;}
 .vt-table tr.vt-metric td {background: #f6f7f9; font-weight: 600; padding-top: 7px;}
-.vt-table td.vt-why {white-space: normal; min-width: 120px; max-width: 240px; color: #444;}
+.vt-table td.vt-why {white-space: normal; min-width: 100px; max-width: 200px; color: #444;}
+.vt-table td.vt-arm {white-space: normal; overflow-wrap: anywhere; min-width: 90px; max-width: 170px;}
+.vt-results td.vt-arm {padding-left: 14px;}
 .vt-badge {display: inline-block; border-radius: 10px; padding: 1px 8px; font-size: 0.78rem; font-weight: 600;}
 .vt-win .vt-badge, .vt-pass .vt-badge {background: #d3f2dc; color: #0a6b2b;}
 .vt-loss .vt-badge, .vt-fail .vt-badge {background: #fbd9d7; color: #a3150b;}
@@ -28,7 +31,7 @@ STYLE = """<style>
 .vt-noverdict .vt-badge {background: #fff1cc; color: #7a5200;}
 .vt-control .vt-badge {background: #e4ecfb; color: #1d4ea3;}
 .vt-role {font-size: 0.75rem; font-weight: 600; color: #666; margin-left: 6px;}
-.vt-bar {position: relative; width: 170px; height: 18px;}
+.vt-bar {position: relative; width: 140px; height: 18px;}
 .vt-bar .vt-zero {position: absolute; top: 0; bottom: 0; border-left: 1px dashed #333;}
 .vt-bar .vt-ci {position: absolute; top: 4px; height: 10px; border-radius: 3px; opacity: 0.45;}
 .vt-bar .vt-point {position: absolute; top: 5px; width: 8px; height: 8px; margin-left: -4px; border-radius: 50%;}
@@ -157,7 +160,7 @@ def results_html(report: dict[str, Any], currency: str | None = None) -> str:
             value = f"{metric_value(name, r['value'], currency)}<br><small>{ci}</small>"  # two lines: fits 1,280 px
             if r["is_control"]:
                 cells = [
-                    f"&nbsp;&nbsp;{escape(r['arm'])}",
+                    escape(r["arm"]),
                     count(r["n"]),
                     value,
                     "",
@@ -174,7 +177,7 @@ def results_html(report: dict[str, Any], currency: str | None = None) -> str:
                 lift = pct(r["lift"]) if _has_lift(r) else "–"
                 lift_ci = f"[{pct(r['lift_ci'][0])}, {pct(r['lift_ci'][1])}]" if _has_lift(r) else "–"
                 cells = [
-                    f"&nbsp;&nbsp;{escape(r['arm'])}",
+                    escape(r["arm"]),
                     count(r["n"]),
                     value,
                     lift,
@@ -185,10 +188,7 @@ def results_html(report: dict[str, Any], currency: str | None = None) -> str:
                     f'<span class="vt-badge">{badge}</span>',
                     escape(why),
                 ]
-            tds = "".join(
-                f'<td class="{"vt-num" if i in (1, 3, 5, 6, 7) else "vt-why" if i == 9 else ""}">{c}</td>'
-                for i, c in enumerate(cells)
-            )
+            tds = "".join(f'<td class="{CELL_CLASS.get(i, "")}">{c}</td>' for i, c in enumerate(cells))
             body.append(f'<tr class="{cls}" data-metric="{escape(name)}" data-arm="{escape(r["arm"])}">{tds}</tr>')
     return f'{STYLE}<table class="vt-table vt-results">{head}{"".join(body)}</table>'
 
@@ -205,7 +205,7 @@ def guardrails_html(report: dict[str, Any]) -> str:
         )
         rows.append(
             f'<tr class="vt-{escape(status)}"><td><span class="vt-badge">{escape(status)}</span></td>'
-            f"<td>{escape(short_label(g['metric']))}</td><td>{escape(g['arm'])}</td>"
+            f"<td>{escape(short_label(g['metric']))}</td><td class='vt-arm'>{escape(g['arm'])}</td>"
             f'<td class="vt-num">−{pct(g["margin"], signed=False)}</td>'
             f'<td class="vt-num">{pct(g["lift"]) if g.get("lift") is not None and bounds != "–" else "–"}</td>'
             f'<td class="vt-num">{bounds}</td><td class="vt-why">{escape(g["reason"])}</td></tr>'
@@ -235,7 +235,8 @@ def arms_html(arms: list[dict[str, Any]], users: dict[str, int], served: dict[st
         name = a.get("name", "")
         models = served.get(name, {})
         rows.append(
-            f"<tr><td>{escape(name)}</td><td class='vt-num'>{pct(float(a.get('weight', 0)), signed=False)}</td>"
+            f"<tr><td class='vt-arm'>{escape(name)}</td>"
+            f"<td class='vt-num'>{pct(float(a.get('weight', 0)), signed=False)}</td>"
             f"<td class='vt-num'>{count(users.get(name)) if name in users else '–'}</td>"
             f"<td class='vt-num'>{count(sum(models.values()))}</td>"
             f"<td class='vt-why'>{escape(served_text(models))}</td></tr>"

@@ -50,3 +50,19 @@ class StorefrontClient:
 
     def close(self) -> None:
         self._http.close()
+
+
+class AdminClient:
+    """The tenant's admin API (train, deploy, experiments) with its admin key."""
+
+    def __init__(self, base_url: str, admin_key: str, *, timeout_s: float = 30.0):
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers={"X-Vitrine-Admin-Key": admin_key})
+
+    def get(self, path: str, **params) -> httpx.Response:
+        return self._http.get(path, params=params or None)
+
+    def post(self, path: str, body: dict | None = None) -> httpx.Response:
+        return self._http.post(path, json=body) if body is not None else self._http.post(path)
+
+    def close(self) -> None:
+        self._http.close()

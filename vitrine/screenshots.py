@@ -278,7 +278,7 @@ def _browser(stack: ExitStack, workdir: Path, width: int):
     return driver
 
 
-def _sign_in(driver, url: str) -> None:
+def _sign_in(driver, url: str, password: str = PASSWORD) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -287,7 +287,7 @@ def _sign_in(driver, url: str) -> None:
     field = WebDriverWait(driver, WAIT_S).until(
         ec.presence_of_element_located((By.CSS_SELECTOR, "input[type='password']"))
     )
-    field.send_keys(PASSWORD)
+    field.send_keys(password)
     driver.find_element(By.XPATH, "//button[contains(., 'Sign in')]").click()
     # the page exchanges its ticket for the HttpOnly cookie: every deep link below relies on it
     WebDriverWait(driver, WAIT_S).until(lambda d: d.get_cookie("vitrine_session"), "the sign-in cookie never came")

@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import threading
+from pathlib import Path
 
 import typer
 
@@ -199,17 +200,39 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 
 @app.command()
 def demo(
-    products: int = typer.Option(8, min=2, max=8, help="How many sample products to ingest"),
-    serve: bool = typer.Option(False, help="Keep everything running after the demo (Ctrl-C stops)"),
+    products: int = typer.Option(520, min=20, max=5000, help="Sample products to build and ingest"),
+    users: int = typer.Option(1500, min=1, help="Simulated shoppers"),
+    rate: float = typer.Option(120.0, min=1.0, help="Recommendation requests per second, all shoppers together"),
+    seed: int = typer.Option(0, help="Seed of the catalog, the training split and the shoppers"),
+    method: str = typer.Option("triplet", help="Training method: supervised | triplet | design | autoencoder"),
+    same_category: bool = typer.Option(
+        True, "--same-category/--any-category", help="Storefront widget: similar items in the product's category or any"
+    ),
+    exit_after_report: bool = typer.Option(
+        False, "--exit", help="Stop after the report (scripts, tests) instead of serving until Ctrl-C"
+    ),
+    screenshots: Path = typer.Option(None, "--screenshots", help="Save the dashboard pages as PNGs in this folder"),
+    dashboard_port: int = typer.Option(8501, help="Dashboard port (another free one if taken)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """The main job, end to end on the embedded stack: ingest sample products, ask for recommendations."""
-    from vitrine.demo import run_demo
+    """The main job on the embedded stack: sample catalog, trained model, experiment, simulated shoppers, dashboard."""
+    from vitrine.demo import DemoOptions, run_demo
 
     setup_logging(verbose)
+    options = DemoOptions(
+        products=products,
+        users=users,
+        rate=rate,
+        seed=seed,
+        method=method,
+        same_category=same_category,
+        exit_after_report=exit_after_report,
+        screenshots=screenshots,
+        dashboard_port=dashboard_port,
+    )
     try:
-        run_demo(load_settings(), n_products=products, serve=serve)
-    except RuntimeError as exc:
+        run_demo(load_settings(), options)
+    except (RuntimeError, TimeoutError) as exc:
         fail(str(exc))
 
 
