@@ -76,8 +76,12 @@ def create_experiment(
     guardrails: list | None = None,
     planned_sample_size: int | None = None,
     allowed_arms: Iterable[str] | None = None,
+    salt: str | None = None,
 ) -> Experiment:
     """Add a draft experiment; invalid arms/weights/metrics raise ValueError before anything is stored.
+
+    `salt` seeds the assignment hash: random by default (a new experiment reshuffles users); a fixed one
+    reproduces an assignment, e.g. a simulation's.
 
     Guardrails are metric names or {"metric", "margin"} objects, stored as the latter (the margin made explicit).
     """
@@ -92,7 +96,7 @@ def create_experiment(
         status="draft",
         arms=arms,
         traffic_fraction=traffic_fraction,
-        salt=secrets.token_hex(8),
+        salt=salt or secrets.token_hex(8),
         hash_version=1,
         primary_metric=primary_metric,
         guardrails=[g.to_dict() for g in parse_guardrails(guardrails)],

@@ -77,6 +77,11 @@ def test_demo_runs_the_whole_product_and_reports_three_arms(settings, tmp_path):
     shoppers = summary["shoppers"]
     assert shoppers["users"] == 40 and shoppers["requests"] > 40 and shoppers["errors"] == 0
     assert set(shoppers["by_arm"]) == set(summary["arms"])
+    # what each arm showed, against the catalog's ground truth: the storefront asked for the viewed product's
+    # category (the demo's default), so every arm stayed in it
+    shown = {row["arm"]: row for row in summary["shown"]}
+    assert set(shown) == set(summary["arms"]) and all(row["same_category"] > 0.99 for row in shown.values())
+    assert "what each arm showed" in out
     assert "open the dashboard: http://127.0.0.1:" in out
     assert {"ingest (webhook -> indexed)", "train a catalog-adapted model", "simulated shoppers"} <= set(
         summary["phases"]

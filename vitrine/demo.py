@@ -123,7 +123,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
         pretrained = admin.get("/v1/deployments").json()["pretrained_model"]
         arms = ["baseline", f"visual@{pretrained}", f"visual@{model['model_key']}"]
         summary["arms"] = arms
-        _start_experiment(admin, arms)
+        _start_experiment(admin, arms, options.seed)
         typer.echo(f"\nexperiment {EXPERIMENT} running: {', '.join(arms)} (a third of the shoppers each)")
 
         with phases.phase("simulated shoppers"):
@@ -135,6 +135,8 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
             report = _report(system)
         summary["report"] = report["result"]
         typer.echo(f"\n{report['text']}")
+        summary["shown"] = _shown_profile(system)
+        typer.echo(_format_profile(summary["shown"]))
 
         if options.screenshots:
             from vitrine.demo_screenshots import take_demo_screenshots
@@ -324,13 +326,14 @@ def _deploy(admin: AdminClient, system: LocalSystem, model_key: str, timeout_s: 
     raise RuntimeError(f"re-embedding not ready after {timeout_s:.0f} s; see {system.logs / 'worker.log'}")
 
 
-def _start_experiment(admin: AdminClient, arms: list[str]) -> None:
+def _start_experiment(admin: AdminClient, arms: list[str], seed: int) -> None:
     weight = 1 / len(arms)
     body = {
         "key": EXPERIMENT,
         "arms": [{"name": a, "weight": weight} for a in arms],
         "primary_metric": "ctr",
         "guardrails": ["conversion"],
+        "salt": f"simulated-demo-seed-{seed}",  # the same shoppers land in the same arms on every run of a seed
     }
     for path, payload in (("/v1/experiments", body), (f"/v1/experiments/{EXPERIMENT}/start", None)):
         resp = admin.post(path, payload)
@@ -384,6 +387,45 @@ def _wait_loaded(system: LocalSystem, shoppers: dict, timeout_s: float) -> None:
             return s.scalar(text("SELECT count(*) FROM interaction_events WHERE tenant_id = :t"), {"t": DEMO_TENANT})
 
     _wait_for(loaded, max(expected, 1), min(timeout_s, 180), system, f"of {expected} interactions loaded")
+
+
+# What each arm showed, measured against the catalog's ground truth after the fact: the explanation of a
+# lift under the behaviour model (docs/shoppers.md), never an input to it.
+SHOWN_SQL = """
+WITH shown AS (
+    SELECT e.arm, e.product_id AS viewed, s.pid AS shown
+    FROM interaction_events e CROSS JOIN LATERAL jsonb_array_elements_text(e.payload -> 'shown') AS s(pid)
+    WHERE e.tenant_id = :t AND e.type = 'exposure' AND e.experiment = :e
+)
+SELECT shown.arm,
+       count(*) AS items,
+       avg(p.price)::float AS mean_price,
+       avg((p.category IS NOT DISTINCT FROM v.category)::int)::float AS same_category,
+       avg((p.attributes ->> 'design' = v.attributes ->> 'design')::int)::float AS same_design,
+       avg((p.attributes ->> 'colour' = v.attributes ->> 'colour')::int)::float AS same_colour
+FROM shown
+JOIN products p ON p.tenant_id = :t AND p.external_id = shown.shown
+JOIN products v ON v.tenant_id = :t AND v.external_id = shown.viewed
+GROUP BY shown.arm ORDER BY shown.arm
+"""
+
+
+def _shown_profile(system: LocalSystem) -> list[dict]:
+    with system.sessions() as s:
+        return [dict(r) for r in s.execute(text(SHOWN_SQL), {"t": DEMO_TENANT, "e": EXPERIMENT}).mappings()]
+
+
+def _format_profile(rows: list[dict]) -> str:
+    lines = [
+        "what each arm showed (ground truth of the sample catalog, measured after the fact):",
+        f"  {'arm':<44}{'items':>7}{'mean price':>12}{'same category':>15}{'same design':>13}{'same colour':>13}",
+    ]
+    for r in rows:
+        lines.append(
+            f"  {r['arm']:<44}{r['items']:>7}{r['mean_price']:>12.2f}{r['same_category']:>15.1%}"
+            f"{r['same_design']:>13.1%}{r['same_colour']:>13.1%}"
+        )
+    return "\n".join(lines)
 
 
 def _report(system: LocalSystem) -> dict:

@@ -75,6 +75,14 @@ class ExperimentIn(BaseModel):
     planned_sample_size: int | None = Field(
         None, gt=0, le=2**31 - 1, description="Users (all arms together) the test is planned for"
     )
+    salt: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=KEY,
+        description="Seed of the assignment hash; omit for a random one (the default: a new experiment reshuffles "
+        "users). A fixed salt reproduces an assignment, e.g. of a simulation",
+    )
 
     @field_validator("guardrails")
     @classmethod
@@ -138,6 +146,7 @@ def create(body: ExperimentIn, request: Request, tenant: AdminTenant, session: S
             primary_metric=body.primary_metric,
             guardrails=[g if isinstance(g, str) else g.model_dump() for g in body.guardrails],
             planned_sample_size=body.planned_sample_size,
+            salt=body.salt,
         )
     except repo.ExperimentError as exc:
         raise HTTPException(409 if "already exists" in str(exc) else 422, str(exc)) from None

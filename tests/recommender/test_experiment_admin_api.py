@@ -33,3 +33,23 @@ def test_unknown_guardrail_is_a_precise_422_and_known_ones_store_their_margin(se
             {"metric": "conversion", "margin": 0.02},
             {"metric": "revenue_per_user", "margin": 0.01},
         ]
+
+
+def test_a_fixed_salt_reproduces_the_assignment_and_the_default_is_random(settings, sessions):
+    from sqlalchemy import select
+
+    from db.models import Experiment
+
+    with sessions.begin() as s:
+        creds = create_tenant(s, "Acme", "acme")
+    admin = {"X-Vitrine-Admin-Key": creds.admin_key}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        bad = client.post("/v1/experiments", headers=admin, json={"key": "e0", "arms": ARMS, "salt": "no spaces!"})
+        assert bad.status_code == 422 and "salt" in bad.text
+        for key, salt in (("e1", "sim-seed-0"), ("e2", None), ("e3", None)):
+            body = {"key": key, "arms": ARMS} | ({"salt": salt} if salt else {})
+            assert client.post("/v1/experiments", headers=admin, json=body).status_code == 201
+    with sessions() as s:
+        salts = dict(s.execute(select(Experiment.key, Experiment.salt).where(Experiment.tenant_id == "acme")).all())
+    assert salts["e1"] == "sim-seed-0" and "e0" not in salts
+    assert len(salts["e2"]) == 16 and salts["e2"] != salts["e3"]  # random per experiment unless fixed
