@@ -96,22 +96,23 @@ def _raw(database_url: str):
 
 
 @st.cache_data(ttl=LIST_TTL_S, show_spinner=False)
-def vector_signature(database_url: str, tenant_id: str, model_key: str) -> tuple[int, int]:
-    """(products with a vector of the model, newest such item id): the latent map's cache key; (0, 0) without."""
+def vector_signature(database_url: str, tenant_id: str, model_key: str) -> tuple[int, int, str]:
+    """(products with a vector of the model, newest such item id, their latest product update): the latent
+    map's cache key, so new vectors and a changed title or category both recompute; (0, 0, '') without."""
     conn = _raw(database_url)
     try:
         with conn.cursor() as cur:
             cur.execute(
                 f"""WITH {_FIRSTS}
-                SELECT count(*), coalesce(max(f.item_id), 0)
+                SELECT count(*), coalesce(max(f.item_id), 0), coalesce(max(p.updated_at)::text, '')
                 FROM firsts f JOIN products p ON p.id = f.product_id AND p.tenant_id = %(t)s AND NOT p.deleted""",
                 {"t": tenant_id, "m": model_key},
             )
-            count, newest = cur.fetchone()
+            count, newest, updated = cur.fetchone()
         conn.rollback()
     finally:
         conn.close()
-    return int(count), int(newest)
+    return int(count), int(newest), str(updated)
 
 
 def read_vectors(database_url: str, tenant_id: str, model_key: str, max_products: int = MAX_PRODUCTS) -> CatalogVectors:
@@ -173,7 +174,8 @@ def read_thumbnails(database_url: str, tenant_id: str, product_ids: list[str]) -
             cur.execute(
                 """SELECT DISTINCT ON (pi.product_id) p.external_id, pi.thumbnail
                 FROM products p JOIN product_images pi ON pi.product_id = p.id AND pi.tenant_id = %(t)s
-                WHERE p.tenant_id = %(t)s AND p.external_id = ANY(%(ids)s) AND pi.thumbnail IS NOT NULL
+                WHERE p.tenant_id = %(t)s AND p.external_id = ANY(%(ids)s)
+                  AND pi.status = 'ok' AND pi.thumbnail IS NOT NULL
                 ORDER BY pi.product_id, pi.position, pi.id""",
                 {"t": tenant_id, "ids": list(product_ids)},
             )
@@ -253,7 +255,7 @@ def pca_2d(vectors: np.ndarray) -> np.ndarray:
     max_entries=16,
 )
 def latent_map(
-    database_url: str, tenant_id: str, model_key: str, signature: tuple[int, int], max_products: int = MAX_PRODUCTS
+    database_url: str, tenant_id: str, model_key: str, signature: tuple[int, int, str], max_products: int = MAX_PRODUCTS
 ) -> LatentMap:
     """The tenant's catalog under `model_key` in 2-D; `signature` (`vector_signature`) is the cache key."""
     found = read_vectors(database_url, tenant_id, model_key, max_products)

@@ -89,6 +89,11 @@ def create_experiment(
         unknown = [a.get("name") for a in arms if a.get("name") not in set(allowed_arms)]
         if unknown:
             raise ExperimentError(f"unknown arm(s) {unknown}; available: {sorted(allowed_arms)}")
+    if salt is not None:
+        # Two experiments with one salt would put every user in the same bucket of both: correlated arms.
+        taken = session.scalar(select(Experiment.key).where(Experiment.tenant_id == tenant_id, Experiment.salt == salt))
+        if taken is not None:
+            raise ExperimentError(f"salt {salt!r} already exists on experiment {taken!r}: each needs its own")
     exp = Experiment(
         tenant_id=tenant_id,
         key=key,

@@ -55,13 +55,20 @@ def test_demo_runs_the_whole_product_and_reports_three_arms(settings, tmp_path):
     args = ["--products", "48", "--users", "40", "--rate", "60", "--exit", "--dashboard-port", "0"]
     if _chromium():
         args += ["--screenshots", str(shots)]
-    run = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "vitrine", "demo", *args],
         env={**os.environ, **env},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: the demo stops its api, worker and dashboard before it exits
+        stdout, stderr = proc.communicate(timeout=60)
+        pytest.fail(f"the demo took over 600 s:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    run = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     out = run.stdout
     assert run.returncode == 0, f"demo failed:\n{out[-4000:]}\n{run.stderr[-4000:]}"
     assert "sample catalog: 48 products in 8 categories" in out

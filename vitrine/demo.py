@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -85,11 +86,14 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
 
     phases = Phases()
     out_dir = settings.data_dir / "demo"
+    _stop_on_signals()
     summary: dict = {"options": {k: str(v) for k, v in vars(options).items()}}
     with ExitStack() as stack:
         with phases.phase("sample catalog"):
             try:
-                catalog = build_demo_catalog(out_dir / "catalog", n_products=options.products, seed=options.seed)
+                catalog = build_demo_catalog(
+                    out_dir / "catalog", n_products=options.products, seed=options.seed, data_dir=settings.data_dir
+                )
             except DatasetError as exc:  # no drawings, too few: the message says what to install or set
                 raise RuntimeError(str(exc)) from None
         typer.echo(
@@ -120,7 +124,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
         with phases.phase("re-embed the catalog (deploy)"):
             _deploy(admin, system, model["model_key"], options.timeout_s)
 
-        pretrained = admin.get("/v1/deployments").json()["pretrained_model"]
+        pretrained = _json(admin.get("/v1/deployments"), "GET /v1/deployments")["pretrained_model"]
         arms = ["baseline", f"visual@{pretrained}", f"visual@{model['model_key']}"]
         summary["arms"] = arms
         _start_experiment(admin, arms, options.seed)
@@ -138,6 +142,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
         summary["shown"] = _shown_profile(system)
         typer.echo(_format_profile(summary["shown"]))
 
+        (out_dir / "summary.json").write_text(json.dumps(summary | {"phases": phases.seconds}, indent=2, default=str))
         if options.screenshots:
             from vitrine.demo_screenshots import take_demo_screenshots
             from vitrine.screenshots import BrowserMissing
@@ -172,6 +177,26 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
                 pass
         typer.echo("stopping the dashboard, api, worker and the embedded stack...")
     return summary
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP (a closed terminal, a supervisor) unwind like Ctrl-C: every child is stopped."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+
+def _json(resp, what: str) -> dict:
+    """The body of a 2xx answer, else RuntimeError naming the call and the answer."""
+    if not 200 <= resp.status_code < 300:
+        raise RuntimeError(f"{what} answered {resp.status_code}: {resp.text[:300]}")
+    try:
+        return resp.json()
+    except ValueError:
+        raise RuntimeError(f"{what} answered {resp.status_code} with a body that is not JSON") from None
 
 
 def _start_dashboard(system: LocalSystem, stack: ExitStack, out_dir: Path, port: int) -> tuple[Path, str]:
@@ -274,7 +299,7 @@ def _train(admin: AdminClient, system: LocalSystem, options: DemoOptions) -> dic
     typer.echo(f"\ntraining a {options.method} head on the catalog's stored features (job {job}; held-out products)")
     deadline, t0 = time.monotonic() + options.timeout_s, time.monotonic()
     while time.monotonic() < deadline:
-        body = admin.get(f"/v1/models/{job}").json()
+        body = _json(admin.get(f"/v1/models/{job}"), f"GET /v1/models/{job}")
         if body["status"] == "ready":
             typer.echo(f"trained {body['model_key']} in {time.monotonic() - t0:.0f} s")
             return body
@@ -312,7 +337,7 @@ def _deploy(admin: AdminClient, system: LocalSystem, model_key: str, timeout_s: 
         raise RuntimeError(f"deploy answered {resp.status_code}: {resp.text[:300]}")
 
     def progress() -> tuple[str, float, str | None]:
-        for d in admin.get("/v1/deployments").json()["deployments"]:
+        for d in _json(admin.get("/v1/deployments"), "GET /v1/deployments")["deployments"]:
             if d["model_key"] == model_key:
                 return d["status"], d["progress"], d["reason"]
         return "embedding", 0.0, None

@@ -98,7 +98,7 @@ active = models["active_model"] or embedder_key
 # The models a `visual@<key>` arm can serve for this tenant: the deployed embedder, then each ready deployment.
 servable = [embedder_key] + [m["model_key"] for m in models["ready"] if m["model_key"] != embedder_key]
 signatures = {key: latent.vector_signature(url, tenant, key) for key in servable}
-if not any(count for count, _ in signatures.values()):
+if not any(signature[0] for signature in signatures.values()):
     st.info(
         f"Tenant {tenant} has no product vectors yet: products appear here once the worker has indexed their "
         f"images (push them with `POST /v1/catalog/events` or `vitrine catalog import FEED --tenant {tenant}`)."

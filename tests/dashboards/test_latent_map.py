@@ -146,7 +146,7 @@ def test_vectors_are_the_first_images_of_the_tenants_live_products(shop, setting
     )
     assert latent.vector_signature(url, SHOP, key)[0] == 5
     assert latent.vector_signature(url, OTHER, key)[0] == 3
-    assert latent.vector_signature(url, SHOP, OTHER_ONLY) == (0, 0)  # OTHER's model has no SHOP vectors
+    assert latent.vector_signature(url, SHOP, OTHER_ONLY) == (0, 0, "")  # OTHER's model has no SHOP vectors
     assert latent.read_vectors(url, SHOP, OTHER_ONLY).product_ids == []
     assert latent.read_vectors(url, BARE, key).total == 0
 

@@ -49,7 +49,10 @@ def test_a_fixed_salt_reproduces_the_assignment_and_the_default_is_random(settin
         for key, salt in (("e1", "sim-seed-0"), ("e2", None), ("e3", None)):
             body = {"key": key, "arms": ARMS} | ({"salt": salt} if salt else {})
             assert client.post("/v1/experiments", headers=admin, json=body).status_code == 201
+        # one salt for two experiments would correlate their arms user by user: refused
+        again = client.post("/v1/experiments", headers=admin, json={"key": "e4", "arms": ARMS, "salt": "sim-seed-0"})
+        assert again.status_code == 409 and "e1" in again.json()["detail"], again.text
     with sessions() as s:
         salts = dict(s.execute(select(Experiment.key, Experiment.salt).where(Experiment.tenant_id == "acme")).all())
-    assert salts["e1"] == "sim-seed-0" and "e0" not in salts
+    assert salts["e1"] == "sim-seed-0" and "e0" not in salts and "e4" not in salts
     assert len(salts["e2"]) == 16 and salts["e2"] != salts["e3"]  # random per experiment unless fixed

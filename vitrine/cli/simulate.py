@@ -25,7 +25,9 @@ def shoppers(
     ),
     users: int = typer.Option(100, "--users", "-n", min=1, help="Simulated shoppers (user ids sim-<seed>-<n>)"),
     rate: float = typer.Option(20.0, "--rate", "-r", min=0.0, help="Recommendation requests per second (0: no limit)"),
-    seed: int = typer.Option(0, "--seed", help="Seed of the population: the same seed means the same shoppers"),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=2**31 - 1, help="Seed of the population: the same seed means the same shoppers"
+    ),
     concurrency: int = typer.Option(16, "--concurrency", min=1, help="Shoppers in flight at once"),
     same_category: bool = typer.Option(
         False, "--same-category", help="Ask for neighbours in the viewed product's category (a storefront setting)"

@@ -8,6 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
+import httpx
 import typer
 
 from core.secrets import mask_url, masked
@@ -203,7 +204,7 @@ def demo(
     products: int = typer.Option(520, min=20, max=5000, help="Sample products to build and ingest"),
     users: int = typer.Option(1500, min=1, help="Simulated shoppers"),
     rate: float = typer.Option(120.0, min=1.0, help="Recommendation requests per second, all shoppers together"),
-    seed: int = typer.Option(0, help="Seed of the catalog, the training split and the shoppers"),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Seed of the catalog, the training split and the shoppers"),
     method: str = typer.Option("triplet", help="Training method: supervised | triplet | design | autoencoder"),
     same_category: bool = typer.Option(
         True, "--same-category/--any-category", help="Storefront widget: similar items in the product's category or any"
@@ -230,10 +231,19 @@ def demo(
         screenshots=screenshots,
         dashboard_port=dashboard_port,
     )
+    if method not in ("supervised", "triplet", "design", "autoencoder"):
+        fail(f"unknown --method {method!r}; choose supervised, triplet, design or autoencoder", 2)
+    if screenshots:
+        from vitrine.screenshots import BrowserMissing, browser_paths
+
+        try:
+            browser_paths()  # before minutes of work, not after
+        except BrowserMissing as exc:
+            fail(f"--screenshots: {exc}", 2)
     try:
         run_demo(load_settings(), options)
-    except (RuntimeError, TimeoutError) as exc:
-        fail(str(exc))
+    except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
+        fail(str(exc) or type(exc).__name__)
 
 
 @app.command()
