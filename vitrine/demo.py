@@ -102,7 +102,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
         )
         with phases.phase("stack, api, worker, dashboard"):
             system = start_local_system(settings, stack, name="demo")
-            password_file, dashboard_url = _start_dashboard(system, stack, out_dir, options.dashboard_port)
+            password_file, dashboard_url, dashboard = _start_dashboard(system, stack, out_dir, options.dashboard_port)
             images = stack.enter_context(ImageServer(catalog.images_dir))
             creds = system.fresh_tenant(DEMO_TENANT, TENANT_NAME)
         typer.echo(
@@ -169,10 +169,16 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
         )
         if not options.exit_after_report:
             typer.echo("api, worker and dashboard keep running; Ctrl-C stops them")
+            watched = {"worker": system.worker, "api": system.api, "dashboard": dashboard}
             try:
-                while system.worker.poll() is None:
+                while not (gone := [n for n, p in watched.items() if p is not None and p.poll() is not None]):
                     time.sleep(1)
-                typer.echo(f"the worker exited with {system.worker.returncode}; see {system.logs / 'worker.log'}")
+                for name in gone:
+                    typer.secho(
+                        f"the {name} exited with {watched[name].returncode}; see {system.logs / (name + '.log')}",
+                        err=True,
+                        fg=typer.colors.RED,
+                    )
             except KeyboardInterrupt:
                 pass
         typer.echo("stopping the dashboard, api, worker and the embedded stack...")
@@ -199,7 +205,7 @@ def _json(resp, what: str) -> dict:
         raise RuntimeError(f"{what} answered {resp.status_code} with a body that is not JSON") from None
 
 
-def _start_dashboard(system: LocalSystem, stack: ExitStack, out_dir: Path, port: int) -> tuple[Path, str]:
+def _start_dashboard(system: LocalSystem, stack: ExitStack, out_dir: Path, port: int) -> tuple[Path, str, object]:
     """`vitrine dashboard` as a child; its operator password lives in a 0600 file, never on the console."""
     from streams.embedded_broker import free_port
 
@@ -221,7 +227,7 @@ def _start_dashboard(system: LocalSystem, stack: ExitStack, out_dir: Path, port:
     stack.callback(procs.stop, proc)
     url = f"http://127.0.0.1:{port}"
     procs.wait_http(f"{url}/_stcore/health", proc, timeout_s=120, log_path=system.logs / "dashboard.log")
-    return password_file, url
+    return password_file, url, proc
 
 
 def _port_free(port: int) -> bool:

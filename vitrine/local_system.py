@@ -34,6 +34,7 @@ class LocalSystem:
     logs: Path
     worker: object
     started_stack: bool
+    api: object = None  # the api process (subprocess.Popen)
 
     def fresh_tenant(self, tenant_id: str, name: str, default_arm: str = "visual") -> TenantCredentials:
         """Recreate a tenant so a run starts from an empty catalog with known keys."""
@@ -85,4 +86,4 @@ def start_local_system(
     stack.callback(procs.stop, api)
     base = f"http://127.0.0.1:{api_port}"
     procs.wait_http(f"{base}/healthz", api, timeout_s=90, log_path=logs / "api.log")
-    return LocalSystem(resolved, base, engine, session_factory(engine), logs, worker, started)
+    return LocalSystem(resolved, base, engine, session_factory(engine), logs, worker, started, api)

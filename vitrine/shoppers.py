@@ -232,7 +232,8 @@ class Shopper:
     def appeal(self, product: PerceivedProduct) -> float:
         """Taste for a product alone: category + mean attribute affinity - price sensitivity x log price ratio."""
         t, c = self.taste, self.catalog
-        category = c.category_index.get(product.category or "")
+        # an id outside the catalog is perceived as blank: no category affinity, even if "" (uncategorised) is one
+        category = c.category_index.get(product.category or "") if product.id in c.by_id else None
         score = 0.0 if category is None else float(t.category[category])
         known = [c.feature_index[f] for f in product.features if f in c.feature_index]
         if product.features:

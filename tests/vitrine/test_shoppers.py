@@ -457,3 +457,18 @@ def test_same_category_is_a_storefront_setting_sent_with_every_request():
         )  # fmt: skip
         assert asked and all(("same_category" in p) == same for p in asked)
         assert all(p.get("same_category", "true") == "true" for p in asked)
+
+
+def test_a_product_outside_the_catalog_is_perceived_blank_even_with_uncategorised_products():
+    from vitrine.shoppers import PerceivedProduct, Shopper, catalog_from_products
+
+    feed = [
+        {"id": "a", "category": None, "price": 10, "attributes": {"colour": "red"}},
+        {"id": "b", "category": "toys", "price": 10, "attributes": {"colour": "blue"}},
+    ]
+    catalog = catalog_from_products(feed)
+    for n in range(20):
+        shopper = Shopper.create(3, n, catalog)
+        assert shopper.appeal(catalog.get("nosuch")) == 0.0  # no category, features or price to like
+        assert shopper.appeal(catalog.get("a")) == shopper.appeal(catalog.by_id["a"])
+        assert catalog.get("nosuch") == PerceivedProduct("nosuch")
