@@ -279,6 +279,12 @@ def _power(
     return result.to_dict()
 
 
+def default_users_per_day(control_users: int, days_elapsed: float | None) -> float:
+    """The power calculator's default traffic: control users per day so far, over at least one day (an
+    experiment minutes old would otherwise be extrapolated to hundreds of thousands of users a day)."""
+    return round(control_users / max(days_elapsed or 0.0, 1.0), 1)
+
+
 # --- catalog -----------------------------------------------------------------------------------------
 
 

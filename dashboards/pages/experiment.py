@@ -124,7 +124,12 @@ def power_calculator(res: data.Results, report: dict) -> None:
         format="%.3f",
     )
     per_day = c5.number_input(
-        "Control users per day", 0.0, None, float(round(control_users / days, 1)) if days else 0.0, 10.0
+        "Control users per day",
+        0.0,
+        None,
+        data.default_users_per_day(control_users, days),
+        10.0,
+        help="Default: the control arm's users so far per day elapsed, over at least one day",
     )
     pw = data.power(res, metric, arm, report["control"], report["alpha"], power_level, mde, per_day)
     if pw["error"]:

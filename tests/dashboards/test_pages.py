@@ -349,3 +349,11 @@ def test_catalog_deep_link_opens_the_product_and_follows_the_choice(seeded):
     assert at.text_input[0].value == "p-03" and at.selectbox[0].value == "p-03"
     at.text_input[0].input("p-05").run()
     assert at.selectbox[0].value == "p-05" and at.query_params["product"] in ("p-05", ["p-05"])
+
+
+def test_power_calculator_does_not_extrapolate_minutes_of_traffic_to_a_day():
+    from dashboards.data import default_users_per_day
+
+    assert default_users_per_day(494, 0.00096) == 494.0  # a demo's minutes-old experiment: not 514,583 a day
+    assert default_users_per_day(494, None) == 494.0 and default_users_per_day(494, 0) == 494.0
+    assert default_users_per_day(900, 3.0) == 300.0 and default_users_per_day(1000, 1.5) == 666.7
