@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 from streamlit.testing.v1 import AppTest
 
 from tests.dashboards.seed import APP_DIR, TENANT
+from tests.helpers import settings_env, wait_for
 
 TIMEOUT_S = 60
 
@@ -25,3 +35,40 @@ def texts(at: AppTest) -> str:
     ]
     parts += [f"{m.label}: {m.value}" for m in at.metric]
     return "\n".join(str(p) for p in parts)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def served_dashboard(settings, workdir: Path, password: str) -> Iterator[str]:
+    """`vitrine dashboard` on a free port with an operator password, for a browser test; yields its URL."""
+    from streams.embedded_broker import free_port
+
+    port = free_port()
+    env = {**os.environ, **settings_env(settings), "HOME": str(workdir)}
+    log = (workdir / "dashboard.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vitrine", "dashboard", "--port", str(port), "--password", password],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _healthy(url) or proc.poll() is not None, 60, what="the dashboard to serve")
+        assert proc.poll() is None, (workdir / "dashboard.log").read_text()
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.dashboards.helpers import served_dashboard
 from tests.dashboards.seed import ROOT, TENANT
-from tests.helpers import settings_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,41 +46,12 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def dashboard(seeded, settings, tmp_path):
     """`vitrine dashboard` on a free port with an operator password; yields (url, password)."""
-    from streams.embedded_broker import free_port
-
-    port, password = free_port(), "correct horse battery staple"
-    env = {**os.environ, **settings_env(settings), "HOME": str(tmp_path)}
-    log = (tmp_path / "dashboard.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vitrine", "dashboard", "--port", str(port), "--password", password],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _healthy(url) or proc.poll() is not None, 60, what="the dashboard to serve")
-        assert proc.poll() is None, (tmp_path / "dashboard.log").read_text()
+    password = "correct horse battery staple"
+    with served_dashboard(settings, tmp_path, password) as url:
         yield url, password
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 @pytest.fixture

@@ -7,12 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import urllib.request
 
 import numpy as np
 import pytest
@@ -24,9 +19,9 @@ from core.contracts import CatalogEvent
 from db.catalog import DerivedModel, ImageResult, ItemRow, upsert_product
 from db.models import ModelDeployment, Tenant
 from db.tenants import create_tenant
-from tests.dashboards.helpers import page, texts
+from tests.dashboards.helpers import page, served_dashboard, texts
 from tests.dashboards.seed import ROOT
-from tests.helpers import settings_env, wait_for
+from tests.helpers import settings_env
 from vision.image import make_thumbnail
 
 pytestmark = pytest.mark.integration
@@ -286,38 +281,8 @@ return [tip.innerText, img && img.getAttribute('src').split(',')[0], img && img.
 @pytest.fixture
 def dashboard(shop, settings, tmp_path):
     """`vitrine dashboard` on a free port with an operator password; yields its URL."""
-    from streams.embedded_broker import free_port
-
-    port = free_port()
-    env = {**os.environ, **settings_env(settings), "HOME": str(tmp_path)}
-    log = (tmp_path / "dashboard.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vitrine", "dashboard", "--port", str(port), "--password", PASSWORD],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return proc.poll() is not None
-
-    try:
-        wait_for(healthy, 60, what="the dashboard to serve")
-        assert proc.poll() is None, (tmp_path / "dashboard.log").read_text()
+    with served_dashboard(settings, tmp_path, PASSWORD) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="apt-get install -y chromium chromium-driver")
