@@ -9,13 +9,12 @@ checked for 'None' / 'nan' and for horizontal overflow, and the PNG for being mo
 from __future__ import annotations
 
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from vitrine.screenshots import BAD_WORDS, CONTENT_HEIGHT_JS, _browser, _settle, _sign_in, browser_paths
+from vitrine.screenshots import _browser, _sign_in, browser_paths, capture
 
 WIDTH = 1280
 
@@ -59,32 +58,8 @@ def take_demo_screenshots(
         driver = _browser(stack, workdir, WIDTH)
         _sign_in(driver, url, password)
         for name, path, marker, charts in pages(tenant, experiment, showcase_product(catalog.products)):
-            t0 = time.monotonic()
-            driver.set_window_size(WIDTH, 1000)
-            driver.get(url + path)
-            try:
-                _settle(driver, marker, charts)
-            except TimeoutError as exc:
-                driver.save_screenshot(str(out / f"failed-demo-{name}.png"))
-                raise TimeoutError(f"{name}: {exc} (see {out / f'failed-demo-{name}.png'})") from exc
-            height, scroll_w, client_w = driver.execute_script(CONTENT_HEIGHT_JS)
-            driver.set_window_size(WIDTH, min(int(height), 6000))
-            _settle(driver, marker, charts)
-            file = out / f"demo-{name}.png"
-            driver.save_screenshot(str(file))
-            body = driver.find_element(By.TAG_NAME, "body").text
+            shot = capture(driver, url + path, marker, charts, out / f"demo-{name}.png", WIDTH, f"demo-{name}")
             images = len(driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img, img[src^='data:image']"))
-            shots.append(
-                {
-                    "page": name,
-                    "path": str(file),
-                    "width": WIDTH,
-                    "height": min(int(height), 6000),
-                    "seconds": round(time.monotonic() - t0, 1),
-                    "images": images,
-                    "bad_words": sorted(set(BAD_WORDS.findall(body))),
-                    "overflow_x": scroll_w > client_w + 1,
-                    "model": model_key,
-                }
-            )
+            shot.pop("text")
+            shots.append({"page": name, **shot, "images": images, "model": model_key})
     return shots

@@ -324,27 +324,27 @@ return [Math.max(main.scrollHeight, block.scrollHeight + 120), main.scrollWidth,
 """
 
 
-def _shoot(driver, url: str, state: str, key: str, out: Path, width: int) -> dict[str, Any]:
+def capture(driver, url: str, marker: str, charts: int, path: Path, width: int, name: str) -> dict[str, Any]:
+    """Open `url`, wait for `marker` and `charts`, grow the window to the page's height, save `path`; the
+    page's size, time, text and checks ('None'/'nan' shown, sideways overflow). A page that never renders
+    leaves failed-<name>.png beside `path` and raises TimeoutError."""
     from selenium.webdriver.common.by import By
 
     t0 = time.monotonic()
     driver.set_window_size(width, 1000)
-    driver.get(f"{url}/experiment?tenant={TENANT}&experiment={key}")
-    draft = STATES[state].status == "draft"
+    driver.get(url)
     try:
-        _settle(driver, "A draft has no results" if draft else "Results per metric and arm", 0 if draft else 2)
+        _settle(driver, marker, charts)
     except TimeoutError as exc:
-        driver.save_screenshot(str(out / f"failed-{state}.png"))  # what the page showed instead
-        raise TimeoutError(f"{state}: {exc} (see {out / f'failed-{state}.png'})") from exc
+        failed = path.parent / f"failed-{name}.png"
+        driver.save_screenshot(str(failed))  # what the page showed instead
+        raise TimeoutError(f"{name}: {exc} (see {failed})") from exc
     height, scroll_w, client_w = driver.execute_script(CONTENT_HEIGHT_JS)
     driver.set_window_size(width, min(int(height), 6000))
-    _settle(driver, "Experiment", 0 if draft else 2)
-    path = out / f"results-{state}.png"
+    _settle(driver, marker, charts)
     driver.save_screenshot(str(path))
     body = driver.find_element(By.TAG_NAME, "body").text
     return {
-        "state": state,
-        "experiment": key,
         "path": str(path),
         "width": width,
         "height": min(int(height), 6000),
@@ -353,6 +353,15 @@ def _shoot(driver, url: str, state: str, key: str, out: Path, width: int) -> dic
         "overflow_x": scroll_w > client_w + 1,
         "text": body,
     }
+
+
+def _shoot(driver, url: str, state: str, key: str, out: Path, width: int) -> dict[str, Any]:
+    draft = STATES[state].status == "draft"
+    marker, charts = ("A draft has no results", 0) if draft else ("Results per metric and arm", 2)
+    page = f"{url}/experiment?tenant={TENANT}&experiment={key}"
+    return {"state": state, "experiment": key} | capture(
+        driver, page, marker, charts, out / f"results-{state}.png", width, state
+    )
 
 
 def take_screenshots(
