@@ -131,6 +131,10 @@ def deploy_trained(
     if job.status != "ready":
         why = "is still training" if job.status == "training" else f"failed: {job.reason}"
         raise DeploymentError("not_ready", f"model {ref!r} {why}; only a ready model can be deployed")
+    if job.method == "detector":
+        raise DeploymentError(
+            "detector", f"{ref!r} is a detector, not an embedding model: activate it with `vitrine detector activate`"
+        )
     try:
         card = read_card(Path(job.artefact_path))  # the artefact's own card says what its weights are
     except VisionError as exc:

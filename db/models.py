@@ -56,6 +56,10 @@ class Tenant(Base):
     # (migration 0011; only a model whose deployment is `ready` can become active, see db/deployments.py).
     active_model: Mapped[str | None] = mapped_column(String(128))
     previous_model: Mapped[str | None] = mapped_column(String(128))
+    # The student detector (a `detector` row of trained_models) that search by image and ingest use for this
+    # tenant, and the one a rollback returns to (migration 0013; null: the configured VITRINE_DETECTOR).
+    active_detector: Mapped[str | None] = mapped_column(String(128))
+    previous_detector: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = _now()
 
 

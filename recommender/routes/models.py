@@ -188,6 +188,7 @@ _DEPLOY_STATUS = {
     "not_deployed": 404,
     "not_ready": 409,
     "tower": 409,
+    "detector": 409,
     "backbone_mismatch": 409,
     "no_previous": 409,
     "artefact_missing": 409,

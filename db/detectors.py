@@ -1,0 +1,148 @@
+"""Student detectors in the model registry: a tenant's catalog photos to teach them from, and which one is active.
+
+Detectors are rows of `trained_models` with method `detector` (the same job life cycle as embedders:
+`training` -> `ready` | `failed`). A tenant's active detector (migration 0013) is what search by image
+uses; activating keeps the previous one as the rollback target. Every query is filtered by tenant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import Product, ProductImage, Tenant, TrainedModel
+
+DETECTOR_METHOD = "detector"
+
+
+class DetectorError(ValueError):
+    """A detector request the registry refuses; `code` is machine-readable, the message says why."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class CatalogPhoto:
+    """The stored thumbnail of one image of a live product (what a teacher cuts out or labels)."""
+
+    product: str  # the tenant's external product id
+    category: str | None
+    image_id: int
+    thumbnail: bytes
+
+
+def catalog_photos(
+    session: Session,
+    tenant_id: str,
+    *,
+    categories: list[str] | None = None,
+    exclude: list[str] | None = None,
+    limit: int = 5000,
+) -> list[CatalogPhoto]:
+    """Thumbnails of the tenant's live products, in `categories` (None: any) and not in `exclude`, by product."""
+    stmt = (
+        select(Product.external_id, Product.category, ProductImage.id, ProductImage.thumbnail)
+        .join(ProductImage, ProductImage.product_id == Product.id)
+        .where(
+            Product.tenant_id == tenant_id,
+            ProductImage.tenant_id == tenant_id,
+            Product.deleted.is_(False),
+            ProductImage.thumbnail.is_not(None),
+        )
+        .order_by(Product.external_id, ProductImage.position, ProductImage.id)
+        .limit(limit)
+    )
+    if categories is not None:
+        stmt = stmt.where(Product.category.in_(categories))
+    if exclude:
+        stmt = stmt.where(Product.category.is_not(None), Product.category.not_in(exclude))
+    return [CatalogPhoto(p, c, i, bytes(t)) for p, c, i, t in session.execute(stmt).all()]
+
+
+def category_counts(session: Session, tenant_id: str) -> dict[str | None, int]:
+    """Live products with at least one thumbnail, per category."""
+    from sqlalchemy import func
+
+    rows = session.execute(
+        select(Product.category, func.count(func.distinct(Product.id)))
+        .join(ProductImage, ProductImage.product_id == Product.id)
+        .where(Product.tenant_id == tenant_id, Product.deleted.is_(False), ProductImage.thumbnail.is_not(None))
+        .group_by(Product.category)
+    ).all()
+    return dict(rows)
+
+
+def list_detectors(session: Session, tenant_id: str | None) -> list[TrainedModel]:
+    """The tenant's detector jobs and models, newest first (None: every tenant's, for the operator CLI)."""
+    stmt = select(TrainedModel).where(TrainedModel.method == DETECTOR_METHOD)
+    if tenant_id is not None:
+        stmt = stmt.where(TrainedModel.tenant_id == tenant_id)
+    return list(session.scalars(stmt.order_by(TrainedModel.created_at.desc(), TrainedModel.id.desc())))
+
+
+def ready_detector(session: Session, tenant_id: str, key: str) -> TrainedModel:
+    """The tenant's ready detector with this key or job id; DetectorError (unknown, not ready, not a detector)."""
+    job = session.scalar(
+        select(TrainedModel)
+        .where(
+            TrainedModel.tenant_id == tenant_id,
+            (TrainedModel.model_key == key) | (TrainedModel.job_id == key),
+        )
+        .order_by(TrainedModel.created_at.desc(), TrainedModel.id.desc())
+        .limit(1)
+    )
+    if job is None:
+        raise DetectorError("unknown_detector", f"no detector {key!r} for tenant {tenant_id!r}")
+    if job.method != DETECTOR_METHOD:
+        raise DetectorError("not_a_detector", f"{key!r} is an embedding model ({job.method}), not a detector")
+    if job.status != "ready":
+        why = "is still training" if job.status == "training" else f"failed: {job.reason}"
+        raise DetectorError("not_ready", f"detector {key!r} {why}; only a ready detector can be activated")
+    return job
+
+
+def activate_detector(session: Session, tenant_id: str, key: str) -> Tenant:
+    """Make a ready detector the tenant's active one; the active one becomes the rollback target."""
+    tenant = session.get(Tenant, tenant_id, with_for_update=True)
+    if tenant is None:
+        raise DetectorError("unknown_tenant", f"no tenant {tenant_id!r}")
+    job = ready_detector(session, tenant_id, key)
+    if tenant.active_detector != job.model_key:
+        tenant.previous_detector, tenant.active_detector = tenant.active_detector, job.model_key
+    session.flush()
+    return tenant
+
+
+def rollback_detector(session: Session, tenant_id: str) -> Tenant:
+    """Point the tenant back at its previous detector (none: the configured VITRINE_DETECTOR)."""
+    tenant = session.get(Tenant, tenant_id, with_for_update=True)
+    if tenant is None:
+        raise DetectorError("unknown_tenant", f"no tenant {tenant_id!r}")
+    if tenant.active_detector is None:
+        raise DetectorError("no_active", f"tenant {tenant_id!r} has no active detector to roll back from")
+    if tenant.previous_detector is not None:
+        ready_detector(session, tenant_id, tenant.previous_detector)
+    tenant.previous_detector, tenant.active_detector = tenant.active_detector, tenant.previous_detector
+    session.flush()
+    return tenant
+
+
+def active_detector(session: Session, tenant_id: str) -> tuple[str, str] | None:
+    """(model key, artefact path) of the tenant's active detector, or None for the configured default."""
+    row = session.execute(
+        select(TrainedModel.model_key, TrainedModel.artefact_path)
+        .join(Tenant, Tenant.active_detector == TrainedModel.model_key)
+        .where(
+            Tenant.id == tenant_id,
+            TrainedModel.tenant_id == tenant_id,
+            TrainedModel.method == DETECTOR_METHOD,
+            TrainedModel.status == "ready",
+        )
+        .order_by(TrainedModel.finished_at.desc())
+        .limit(1)
+    ).first()
+    return (row[0], row[1]) if row else None
