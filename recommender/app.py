@@ -19,6 +19,7 @@ from db.session import create_db_engine, session_factory
 from recommender import errors, metrics
 from recommender.arms import BaselineArm, VisualArm
 from recommender.cors import TenantCORSMiddleware
+from recommender.detectors import TenantDetectors
 from recommender.ratelimit import RateLimitMiddleware, document_rate_limits
 from recommender.routes import admin, catalog, credentials, events, health, models, recommendations, search, shopify
 from recommender.training_jobs import LocalProcesses
@@ -127,6 +128,12 @@ def create_app(settings: Settings) -> FastAPI:
     # Created, not loaded: the API needs the model's key and dimension; weights load on first use.
     app.state.embedder = build_embedder(settings)
     app.state.detector = build_detector(settings)
+    # Search by image uses the tenant's active student detector when it has one (recommender/detectors.py).
+    app.state.detectors = TenantDetectors(
+        app.state.detector,
+        cache_dir=settings.data_dir / "models",
+        lookups=TTLCache("detector", settings.lookup_cache_ttl_s),
+    )
     # Training runs in processes of its own (`vitrine model train`); tests replace this edge.
     app.state.training_processes = LocalProcesses()
     # Per-process lookup caches of the storefront path (recommender/ttl_cache.py says what and why).

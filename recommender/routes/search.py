@@ -83,7 +83,8 @@ async def by_image(
         raise HTTPException(413 if exc.reason == "too_large" else 422, str(exc)) from None
 
     def _search() -> ImageSearch:
-        detections = state.detector.detect([loaded.image])[0]
+        detector = state.detectors.for_tenant(state.sessions, tenant.id)
+        detections = detector.detect([loaded.image])[0]
         crops = extract_items(
             loaded.image,
             detections,

@@ -76,3 +76,33 @@ def test_bad_uploads_and_private_urls_get_clear_errors(indexed, image_server):
     neither = client.post("/v1/search/by-image", headers=h)
     assert neither.status_code == 422 and "exactly one" in neither.text
     assert client.get("/v1/search", params={"q": "red dress"}, headers=h).status_code == 501
+
+
+def _register_detector(sessions, tenant: str, key: str, artefact: str) -> None:
+    from db import detectors, trained_models
+
+    with sessions.begin() as s:
+        job = trained_models.start_job(s, tenant, method="detector", finetune=False, params={})
+        trained_models.finish_job(s, tenant, job.job_id, model_key=key, artefact_path=artefact, card={})
+        detectors.activate_detector(s, tenant, key)
+
+
+def test_search_uses_the_tenants_active_student_detector_and_falls_back_when_it_cannot_load(indexed, sessions):
+    client, a, root = indexed
+    state = client.app.state
+    # A real ultralytics YOLO (the architecture, untrained): what a student artefact loads into.
+    _register_detector(sessions, "acme", "detector-yolo11n@test", "yolo11n.yaml")
+    _register_detector(sessions, "globex", "detector-yolo11n@gone", "/nonexistent/student.pt")
+    acme = state.detectors.for_tenant(state.sessions, "acme")
+    assert acme is not state.detector and acme.name == "yolo" and acme.weights == "yolo11n.yaml"
+    assert acme.label_map == {} and acme.classes is None  # its own class names, no COCO allow-list
+    # globex's artefact is missing: the configured detector serves, and the search still answers.
+    assert state.detectors.for_tenant(state.sessions, "globex") is state.detector
+    photo = (root / "bus-front.jpg").read_bytes()
+    resp = client.post(
+        "/v1/search/by-image",
+        headers={"X-Vitrine-Key": a.storefront_key},
+        files={"image": ("look.jpg", photo, "image/jpeg")},
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["items"][0]["label"] == "image"  # the whole-image item always comes first
