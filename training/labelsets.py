@@ -73,8 +73,8 @@ class LabelSet:
 def yolo_line(box: Box, class_id: int, width: int, height: int) -> str:
     """A box as one YOLO label line: class id, centre x/y and size, normalised, clipped to the image."""
     x0, y0, x1, y1 = box.box
-    x0, x1 = max(0.0, min(x0, x1)), min(float(width), max(x0, x1))
-    y0, y1 = max(0.0, min(y0, y1)), min(float(height), max(y0, y1))
+    x0, x1 = min(max(0.0, min(x0, x1)), float(width)), max(0.0, min(float(width), max(x0, x1)))
+    y0, y1 = min(max(0.0, min(y0, y1)), float(height)), max(0.0, min(float(height), max(y0, y1)))
     cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
     w, h = (x1 - x0) / width, (y1 - y0) / height
     return f"{class_id} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}"
@@ -86,6 +86,8 @@ def write_label_set(label_set: LabelSet, out_dir: Path, *, quality: int = 90) ->
     if out_dir.exists():
         raise LabelSetError(f"{out_dir} already exists; a label set is never overwritten")
     names = list(label_set.names)
+    if not label_set.images:
+        raise LabelSetError("a label set needs at least one image")
     if not names or len(set(names)) != len(names):
         raise LabelSetError(f"class names must be non-empty and distinct, got {names}")
     ids = {name: i for i, name in enumerate(names)}
@@ -169,7 +171,7 @@ def merge_label_sets(sources: Iterable[Path], out_dir: Path, *, names: Sequence[
     ids = {n: i for i, n in enumerate(merged)}
     out_dir = Path(out_dir)
     if out_dir.exists():
-        shutil.rmtree(out_dir)
+        raise LabelSetError(f"{out_dir} already exists; merging never overwrites")
     for k, (src, card) in enumerate(zip(sources, cards, strict=True)):
         remap = {i: ids[n] for i, n in enumerate(card["names"])}
         for split in SPLITS:

@@ -31,8 +31,9 @@ def _set(names, rows, card=None):
 
 def test_a_box_becomes_a_normalised_yolo_line_clipped_to_the_image():
     assert yolo_line(Box("a", (20, 10, 60, 50)), 3, 200, 100) == "3 0.200000 0.300000 0.200000 0.400000"
-    # Outside the frame: clipped to it.
+    # Outside the frame: clipped to it (a box wholly outside has no size, never a negative one).
     assert yolo_line(Box("a", (-20, -10, 100, 200)), 0, 200, 100) == "0 0.250000 0.500000 0.500000 1.000000"
+    assert yolo_line(Box("a", (250, 10, 300, 50)), 0, 200, 100) == "0 1.000000 0.300000 0.000000 0.400000"
 
 
 def test_written_set_reads_back_with_its_card_and_counts(tmp_path):
@@ -68,8 +69,9 @@ def test_an_existing_folder_is_never_overwritten_and_a_failed_write_leaves_nothi
 @pytest.mark.parametrize(
     ("names", "rows", "message"),
     [
-        ([], [], "non-empty"),
-        (["a", "a"], [], "distinct"),
+        (["a"], [], "at least one image"),
+        ([], [("x", "train", [])], "non-empty"),
+        (["a", "a"], [("x", "train", [])], "distinct"),
         (["a"], [("x", "train", []), ("x", "val", [])], "unique"),
         (["a"], [("x", "holdout", [])], "unknown split"),
     ],
@@ -91,6 +93,8 @@ def test_merge_remaps_class_ids_onto_one_name_list(tmp_path):
     assert [c for c, _ in boxes["0-a"]] == [0]
     assert [c for c, _ in boxes["1-a"]] == [1, 0]  # bag -> 1, shoe -> 0
     assert (merged / "images" / "train" / "1-a.jpg").is_file()
+    with pytest.raises(LabelSetError, match="already exists"):
+        merge_label_sets([first], merged)
 
 
 def test_coco_export_has_pixel_boxes(tmp_path):
