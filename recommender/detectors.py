@@ -75,7 +75,7 @@ class TenantDetectors:
             return detector
 
     def _student(self, path: Path, key: str) -> Detector:
-        from vision.yolo import YoloDetector
+        from training.student import student_detector
 
-        # Its own class names, no COCO allow-list; the whole-image item is kept as for every detector.
-        return YoloDetector(cache_dir=self.cache_dir, weights=path, classes=None, label_map={})
+        # Its own class names, no COCO allow-list (the item policy still puts the whole image first).
+        return student_detector(path, cache_dir=self.cache_dir)

@@ -95,7 +95,7 @@ def test_search_uses_the_tenants_active_student_detector_and_falls_back_when_it_
     _register_detector(sessions, "globex", "detector-yolo11n@gone", "/nonexistent/student.pt")
     acme = state.detectors.for_tenant(state.sessions, "acme")
     assert acme is not state.detector and acme.name == "yolo" and acme.weights == "yolo11n.yaml"
-    assert acme.label_map == {} and acme.classes is None  # its own class names, no COCO allow-list
+    assert acme.label_map == {} and acme.classes is None and not acme.trim_whole  # its own classes only
     # globex's artefact is missing: the configured detector serves, and the search still answers.
     assert state.detectors.for_tenant(state.sessions, "globex") is state.detector
     photo = (root / "bus-front.jpg").read_bytes()

@@ -3,6 +3,7 @@
 from vitrine.cli import bench as _bench  # noqa: F401,E402  bench ingest|serve|vision|stats|dashboard
 from vitrine.cli import catalog as _catalog  # noqa: F401,E402  catalog import/dead-letters/replay
 from vitrine.cli import dashboard as _dashboard  # noqa: F401,E402  dashboard
+from vitrine.cli import detector as _detector  # noqa: F401,E402  detector add-class|train|eval|list|activate
 from vitrine.cli import experiment as _experiment  # noqa: F401,E402  experiment report|refresh|simulate
 from vitrine.cli import experiment_admin as _experiment_admin  # noqa: F401,E402  experiment create/start/stop/list
 from vitrine.cli import model as _model  # noqa: F401,E402  model list/show

@@ -1,0 +1,256 @@
+"""Teach a student detector a retailer's classes from its own catalog: a label set per class, then one student.
+
+`teach_class` labels ONE class at a time, on photos of that class's category, with a teacher:
+
+- `catalog` (offline): each photo's product is cut out (alpha or plain background, vision.cutout),
+  which gives its exact box; the photos that cut out become the class's label set.
+- `owlvit` / `grounding-dino`: an open-vocabulary detector boxes the class prompt on each photo; the
+  prompt is the one given, else the best of a few variants scored on the photos whose cut-out box is
+  known (training.labelling).
+
+`train_detector` turns every class's label set into composite scenes (the catalog teacher's cut-outs
+pasted onto varied backgrounds beside other categories' products, exact boxes for free), trains the
+YOLO student, evaluates it on scenes built only from products it never saw, exports ONNX and writes
+a versioned artefact folder: `<out>/<key>/student.pt`, `student.onnx`, `card.json`, with key
+`detector-<architecture>@<sha256 of the weights, 12 hex>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from training.labelsets import Box, LabelledImage, LabelSet, read_card, write_data_yaml, write_label_set
+from training.scenes import DEFAULT_SCENES, CatalogCutout, build_scene_set, cutouts_from_photos
+from training.student import StudentConfig, evaluate_student, export_onnx, train_student
+from vision.cutout import NoCutout, cut_out
+
+MIN_PRODUCTS = 6  # a class needs this many products whose photos cut out (scenes hold some out for the test)
+VAL_SHARE = 0.2  # of a class's products, for its label set's val split
+CATALOG_TEACHER = "catalog"
+
+
+class DistillError(ValueError):
+    """A class or detector that cannot be taught as asked (too few photos, a name taken...); says why."""
+
+
+@dataclass(frozen=True)
+class DetectorRun:
+    """A trained student: its registry key, artefact folder and card (classes, held-out mAP50 per class...)."""
+
+    key: str
+    path: Path  # the folder holding student.pt, student.onnx, card.json
+    card: dict
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "student.pt"
+
+
+def class_slug(label: str) -> str:
+    """A class label as a folder name (lower case, [a-z0-9-]); DistillError for a label with no letters or digits."""
+    slug = re.sub(r"[^a-z0-9]+", "-", label.strip().lower()).strip("-")
+    if not slug or len(label) > 64:
+        raise DistillError(f"class label {label!r} must have letters or digits and at most 64 characters")
+    return slug
+
+
+def teach_class(
+    label: str,
+    category: str,
+    photos: Sequence[tuple[str, Image.Image]],
+    out_dir: Path,
+    *,
+    teacher: str = CATALOG_TEACHER,
+    teacher_model: str | None = None,
+    prompt: str | None = None,
+    cache_dir: Path | None = None,
+    seed: int = 0,
+    min_products: int = MIN_PRODUCTS,
+    card_extra: dict | None = None,
+) -> Path:
+    """Label one class on its category's (product id, photo) pairs with a teacher; write its label set."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise DistillError(f"class {label!r} is already present ({out_dir}); pick another label")
+    cut: dict[str, list[tuple[str, Image.Image, Box]]] = {}
+    rejected: Counter = Counter()
+    for k, (product, photo) in enumerate(photos):
+        try:
+            found = cut_out(photo)
+        except NoCutout as exc:
+            rejected[exc.reason] += 1
+            continue
+        cut.setdefault(product, []).append((f"{_stem(product)}-{k}", photo, Box(label, found.box)))
+    if len(cut) < min_products:
+        why = ", ".join(f"{n} {reason}" for reason, n in rejected.most_common()) or "none rejected"
+        raise DistillError(
+            f"category {category!r} has {len(cut)} products whose photos cut out ({len(photos)} photos; "
+            f"rejected: {why}); class {label!r} needs at least {min_products}"
+        )
+    val = _val_products(sorted(cut), seed)
+    card = {
+        "label": label,
+        "category": category,
+        "teacher": teacher,
+        "photos": len(photos),
+        "usable_products": len(cut),
+        "rejected": dict(rejected),
+        "seed": seed,
+        "created_at": datetime.now(UTC).isoformat(),
+        "products": {stem: product for product, rows in cut.items() for stem, _, _ in rows},
+        **(card_extra or {}),
+    }
+    if teacher == CATALOG_TEACHER:
+        images = [
+            LabelledImage(stem, photo, [box], "val" if product in val else "train")
+            for product, rows in cut.items()
+            for stem, photo, box in rows
+        ]
+        return write_label_set(LabelSet([label], images, {**card, "prompt": None}), out_dir)
+    return _teach_open_vocabulary(label, cut, val, out_dir, teacher, teacher_model, prompt, cache_dir, seed, card)
+
+
+def _teach_open_vocabulary(label, cut, val, out_dir, teacher, teacher_model, prompt, cache_dir, seed, card) -> Path:
+    from training.labelling import label_with_teacher
+    from vision.teachers import create_teacher
+
+    options = {"model": teacher_model} if teacher_model else {}
+    model = create_teacher(teacher, cache_dir=Path(cache_dir or tempfile.gettempdir()), **options)
+    model.load()  # TeacherUnavailable (offline, no local copy) before anything is written
+    images = [(stem, photo) for rows in cut.values() for stem, photo, _ in rows]
+    # The photos' cut-out boxes are the ground truth the prompt variants are scored against.
+    validation = [(photo, [box.box]) for product in sorted(val) for _, photo, box in cut[product]]
+    return label_with_teacher(
+        model,
+        {label: images},
+        {label: prompt},
+        {label: validation},
+        out_dir,
+        seed=seed,
+        card_extra=card,
+    )
+
+
+def class_cutouts(class_dir: Path) -> tuple[str, list[CatalogCutout], Counter]:
+    """(label, cut-outs, rejected reasons) of a class's label set: its photos cut out again, category = label."""
+    card = read_card(class_dir)
+    label = card["names"][0]
+    products = card.get("products") or {}
+    photos = []
+    for split in ("train", "val"):
+        for path in sorted((Path(class_dir) / "images" / split).glob("*.jpg")):
+            with Image.open(path) as im:
+                photos.append((products.get(path.stem, path.stem), label, im.convert("RGB")))
+    cutouts, rejected = cutouts_from_photos(photos, cut=cut_out)
+    return label, cutouts, rejected
+
+
+def distractor_cutouts(photos: Sequence[tuple[str, str, Image.Image]], classes: Sequence[str]) -> list[CatalogCutout]:
+    """Cut-outs of products of other categories, to paste unlabelled beside the classes."""
+    others = [(p, c, im) for p, c, im in photos if c not in set(classes)]
+    return cutouts_from_photos(others, cut=cut_out)[0]
+
+
+def train_detector(
+    class_dirs: Sequence[Path],
+    distractors: Sequence[CatalogCutout],
+    out_root: Path,
+    *,
+    config: StudentConfig,
+    scenes: dict[str, int] | None = None,
+    seed: int = 0,
+    held_out: float = 0.3,
+    progress: Callable[[int, int, float], None] | None = None,
+    machine: dict | None = None,
+    onnx: bool = True,
+) -> DetectorRun:
+    """Scenes from every class's label set, the student trained on them, evaluated on held-out products, saved."""
+    if not class_dirs:
+        raise DistillError("no classes to train on: add one with `vitrine detector add-class`")
+    started = time.perf_counter()
+    classes, cutouts, rejected, sets = [], [], Counter(), []
+    for d in class_dirs:
+        label, cuts, why = class_cutouts(d)
+        if label in classes:
+            raise DistillError(f"class {label!r} appears in two label sets")
+        classes.append(label)
+        cutouts += cuts
+        rejected += why
+        card = read_card(d)
+        sets.append({k: card.get(k) for k in ("label", "category", "teacher", "prompt", "usable_products", "seed")})
+    cutouts += [c for c in distractors if c.category not in classes]
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".detector-run-", dir=out_root))
+    try:
+        scene_dir = build_scene_set(
+            cutouts,
+            classes,
+            work / "scenes",
+            scenes=scenes or DEFAULT_SCENES,
+            size=config.imgsz,
+            seed=seed,
+            held_out=held_out,
+            rejected=rejected,
+            card_extra={"label_sets": sets},
+        )
+        result = train_student(scene_dir / "data.yaml", work / "train", config, progress)
+        held = evaluate_student(result.weights, scene_dir / "data.yaml", "test", imgsz=config.imgsz)
+        key = f"detector-{Path(config.architecture).stem}@{_digest(result.weights)}"
+        final = out_root / key
+        if final.exists():  # the same weights again (same data, seed and schedule): keep the first copy
+            shutil.rmtree(work, ignore_errors=True)
+            return DetectorRun(key, final, json.loads((final / "card.json").read_text()))
+        final_tmp = work / "artefact"
+        final_tmp.mkdir()
+        shutil.copyfile(result.weights, final_tmp / "student.pt")
+        onnx_path = export_onnx(final_tmp / "student.pt", imgsz=config.imgsz) if onnx else None
+        shutil.move(str(scene_dir), final_tmp / "scenes")  # the held-out test scenes, for `vitrine detector eval`
+        write_data_yaml(final_tmp / "scenes", classes, root=final / "scenes")  # where they will be after the rename
+        card = {
+            "name": "detector",
+            "key": key,
+            "classes": classes,
+            "teacher_label_sets": sets,
+            "student": result.to_dict() | {"weights": "student.pt"},
+            "onnx": onnx_path.name if onnx_path else None,
+            "heldout": held,
+            "scenes": read_card(final_tmp / "scenes"),
+            "seconds": round(time.perf_counter() - started, 1),
+            "machine": machine or {},
+            "seed": seed,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        card["scenes"].pop("products", None)  # product ids: long, and in the scene set's own card
+        (final_tmp / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+        final_tmp.rename(final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return DetectorRun(key, final, card)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def _stem(product: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", product)[:80] or "product"
+
+
+def _val_products(products: list[str], seed: int) -> set[str]:
+    rng = np.random.default_rng(seed)
+    n = max(1, round(VAL_SHARE * len(products)))
+    return {products[i] for i in rng.permutation(len(products))[:n]}
