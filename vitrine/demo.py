@@ -112,7 +112,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> dict:
         )
 
         with phases.phase("ingest (webhook -> indexed)"):
-            _ingest(system, creds, catalog_events(catalog, creds.tenant_id, images.base_url), options.timeout_s)
+            ingest_catalog(system, creds, catalog_events(catalog, creds.tenant_id, images.base_url), options.timeout_s)
 
         admin = AdminClient(system.base_url, creds.admin_key)
         stack.callback(admin.close)
@@ -247,7 +247,7 @@ def _bar(total: int, desc: str, unit: str):
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stdout, mininterval=0.5, dynamic_ncols=True)
 
 
-def _ingest(system: LocalSystem, creds, events: list[dict], timeout_s: float) -> None:
+def ingest_catalog(system: LocalSystem, creds, events: list[dict], timeout_s: float) -> None:
     """Signed webhook batches, then a progress bar that follows what the worker indexed (not what was sent)."""
     catalog = CatalogClient(system.base_url, creds.tenant_id, creds.webhook_secret)
     try:

@@ -1,0 +1,43 @@
+"""`vitrine bench detector` end to end on a small generated catalog (tiny student, one epoch), and the
+shop-the-look scoring rule."""
+
+from __future__ import annotations
+
+import json
+
+from tests.vitrine.test_demo_catalog import TOPICS, write_drawings
+from training.labelsets import Box
+from vitrine.bench.detector import format_table, run_detector_bench
+from vitrine.bench.shop_the_look import score_answer
+from vitrine.demo_catalog import build_demo_catalog
+
+
+def test_the_detector_bench_teaches_classes_adds_one_and_reports_every_figure(tmp_path):
+    source = write_drawings(tmp_path / "drawings", TOPICS, per_topic=8)
+    catalog = build_demo_catalog(tmp_path / "catalog", source=source, n_products=64, min_per_category=4)
+    r = run_detector_bench(
+        data_dir=tmp_path / "data", catalog_dir=catalog.out_dir, classes=2, epochs=1, imgsz=64,
+        train_scenes=12, test_scenes=10, speed_images=2, work_dir=tmp_path / "work",
+    )  # fmt: skip
+    chosen, added = r["settings"]["classes"], r["settings"]["added_class"]
+    assert len(chosen) == 2 and added not in chosen
+    assert set(r["first"]["per_class"]) == set(chosen)
+    assert set(r["added"]["per_class"]) == {*chosen, added}
+    assert r["added"]["fine_tuned_from"].endswith(f"{r['first']['key']}/student.pt")
+    f = r["forgetting"]
+    assert f["change"] == round(f["old_classes_map50_after"] - f["old_classes_map50_before"], 4)
+    assert all(r["speed"][k] > 0 for k in ("student_320_img_s", "student_640_img_s", "whole_image_img_s"))
+    json.dumps(r)
+    table = format_table(r)
+    assert "mAP50" in table and "(new)" in table and "cores" in table
+
+
+def test_a_hit_needs_the_product_in_the_top_k_of_the_item_detected_on_it():
+    placed = [("boot", Box("shoes", (0, 0, 100, 100))), ("bag", Box("bags", (200, 0, 300, 100)))]
+    items = [
+        {"label": "image", "box": [0, 0, 400, 200], "products": [{"product_id": "bag"}]},
+        {"label": "shoes", "box": [5, 5, 100, 100], "products": [{"product_id": "x"}, {"product_id": "boot"}]},
+        {"label": "bags", "box": [150, 0, 250, 100], "products": [{"product_id": "bag"}]},  # IoU 1/3: no match
+    ]
+    assert score_answer(placed, items, top=5) == {"placed": 2, "located": 1, "hits": 1, "any_item_hits": 2}
+    assert score_answer(placed, items, top=1)["hits"] == 0  # boot is second in its item's list
