@@ -461,6 +461,11 @@ def store_retried_images(
             },
         ).scalars()
     )
+    # A re-detect (db/detectors.py) leaves an image's items in place while it is pending: an image that
+    # now has an outcome loses them here, and gets the new ones below, in this one transaction.
+    done = [im.image_id for im, r in current if im.image_id in written and r.status != "pending"]
+    if done:
+        session.execute(text("DELETE FROM items WHERE image_id = ANY(:ids)"), {"ids": done})
     rows = [(im, it) for im, r in current if im.image_id in written for it in (r.items or [])]
     if rows:
         boxes = [tuple(map(float, it.box)) for _, it in rows]

@@ -2,14 +2,18 @@
 
 Detectors are rows of `trained_models` with method `detector` (the same job life cycle as embedders:
 `training` -> `ready` | `failed`). A tenant's active detector (migration 0013) is what search by image
-uses; activating keeps the previous one as the rollback target. Every query is filtered by tenant.
+and the worker use; activating keeps the previous one as the rollback target, and marks the tenant's
+images for re-detection: they become `pending` (reason `re-detect: <key>`) with their items still
+serving, and the worker's sweep of pending images fetches them again, detects with the active detector
+and replaces their items in one transaction (db/catalog.store_retried_images). Every query is filtered
+by tenant.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import Product, ProductImage, Tenant, TrainedModel
@@ -113,7 +117,8 @@ def activate_detector(session: Session, tenant_id: str, key: str) -> Tenant:
     job = ready_detector(session, tenant_id, key)
     if tenant.active_detector != job.model_key:
         tenant.previous_detector, tenant.active_detector = tenant.active_detector, job.model_key
-    session.flush()
+        session.flush()
+        mark_for_redetect(session, tenant_id, job.model_key)
     return tenant
 
 
@@ -128,7 +133,36 @@ def rollback_detector(session: Session, tenant_id: str) -> Tenant:
         ready_detector(session, tenant_id, tenant.previous_detector)
     tenant.previous_detector, tenant.active_detector = tenant.active_detector, tenant.previous_detector
     session.flush()
+    mark_for_redetect(session, tenant_id, tenant.active_detector or "the configured detector")
     return tenant
+
+
+REDETECT = "re-detect: "
+
+
+def mark_for_redetect(session: Session, tenant_id: str, detector: str) -> int:
+    """Mark the tenant's indexed images of live products for the worker to detect again; returns how many.
+
+    Their `updated_at` goes to the epoch, so the next sweep takes them first; their items keep serving.
+    """
+    return session.execute(
+        text("""
+        UPDATE product_images pi SET status = 'pending', failure_reason = :why, updated_at = 'epoch'
+        FROM products p
+        WHERE p.id = pi.product_id AND pi.tenant_id = :t AND p.tenant_id = :t AND NOT p.deleted AND pi.status = 'ok'
+    """),
+        {"t": tenant_id, "why": f"{REDETECT}{detector}"[:500]},
+    ).rowcount
+
+
+def redetect_pending(session: Session, tenant_id: str) -> int:
+    """The tenant's images still waiting for their re-detection."""
+    return session.scalar(
+        text(
+            "SELECT count(*) FROM product_images WHERE tenant_id = :t AND status = 'pending' AND failure_reason LIKE :p"
+        ),
+        {"t": tenant_id, "p": f"{REDETECT}%"},
+    )
 
 
 def active_detector(session: Session, tenant_id: str) -> tuple[str, str] | None:

@@ -19,12 +19,12 @@ from db.session import create_db_engine, session_factory
 from recommender import errors, metrics
 from recommender.arms import BaselineArm, VisualArm
 from recommender.cors import TenantCORSMiddleware
-from recommender.detectors import TenantDetectors
 from recommender.ratelimit import RateLimitMiddleware, document_rate_limits
 from recommender.routes import admin, catalog, credentials, events, health, models, recommendations, search, shopify
 from recommender.training_jobs import LocalProcesses
 from recommender.ttl_cache import TTLCache
 from streams.buffered_sender import BufferedSender
+from streams.detectors import TenantDetectors
 from streams.image_fetch import ImageFetcher
 from streams.producer import EventProducer
 from streams.topics import INTERACTIONS
@@ -132,7 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.detectors = TenantDetectors(
         app.state.detector,
         cache_dir=settings.data_dir / "models",
-        lookups=TTLCache("detector", settings.lookup_cache_ttl_s),
+        ttl_s=settings.lookup_cache_ttl_s,
     )
     # Training runs in processes of its own (`vitrine model train`); tests replace this edge.
     app.state.training_processes = LocalProcesses()

@@ -39,6 +39,7 @@ from db.catalog import DerivedModel, ImageResult, ItemRow, KnownImage, PendingIm
 from db.product_queries import indexed_item_counts
 from streams import metrics
 from streams.image_fetch import FetchError, ImageFetcher
+from vision.detector import Detector
 from vision.image import ImageError, content_hash, load_image, make_thumbnail
 from vision.items import extract_items
 
@@ -86,12 +87,15 @@ class Indexer:
         model_streams: int = 1,
         executor: ThreadPoolExecutor | None = None,
         heads: Callable[[], Mapping[str, Sequence[DerivedModel]]] | None = None,
+        detectors: Callable[[str], Detector] | None = None,
     ):
-        """`heads`: per tenant, the deployed trained heads whose vectors are written with the backbone's."""
+        """`heads`: per tenant, the deployed trained heads whose vectors are written with the backbone's;
+        `detectors`: tenant id -> its detector (its active student), when not `detector` for every tenant."""
         self.sessions = sessions
         self.heads = heads
         self.embedder = embedder
         self.detector = detector
+        self.detectors = detectors
         self.fetcher = fetcher
         self.policy = policy
         self.max_image_bytes = max_image_bytes
@@ -334,18 +338,20 @@ class Indexer:
             for work in works
             for pos, (url, data) in enumerate(work.fetched or [])
         ]
-        results = iter(self._analyse(todo))
+        tenants = [work.event.tenant_id for work in works for _ in work.fetched or []]
+        results = iter(self._analyse(todo, tenants))
         for work in works:
             work.images = [next(results) for _ in work.fetched or []]
 
     def _analyse(
-        self, todo: list[tuple[str, int, bytes | FetchError | KnownImage, KnownImage | None]]
+        self, todo: list[tuple[str, int, bytes | FetchError | KnownImage, KnownImage | None]], tenants: list[str]
     ) -> list[ImageResult]:
-        """One result per (url, position, fetched data, stored image); crops of all new images embedded at once."""
+        """One result per (url, position, fetched data, stored image) of the tenant at the same index; crops of
+        all new images embedded at once."""
         p = self.policy
         out: list[ImageResult] = []
         pending: list[tuple[ImageResult, list]] = []
-        for url, pos, data, known in todo:
+        for (url, pos, data, known), tenant_id in zip(todo, tenants, strict=True):
             if isinstance(data, FetchError):
                 if data.permanent:
                     out.append(ImageResult(url, pos, "failed", reason=data.reason))
@@ -383,7 +389,8 @@ class Indexer:
                 thumbnail=make_thumbnail(loaded.image),
             )
             out.append(res)
-            detections = self.detector.detect([loaded.image])[0]
+            detector = self.detectors(tenant_id) if self.detectors is not None else self.detector
+            detections = detector.detect([loaded.image])[0]
             crops = extract_items(
                 loaded.image,
                 detections,
@@ -432,7 +439,8 @@ class Indexer:
             return {}
         fetched = await asyncio.gather(*(self._fetch(im.url, im.tenant_id) for im in claimed))
         todo = [(im.url, im.position, data, None) for im, data in zip(claimed, fetched, strict=True)]
-        results = await asyncio.get_running_loop().run_in_executor(self.executor, self._analyse, todo)
+        tenants = [im.tenant_id for im in claimed]
+        results = await asyncio.get_running_loop().run_in_executor(self.executor, self._analyse, todo, tenants)
 
         def store() -> int:
             with self.sessions.begin() as s:

@@ -39,6 +39,7 @@ from db.interactions import known_tenants, record_interactions
 from db.session import create_db_engine, session_factory
 from db.vector_index import ensure_vector_index
 from streams import metrics
+from streams.detectors import TenantDetectors
 from streams.faust_transport import App
 from streams.image_fetch import ImageFetcher
 from streams.ingest import Indexer, ItemPolicy
@@ -121,6 +122,8 @@ def create_worker(settings: Settings) -> faust.App:
     # Several single-threaded inference streams (see Indexer): the per-call thread count goes to 1.
     embedder = build_embedder(settings.model_copy(update={"torch_threads": 1}) if streams > 1 else settings)
     detector = build_detector(settings)
+    # A tenant with an active student detector gets its items found by it (streams/detectors.py).
+    detectors = TenantDetectors(detector, cache_dir=settings.data_dir / "models", ttl_s=settings.lookup_cache_ttl_s)
     engine = create_db_engine(settings.database_url)
     sessions = session_factory(engine)
     # Trained heads: new products get each deployed head's vectors; pending deployments re-embed in a thread.
@@ -173,6 +176,7 @@ def create_worker(settings: Settings) -> faust.App:
             sessions=sessions,
             embedder=embedder,
             detector=detector,
+            detectors=lambda tenant_id: detectors.for_tenant(sessions, tenant_id),
             fetcher=fetcher,
             policy=ItemPolicy(
                 settings.detect_min_score,

@@ -518,3 +518,64 @@ def test_a_trained_model_artefact_ingests_like_any_embedder(settings, sessions, 
     loaded = load_image(edge_server.photos["bus-front.jpg"])
     crop = extract_items(loaded.image, build_detector(settings).detect([loaded.image])[0])[0].crop
     np.testing.assert_allclose(np.asarray(item.embedding), embedder.embed([crop])[0], atol=1e-4)
+
+
+def test_activating_a_detector_redetects_the_tenants_images_in_the_sweep_and_replaces_their_items(
+    settings, sessions, real_embedder, edge_server
+):
+    from db import detectors as registry
+    from db import trained_models
+    from streams.detectors import TenantDetectors
+    from vision.detector import WholeImageDetector
+
+    with sessions.begin() as s:
+        create_tenant(s, "Acme", "acme")
+        create_tenant(s, "Globex", "globex")
+        job = trained_models.start_job(s, "acme", method="detector", finetune=False, params={})
+        trained_models.finish_job(s, "acme", job.job_id, model_key="detector-x@1", artefact_path="/d/x.pt", card={})
+    # Real detectors on both sides: the configured one trims to the product; acme's "student" (built in place of
+    # a YOLO artefact, the only substitution) keeps the full frame, so the boxes tell which one ran.
+    trimmed = build_detector(settings)
+    routed = TenantDetectors(
+        trimmed, cache_dir=settings.data_dir / "models", ttl_s=0, build=lambda path, key: WholeImageDetector(trim=False)
+    )
+    url = f"{edge_server.base}/img/gift-blue.jpg"
+
+    def boxes(tenant):
+        with sessions() as s:
+            return sorted(
+                tuple(round(v) for v in it.box) for it in s.scalars(select(Item).where(Item.tenant_id == tenant))
+            )
+
+    async def main():
+        fetcher = ImageFetcher(allow_hosts=frozenset({"127.0.0.1"}))
+        ix = Indexer(
+            sessions=sessions,
+            embedder=real_embedder,
+            detector=trimmed,
+            detectors=lambda tenant: routed.for_tenant(sessions, tenant),
+            fetcher=fetcher,
+        )
+        try:
+            await ix.handle_batch([ev([url], tenant="acme"), ev([url], tenant="globex")])
+            before = boxes("acme"), boxes("globex")
+            with sessions.begin() as s:
+                registry.activate_detector(s, "acme", "detector-x@1")
+            with sessions() as s:
+                pending = registry.redetect_pending(s, "acme"), registry.redetect_pending(s, "globex")
+            during = boxes("acme")  # still serving while it waits
+            retried = await ix.retry_pending_images(older_than_s=0)
+            return before, pending, during, retried
+        finally:
+            await fetcher.aclose()
+
+    (acme_before, globex_before), pending, during, retried = asyncio.run(main())
+    assert acme_before == globex_before == [(43, 39, 165, 167)]  # trimmed to the gift box
+    assert pending == (1, 0) and during == acme_before
+    assert retried == {"ok": 1, "superseded": 0}
+    assert boxes("acme") == [(0, 0, 208, 208)]  # re-detected by acme's detector, the old item replaced
+    assert boxes("globex") == globex_before
+    with sessions() as s:
+        assert registry.redetect_pending(s, "acme") == 0
+        image = s.scalar(select(ProductImage).where(ProductImage.tenant_id == "acme"))
+        assert (image.status, image.failure_reason) == ("ok", None)

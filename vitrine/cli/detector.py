@@ -300,7 +300,7 @@ def list_(
 ) -> None:
     """The tenant's classes (label sets) and its detectors, the active one marked."""
     settings = load_settings()
-    from db.detectors import list_detectors
+    from db.detectors import list_detectors, redetect_pending
     from db.models import Tenant
     from training.labelsets import read_card
 
@@ -308,12 +308,13 @@ def list_(
     with sessions() as s:
         jobs = list_detectors(s, tenant)
         active = {t.id: t.active_detector for t in s.query(Tenant).all()}
+        redetecting = {t: redetect_pending(s, t) for t in active if tenant in (None, t)}
     tenants = (
         [tenant]
         if tenant
         else sorted({j.tenant_id for j in jobs} | {p.name for p in (settings.data_dir / "detectors").glob("*")})
     )
-    out = {"classes": [], "detectors": []}
+    out = {"classes": [], "detectors": [], "redetect_pending": {t: n for t, n in redetecting.items() if n}}
     for t in tenants:
         for p in sorted(classes_dir(settings, t).glob("*")):
             if (p / "card.json").is_file():
@@ -337,6 +338,10 @@ def list_(
     for c in out["classes"]:
         typer.echo(
             f"  {c['tenant']:<12} {c['label']:<20} from {c['category']!r} by {c['teacher']}, {c['products']} products"
+        )
+    for t, n in out["redetect_pending"].items():
+        typer.echo(
+            f"tenant {t}: {n} images waiting to be detected again by {active.get(t) or 'the configured detector'}"
         )
     typer.echo("detectors:" if out["detectors"] else "detectors: none")
     for d in out["detectors"]:

@@ -118,6 +118,8 @@ def test_train_registers_a_student_that_activates_evaluates_and_keeps_its_classe
     assert cli("activate", key, "--tenant", "acme").exit_code == 0
     with sessions() as s:
         assert s.get(Tenant, "acme").active_detector == key
+    # Activation marks the tenant's indexed photos for the worker to detect again.
+    assert json.loads(cli("list", "--tenant", "acme", "--json").stdout)["redetect_pending"] == {"acme": 32}
     evaluated = cli("eval", key, "--tenant", "acme", "--json")
     assert evaluated.exit_code == 0, evaluated.output
     assert set(json.loads(evaluated.stdout)["card"]["heldout"]["per_class"]) == {

@@ -1,21 +1,22 @@
-"""Which detector finds the items of a shopper's photo: the tenant's active student, else the configured one.
+"""Which detector finds the items of a tenant's images: its active student, else the configured one.
 
-A tenant's active detector (db/detectors.py) is looked up through a TTL cache (an activation made
-elsewhere reaches this process within VITRINE_LOOKUP_CACHE_TTL_S); loaded students are kept by model
-key, the least recently used one dropped past `max_loaded`. A student whose weights cannot load is
-logged once per key and the configured detector serves instead, so a bad artefact never fails a search.
+Used by the worker (catalog photos) and the API (search by image). A tenant's active detector
+(db/detectors.py) is looked up at most once per `ttl_s` (an activation made elsewhere reaches this
+process within VITRINE_LOOKUP_CACHE_TTL_S); loaded students are kept by model key, the least recently
+used one dropped past `max_loaded`. A student whose weights cannot load is logged once per key and the
+configured detector serves instead, so a bad artefact never fails a search or an ingest.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
 from db.detectors import active_detector
-from recommender.ttl_cache import MISSING, TTLCache
 from vision.detector import Detector
 from vision.model import ModelLoadError
 
@@ -30,23 +31,27 @@ class TenantDetectors:
         default: Detector,
         *,
         cache_dir: Path,
-        lookups: TTLCache,
+        ttl_s: float = 2.0,
         max_loaded: int = 4,
         build: Callable[[Path, str], Detector] | None = None,
     ):
-        self.default, self.cache_dir, self.lookups, self.max_loaded = default, Path(cache_dir), lookups, max_loaded
+        self.default, self.cache_dir, self.ttl_s, self.max_loaded = default, Path(cache_dir), ttl_s, max_loaded
+        self._lookups: dict[str, tuple[float, tuple[str, str] | None]] = {}
         self._build = build or self._student
         self._loaded: OrderedDict[str, Detector] = OrderedDict()
         self._broken: set[str] = set()
         self._lock = threading.Lock()
 
     def active_key(self, sessions, tenant_id: str) -> tuple[str, str] | None:
-        """(key, artefact path) of the tenant's active detector, cached for the lookup TTL."""
-        found = self.lookups.get(tenant_id)
-        if found is MISSING:
-            with sessions() as session:
-                found = active_detector(session, tenant_id)
-            self.lookups.put(tenant_id, found)
+        """(key, artefact path) of the tenant's active detector, cached for `ttl_s`."""
+        cached = self._lookups.get(tenant_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        with sessions() as session:
+            found = active_detector(session, tenant_id)
+        if len(self._lookups) > 10_000:  # tenant ids come from requests: keep the map bounded
+            self._lookups.clear()
+        self._lookups[tenant_id] = (time.monotonic() + self.ttl_s, found)
         return found
 
     def for_tenant(self, sessions, tenant_id: str) -> Detector:
