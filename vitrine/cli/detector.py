@@ -354,29 +354,37 @@ def list_(
 
 
 @detector_app.command("activate")
-def activate_(key: str = typer.Argument(...), tenant: str = TENANT) -> None:
-    """Make a ready student the tenant's detector for search by image (the current one becomes the rollback)."""
-    from db.detectors import DetectorError, activate_detector
-
-    sessions = _sessions()
-    with sessions.begin() as s:
-        try:
-            t = activate_detector(s, tenant, key)
-        except DetectorError as exc:
-            fail(str(exc))
-        rollback = t.previous_detector or "the configured one"
-        typer.echo(f"tenant {tenant}: active detector {t.active_detector} (rollback: {rollback})")
+def activate_(key: str = typer.Argument(...), tenant: str = TENANT, as_json: bool = JSON) -> None:
+    """Make a ready student the tenant's detector (search by image, ingest); the catalog is re-detected."""
+    _switch(tenant, key, as_json)
 
 
 @detector_app.command("rollback")
-def rollback_(tenant: str = TENANT) -> None:
-    """Point the tenant back at its previous detector."""
-    from db.detectors import DetectorError, rollback_detector
+def rollback_(tenant: str = TENANT, as_json: bool = JSON) -> None:
+    """Point the tenant back at its previous detector; the catalog is re-detected with it."""
+    _switch(tenant, None, as_json)
+
+
+def _switch(tenant: str, key: str | None, as_json: bool) -> None:
+    from db.detectors import DetectorError, activate_detector, redetect_pending, rollback_detector
 
     sessions = _sessions()
     with sessions.begin() as s:
         try:
-            t = rollback_detector(s, tenant)
+            t = rollback_detector(s, tenant) if key is None else activate_detector(s, tenant, key)
         except DetectorError as exc:
             fail(str(exc))
-        typer.echo(f"tenant {tenant}: active detector {t.active_detector or 'the configured one'}")
+        out = {
+            "tenant": tenant,
+            "active_detector": t.active_detector,
+            "previous_detector": t.previous_detector,
+            "redetect_pending": redetect_pending(s, tenant),
+        }
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    typer.echo(
+        f"tenant {tenant}: active detector {out['active_detector'] or 'the configured one'} "
+        f"(rollback: {out['previous_detector'] or 'the configured one'}); "
+        f"{out['redetect_pending']} images queued for the worker to detect again"
+    )
