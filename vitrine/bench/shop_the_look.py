@@ -14,8 +14,10 @@ photo the catalog never had.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -89,7 +91,8 @@ def run_shop_the_look(
         system = start_local_system(settings, stack, name="bench-shop-the-look")
         images = stack.enter_context(ImageServer(catalog.images_dir))
         creds = system.fresh_tenant(TENANT, NAME)
-        ingest_catalog(system, creds, catalog_events(catalog, creds.tenant_id, images.base_url), timeout_s)
+        with contextlib.redirect_stdout(sys.stderr):  # its progress bar; stdout carries the table or the JSON
+            ingest_catalog(system, creds, catalog_events(catalog, creds.tenant_id, images.base_url), timeout_s)
         client = stack.enter_context(httpx.Client(base_url=system.base_url, timeout=60))
         for weights in [None, *detectors]:
             name = "configured detector" if weights is None else str(weights)
