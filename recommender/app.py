@@ -133,6 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.detector,
         cache_dir=settings.data_dir / "models",
         ttl_s=settings.lookup_cache_ttl_s,
+        embedder=app.state.embedder,
     )
     # Training runs in processes of its own (`vitrine model train`); tests replace this edge.
     app.state.training_processes = LocalProcesses()

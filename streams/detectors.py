@@ -18,6 +18,7 @@ from pathlib import Path
 
 from db.detectors import active_detector
 from vision.detector import Detector
+from vision.embedder import Embedder
 from vision.model import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,12 @@ class TenantDetectors:
         ttl_s: float = 2.0,
         max_loaded: int = 4,
         build: Callable[[Path, str], Detector] | None = None,
+        embedder: Embedder | None = None,
     ):
         self.default, self.cache_dir, self.ttl_s, self.max_loaded = default, Path(cache_dir), ttl_s, max_loaded
         self._lookups: dict[str, tuple[float, tuple[str, str] | None]] = {}
         self._build = build or self._student
+        self.embedder = embedder  # for a student whose boxes a class head names (training/hybrid.py)
         self._loaded: OrderedDict[str, Detector] = OrderedDict()
         self._broken: set[str] = set()
         self._lock = threading.Lock()
@@ -68,7 +71,7 @@ class TenantDetectors:
             try:
                 detector = self._build(Path(path), key)
                 detector.load()
-            except (ModelLoadError, OSError) as exc:
+            except (ModelLoadError, OSError, ValueError, KeyError) as exc:
                 log.error(
                     "detector %s of tenant %s does not load (%s); the configured detector serves", key, tenant_id, exc
                 )
@@ -80,7 +83,15 @@ class TenantDetectors:
             return detector
 
     def _student(self, path: Path, key: str) -> Detector:
+        import json
+
+        from training.hybrid import HEAD_FILE, ClassHead, HybridStudent
         from training.student import student_detector
 
         # Its own class names, no COCO allow-list (the item policy still puts the whole image first).
-        return student_detector(path, cache_dir=self.cache_dir)
+        yolo = student_detector(path, cache_dir=self.cache_dir)
+        card_path = path.parent / "card.json"
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        if card.get("serve") == "yolo+head" and self.embedder is not None:  # the better student on held-out scenes
+            return HybridStudent(yolo, self.embedder, ClassHead.load(path.parent / HEAD_FILE))
+        return yolo

@@ -123,7 +123,9 @@ def create_worker(settings: Settings) -> faust.App:
     embedder = build_embedder(settings.model_copy(update={"torch_threads": 1}) if streams > 1 else settings)
     detector = build_detector(settings)
     # A tenant with an active student detector gets its items found by it (streams/detectors.py).
-    detectors = TenantDetectors(detector, cache_dir=settings.data_dir / "models", ttl_s=settings.lookup_cache_ttl_s)
+    detectors = TenantDetectors(
+        detector, cache_dir=settings.data_dir / "models", ttl_s=settings.lookup_cache_ttl_s, embedder=embedder
+    )
     engine = create_db_engine(settings.database_url)
     sessions = session_factory(engine)
     # Trained heads: new products get each deployed head's vectors; pending deployments re-embed in a thread.

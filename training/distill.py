@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -36,6 +37,7 @@ from training.labelsets import Box, LabelledImage, LabelSet, read_card, write_da
 from training.scenes import DEFAULT_SCENES, CatalogCutout, build_scene_set, cutouts_from_photos
 from training.student import StudentConfig, evaluate_student, export_onnx, train_student
 from vision.cutout import NoCutout, cut_out
+from vision.embedder import Embedder
 
 MIN_PRODUCTS = 6  # a class needs this many products whose photos cut out (scenes hold some out for the test)
 VAL_SHARE = 0.2  # of a class's products, for its label set's val split
@@ -176,8 +178,13 @@ def train_detector(
     progress: Callable[[int, int, float], None] | None = None,
     machine: dict | None = None,
     onnx: bool = True,
+    embedder: Embedder | None = None,
 ) -> DetectorRun:
-    """Scenes from every class's label set, the student trained on them, evaluated on held-out products, saved."""
+    """Scenes from every class's label set, the student trained on them, evaluated on held-out products, saved.
+
+    With an `embedder`, a class head over it is fitted too and both students are evaluated on the same
+    held-out scenes by the same rule (`attach_class_head`); the card's `serve` names the better one.
+    """
     if not class_dirs:
         raise DistillError("no classes to train on: add one with `vitrine detector add-class`")
     started = time.perf_counter()
@@ -236,10 +243,42 @@ def train_detector(
         }
         card["scenes"].pop("products", None)  # product ids: long, and in the scene set's own card
         (final_tmp / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+        if embedder is not None:
+            card = attach_class_head(final_tmp, embedder, seed=seed)
         final_tmp.rename(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return DetectorRun(key, final, card)
+
+
+def attach_class_head(artefact: Path, embedder: Embedder, *, seed: int = 0) -> dict:
+    """Fit the class head on an artefact's training scenes, evaluate both students on its test scenes (card)."""
+    from training.hybrid import HEAD_FILE, HybridStudent, evaluate_detector, fit_class_head
+    from training.student import student_detector
+
+    artefact = Path(artefact)
+    card = json.loads((artefact / "card.json").read_text())
+    imgsz = int(card["student"]["config"]["imgsz"])
+    scenes = artefact / "scenes"
+    started = time.perf_counter()
+    head = fit_class_head(embedder, scenes, splits=("train", "val"), seed=seed)
+    head.save(artefact / HEAD_FILE)
+    fit_s = time.perf_counter() - started
+    configured = os.environ.get("YOLO_CONFIG_DIR")  # where this process's ultralytics is configured, if it is
+    cache = Path(configured).parent if configured else Path(tempfile.gettempdir()) / "vitrine-models"
+
+    def boxes():  # every box down to 0.001, as for mAP; serving filters by VITRINE_DETECT_MIN_SCORE
+        return student_detector(artefact / "student.pt", cache_dir=cache, imgsz=imgsz, conf=0.001)
+
+    same_rule = {
+        "yolo": evaluate_detector(boxes(), scenes, "test"),
+        "yolo+head": evaluate_detector(HybridStudent(boxes(), embedder, head), scenes, "test"),
+    }
+    card["heldout_same_rule"] = same_rule
+    card["class_head"] = {"file": HEAD_FILE, "embedder": head.embedder_key, "fit_seconds": round(fit_s, 1)}
+    card["serve"] = max(same_rule, key=lambda k: same_rule[k]["map50"])
+    (artefact / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    return card
 
 
 def _digest(path: Path) -> str:

@@ -43,6 +43,7 @@ def run_detector_bench(
     from training.scenes import demo_catalog_photos
     from training.student import StudentConfig, inference_speed
     from vision.detector import WholeImageDetector
+    from vision.embedder import create_embedder
     from vitrine.bench.training import device_info
     from vitrine.demo_catalog import build_demo_catalog
 
@@ -62,9 +63,10 @@ def run_detector_bench(
     distractors = distractor_cutouts(photos, [*chosen, *([extra] if extra else [])])
     scenes = {"train": train_scenes, "val": max(10, train_scenes // 6), "test": test_scenes}
     config = StudentConfig(epochs=epochs, imgsz=imgsz, seed=seed, device=device)
+    embedder = create_embedder("efficientnet-lite0", cache_dir=data_dir / "models")
     first = train_detector(
         [class_dirs[c] for c in chosen], distractors, work / "students", config=config, scenes=scenes, seed=seed,
-        machine=device_info(),
+        machine=device_info(), embedder=embedder,
     )  # fmt: skip
     result = {
         "settings": {
@@ -89,17 +91,19 @@ def run_detector_bench(
         )
         second = train_detector(
             [class_dirs[c] for c in [*chosen, extra]], distractors, work / "students", config=added_config,
-            scenes=scenes, seed=seed, machine=device_info(),
+            scenes=scenes, seed=seed, machine=device_info(), embedder=embedder,
         )  # fmt: skip
         result["added"] = _summary(second)
-        before = [first.card["heldout"]["per_class"][c]["ap50"] for c in chosen]
-        after = [second.card["heldout"]["per_class"][c]["ap50"] for c in chosen]
-        result["forgetting"] = {
-            "old_classes_map50_before": _mean(before),
-            "old_classes_map50_after": _mean(after),
-            "change": round(_mean(after) - _mean(before), 4),
-            "new_class_ap50": second.card["heldout"]["per_class"][extra]["ap50"],
-        }
+        result["forgetting"] = {}
+        for name in result["first"]["students"]:
+            before = [result["first"]["students"][name]["per_class"][c] for c in chosen]
+            after = [result["added"]["students"][name]["per_class"][c] for c in chosen]
+            result["forgetting"][name] = {
+                "old_classes_map50_before": _mean(before),
+                "old_classes_map50_after": _mean(after),
+                "change": round(_mean(after) - _mean(before), 4),
+                "new_class_ap50": result["added"]["students"][name]["per_class"][extra],
+            }
     # Speed on the held-out scene images (the same ones for every detector), one image per call.
     images = _scene_images(first.path / "scenes", speed_images)
     cache = data_dir / "models"
@@ -109,6 +113,13 @@ def run_detector_bench(
         "student_640_img_s": round(inference_speed(first.weights, images, 640, cache_dir=cache), 1),
         "whole_image_img_s": round(inference_speed(WholeImageDetector(), images), 1),
     }
+    from training.hybrid import HEAD_FILE, ClassHead, HybridStudent
+    from training.student import student_detector
+
+    hybrid = HybridStudent(
+        student_detector(first.weights, cache_dir=cache, imgsz=320), embedder, ClassHead.load(first.path / HEAD_FILE)
+    )
+    result["speed"]["student_head_320_img_s"] = round(inference_speed(hybrid, images), 1)
     result["work_dir"] = str(work)
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["machine"] = machine_info()
@@ -117,11 +128,18 @@ def run_detector_bench(
 
 def _summary(run) -> dict:
     held, student = run.card["heldout"], run.card["student"]
+    same = run.card.get("heldout_same_rule") or {}
     return {
         "key": run.key,
         "map50": held["map50"],
         "map50_95": held["map50_95"],
         "per_class": {c: row["ap50"] for c, row in held["per_class"].items()},
+        # Both students on the same scenes by one rule (COCO 101-point AP50), and the one served.
+        "students": {
+            name: {"map50": r["map50"], "per_class": {c: row["ap50"] for c, row in r["per_class"].items()}}
+            for name, r in same.items()
+        },
+        "serve": run.card.get("serve", "yolo"),
         "test_images": held["images"],
         "train_seconds": round(student["seconds"], 1),
         "epochs_run": student["epochs_run"],
@@ -156,41 +174,55 @@ def _slug(label: str) -> str:
 def format_table(r: dict) -> str:
     """The figures as a readable table."""
     s = r["settings"]
+    added = "added" in r
     lines = [
         f"student detector taught by the catalog teacher: {len(s['classes'])} classes, "
         f"{s['architecture']} at {s['imgsz']} px, {s['epochs']} epochs on {s['device']}, seed {s['seed']}",
         f"scenes train/val/test {s['scenes']['train']}/{s['scenes']['val']}/{s['scenes']['test']}; "
         f"test scenes hold only products never trained on ({s['held_out_products']:.0%} of each category)",
+        "AP50 on the held-out test scenes (COCO 101-point); yolo = the YOLO student alone, "
+        "yolo+head = its boxes named by the class head over the pretrained embedder",
         "",
-        f"{'class':<22} {'AP50':>6}" + (f" {'after adding':>13}" if "added" in r else ""),
+        f"{'class':<22} {'yolo':>6} {'yolo+head':>9}"
+        + (f" | after adding: {'yolo':>6} {'yolo+head':>9}" if added else ""),
     ]
-    after = r.get("added", {}).get("per_class", {})
-    for c, ap in r["first"]["per_class"].items():
-        row = f"{c:<22} {_f(ap):>6}"
-        if after:
-            row += f" {_f(after.get(c)):>13}"
+    first = r["first"]["students"]
+    after = r["added"]["students"] if added else {}
+    names = list(first.get("yolo", {}).get("per_class", {}))
+    for c in [*names, *([s["added_class"]] if added else [])]:
+        new = c not in names
+        row = f"{(c + ' (new)') if new else c:<22} {_f(None if new else first['yolo']['per_class'][c]):>6} "
+        row += f"{_f(None if new else first['yolo+head']['per_class'][c]):>9}"
+        if added:
+            yolo, head = after["yolo"]["per_class"].get(c), after["yolo+head"]["per_class"].get(c)
+            row += f" | {'':>13} {_f(yolo):>6} {_f(head):>9}"
         lines.append(row)
-    if after:
-        lines.append(f"{s['added_class'] + ' (new)':<22} {'':>6} {_f(after.get(s['added_class'])):>13}")
-    lines.append(f"{'mAP50':<22} {_f(r['first']['map50']):>6}" + (f" {_f(r['added']['map50']):>13}" if after else ""))
+    row = f"{'mAP50':<22} {_f(first['yolo']['map50']):>6} {_f(first['yolo+head']['map50']):>9}"
+    if added:
+        row += f" | {'':>13} {_f(after['yolo']['map50']):>6} {_f(after['yolo+head']['map50']):>9}"
+    lines.append(row)
+    lines.append(
+        f"(ultralytics' own val of the YOLO student: mAP50 {_f(r['first']['map50'])}"
+        + (f", after adding {_f(r['added']['map50'])})" if added else ")")
+        + f"; served: {r['first']['serve']}"
+    )
     lines.append(
         f"train time: {r['first']['train_seconds']:.0f} s ({r['first']['epochs_run']} epochs)"
         + (
             f"; adding a class: {r['added']['train_seconds']:.0f} s ({r['added']['epochs_run']} epochs)"
-            if after
+            if added
             else ""
         )
     )
-    if "forgetting" in r:
-        f = r["forgetting"]
+    for name, f in (r.get("forgetting") or {}).items():
         lines.append(
-            f"old classes' mAP50 {f['old_classes_map50_before']:.3f} -> {f['old_classes_map50_after']:.3f} "
-            f"(change {f['change']:+.3f}; target: within 0.05)"
+            f"{name}: old classes' mAP50 {f['old_classes_map50_before']:.3f} -> {f['old_classes_map50_after']:.3f} "
+            f"(change {f['change']:+.3f}; target: within 0.05), new class {_f(f['new_class_ap50'])}"
         )
     sp = r["speed"]
     lines.append(
-        f"inference, one image per call: student {sp['student_320_img_s']} img/s at 320 px, "
-        f"{sp['student_640_img_s']} at 640; whole-image detector {sp['whole_image_img_s']} img/s"
+        f"inference, one image per call: yolo {sp['student_320_img_s']} img/s at 320 px, {sp['student_640_img_s']} "
+        f"at 640; yolo+head {sp['student_head_320_img_s']} at 320; whole-image detector {sp['whole_image_img_s']}"
     )
     m = r["machine"]
     lines.append(

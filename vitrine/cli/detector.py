@@ -148,6 +148,7 @@ def train(
     from training.distill import DistillError, distractor_cutouts, train_detector
     from training.labelsets import LabelSetError, read_card
     from training.student import StudentConfig, StudentError
+    from vision.components import build_embedder
     from vitrine.bench.training import device_info
 
     sessions = _sessions()
@@ -200,6 +201,7 @@ def train(
             seed=seed,
             progress=_epoch_bar(),
             machine=device_info(),
+            embedder=build_embedder(settings),
         )
     except (DistillError, LabelSetError, StudentError, ValueError, OSError) as exc:
         with sessions.begin() as s:

@@ -24,9 +24,13 @@ def test_the_detector_bench_teaches_classes_adds_one_and_reports_every_figure(tm
     assert set(r["first"]["per_class"]) == set(chosen)
     assert set(r["added"]["per_class"]) == {*chosen, added}
     assert r["added"]["fine_tuned_from"].endswith(f"{r['first']['key']}/student.pt")
-    f = r["forgetting"]
-    assert f["change"] == round(f["old_classes_map50_after"] - f["old_classes_map50_before"], 4)
-    assert all(r["speed"][k] > 0 for k in ("student_320_img_s", "student_640_img_s", "whole_image_img_s"))
+    for run in ("first", "added"):  # both students, on the same held-out scenes by the same rule
+        assert set(r[run]["students"]) == {"yolo", "yolo+head"} and r[run]["serve"] in r[run]["students"]
+    assert set(r["added"]["students"]["yolo+head"]["per_class"]) == {*chosen, added}
+    for f in r["forgetting"].values():
+        assert f["change"] == round(f["old_classes_map50_after"] - f["old_classes_map50_before"], 4)
+    speeds = ("student_320_img_s", "student_640_img_s", "student_head_320_img_s", "whole_image_img_s")
+    assert all(r["speed"][k] > 0 for k in speeds)
     json.dumps(r)
     table = format_table(r)
     assert "mAP50" in table and "(new)" in table and "cores" in table
