@@ -190,7 +190,7 @@ class OpenVocabTeacher(Teacher):
         return (
             f"download the model on a connected machine (transformers {self.family.processor} and "
             f"{self.family.detector} .from_pretrained({self.family.default_model!r}).save_pretrained(DIR) for both) "
-            "and pass --teacher-model DIR or set VITRINE_TEACHER_MODEL=DIR"
+            "and pass that folder as --teacher-model DIR"
         )
 
     def _resolve(self) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.vitrine.test_demo_catalog import TOPICS, write_drawings
+from tests.vitrine.helpers import TOPICS, write_drawings
 from training.labelsets import Box
 from vitrine.bench.detector import format_table, run_detector_bench
 from vitrine.bench.shop_the_look import score_answer
