@@ -461,27 +461,146 @@ def store_retried_images(
             },
         ).scalars()
     )
-    # A re-detect (db/detectors.py) leaves an image's items in place while it is pending: an image that
-    # now has an outcome loses them here, and gets the new ones below, in this one transaction.
-    done = [im.image_id for im, r in current if im.image_id in written and r.status != "pending"]
-    if done:
-        session.execute(text("DELETE FROM items WHERE image_id = ANY(:ids)"), {"ids": done})
     rows = [(im, it) for im, r in current if im.image_id in written for it in (r.items or [])]
-    if rows:
-        boxes = [tuple(map(float, it.box)) for _, it in rows]
-        params = {
-            "t": [im.tenant_id for im, _ in rows],
-            "pid": [im.product_id for im, _ in rows],
-            "img": [im.image_id for im, _ in rows],
-            "kind": [it.kind for _, it in rows],
-            "x0": [b[0] for b in boxes],
-            "y0": [b[1] for b in boxes],
-            "x1": [b[2] for b in boxes],
-            "y1": [b[3] for b in boxes],
-            "label": [it.label for _, it in rows],
-            "score": [float(it.score) for _, it in rows],
-            "stock": [products[im.product_id].in_stock for im, _ in rows],
-            "cat": [products[im.product_id].category for im, _ in rows],
-        }
-        _insert_items(session, params, [it.vector for _, it in rows], model_key=model_key, dim=dim, derived=derived)
+    _insert_image_items(session, rows, products, model_key=model_key, dim=dim, derived=derived)
     return len(written)
+
+
+def _insert_image_items(session, rows, products, *, model_key, dim, derived) -> None:
+    """Insert (claimed image, ItemRow) pairs with their product's stock and category (locked rows)."""
+    if not rows:
+        return
+    boxes = [tuple(map(float, it.box)) for _, it in rows]
+    params = {
+        "t": [im.tenant_id for im, _ in rows],
+        "pid": [im.product_id for im, _ in rows],
+        "img": [im.image_id for im, _ in rows],
+        "kind": [it.kind for _, it in rows],
+        "x0": [b[0] for b in boxes],
+        "y0": [b[1] for b in boxes],
+        "x1": [b[2] for b in boxes],
+        "y1": [b[3] for b in boxes],
+        "label": [it.label for _, it in rows],
+        "score": [float(it.score) for _, it in rows],
+        "stock": [products[im.product_id].in_stock for im, _ in rows],
+        "cat": [products[im.product_id].category for im, _ in rows],
+    }
+    _insert_items(session, params, [it.vector for _, it in rows], model_key=model_key, dim=dim, derived=derived)
+
+
+# --- re-detection: the tenant's detector changed (db/detectors.py marks its images) ---------------------
+
+
+@dataclass(frozen=True)
+class MarkedImage:
+    """An indexed image claimed for re-detection: what to fetch, and the mark it was claimed under."""
+
+    image: PendingImage
+    mark: str
+
+
+def claim_redetect_images(
+    session: Session, *, tried_before: datetime, limit: int, per_tenant: int
+) -> list[MarkedImage]:
+    """Up to `limit` marked images of live products (at most `per_tenant` of one tenant), last touched before
+    `tried_before`; marked as touched now, so another sweep (SKIP LOCKED) or a later one does not take them again.
+
+    The per-tenant cap keeps one large tenant's re-detection from delaying another's.
+    """
+    rows = session.execute(
+        text("""
+        WITH ranked AS (
+            SELECT pi.id, row_number() OVER (PARTITION BY pi.tenant_id ORDER BY pi.updated_at, pi.id) AS n
+            FROM product_images pi JOIN products p ON p.id = pi.product_id
+            WHERE pi.redetect_for IS NOT NULL AND pi.status = 'ok' AND pi.updated_at < :before AND NOT p.deleted
+        ), due AS (
+            SELECT pi.id FROM product_images pi JOIN ranked r ON r.id = pi.id
+            WHERE r.n <= :per_tenant ORDER BY r.n, pi.id LIMIT :n
+            FOR UPDATE OF pi SKIP LOCKED
+        )
+        UPDATE product_images pi SET updated_at = now() FROM due, products p
+        WHERE pi.id = due.id AND p.id = pi.product_id
+        RETURNING pi.id, pi.tenant_id, pi.product_id, p.version, pi.url, pi.position, pi.redetect_for
+    """),
+        {"before": tried_before, "n": limit, "per_tenant": per_tenant},
+    ).all()
+    return [
+        MarkedImage(PendingImage(r.id, r.tenant_id, r.product_id, r.version, r.url, r.position), r.redetect_for)
+        for r in rows
+    ]
+
+
+def store_redetected_images(
+    session: Session,
+    done: list[tuple[MarkedImage, ImageResult]],
+    *,
+    model_key: str,
+    dim: int,
+    derived: Mapping[str, Sequence[DerivedModel]] | None = None,
+) -> dict[str, int]:
+    """Write re-detected images: new items replace the old ones (every model) in this transaction.
+
+    Only an image still marked as claimed, of a product still live at the claimed version, is written. A fetch
+    that failed for good clears the mark and keeps the items (they still show the product); one that failed
+    for now keeps the mark, so a later sweep tries again. Returns counts: replaced, kept, retry, superseded.
+    """
+    counts = {"replaced": 0, "kept": 0, "retry": 0, "superseded": 0}
+    if not done:
+        return counts
+    products = {
+        r.id: r
+        for r in session.execute(
+            text("SELECT id, version, in_stock, category FROM products WHERE id = ANY(:ids) AND NOT deleted "
+                 "ORDER BY id FOR UPDATE"),
+            {"ids": sorted({m.image.product_id for m, _ in done})},
+        )
+    }  # fmt: skip
+    now = datetime.now(UTC)
+    replace, keep = [], []
+    for m, r in done:
+        p = products.get(m.image.product_id)
+        if p is None or p.version != m.image.version:
+            counts["superseded"] += 1
+        elif r.status == "ok" and r.items is not None:
+            replace.append((m, r))
+        elif r.status == "failed":
+            keep.append(m)
+        else:
+            counts["retry"] += 1
+    if keep:
+        cleared = session.execute(
+            text("UPDATE product_images SET redetect_for = NULL WHERE id = ANY(:id) AND redetect_for = ANY(:mark)"),
+            {"id": [m.image.image_id for m in keep], "mark": [m.mark for m in keep]},
+        ).rowcount
+        counts["kept"] += cleared
+    if not replace:
+        return counts
+    written = set(
+        session.execute(
+            text("""
+        UPDATE product_images pi SET redetect_for = NULL, updated_at = :now, content_hash = k.hash, width = k.w,
+            height = k.h, fetched_at = :now, thumbnail = coalesce(k.thumb, pi.thumbnail)
+        FROM unnest(CAST(:id AS bigint[]), CAST(:mark AS text[]), CAST(:hash AS text[]), CAST(:w AS integer[]),
+                    CAST(:h AS integer[]), CAST(:thumb AS bytea[])) AS k(id, mark, hash, w, h, thumb)
+        WHERE pi.id = k.id AND pi.redetect_for = k.mark AND pi.status = 'ok'
+        RETURNING pi.id
+    """),
+            {
+                "id": [m.image.image_id for m, _ in replace],
+                "mark": [m.mark for m, _ in replace],
+                "hash": [r.content_hash for _, r in replace],
+                "w": [r.width for _, r in replace],
+                "h": [r.height for _, r in replace],
+                "thumb": [r.thumbnail for _, r in replace],
+                "now": now,
+            },
+        ).scalars()
+    )
+    counts["superseded"] += len(replace) - len(written)
+    counts["replaced"] += len(written)
+    if not written:
+        return counts
+    session.execute(text("DELETE FROM items WHERE image_id = ANY(:ids)"), {"ids": sorted(written)})
+    rows = [(m.image, it) for m, r in replace if m.image.image_id in written for it in r.items]
+    _insert_image_items(session, rows, products, model_key=model_key, dim=dim, derived=derived)
+    return counts

@@ -3,10 +3,10 @@
 Detectors are rows of `trained_models` with method `detector` (the same job life cycle as embedders:
 `training` -> `ready` | `failed`). A tenant's active detector (migration 0013) is what search by image
 and the worker use; activating keeps the previous one as the rollback target, and marks the tenant's
-images for re-detection: they become `pending` (reason `re-detect: <key>`) with their items still
-serving, and the worker's sweep of pending images fetches them again, detects with the active detector
-and replaces their items in one transaction (db/catalog.store_retried_images). Every query is filtered
-by tenant.
+images for re-detection (`product_images.redetect_for`, migration 0014): their status stays `ok` and
+their items keep serving until the worker's re-detect sweep fetches them again, detects with the active
+detector and replaces their items in one transaction (db/catalog.store_redetected_images). Every query
+is filtered by tenant.
 """
 
 from __future__ import annotations
@@ -137,31 +137,27 @@ def rollback_detector(session: Session, tenant_id: str) -> Tenant:
     return tenant
 
 
-REDETECT = "re-detect: "
-
-
 def mark_for_redetect(session: Session, tenant_id: str, detector: str) -> int:
     """Mark the tenant's indexed images of live products for the worker to detect again; returns how many.
 
-    Their `updated_at` goes to the epoch, so the next sweep takes them first; their items keep serving.
+    Their status stays `ok` and their items keep serving until the worker replaces them
+    (db/catalog.claim_redetect_images / store_redetected_images).
     """
     return session.execute(
         text("""
-        UPDATE product_images pi SET status = 'pending', failure_reason = :why, updated_at = 'epoch'
+        UPDATE product_images pi SET redetect_for = :mark
         FROM products p
         WHERE p.id = pi.product_id AND pi.tenant_id = :t AND p.tenant_id = :t AND NOT p.deleted AND pi.status = 'ok'
     """),
-        {"t": tenant_id, "why": f"{REDETECT}{detector}"[:500]},
+        {"t": tenant_id, "mark": detector[:128]},
     ).rowcount
 
 
 def redetect_pending(session: Session, tenant_id: str) -> int:
     """The tenant's images still waiting for their re-detection."""
     return session.scalar(
-        text(
-            "SELECT count(*) FROM product_images WHERE tenant_id = :t AND status = 'pending' AND failure_reason LIKE :p"
-        ),
-        {"t": tenant_id, "p": f"{REDETECT}%"},
+        text("SELECT count(*) FROM product_images WHERE tenant_id = :t AND redetect_for IS NOT NULL"),
+        {"t": tenant_id},
     )
 
 

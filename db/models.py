@@ -97,7 +97,10 @@ class ProductImage(Base):
     """One image URL of a product, with the outcome of fetching and processing it."""
 
     __tablename__ = "product_images"
-    __table_args__ = (UniqueConstraint("product_id", "url", name="uq_product_images_product_url"),)
+    __table_args__ = (
+        UniqueConstraint("product_id", "url", name="uq_product_images_product_url"),
+        Index("ix_product_images_redetect", "updated_at", postgresql_where=text("redetect_for IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
@@ -113,6 +116,9 @@ class ProductImage(Base):
     # A small WebP (longest side THUMBNAIL_SIDE, vision/image.py) written at ingest (migration 0012):
     # dashboards show it and never fetch the tenant's URL. deferred: listing images never loads it.
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    # Set when the tenant's detector changed: the worker detects this image again (db/detectors.py, migration 0014);
+    # its status stays `ok` and its items serve until the new ones replace them.
+    redetect_for: Mapped[str | None] = mapped_column(String(128))
     updated_at: Mapped[datetime] = _now()
 
     product: Mapped[Product] = relationship(back_populates="images")

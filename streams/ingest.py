@@ -45,6 +45,9 @@ from vision.items import extract_items
 
 log = logging.getLogger(__name__)
 
+# A re-detect claim whose worker died before writing is claimed again after this long.
+REDETECT_RETRY_S = 60.0
+
 
 # Awaited with (index in the batch, notice) once an event's outcome is written.
 OnResult = Callable[[int, ProductIndexed], Awaitable[None]]
@@ -459,6 +462,51 @@ class Indexer:
         counts["superseded"] = len(claimed) - written
         log.info("retried %d pending image(s): %s", len(claimed), counts)
         return counts
+
+    async def redetect_marked_images(self, *, limit: int = 32, per_tenant: int = 8) -> dict[str, int]:
+        """Detect again (with each tenant's detector now) a round of images marked when its detector changed.
+
+        Claimed first (another worker's sweep skips them; a claim whose worker died is due again after
+        REDETECT_RETRY_S), fetched, analysed as new, and written with their new items replacing the old.
+        """
+        tried_before = datetime.now(UTC) - timedelta(seconds=REDETECT_RETRY_S)
+
+        def claim() -> list[catalog.MarkedImage]:
+            with self.sessions.begin() as s:
+                return catalog.claim_redetect_images(s, tried_before=tried_before, limit=limit, per_tenant=per_tenant)
+
+        claimed = await asyncio.to_thread(claim)
+        if not claimed:
+            return {}
+        fetched = await asyncio.gather(*(self._fetch(m.image.url, m.image.tenant_id) for m in claimed))
+        todo = [(m.image.url, m.image.position, data, None) for m, data in zip(claimed, fetched, strict=True)]
+        tenants = [m.image.tenant_id for m in claimed]
+        results = await asyncio.get_running_loop().run_in_executor(self.executor, self._analyse, todo, tenants)
+
+        def store() -> dict[str, int]:
+            with self.sessions.begin() as s:
+                return catalog.store_redetected_images(
+                    s,
+                    list(zip(claimed, results, strict=True)),
+                    model_key=self.embedder.model_key,
+                    dim=self.embedder.dim,
+                    derived=self._derived(),
+                )
+
+        counts = await asyncio.to_thread(store)
+        log.info("re-detected %d image(s): %s", len(claimed), counts)
+        return counts
+
+    async def redetect_forever(self, *, idle_s: float = 5.0, pause_s: float = 0.5) -> None:
+        """Run `redetect_marked_images` rounds until cancelled: `pause_s` between rounds while there is work (live
+        events keep their share of the model thread), `idle_s` between checks when there is none; never raises."""
+        while True:
+            try:
+                did = sum((await self.redetect_marked_images()).values())
+            except Exception:  # the database is away or a model failed: the next round tries again
+                log.exception("re-detecting images failed")
+                did = 0
+            await asyncio.sleep(pause_s if did else idle_s)
 
     async def retry_pending_forever(self) -> None:
         """Run `retry_pending_images` every `retry_after_s / 2` until cancelled (the worker's sweep); never raises."""

@@ -194,12 +194,14 @@ def create_worker(settings: Settings) -> faust.App:
             heads=heads.get,
         )
         retry_images = asyncio.ensure_future(indexer.retry_pending_forever())  # images a host failed for now
+        redetect = asyncio.ensure_future(indexer.redetect_forever())  # images whose tenant's detector changed
         try:
             async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
                 metrics.BATCH_SIZE.observe(len(batch))
                 await process_batch(indexer, [(e.key, e.value) for e in batch], publish, send_dead_letter)
         finally:
             retry_images.cancel()
+            redetect.cancel()
             await fetcher.aclose()
 
     interactions_topic = app.topic(settings.topic(INTERACTIONS.name), value_serializer="raw", key_serializer="raw")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import select, update
+from sqlalchemy import text as sql
 
 from core.contracts import CatalogEvent
 from core.machine import usable_cpus
@@ -520,11 +521,12 @@ def test_a_trained_model_artefact_ingests_like_any_embedder(settings, sessions, 
     np.testing.assert_allclose(np.asarray(item.embedding), embedder.embed([crop])[0], atol=1e-4)
 
 
-def test_activating_a_detector_redetects_the_tenants_images_in_the_sweep_and_replaces_their_items(
+def test_activating_a_detector_redetects_the_tenants_images_and_replaces_their_items_while_they_serve(
     settings, sessions, real_embedder, edge_server
 ):
     from db import detectors as registry
     from db import trained_models
+    from db.product_queries import popular_in_category
     from streams.detectors import TenantDetectors
     from vision.detector import WholeImageDetector
 
@@ -539,12 +541,20 @@ def test_activating_a_detector_redetects_the_tenants_images_in_the_sweep_and_rep
     routed = TenantDetectors(
         trimmed, cache_dir=settings.data_dir / "models", ttl_s=0, build=lambda path, key: WholeImageDetector(trim=False)
     )
-    url = f"{edge_server.base}/img/gift-blue.jpg"
+    b = edge_server.base
+    gift, flaky = f"{b}/img/gift-blue.jpg", f"{b}/flaky/gift-blue-tilt.jpg?fail=1000"
 
     def boxes(tenant):
         with sessions() as s:
             return sorted(
                 tuple(round(v) for v in it.box) for it in s.scalars(select(Item).where(Item.tenant_id == tenant))
+            )
+
+    def images(tenant):
+        with sessions() as s:
+            return sorted(
+                (im.url.removeprefix(b), im.status, im.redetect_for)
+                for im in s.scalars(select(ProductImage).where(ProductImage.tenant_id == tenant))
             )
 
     async def main():
@@ -557,25 +567,42 @@ def test_activating_a_detector_redetects_the_tenants_images_in_the_sweep_and_rep
             fetcher=fetcher,
         )
         try:
-            await ix.handle_batch([ev([url], tenant="acme"), ev([url], tenant="globex")])
+            await ix.handle_batch([ev([gift], tenant="acme"), ev([gift], pid="p2", tenant="globex")])
+            await ix.handle(ev([f"{b}/flaky/gift-blue-tilt.jpg?fail=0"], pid="p3", tenant="acme"))
             before = boxes("acme"), boxes("globex")
             with sessions.begin() as s:
                 registry.activate_detector(s, "acme", "detector-x@1")
+                # p3's image host now fails for a while: its re-detect must wait and keep serving.
+                s.execute(sql("UPDATE product_images SET url = :u WHERE url LIKE '%fail=0'"), {"u": flaky})
+                s.execute(sql("UPDATE product_images SET updated_at = now() - interval '1 hour'"))
             with sessions() as s:
                 pending = registry.redetect_pending(s, "acme"), registry.redetect_pending(s, "globex")
-            during = boxes("acme")  # still serving while it waits
-            retried = await ix.retry_pending_images(older_than_s=0)
-            return before, pending, during, retried
+                served = [
+                    p.image_url
+                    for p in popular_in_category(s, tenant_id="acme", category=None, limit=5, half_life_s=3600)
+                ]
+            during = images("acme")
+            first = await ix.redetect_marked_images()
+            return before, pending, served, during, first
         finally:
             await fetcher.aclose()
 
-    (acme_before, globex_before), pending, during, retried = asyncio.run(main())
-    assert acme_before == globex_before == [(43, 39, 165, 167)]  # trimmed to the gift box
-    assert pending == (1, 0) and during == acme_before
-    assert retried == {"ok": 1, "superseded": 0}
-    assert boxes("acme") == [(0, 0, 208, 208)]  # re-detected by acme's detector, the old item replaced
+    (acme_before, globex_before), pending, served, during, first = asyncio.run(main())
+    assert globex_before == [(43, 39, 165, 167)]  # trimmed to the gift box
+    assert pending == (2, 0)
+    assert all(served) and len(served) == 2  # images still ok while they wait: the API still shows them
+    assert [(url, status) for url, status, _ in during] == [
+        ("/flaky/gift-blue-tilt.jpg?fail=1000", "ok"),
+        ("/img/gift-blue.jpg", "ok"),
+    ]
+    assert {mark for _, _, mark in during} == {"detector-x@1"}
+    assert first == {"replaced": 1, "kept": 0, "retry": 1, "superseded": 0}
+    acme_after = boxes("acme")
+    assert (0, 0, 208, 208) in acme_after and len(acme_after) == len(acme_before)  # replaced, not added
     assert boxes("globex") == globex_before
     with sessions() as s:
-        assert registry.redetect_pending(s, "acme") == 0
-        image = s.scalar(select(ProductImage).where(ProductImage.tenant_id == "acme"))
-        assert (image.status, image.failure_reason) == ("ok", None)
+        assert registry.redetect_pending(s, "acme") == 1  # the flaky one keeps its mark and its items
+    assert [(url, status, mark) for url, status, mark in images("acme")] == [
+        ("/flaky/gift-blue-tilt.jpg?fail=1000", "ok", "detector-x@1"),
+        ("/img/gift-blue.jpg", "ok", None),
+    ]
