@@ -19,9 +19,10 @@ from pathlib import Path
 from db.detectors import active_detector
 from vision.detector import Detector
 from vision.embedder import Embedder
-from vision.model import ModelLoadError
 
 log = logging.getLogger(__name__)
+
+BROKEN_RETRY_S = 60.0  # a student that failed to load is tried again after this long
 
 
 class TenantDetectors:
@@ -42,7 +43,8 @@ class TenantDetectors:
         self._build = build or self._student
         self.embedder = embedder  # for a student whose boxes a class head names (training/hybrid.py)
         self._loaded: OrderedDict[str, Detector] = OrderedDict()
-        self._broken: set[str] = set()
+        self._broken: dict[str, float] = {}  # key -> until when the configured detector stands in
+        self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def active_key(self, sessions, tenant_id: str) -> tuple[str, str] | None:
@@ -60,7 +62,7 @@ class TenantDetectors:
     def for_tenant(self, sessions, tenant_id: str) -> Detector:
         """The loaded detector to use for this tenant's photos."""
         active = self.active_key(sessions, tenant_id)
-        if active is None or active[0] in self._broken:
+        if active is None:
             return self.default
         key, path = active
         with self._lock:
@@ -68,18 +70,33 @@ class TenantDetectors:
             if detector is not None:
                 self._loaded.move_to_end(key)
                 return detector
+            if self._broken.get(key, 0.0) > time.monotonic():
+                return self.default
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        # Loading takes seconds: under the key's own lock, so other tenants' searches and ingest go on.
+        with key_lock:
+            with self._lock:
+                if key in self._loaded:
+                    return self._loaded[key]
             try:
                 detector = self._build(Path(path), key)
                 detector.load()
-            except (ModelLoadError, OSError, ValueError, KeyError) as exc:
+            except Exception as exc:  # a missing, corrupt or foreign artefact: never a failed search or ingest
                 log.error(
-                    "detector %s of tenant %s does not load (%s); the configured detector serves", key, tenant_id, exc
+                    "detector %s of tenant %s does not load (%s); the configured detector serves for %.0f s",
+                    key,
+                    tenant_id,
+                    exc,
+                    BROKEN_RETRY_S,
                 )
-                self._broken.add(key)
+                with self._lock:
+                    self._broken[key] = time.monotonic() + BROKEN_RETRY_S
                 return self.default
-            self._loaded[key] = detector
-            while len(self._loaded) > self.max_loaded:
-                self._loaded.popitem(last=False)
+            with self._lock:
+                self._loaded[key] = detector
+                self._broken.pop(key, None)
+                while len(self._loaded) > self.max_loaded:
+                    self._loaded.popitem(last=False)
             return detector
 
     def _student(self, path: Path, key: str) -> Detector:
@@ -88,10 +105,13 @@ class TenantDetectors:
         from training.hybrid import HEAD_FILE, ClassHead, HybridStudent
         from training.student import student_detector
 
-        # Its own class names, no COCO allow-list (the item policy still puts the whole image first).
-        yolo = student_detector(path, cache_dir=self.cache_dir)
         card_path = path.parent / "card.json"
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        imgsz = int(((card.get("student") or {}).get("config") or {}).get("imgsz", 320))  # the size it was trained at
         if card.get("serve") == "yolo+head" and self.embedder is not None:  # the better student on held-out scenes
+            # Boxes down to 0.1: the head's class probability multiplies their confidence, and the item policy
+            # (VITRINE_DETECT_MIN_SCORE) filters the product.
+            yolo = student_detector(path, cache_dir=self.cache_dir, imgsz=imgsz, conf=0.1)
             return HybridStudent(yolo, self.embedder, ClassHead.load(path.parent / HEAD_FILE))
-        return yolo
+        # Its own class names, no COCO allow-list (the item policy still puts the whole image first).
+        return student_detector(path, cache_dir=self.cache_dir, imgsz=imgsz)

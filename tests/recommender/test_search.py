@@ -98,6 +98,9 @@ def test_search_uses_the_tenants_active_student_detector_and_falls_back_when_it_
     assert acme.label_map == {} and acme.classes is None and not acme.trim_whole  # its own classes only
     # globex's artefact is missing: the configured detector serves, and the search still answers.
     assert state.detectors.for_tenant(state.sessions, "globex") is state.detector
+    calls = []
+    real_detect = acme.detect
+    acme.detect = lambda images: calls.append(len(images)) or real_detect(images)  # a spy: the real YOLO runs
     photo = (root / "bus-front.jpg").read_bytes()
     resp = client.post(
         "/v1/search/by-image",
@@ -105,4 +108,5 @@ def test_search_uses_the_tenants_active_student_detector_and_falls_back_when_it_
         files={"image": ("look.jpg", photo, "image/jpeg")},
     )
     assert resp.status_code == 200, resp.text
+    assert calls == [1]  # the tenant's student found the items of the shopper's photo
     assert resp.json()["items"][0]["label"] == "image"  # the whole-image item always comes first

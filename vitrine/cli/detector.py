@@ -34,8 +34,8 @@ def classes_dir(settings, tenant: str) -> Path:
     return settings.data_dir / "detectors" / tenant / "classes"
 
 
-def artefacts_dir(settings) -> Path:
-    return settings.data_dir / "models" / "detectors"
+def artefacts_dir(settings, tenant: str) -> Path:
+    return settings.data_dir / "models" / "detectors" / tenant
 
 
 def _sessions():
@@ -53,10 +53,15 @@ def _tenant_or_fail(sessions, tenant: str) -> None:
 
 
 def _decode(thumbnail: bytes):
-    from PIL import Image
+    """The thumbnail as RGB, or None when it does not decode (counted by the caller, never a traceback)."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(thumbnail)) as im:
-        return im.convert("RGB")
+    try:
+        with Image.open(io.BytesIO(thumbnail)) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        log.warning("a stored thumbnail does not decode: %s", exc)
+        return None
 
 
 @detector_app.command("add-class")
@@ -92,7 +97,12 @@ def add_class(
     _tenant_or_fail(sessions, tenant)
     with sessions() as s:
         rows = catalog_photos(s, tenant, categories=[from_category])
-    photos = [(r.product, _decode(r.thumbnail)) for r in rows]
+    decoded = [(r.product, _decode(r.thumbnail)) for r in rows]
+    photos = [(p, im) for p, im in decoded if im is not None]
+    if len(photos) < len(decoded):
+        typer.echo(
+            f"{len(decoded) - len(photos)} stored thumbnails of {from_category!r} do not decode: skipped", err=True
+        )
     try:
         path = teach_class(
             label,
@@ -171,7 +181,8 @@ def train(
     with sessions() as s:
         categories = [cards[p].get("category") for p in order]
         others = catalog_photos(s, tenant, exclude=[c for c in categories if c], limit=400)
-    distractors = distractor_cutouts([(r.product, r.category, _decode(r.thumbnail)) for r in others], labels)
+    decoded = [(r.product, r.category, _decode(r.thumbnail)) for r in others]
+    distractors = distractor_cutouts([row for row in decoded if row[2] is not None], labels)
     config = StudentConfig(
         epochs=epochs,
         imgsz=imgsz,
@@ -195,7 +206,7 @@ def train(
         run = train_detector(
             order,
             distractors,
-            artefacts_dir(settings),
+            artefacts_dir(settings, tenant),
             config=config,
             scenes={"train": train_scenes, "val": max(10, train_scenes // 6), "test": test_scenes},
             seed=seed,
@@ -235,15 +246,28 @@ def _print_run(key: str, card: dict, as_json: bool, *, activated: bool = False) 
 
 
 def format_heldout(key: str, card: dict) -> str:
-    """The held-out table: AP50 per class and overall, with the training time, device and machine."""
+    """The held-out table: AP50 per class of both students (the served one marked), time, device and machine."""
     held = card.get("heldout") or {}
     student = card.get("student") or {}
-    lines = [f"detector {key}: held-out composite scenes of products it never saw ({held.get('images')} images)"]
-    lines.append(f"{'class':<24} {'AP50':>6} {'boxes':>6}")
-    for name, row in (held.get("per_class") or {}).items():
-        ap = row.get("ap50")
-        lines.append(f"{name:<24} {'-' if ap is None else f'{ap:.3f}':>6} {row.get('instances', 0):>6}")
-    lines.append(f"{'all (mAP50)':<24} {held.get('map50', 0):>6.3f}   mAP50-95 {held.get('map50_95', 0):.3f}")
+    same = card.get("heldout_same_rule") or {"yolo": held}
+    serve = card.get("serve", "yolo")
+    names = list(same)
+    lines = [
+        f"detector {key}: held-out composite scenes of products it never saw ({held.get('images')} images); "
+        f"AP50, COCO 101-point; served: {serve}"
+    ]
+    lines.append(
+        f"{'class':<24} " + " ".join(f"{n + ('*' if n == serve else ''):>10}" for n in names) + f" {'boxes':>6}"
+    )
+    for cls, row in (held.get("per_class") or {}).items():
+        aps = [same[n]["per_class"].get(cls, {}).get("ap50") for n in names]
+        cells = " ".join(f"{'-' if ap is None else f'{ap:.3f}':>10}" for ap in aps)
+        lines.append(f"{cls:<24} {cells} {row.get('instances', 0):>6}")
+    lines.append(f"{'all (mAP50)':<24} " + " ".join(f"{same[n].get('map50', 0):>10.3f}" for n in names))
+    lines.append(
+        f"(ultralytics' own val of the YOLO student: mAP50 {held.get('map50', 0):.3f}, "
+        f"mAP50-95 {held.get('map50_95', 0):.3f})"
+    )
     machine = card.get("machine") or {}
     lines.append(
         f"trained {student.get('epochs_run')} epochs in {student.get('seconds', 0):.0f} s on {student.get('device')} "
@@ -326,7 +350,8 @@ def list_(
                      "prompt": c.get("prompt"), "products": c.get("usable_products"), "path": str(p)}
                 )  # fmt: skip
     for j in jobs:
-        held = (j.card or {}).get("heldout") or {}
+        card = j.card or {}
+        held = (card.get("heldout_same_rule") or {}).get(card.get("serve", "")) or card.get("heldout") or {}
         out["detectors"].append(
             {"tenant": j.tenant_id, "key": j.model_key, "job_id": j.job_id, "status": j.status, "reason": j.reason,
              "classes": (j.card or {}).get("classes") or (j.params or {}).get("classes"), "map50": held.get("map50"),

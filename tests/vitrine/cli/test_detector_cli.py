@@ -69,6 +69,17 @@ def shop(settings, sessions, monkeypatch):
                     thumbnail=make_thumbnail(photo(kind, k)),
                 )  # fmt: skip
                 catalog.upsert_product(s, event, [image], model_key="m@1", dim=4)
+        event = CatalogEvent.model_validate(
+            {
+                "event_id": "broken",
+                "tenant_id": "acme",
+                "type": "product.upserted",
+                "product": {"id": "broken", "version": 1, "category": "circles", "image_urls": ["https://x.test/b"]},
+            }
+        )
+        item = ItemRow("whole", (0, 0, 8, 8), "image", 1.0, np.ones(4, np.float32))
+        image = ImageResult("https://x.test/b", 0, "ok", content_hash="b", items=[item], thumbnail=b"not a webp")
+        catalog.upsert_product(s, event, [image], model_key="m@1", dim=4)
     return settings
 
 
@@ -83,6 +94,7 @@ def test_classes_are_taught_one_at_a_time_and_bad_requests_leave_nothing(shop):
     card = json.loads(added.stdout)["card"]
     assert card["names"] == ["ball"] and card["teacher"] == "catalog" and card["usable_products"] == 8
     assert card["counts"]["train"]["images"] + card["counts"]["val"]["images"] == 8
+    assert "1 stored thumbnails of 'circles' do not decode" in added.stderr  # skipped, said, no traceback
 
     again = cli("add-class", "Ball", "--tenant", "acme", "--from-category", "triangles")
     assert again.exit_code == 1 and "already present" in again.output
@@ -119,7 +131,7 @@ def test_train_registers_a_student_that_activates_evaluates_and_keeps_its_classe
     with sessions() as s:
         assert s.get(Tenant, "acme").active_detector == key
     # Activation marks the tenant's indexed photos for the worker to detect again.
-    assert json.loads(cli("list", "--tenant", "acme", "--json").stdout)["redetect_pending"] == {"acme": 32}
+    assert json.loads(cli("list", "--tenant", "acme", "--json").stdout)["redetect_pending"] == {"acme": 33}
     evaluated = cli("eval", key, "--tenant", "acme", "--json")
     assert evaluated.exit_code == 0, evaluated.output
     assert set(json.loads(evaluated.stdout)["card"]["heldout"]["per_class"]) == {
@@ -133,4 +145,6 @@ def test_train_registers_a_student_that_activates_evaluates_and_keeps_its_classe
     assert again.exit_code == 0, again.output
     second = json.loads(again.stdout)
     assert second["card"]["classes"] == ["ball", "cone", "brick"]
-    assert second["card"]["student"]["config"]["base"].endswith(f"{key}/student.pt")
+    assert second["card"]["student"]["config"]["base"].endswith(f"detectors/acme/{key}/student.pt")
+    table = cli("eval", second["key"], "--tenant", "acme")
+    assert table.exit_code == 0 and "yolo+head" in table.stdout and "served:" in table.stdout
