@@ -33,11 +33,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.labelsets import Box, LabelledImage, LabelSet, read_card, write_data_yaml, write_label_set
+from training.labelsets import (
+    Box,
+    LabelledImage,
+    LabelSet,
+    merge_label_sets,
+    read_card,
+    write_data_yaml,
+    write_label_set,
+)
 from training.scenes import DEFAULT_SCENES, CatalogCutout, build_scene_set, cutouts_from_photos
 from training.student import StudentConfig, evaluate_student, export_onnx, train_student
 from vision.cutout import NoCutout, cut_out
 from vision.embedder import Embedder
+from vision.image import pil_open
 
 MIN_PRODUCTS = 6  # a class needs this many products whose photos cut out (scenes hold some out for the test)
 VAL_SHARE = 0.2  # of a class's products, for its label set's val split
@@ -88,21 +97,26 @@ def teach_class(
     if out_dir.exists():
         raise DistillError(f"class {label!r} is already present ({out_dir}); pick another label")
     cut: dict[str, list[tuple[str, Image.Image, Box]]] = {}
+    stems: dict[str, str] = {}  # every photo's stem -> its product
     rejected: Counter = Counter()
     for k, (product, photo) in enumerate(photos):
+        stem = f"{_stem(product)}-{k}"
+        stems[stem] = product
         try:
             found = cut_out(photo)
         except NoCutout as exc:
             rejected[exc.reason] += 1
             continue
-        cut.setdefault(product, []).append((f"{_stem(product)}-{k}", photo, Box(label, found.box)))
+        cut.setdefault(product, []).append((stem, photo, Box(label, found.box)))
+    # Composite scenes (training and the held-out test) need cut-outs of every class, whatever its teacher.
     if len(cut) < min_products:
         why = ", ".join(f"{n} {reason}" for reason, n in rejected.most_common()) or "none rejected"
         raise DistillError(
             f"category {category!r} has {len(cut)} products whose photos cut out ({len(photos)} photos; "
             f"rejected: {why}); class {label!r} needs at least {min_products}"
         )
-    val = _val_products(sorted(cut), seed)
+    products = sorted({*cut, *stems.values()})
+    val = _val_products(products, seed)
     card = {
         "label": label,
         "category": category,
@@ -112,7 +126,7 @@ def teach_class(
         "rejected": dict(rejected),
         "seed": seed,
         "created_at": datetime.now(UTC).isoformat(),
-        "products": {stem: product for product, rows in cut.items() for stem, _, _ in rows},
+        "products": stems if teacher != CATALOG_TEACHER else {s: p for p, rows in cut.items() for s, _, _ in rows},
         **(card_extra or {}),
     }
     if teacher == CATALOG_TEACHER:
@@ -122,26 +136,33 @@ def teach_class(
             for stem, photo, box in rows
         ]
         return write_label_set(LabelSet([label], images, {**card, "prompt": None}), out_dir)
-    return _teach_open_vocabulary(label, cut, val, out_dir, teacher, teacher_model, prompt, cache_dir, seed, card)
+    every = [(stem, photo) for stem, (_, photo) in zip(stems, photos, strict=True)]
+    split_of = {stem: "val" if product in val else "train" for stem, product in stems.items()}
+    return _teach_open_vocabulary(
+        label, cut, every, split_of, out_dir, teacher, teacher_model, prompt, cache_dir, seed, card
+    )
 
 
-def _teach_open_vocabulary(label, cut, val, out_dir, teacher, teacher_model, prompt, cache_dir, seed, card) -> Path:
+def _teach_open_vocabulary(
+    label, cut, every, split_of, out_dir, teacher, teacher_model, prompt, cache_dir, seed, card
+) -> Path:
+    """The teacher boxes the class on EVERY photo of the category (lifestyle photos included, which no
+    cut-out can use); the photos that cut out are the validation set its prompt variants are scored on."""
     from training.labelling import label_with_teacher
     from vision.teachers import create_teacher
 
     options = {"model": teacher_model} if teacher_model else {}
     model = create_teacher(teacher, cache_dir=Path(cache_dir or tempfile.gettempdir()), **options)
     model.load()  # TeacherUnavailable (offline, no local copy) before anything is written
-    images = [(stem, photo) for rows in cut.values() for stem, photo, _ in rows]
-    # The photos' cut-out boxes are the ground truth the prompt variants are scored against.
-    validation = [(photo, [box.box]) for product in sorted(val) for _, photo, box in cut[product]]
+    validation = [(photo, [box.box]) for rows in cut.values() for _, photo, box in rows]
     return label_with_teacher(
         model,
-        {label: images},
+        {label: every},
         {label: prompt},
         {label: validation},
         out_dir,
         seed=seed,
+        split_of=split_of,
         card_extra=card,
     )
 
@@ -154,7 +175,7 @@ def class_cutouts(class_dir: Path) -> tuple[str, list[CatalogCutout], Counter]:
     photos = []
     for split in ("train", "val"):
         for path in sorted((Path(class_dir) / "images" / split).glob("*.jpg")):
-            with Image.open(path) as im:
+            with pil_open(path) as im:
                 photos.append((products.get(path.stem, path.stem), label, im.convert("RGB")))
     cutouts, rejected = cutouts_from_photos(photos, cut=cut_out)
     return label, cutouts, rejected
@@ -214,7 +235,10 @@ def train_detector(
             rejected=rejected,
             card_extra={"label_sets": sets},
         )
-        result = train_student(scene_dir / "data.yaml", work / "train", config, progress)
+        # An open-vocabulary teacher's boxes on the class's own photos train beside the scenes (not the test).
+        taught = [d for d in class_dirs if read_card(d).get("teacher") != CATALOG_TEACHER]
+        data = merge_label_sets([scene_dir, *taught], work / "data", names=classes) if taught else scene_dir
+        result = train_student(data / "data.yaml", work / "train", config, progress)
         held = evaluate_student(result.weights, scene_dir / "data.yaml", "test", imgsz=config.imgsz)
         key = f"detector-{Path(config.architecture).stem}@{_digest(result.weights)}"
         final = out_root / key
@@ -234,6 +258,10 @@ def train_detector(
             "teacher_label_sets": sets,
             "student": result.to_dict() | {"weights": "student.pt"},
             "onnx": onnx_path.name if onnx_path else None,
+            "train_images": {
+                "scenes": len(list((final_tmp / "scenes" / "images" / "train").glob("*.jpg"))),
+                "teacher_labelled": sum(len(list((d / "images" / "train").glob("*.jpg"))) for d in taught),
+            },
             "heldout": held,
             "scenes": read_card(final_tmp / "scenes"),
             "seconds": round(time.perf_counter() - started, 1),

@@ -27,6 +27,7 @@ from training.labelling import average_precision, match_boxes, nms
 from training.labelsets import read_boxes, read_card
 from vision.detector import Detection, Detector
 from vision.embedder import Embedder
+from vision.image import pil_open
 from vision.items import crop_box
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def truth(scene_dir: Path, split: str) -> list[tuple[Path, list[tuple[int, tuple
     out = []
     for stem, rows in read_boxes(scene_dir, split).items():
         path = Path(scene_dir) / "images" / split / f"{stem}.jpg"
-        with Image.open(path) as im:
+        with pil_open(path) as im:
             w, h = im.size
         boxes = [
             (c, ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h))
@@ -84,7 +85,7 @@ def fit_class_head(
     crops, labels = [], []
     for split in splits:
         for path, boxes in truth(scene_dir, split):
-            with Image.open(path) as im:
+            with pil_open(path) as im:
                 image = im.convert("RGB")
             for cls, box in boxes:
                 crops.append(crop_box(image, box))
@@ -147,7 +148,7 @@ def evaluate_detector(detector: Detector, scene_dir: Path, split: str = "test", 
     counts = dict.fromkeys(names, 0)
     images = truth(scene_dir, split)
     for path, boxes in images:
-        with Image.open(path) as im:
+        with pil_open(path) as im:
             found = detector.detect([im.convert("RGB")])[0]
         for k, name in enumerate(names):
             gt = [b for c, b in boxes if c == k]

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from vision.image import pil_open
+
 SPLITS = ("train", "val", "test")
 CARD = "card.json"
 
@@ -210,7 +212,7 @@ def to_coco(directory: Path, split: str) -> dict:
     boxes = read_boxes(directory, split)
     for image_id, (stem, rows) in enumerate(sorted(boxes.items())):
         path = directory / "images" / split / f"{stem}.jpg"
-        with Image.open(path) as im:
+        with pil_open(path) as im:
             width, height = im.size
         file_name = f"images/{split}/{stem}.jpg"
         coco["images"].append({"id": image_id, "file_name": file_name, "width": width, "height": height})

@@ -151,11 +151,11 @@ def _summary(run) -> dict:
 
 
 def _scene_images(scenes: Path, n: int):
-    from PIL import Image
+    from vision.image import pil_open
 
     out = []
     for path in sorted((scenes / "images" / "test").glob("*.jpg"))[:n]:
-        with Image.open(path) as im:
+        with pil_open(path) as im:
             out.append(im.convert("RGB"))
     return out
 

@@ -54,10 +54,12 @@ def _tenant_or_fail(sessions, tenant: str) -> None:
 
 def _decode(thumbnail: bytes):
     """The thumbnail as RGB, or None when it does not decode (counted by the caller, never a traceback)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from vision.image import pil_open
 
     try:
-        with Image.open(io.BytesIO(thumbnail)) as im:
+        with pil_open(io.BytesIO(thumbnail)) as im:
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         log.warning("a stored thumbnail does not decode: %s", exc)

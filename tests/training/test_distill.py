@@ -1,0 +1,76 @@
+"""Class -> student end to end (tiny): an open-vocabulary teacher's boxes on every photo of its class, lifestyle
+photos included, train beside the catalog teacher's scenes; the held-out test stays scenes of unseen products."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from training.distill import DistillError, teach_class, train_detector
+from training.labelsets import read_boxes, read_card
+from training.student import StudentConfig
+from vision.detector import Detection
+from vision.teachers import Teacher
+
+
+def photo(kind: str, k: int, *, busy: bool = False) -> Image.Image:
+    rng = np.random.default_rng(k)
+    im = (
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+        if busy
+        else Image.new("RGB", (96, 96), "white")
+    )
+    colour = (200, 30, 30) if kind == "ball" else (30, 60, 200)
+    r = int(rng.integers(20, 35))
+    ImageDraw.Draw(im).ellipse((48 - r, 48 - r, 48 + r, 48 + r), fill=colour)
+    return im
+
+
+class CentreTeacher(Teacher):
+    """The process edge: a teacher that boxes the centre disc (no open-vocabulary weights offline)."""
+
+    name = "centre"
+    model = "centre (test)"
+
+    def __init__(self, *, cache_dir=None, **options):
+        super().__init__()
+
+    def _load(self):
+        pass
+
+    def label(self, images, prompt, label):
+        return [[Detection((13, 13, 83, 83), label, 0.9)] for _ in images]
+
+
+def test_a_teacher_labelled_class_trains_beside_the_scenes_and_is_evaluated_on_held_out_scenes(tmp_path, monkeypatch):
+    ball = teach_class("ball", "balls", [(f"b{k}", photo("ball", k)) for k in range(8)], tmp_path / "classes" / "ball")
+    # The second class has lifestyle photos too: the cut-out refuses them, the teacher labels them.
+    photos = [(f"d{k}", photo("disc", k)) for k in range(8)] + [
+        (f"d{k}", photo("disc", 50 + k, busy=True)) for k in range(8)
+    ]
+    import vision.teachers
+
+    monkeypatch.setitem(vision.teachers.TEACHERS, "centre", "tests.training.test_distill:CentreTeacher")
+    disc = teach_class("disc", "discs", photos, tmp_path / "classes" / "disc", teacher="centre")
+    card = read_card(disc)
+    assert card["teacher"] == "centre" and card["photos"] == 16 and card["usable_products"] == 8
+    assert card["rejected"] == {"no_plain_background": 8}
+    labelled = {**read_boxes(disc, "train"), **read_boxes(disc, "val")}
+    assert len(labelled) == 16  # every photo, lifestyle ones included
+
+    run = train_detector(
+        [ball, disc], [], tmp_path / "students", config=StudentConfig(epochs=1, imgsz=64, batch=8),
+        scenes={"train": 12, "val": 4, "test": 6}, onnx=False,
+    )  # fmt: skip
+    assert run.card["classes"] == ["ball", "disc"]
+    assert run.card["train_images"]["teacher_labelled"] == sum(1 for s in read_boxes(disc, "train"))
+    assert run.card["train_images"]["scenes"] == 12
+    assert run.card["heldout"]["images"] == 6  # the test: held-out scenes only
+
+
+def test_a_class_whose_photos_do_not_cut_out_is_refused_with_the_reasons(tmp_path):
+    busy = [(f"x{k}", photo("ball", k, busy=True)) for k in range(8)]
+    with pytest.raises(DistillError, match="0 products whose photos cut out.*8 no_plain_background"):
+        teach_class("ball", "balls", busy, tmp_path / "ball")
+    assert not (tmp_path / "ball").exists()
