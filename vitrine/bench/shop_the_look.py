@@ -109,6 +109,8 @@ def run_shop_the_look(
             redetect_s = _wait_redetected(system, timeout_s) if weights is not None else None
             time.sleep(settings.lookup_cache_ttl_s + 0.5)  # the api's detector lookup cache
             totals = {"placed": 0, "located": 0, "hits": 0, "any_item_hits": 0}
+            known = {"placed": 0, "located": 0, "hits": 0, "any_item_hits": 0}  # products of the student's classes
+            classes = _classes(weights)
             latencies, errors = [], 0
             for body, placed in bodies:
                 t0 = time.perf_counter()
@@ -123,8 +125,12 @@ def run_shop_the_look(
                     errors += 1
                     log.warning("by-image answered %s: %s", resp.status_code, resp.text[:200])
                     continue
-                for key_, value in score_answer(placed, resp.json()["items"], top).items():
+                items = resp.json()["items"]
+                for key_, value in score_answer(placed, items, top).items():
                     totals[key_] += value
+                if classes:
+                    for key_, value in score_answer([p for p in placed if p[1].label in classes], items, top).items():
+                        known[key_] += value
             n = max(1, totals["placed"])
             result["runs"].append(
                 {
@@ -133,6 +139,10 @@ def run_shop_the_look(
                     "hit_rate": round(totals["hits"] / n, 4),
                     "located_rate": round(totals["located"] / n, 4),
                     "any_item_hit_rate": round(totals["any_item_hits"] / n, 4),
+                    "known_classes": sorted(classes),
+                    "known_placed": known["placed"],
+                    "known_hit_rate": round(known["hits"] / max(1, known["placed"]), 4) if classes else None,
+                    "known_located_rate": round(known["located"] / max(1, known["placed"]), 4) if classes else None,
                     "errors": errors,
                     "redetect_s": redetect_s,
                     "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 1),
@@ -142,6 +152,16 @@ def run_shop_the_look(
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["machine"] = machine_info()
     return result
+
+
+def _classes(weights: Path | None) -> set[str]:
+    """The classes a student's card names (products of other categories it is not meant to find)."""
+    if weights is None:
+        return set()
+    import json
+
+    card = Path(weights).parent / "card.json"
+    return set(json.loads(card.read_text()).get("classes") or []) if card.is_file() else set()
 
 
 def _wait_redetected(system, timeout_s: float) -> float:
@@ -173,6 +193,13 @@ def format_table(r: dict) -> str:
             f"{run['any_item_hit_rate']:>8.3f} {run['p50_ms']:>7.0f} {run['p99_ms']:>7.0f} "
             f"{'-' if run['redetect_s'] is None else str(run['redetect_s']) + ' s':>9}"
         )
+    for run in r["runs"]:
+        if run.get("known_classes"):
+            lines.append(
+                f"{run['detector'][-48:]}: on the {run['known_placed']} placed products of its "
+                f"{len(run['known_classes'])} classes: hit rate {run['known_hit_rate']:.3f}, "
+                f"located {run['known_located_rate']:.3f}"
+            )
     m = r["machine"]
     lines.append(
         f"machine: {m.get('cpu')}, {m.get('cores')} cores, load {m.get('load_average_1m')} "
