@@ -28,19 +28,12 @@ import numpy as np
 
 from core.machine import machine_info
 from core.settings import Settings
+from vision.items import iou
 
 log = logging.getLogger(__name__)
 
 TENANT, NAME = "bench-look", "Shop the look bench"
 IOU_MATCH = 0.5
-
-
-def iou(a, b) -> float:
-    iw, ih = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def score_answer(placed: list[tuple[str, tuple]], items: list[dict], top: int) -> dict:
@@ -50,8 +43,8 @@ def score_answer(placed: list[tuple[str, tuple]], items: list[dict], top: int) -
     for product, box in placed:
         ids = [[p["product_id"] for p in it["products"][:top]] for it in items]
         out["any_item_hits"] += any(product in row for row in ids)
-        best = max(detected, key=lambda it: iou(it["box"], box.box), default=None)
-        if best is None or iou(best["box"], box.box) < IOU_MATCH:
+        best = max(detected, key=lambda it: iou(tuple(it["box"]), box.box), default=None)
+        if best is None or iou(tuple(best["box"]), box.box) < IOU_MATCH:
             continue
         out["located"] += 1
         out["hits"] += product in [p["product_id"] for p in best["products"][:top]]
