@@ -108,10 +108,17 @@ class TenantDetectors:
         card_path = path.parent / "card.json"
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         imgsz = int(((card.get("student") or {}).get("config") or {}).get("imgsz", 320))  # the size it was trained at
-        if card.get("serve") == "yolo+head" and self.embedder is not None:  # the better student on held-out scenes
-            # Boxes down to 0.1: the head's class probability multiplies their confidence, and the item policy
-            # (VITRINE_DETECT_MIN_SCORE) filters the product.
-            yolo = student_detector(path, cache_dir=self.cache_dir, imgsz=imgsz, conf=0.1)
-            return HybridStudent(yolo, self.embedder, ClassHead.load(path.parent / HEAD_FILE))
+        serve = card.get("serve", "yolo") if self.embedder is not None else "yolo"
+        # Its operating threshold, calibrated on its val scenes (training/hybrid.calibrate_min_score), replaces
+        # VITRINE_DETECT_MIN_SCORE for its boxes; the YOLO keeps every box down to it.
+        threshold = ((card.get("serve_min_score") or {}).get(serve) or {}).get("min_score")
+        conf = 0.25 if threshold is None else max(0.001, min(0.25, float(threshold)))
+        yolo = student_detector(path, cache_dir=self.cache_dir, imgsz=imgsz, conf=conf)
         # Its own class names, no COCO allow-list (the item policy still puts the whole image first).
-        return student_detector(path, cache_dir=self.cache_dir, imgsz=imgsz)
+        detector = (
+            HybridStudent(yolo, self.embedder, ClassHead.load(path.parent / HEAD_FILE))
+            if serve == "yolo+head"
+            else yolo
+        )
+        detector.min_score = None if threshold is None else float(threshold)
+        return detector

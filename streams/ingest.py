@@ -397,7 +397,7 @@ class Indexer:
             crops = extract_items(
                 loaded.image,
                 detections,
-                min_score=p.min_score,
+                min_score=p.min_score if detector.min_score is None else detector.min_score,
                 min_area=p.min_area,
                 max_items=p.max_items,
                 iou_threshold=p.iou_threshold,

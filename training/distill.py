@@ -281,7 +281,7 @@ def train_detector(
 
 def attach_class_head(artefact: Path, embedder: Embedder, *, seed: int = 0) -> dict:
     """Fit the class head on an artefact's training scenes, evaluate both students on its test scenes (card)."""
-    from training.hybrid import HEAD_FILE, HybridStudent, evaluate_detector, fit_class_head
+    from training.hybrid import HEAD_FILE, HybridStudent, calibrate_min_score, evaluate_detector, fit_class_head
     from training.student import student_detector
 
     artefact = Path(artefact)
@@ -303,6 +303,11 @@ def attach_class_head(artefact: Path, embedder: Embedder, *, seed: int = 0) -> d
         "yolo+head": evaluate_detector(HybridStudent(boxes(), embedder, head), scenes, "test"),
     }
     card["heldout_same_rule"] = same_rule
+    # The operating threshold of each student, on the val scenes (training products): serving uses it.
+    card["serve_min_score"] = {
+        "yolo": calibrate_min_score(boxes(), scenes, "val"),
+        "yolo+head": calibrate_min_score(HybridStudent(boxes(), embedder, head), scenes, "val"),
+    }
     card["class_head"] = {"file": HEAD_FILE, "embedder": head.embedder_key, "fit_seconds": round(fit_s, 1)}
     card["serve"] = max(same_rule, key=lambda k: same_rule[k]["map50"])
     (artefact / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")

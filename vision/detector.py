@@ -57,6 +57,9 @@ class Detector(LazyModel):
     """Base class: `detect(images)` loads on first use, then returns one list of boxes per image."""
 
     name: str = ""
+    # A detector with an operating threshold of its own (a student calibrated on its validation scenes) sets it;
+    # None: the item policy's VITRINE_DETECT_MIN_SCORE applies.
+    min_score: float | None = None
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         """Boxes found in each image (a list per image, in input order)."""

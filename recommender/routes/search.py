@@ -88,7 +88,7 @@ async def by_image(
         crops = extract_items(
             loaded.image,
             detections,
-            min_score=settings.detect_min_score,
+            min_score=settings.detect_min_score if detector.min_score is None else detector.min_score,
             min_area=settings.detect_min_area,
             max_items=settings.detect_max_items,
             iou_threshold=settings.detect_iou_threshold,

@@ -10,7 +10,15 @@ import pytest
 from PIL import Image, ImageDraw
 
 from streams.detectors import TenantDetectors
-from training.hybrid import HEAD_FILE, ClassHead, HybridStudent, evaluate_detector, fit_class_head, truth
+from training.hybrid import (
+    HEAD_FILE,
+    ClassHead,
+    HybridStudent,
+    calibrate_min_score,
+    evaluate_detector,
+    fit_class_head,
+    truth,
+)
 from training.labelsets import Box, LabelledImage, LabelSet, write_label_set
 from vision.detector import Detection, Detector, WholeImageDetector
 from vision.embedder import create_embedder
@@ -79,6 +87,14 @@ def test_the_evaluation_rule_scores_right_and_wrong_labels(scenes):
     assert evaluate_detector(wrong, scenes, "test")["map50"] == 0.0
 
 
+def test_the_operating_threshold_is_the_score_with_the_best_f1_on_the_split(scenes):
+    items = truth(scenes, "test")
+    # Every true box at 0.08 (a student's low scores) plus one false box per image at 0.02.
+    answers = [[Detection(b, "x", 0.08) for _, b in boxes] + [Detection((0, 0, 5, 5), "x", 0.02)] for _, boxes in items]
+    r = calibrate_min_score(Given(answers), scenes, "test")
+    assert r == {"min_score": 0.08, "f1": 1.0, "precision": 1.0, "recall": 1.0, "boxes": 8}
+
+
 def test_the_hybrid_names_every_box_with_the_head_and_serving_uses_it_when_the_card_says_so(scenes, embedder, tmp_path):
     head = fit_class_head(embedder, scenes, splits=("train",))
     # A detector's whole-image box is not an item: the head leaves it as it was.
@@ -98,7 +114,9 @@ def test_the_hybrid_names_every_box_with_the_head_and_serving_uses_it_when_the_c
     head.save(artefact / HEAD_FILE)
     weights = artefact / "student.pt"
     weights.write_bytes(b"")  # not loaded here: only the choice of student is under test
+    thresholds = {"yolo": {"min_score": 0.1}, "yolo+head": {"min_score": 0.03}}
     for serve, kind in (("yolo+head", HybridStudent), ("yolo", type(None))):
-        (artefact / "card.json").write_text(json.dumps({"serve": serve}))
+        (artefact / "card.json").write_text(json.dumps({"serve": serve, "serve_min_score": thresholds}))
         built = TenantDetectors(WholeImageDetector(), cache_dir=tmp_path, embedder=embedder)._student(weights, "k")
         assert isinstance(built, HybridStudent) == (kind is HybridStudent)
+        assert built.min_score == thresholds[serve]["min_score"]  # its own calibrated threshold serves
