@@ -606,3 +606,27 @@ def test_activating_a_detector_redetects_the_tenants_images_and_replaces_their_i
         ("/flaky/gift-blue-tilt.jpg?fail=1000", "ok", "detector-x@1"),
         ("/img/gift-blue.jpg", "ok", None),
     ]
+
+
+def test_a_detector_with_its_own_threshold_overrides_the_item_policys(sessions, real_embedder, sample_images):
+    """A student carries the score threshold calibrated on its val scenes (streams/detectors.py): its boxes are kept
+    down to it, where the policy's VITRINE_DETECT_MIN_SCORE (0.25, for COCO detectors) would drop them."""
+    from vision.detector import Detection, Detector
+
+    class LowScores(Detector):  # test input for the policy: one product box at a student-like score
+        name = "low-scores"
+
+        def _load(self):
+            pass
+
+        def _detect(self, images):
+            return [[Detection((10.0, 10.0, 120.0, 120.0), "gift", 0.06)] for _ in images]
+
+    data = (sample_images[0] / "gift-blue.jpg").read_bytes()
+    detector = LowScores()
+    ix = Indexer(sessions=sessions, embedder=real_embedder, detector=detector, fetcher=None)
+    (policy_only,) = ix._analyse([("u", 0, data, None)], ["acme"])
+    detector.min_score = 0.05
+    (own,) = ix._analyse([("u", 0, data, None)], ["acme"])
+    assert [it.kind for it in policy_only.items] == ["whole"]
+    assert [(it.kind, it.label) for it in own.items] == [("whole", "image"), ("item", "gift")]
