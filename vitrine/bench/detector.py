@@ -229,6 +229,7 @@ def format_table(r: dict) -> str:
         f"machine: {m.get('cpu')}, {m.get('cores')} cores, load {m.get('load_average_1m')}, torch {m.get('torch')}, "
         f"ultralytics {m.get('ultralytics')}; whole run {r['seconds']:.0f} s"
     )
+    lines.append(f"label sets, scenes and students kept in {r['work_dir']} (students/<key>/student.pt)")
     return "\n".join(lines)
 
 

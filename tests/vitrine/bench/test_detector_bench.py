@@ -33,7 +33,7 @@ def test_the_detector_bench_teaches_classes_adds_one_and_reports_every_figure(tm
     assert all(r["speed"][k] > 0 for k in speeds)
     json.dumps(r)
     table = format_table(r)
-    assert "mAP50" in table and "(new)" in table and "cores" in table
+    assert "mAP50" in table and "(new)" in table and "cores" in table and str(tmp_path / "work") in table
 
 
 def test_a_hit_needs_the_product_in_the_top_k_of_the_item_detected_on_it():
