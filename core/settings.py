@@ -189,6 +189,16 @@ class Settings(BaseSettings):
         le=60,
         description="Pause between two pages of a background re-embed, so live catalog events keep their latency",
     )
+    reembed_image_page: int = Field(
+        32, ge=1, le=10_000, description="Items a fine-tuned tower's re-embed fetches, crops and embeds per transaction"
+    )
+    reembed_image_duty: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of the time a tower's re-embed works: after a page it rests for the page's time x "
+        "(1 - duty) / duty, so the worker's live events keep the rest of the CPU",
+    )
     popularity_cache_ttl_s: float = Field(
         15.0,
         ge=0,

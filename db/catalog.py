@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -37,6 +37,7 @@ class ItemRow:
     label: str
     score: float
     vector: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # deployed towers' vectors of the crop, by key
 
 
 @dataclass
@@ -76,18 +77,21 @@ class PendingImage:
 
 @dataclass(frozen=True)
 class DerivedModel:
-    """A tenant's deployed head: its vectors are computed from the backbone's, in the same transaction.
+    """A tenant's deployed model: its vectors are written with the backbone's, in the same transaction.
 
-    `transform` maps backbone vectors (n, d) to the model's (n, dim); `codes`, for a head with a code
-    layer, maps them to (n, bits) 0/1 codes, stored as +-1 vectors under `codes_key`.
+    A head: `transform` maps backbone vectors (n, d) to the model's (n, dim); `codes`, for a head with a
+    code layer, maps them to (n, bits) 0/1 codes, stored as +-1 vectors under `codes_key`. A tower:
+    `embed` maps the item crops to its vectors; the worker runs it beside the backbone and hands the
+    vectors over in `ItemRow.extra` (an item without one is left for the deployment's sweep).
     """
 
     key: str
     dim: int
-    transform: Callable[[np.ndarray], np.ndarray]
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
     codes: Callable[[np.ndarray], np.ndarray] | None = None
     bits: int | None = None
     codes_key: str | None = None
+    embed: Callable[[list], np.ndarray] | None = None
 
 
 def stored_states(
@@ -246,7 +250,8 @@ def upsert_products(
                 "cat": [e.product.category for _, e, _, _ in rows],
             }
             vectors = [it.vector for _, _, _, it in rows]
-            _insert_items(session, params, vectors, model_key=model_key, dim=dim, derived=derived)
+            extras = [it.extra for _, _, _, it in rows]
+            _insert_items(session, params, vectors, model_key=model_key, dim=dim, derived=derived, extras=extras)
     return ids
 
 
@@ -258,8 +263,9 @@ def _insert_items(
     model_key: str,
     dim: int,
     derived: Mapping[str, Sequence[DerivedModel]] | None,
+    extras: Sequence[Mapping[str, np.ndarray]] | None = None,
 ) -> None:
-    """Insert the backbone's items, then each deployed head's vectors of the same items (per tenant)."""
+    """Insert the backbone's items, then each deployed model's vectors of the same items (per tenant)."""
     session.execute(_INSERT_ITEMS, {**params, "model": model_key, "dim": dim, "emb": [vector_text(v) for v in vectors]})
     if not derived:
         return
@@ -267,6 +273,13 @@ def _insert_items(
     models = {m.key: m for t in set(tenants) for m in derived.get(t, ())}
     for model in models.values():
         rows = [i for i, t in enumerate(tenants) if any(m.key == model.key for m in derived.get(t, ()))]
+        if model.transform is None:  # a tower: the vectors the worker computed from the crops
+            rows = [i for i in rows if extras is not None and model.key in extras[i]]
+            if rows:
+                sub = {name: [values[i] for i in rows] for name, values in params.items()}
+                emb = [vector_text(extras[i][model.key]) for i in rows]
+                session.execute(_INSERT_ITEMS, {**sub, "model": model.key, "dim": model.dim, "emb": emb})
+            continue
         if not rows:
             continue
         sub = {name: [values[i] for i in rows] for name, values in params.items()}
@@ -485,7 +498,15 @@ def _insert_image_items(session, rows, products, *, model_key, dim, derived) -> 
         "stock": [products[im.product_id].in_stock for im, _ in rows],
         "cat": [products[im.product_id].category for im, _ in rows],
     }
-    _insert_items(session, params, [it.vector for _, it in rows], model_key=model_key, dim=dim, derived=derived)
+    _insert_items(
+        session,
+        params,
+        [it.vector for _, it in rows],
+        model_key=model_key,
+        dim=dim,
+        derived=derived,
+        extras=[it.extra for _, it in rows],
+    )
 
 
 # --- re-detection: the tenant's detector changed (db/detectors.py marks its images) ---------------------

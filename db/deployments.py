@@ -13,10 +13,15 @@ index. While embedding it moves through phases, each resumable:
 - **index**: the model's vector index is built (`CREATE INDEX CONCURRENTLY`, so ingest keeps writing),
   checked valid, and the deployment becomes `ready`.
 
+A fine-tuned ONNX tower (`needs_images`) has no stored input to map: its pages read the source items with
+their image URLs (`read_image_page`), the runner re-fetches and crops the images outside any transaction,
+and `write_image_page` writes the vectors and moves the cursor in one; an item whose image cannot be
+fetched or has changed is counted in `items_failed` and left for the sweep.
+
 Live ingest writes every `embedding` or `ready` model's vectors in the same transaction as the
-backbone's (db/catalog.py `DerivedModel`). Both writers lock the product rows first (ingest updates
-them; a page takes them FOR SHARE), and a page writes only the items that have no vector of the model
-yet, so the two never write one item twice.
+backbone's (db/catalog.py `DerivedModel`; a tower embeds the same crops). Both writers lock the product
+rows first (ingest updates them; a page takes them FOR SHARE), and a page writes only the items that
+have no vector of the model yet, so the two never write one item twice.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text, true, update
 from sqlalchemy.orm import Session
 
 from db.catalog import vector_text
@@ -76,6 +81,7 @@ def request_deployment(
     bits: int | None,
     artefact_path: str,
     index_kind: str = "halfvec",
+    needs_images: bool = False,
 ) -> tuple[ModelDeployment, bool]:
     """Start (or restart, if it failed) re-embedding `model_key` for the tenant; (deployment, started now).
 
@@ -104,8 +110,9 @@ def request_deployment(
         artefact_path,
         index_kind,
     )
+    dep.needs_images = needs_images
     dep.status, dep.phase, dep.reason, dep.cursor = "embedding", "scan", None, 0
-    dep.items_done, dep.items_written, dep.items_total = 0, 0, total
+    dep.items_done, dep.items_written, dep.items_failed, dep.items_total = 0, 0, 0, total
     dep.lease_owner = dep.lease_until = dep.scan_done_at = dep.ready_at = None
     dep.created_at = dep.updated_at = now
     session.flush()
@@ -118,8 +125,9 @@ def deploy_trained(
     """Deploy the tenant's trained model `ref` (key or job id): (deployment, started now).
 
     (None, False) for the deployed embedder's own key (it always serves). DeploymentError when the model is
-    unknown to this tenant (another tenant's included), still training, failed, a whole ONNX tower (it
-    needs the images, which this re-embed does not fetch), or a head of another backbone than the deployed one.
+    unknown to this tenant (another tenant's included), still training, failed, a detector, or a head of
+    another backbone than the deployed one. A whole ONNX tower (a fine-tuned backbone, an autoencoder) is
+    re-embedded from the images: it embeds the crops of the deployed embedder's items, whatever its backbone.
     """
     if index_kind not in INDEX_KINDS:
         raise DeploymentError("bad_index_kind", f"unknown index kind {index_kind!r}; known: {', '.join(INDEX_KINDS)}")
@@ -140,10 +148,18 @@ def deploy_trained(
     except VisionError as exc:
         raise DeploymentError("artefact_missing", f"model {job.model_key!r} cannot be read: {exc}") from None
     if card.get("weights") != "head.npz":
-        raise DeploymentError(
-            "tower",
-            f"model {job.model_key!r} is a fine-tuned ONNX tower: re-embedding it needs every image run through "
-            "the worker again, which is not built yet (deploy a head, or serve it with VITRINE_EMBEDDER=trained)",
+        if index_kind == "codes":
+            raise DeploymentError("bad_index_kind", f"model {job.model_key!r} is a tower without a code layer")
+        return request_deployment(
+            session,
+            tenant_id,
+            model_key=job.model_key,
+            source_key=embedder_key,  # its items' boxes are the crops the tower embeds
+            dim=int(card["dim"]),
+            bits=None,
+            artefact_path=job.artefact_path,
+            index_kind=index_kind,
+            needs_images=True,
         )
     source = (card.get("backbone") or {}).get("model_key")
     if source != embedder_key:
@@ -251,8 +267,9 @@ def _not_ready(dep: ModelDeployment) -> str:
 # --- the runner's steps (streams/reembed.py drives them) ---
 
 
-def claim(session: Session, owner: str, *, lease_s: float) -> ModelDeployment | None:
-    """Take the oldest `embedding` deployment whose lease is free, expired or already `owner`'s, for `lease_s`."""
+def claim(session: Session, owner: str, *, lease_s: float, images: bool = True) -> ModelDeployment | None:
+    """Take the oldest `embedding` deployment whose lease is free, expired or already `owner`'s, for `lease_s`
+    (without `images`, only a head's: the caller cannot fetch images for a tower)."""
     now = datetime.now(UTC)
     dep = session.scalar(
         select(ModelDeployment)
@@ -261,6 +278,7 @@ def claim(session: Session, owner: str, *, lease_s: float) -> ModelDeployment | 
             (ModelDeployment.lease_until.is_(None))
             | (ModelDeployment.lease_until < now)
             | (ModelDeployment.lease_owner == owner),
+            ModelDeployment.needs_images.is_(False) if not images else true(),
         )
         .order_by(ModelDeployment.created_at)
         .limit(1)
@@ -344,6 +362,72 @@ def reembed_page(
     return Page(len(candidates), written, False)
 
 
+@dataclass(frozen=True)
+class ImageItem:
+    """A source item of a tower's page: where its pixels are (the image's URL and box) and what they were."""
+
+    id: int
+    product_id: int
+    tenant_id: str
+    url: str
+    content_hash: str | None
+    box: tuple[float, float, float, float]
+
+
+_READ_IMAGE_PAGE = text("""
+    SELECT s.id, s.product_id, s.tenant_id, pi.url, pi.content_hash, s.box FROM items s
+    JOIN product_images pi ON pi.id = s.image_id
+    WHERE s.tenant_id = :t AND s.model = :src AND s.id > :after
+      AND NOT EXISTS (SELECT 1 FROM items x WHERE x.image_id = s.image_id AND x.model = :key
+                      AND x.kind = s.kind AND x.box = s.box)
+    ORDER BY s.id LIMIT :page
+""")
+
+
+def read_image_page(session: Session, dep: ModelDeployment, *, page: int = 64) -> list[ImageItem]:
+    """The next source items of a tower's pass (after the cursor, without a vector of the model), with their image."""
+    params = {"t": dep.tenant_id, "src": dep.source_key, "key": dep.model_key, "after": dep.cursor, "page": page}
+    return [
+        ImageItem(r.id, r.product_id, r.tenant_id, r.url, r.content_hash, tuple(r.box))
+        for r in session.execute(_READ_IMAGE_PAGE, params)
+    ]
+
+
+def write_image_page(
+    session: Session,
+    dep: ModelDeployment,
+    owner: str,
+    *,
+    read: list[ImageItem],
+    vectors: dict[int, np.ndarray],
+    lease_s: float = 60.0,
+) -> Page:
+    """Write a tower's vectors of a page read by `read_image_page` and move the cursor past it, in the caller's
+    transaction (commit it as a whole). Items without a vector count as failed; an item rewritten or deleted
+    since the read is skipped (its product's new items come from ingest or the sweep)."""
+    if not read:
+        _advance(session, dep, owner, lease_s=lease_s, read=0, written=0, cursor=dep.cursor)
+        return Page(0, 0, True)
+    written = 0
+    if vectors:
+        ids = sorted(vectors)
+        products = sorted({item.product_id for item in read if item.id in vectors})
+        session.execute(_LOCK_PRODUCTS, {"ids": products})
+        mapped = np.stack([vectors[i] for i in ids])
+        if mapped.shape != (len(ids), dep.dim):
+            expected = (len(ids), dep.dim)
+            raise DeploymentError("bad_model", f"the model embedded crops to {mapped.shape}, expected {expected}")
+        result = session.execute(
+            _COPY_ITEMS,
+            {"ids": ids, "t": dep.tenant_id, "emb": [vector_text(v) for v in mapped], "model": dep.model_key,
+             "dim": dep.dim},
+        )  # fmt: skip
+        written = result.rowcount
+    failed = len(read) - len(vectors)
+    _advance(session, dep, owner, lease_s=lease_s, read=len(read), written=written, cursor=read[-1].id, failed=failed)
+    return Page(len(read), written, False)
+
+
 def read_vectors(session: Session, tenant_id: str, ids: list[int]) -> list[tuple[int, np.ndarray]]:
     """(id, float32 vector) of the tenant's items `ids`, in id order, in the session's transaction.
 
@@ -359,7 +443,9 @@ def read_vectors(session: Session, tenant_id: str, ids: list[int]) -> list[tuple
         return [(item_id, np.frombuffer(data, dtype=">f4", offset=4).astype(np.float32)) for item_id, data in cur]
 
 
-def _advance(session: Session, dep: ModelDeployment, owner: str, *, lease_s: float, read: int, written: int, cursor):
+def _advance(
+    session: Session, dep: ModelDeployment, owner: str, *, lease_s: float, read: int, written: int, cursor, failed=0
+):
     now = datetime.now(UTC)
     done = session.execute(
         update(ModelDeployment)
@@ -373,6 +459,7 @@ def _advance(session: Session, dep: ModelDeployment, owner: str, *, lease_s: flo
             cursor=cursor,
             items_done=ModelDeployment.items_done + (read if dep.phase == "scan" else 0),
             items_written=ModelDeployment.items_written + written,
+            items_failed=ModelDeployment.items_failed + failed,
             lease_until=now + timedelta(seconds=lease_s),
             updated_at=now,
         )
@@ -387,7 +474,8 @@ def next_phase(session: Session, dep: ModelDeployment) -> str:
     """After a pass reached its end: scan -> sweep (cursor back to 0) -> index. Returns the new phase."""
     now = datetime.now(UTC)
     if dep.phase == "scan":
-        dep.phase, dep.cursor, dep.scan_done_at = "sweep", 0, now
+        # The sweep tries the scan's failed items again: what it cannot write either is what stays without.
+        dep.phase, dep.cursor, dep.scan_done_at, dep.items_failed = "sweep", 0, now, 0
     elif dep.phase == "sweep":
         dep.phase = "index"
     dep.updated_at = now

@@ -419,6 +419,8 @@ class ModelDeployment(Base):
     embedding, `phase` goes scan -> sweep -> index -> done; `cursor` is the last source item committed
     in the current pass, in the same transaction as the vectors it wrote, so a resumed run never writes
     a vector twice. `lease_owner` / `lease_until`: the process running it; an expired lease is taken over.
+    `needs_images` (0015): a fine-tuned tower, re-embedded from the re-fetched images rather than from stored
+    vectors; `items_failed` counts the items whose image could not be fetched or had changed (they stay without).
     """
 
     __tablename__ = "model_deployments"
@@ -442,6 +444,8 @@ class ModelDeployment(Base):
     items_done: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")  # source items read
     items_written: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")  # vectors written
     items_total: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")  # source items at start
+    needs_images: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    items_failed: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")  # towers: left without
     lease_owner: Mapped[str | None] = mapped_column(Text)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     scan_done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -39,6 +39,8 @@ def catalog_status(session: Session, only_tenant: str | None = None) -> list[dic
                 "progress": progress(d),
                 "items_done": d.items_done,
                 "items_total": d.items_total,
+                "items_failed": d.items_failed,
+                "from_images": d.needs_images,
                 "index_kind": d.index_kind,
                 "reason": d.reason,
             }

@@ -353,7 +353,7 @@ class Indexer:
         all new images embedded at once."""
         p = self.policy
         out: list[ImageResult] = []
-        pending: list[tuple[ImageResult, list]] = []
+        pending: list[tuple[ImageResult, list, str]] = []
         for (url, pos, data, known), tenant_id in zip(todo, tenants, strict=True):
             if isinstance(data, FetchError):
                 if data.permanent:
@@ -402,19 +402,40 @@ class Indexer:
                 max_items=p.max_items,
                 iou_threshold=p.iou_threshold,
             )
-            pending.append((res, crops))
-        all_crops = [c.crop for _, crops in pending for c in crops]
+            pending.append((res, crops, tenant_id))
+        all_crops = [c.crop for _, crops, _ in pending for c in crops]
         vectors = self.embedder.embed(all_crops) if all_crops else []
+        extras = self._tower_vectors(all_crops, [t for _, crops, t in pending for _ in crops])
         metrics.IMAGES.labels("embedded").inc(len(pending))
         metrics.ITEMS_EMBEDDED.inc(len(all_crops))
         i = 0
-        for res, crops in pending:
+        for res, crops, _ in pending:
             res.items = [
-                ItemRow(c.detection.kind, c.detection.box, c.detection.label, c.detection.score, vectors[i + j])
+                ItemRow(c.detection.kind, c.detection.box, c.detection.label, c.detection.score, vectors[i + j],
+                        extras[i + j])
                 for j, c in enumerate(crops)
-            ]
+            ]  # fmt: skip
             i += len(crops)
         return out
+
+    def _tower_vectors(self, crops: list, owners: list[str]) -> list[dict]:
+        """Per crop, the vectors of its tenant's deployed towers ({key: vector}); a tower that fails to run
+        leaves its vectors to the deployment's sweep, and the product is indexed all the same."""
+        extras: list[dict] = [{} for _ in crops]
+        derived = self._derived() or {}
+        for tenant in set(owners):
+            for model in derived.get(tenant, ()):
+                if model.embed is None:
+                    continue
+                idx = [i for i, t in enumerate(owners) if t == tenant]
+                try:
+                    vectors = model.embed([crops[i] for i in idx])
+                except Exception as exc:  # a broken artefact must not stop the tenant's catalog
+                    log.error("tower %s of %s did not run (its sweep retries): %s", model.key, tenant, exc)
+                    continue
+                for i, vector in zip(idx, vectors, strict=True):
+                    extras[i][model.key] = vector
+        return extras
 
     def _thumbnail(self, data: bytes) -> bytes | None:
         """The thumbnail of an unchanged image stored without one; None if it no longer decodes within the limits."""

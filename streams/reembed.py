@@ -5,6 +5,11 @@ in the foreground. A deployment is leased to one process at a time; a process th
 after `lease_s` and the next one resumes at the last committed page. Pages are short transactions with a
 pause between them (`reembed_pause_s`), so catalog events and storefront queries keep their latency.
 
+A head maps the stored backbone vectors. A fine-tuned tower needs the pixels: its pages are smaller
+(`reembed_image_page` items), their images are fetched again and cropped outside any transaction
+(streams/tower_images.py), the tower runs on one thread, and after each page the runner rests for as long
+as the page took times (1 - duty) / duty (`reembed_image_duty`), so the worker's own events keep the rest.
+
 `DeployedHeads` is the ingest's side: per tenant, the heads whose vectors new products get in the same
 transaction as the backbone's, re-read every `deployment_cache_ttl_s`.
 """
@@ -28,6 +33,7 @@ from db import deployments as repo
 from db.catalog import DerivedModel
 from db.models import ModelDeployment
 from db.vector_index import codes_key, ensure_vector_index, index_ready
+from streams.tower_images import ImageCrops
 from vision.model import VisionError
 from vision.trained import TrainedEmbedder
 
@@ -42,10 +48,14 @@ def owner_name() -> str:
 
 
 class ModelCache:
-    """Loaded trained models by artefact path (one load per process, shared by the runner and the ingest)."""
+    """Loaded trained models by artefact path (one load per process, shared by the runner and the ingest).
 
-    def __init__(self, cache_dir: Path):
-        self.cache_dir = cache_dir
+    A head loads only its weights (the stored backbone vectors are its input); a tower loads its ONNX graph,
+    run on `tower_threads` threads (one by default: the worker's own embedder keeps the other cores).
+    """
+
+    def __init__(self, cache_dir: Path, *, tower_threads: int = 1):
+        self.cache_dir, self.tower_threads = cache_dir, tower_threads
         self._models: dict[str, TrainedEmbedder] = {}
         self._lock = threading.Lock()
 
@@ -54,8 +64,11 @@ class ModelCache:
         with self._lock:
             model = self._models.get(artefact_path)
             if model is None:
-                model = TrainedEmbedder(artefact=artefact_path, cache_dir=self.cache_dir)
-                model.head_weights()  # only the head: the stored backbone vectors are its input
+                model = TrainedEmbedder(artefact=artefact_path, cache_dir=self.cache_dir, threads=self.tower_threads)
+                if model.is_tower:
+                    model.load()
+                else:
+                    model.head_weights()
                 self._models[artefact_path] = model
             return model
 
@@ -86,9 +99,13 @@ class Reembedder:
         settle_s: float = 20.0,
         owner: str | None = None,
         index_memory: str = "512MB",
+        images: ImageCrops | None = None,
+        image_page: int = 32,
+        image_duty: float = 0.5,
     ):
         self.engine, self.sessions, self.models = engine, sessions, models
         self.index_memory = index_memory
+        self.images, self.image_page, self.image_duty = images, image_page, image_duty
         self.page, self.pause_s, self.lease_s, self.settle_s = page, pause_s, lease_s, settle_s
         self.owner = owner or owner_name()
 
@@ -100,7 +117,7 @@ class Reembedder:
         keeps the deployment this process's until it expires).
         """
         with self.sessions.begin() as s:
-            dep = repo.claim(s, self.owner, lease_s=self.lease_s)
+            dep = repo.claim(s, self.owner, lease_s=self.lease_s, images=self.images is not None)
         if dep is None:
             return None
         try:
@@ -112,20 +129,30 @@ class Reembedder:
                 repo.mark_failed(s, dep.tenant_id, dep.model_key, f"cannot load the model: {exc}")
             log.error("deployment %s of %s failed: %s", dep.model_key, dep.tenant_id, exc)
             return dep
-        transform, codes = transforms(model, dep)
+        if dep.needs_images:
+
+            def next_page() -> repo.Page:
+                return self._tower_page(dep, model)
+
+        else:
+            transform, codes = transforms(model, dep)
+
+            def next_page() -> repo.Page:
+                with self.sessions.begin() as s:
+                    s.add(dep)
+                    return repo.reembed_page(
+                        s, dep, self.owner, transform=transform, codes=codes, page=self.page, lease_s=self.lease_s
+                    )
+
         tenant, key = dep.tenant_id, dep.model_key  # readable after a rolled-back page expired `dep`
         while not (stop and stop.is_set()):
             if dep.phase == "sweep" and not repo.sweep_due(dep, settle_s=self.settle_s):
                 return dep  # every worker's cache must know the model first; claimed again later
             if dep.phase in ("scan", "sweep"):
                 try:
-                    with self.sessions.begin() as s:
-                        s.add(dep)
-                        page = repo.reembed_page(
-                            s, dep, self.owner, transform=transform, codes=codes, page=self.page, lease_s=self.lease_s
-                        )
-                except repo.DeploymentError as exc:
-                    if exc.code == "lease_lost":
+                    page = next_page()
+                except (repo.DeploymentError, VisionError) as exc:
+                    if isinstance(exc, repo.DeploymentError) and exc.code == "lease_lost":
                         raise
                     # The model itself is at fault (its output does not fit): retrying would fail forever.
                     with self.sessions.begin() as s:
@@ -138,7 +165,7 @@ class Reembedder:
                         s.add(dep)
                         repo.next_phase(s, dep)
                     log.info("deployment %s of %s: now %s", dep.model_key, dep.tenant_id, dep.phase)
-                elif self.pause_s:
+                elif self.pause_s and not dep.needs_images:  # a tower's page rests in _tower_page
                     time.sleep(self.pause_s)
                 continue
             if dep.phase == "index":
@@ -149,6 +176,29 @@ class Reembedder:
                 log.info("deployment %s of %s is ready", dep.model_key, dep.tenant_id)
             return dep
         return dep
+
+    def _tower_page(self, dep: ModelDeployment, model: TrainedEmbedder) -> repo.Page:
+        """Read a page of items, fetch and crop their images and run the tower (no transaction open meanwhile),
+        write the vectors and move the cursor in one transaction, then rest for the duty cycle."""
+        started = time.perf_counter()
+        with self.sessions() as s:
+            read = repo.read_image_page(s, dep, page=self.image_page)
+        vectors = {}
+        if read:
+            crops, failures = self.images.crops(read)
+            if failures:
+                log.warning("deployment %s of %s: %d item(s) left for the sweep: %s", dep.model_key,
+                            dep.tenant_id, sum(failures.values()), dict(failures))  # fmt: skip
+            if crops:
+                ids = list(crops)
+                vectors = dict(zip(ids, model.embed([crops[i] for i in ids]), strict=True))
+        with self.sessions.begin() as s:
+            s.add(dep)
+            page = repo.write_image_page(s, dep, self.owner, read=read, vectors=vectors, lease_s=self.lease_s)
+        if not page.finished:
+            busy = time.perf_counter() - started
+            time.sleep(max(self.pause_s, busy * (1.0 - self.image_duty) / self.image_duty))
+        return page
 
     def _build_indexes(self, dep: ModelDeployment) -> None:
         """The serving index (and, for a head with codes, the codes' one), built without blocking writes."""
@@ -194,7 +244,7 @@ class Reembedder:
 
 
 class DeployedHeads:
-    """Per tenant, the deployed heads of `backbone_key` that new products get vectors of (a TTL cache)."""
+    """Per tenant, the deployed heads (and towers) of `backbone_key` that new products get vectors of (a TTL cache)."""
 
     def __init__(
         self,
@@ -233,6 +283,9 @@ class DeployedHeads:
                 model = self.models.get(dep.artefact_path)
             except VisionError as exc:
                 log.error("deployed model %s of %s cannot load: %s", dep.model_key, dep.tenant_id, exc)
+                continue
+            if dep.needs_images:  # a tower embeds the same crops as the backbone (streams/ingest.py)
+                heads.setdefault(dep.tenant_id, []).append(DerivedModel(dep.model_key, dep.dim, embed=model.embed))
                 continue
             transform, codes = transforms(model, dep)
             heads.setdefault(dep.tenant_id, []).append(

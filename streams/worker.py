@@ -47,6 +47,7 @@ from streams.lag import consumer_lag
 from streams.outage import DATABASE, DatabaseHealth, failure_reason, is_outage, is_transient, wait_out_outages
 from streams.reembed import SETTLE_MARGIN_S, DeployedHeads, ModelCache, Reembedder
 from streams.topics import DEAD_LETTER, INTERACTIONS, PRODUCT_EVENTS, PRODUCT_INDEXED
+from streams.tower_images import ImageCrops
 from vision.components import build_detector, build_embedder
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,9 @@ def create_worker(settings: Settings) -> faust.App:
         page=settings.reembed_page,
         pause_s=settings.reembed_pause_s,
         settle_s=settings.deployment_cache_ttl_s + SETTLE_MARGIN_S,
+        images=ImageCrops.from_settings(settings),  # a fine-tuned tower's pages fetch their images again
+        image_page=settings.reembed_image_page,
+        image_duty=settings.reembed_image_duty,
     )
 
     @app.task

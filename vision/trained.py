@@ -117,6 +117,11 @@ class TrainedEmbedder(Embedder):
     def _is_head(self) -> bool:
         return self.card["weights"] == "head.npz"
 
+    @property
+    def is_tower(self) -> bool:
+        """A whole ONNX tower (fine-tuned backbone, autoencoder): it embeds images, not stored vectors."""
+        return not self._is_head
+
     def preprocess(self, image: Image.Image) -> np.ndarray:
         if self.card["input"]["preprocessing"] == "unit":
             rgb = image.convert("RGB").resize((self.input_size, self.input_size), Image.BILINEAR)

@@ -13,11 +13,19 @@ from dashboards.ui import current_tenant, database_url_or_stop, outage_lines
 
 def deployment_state(d: dict) -> str:
     """A deployment's state as `vitrine status` words it: re-embed progress, ready with its index, or why it failed."""
-    if d["status"] == "embedding":
-        return f"re-embedding, {d['phase']} {d['progress']:.0%} ({d['items_done']:,}/{d['items_total']:,} items read)"
     if d["status"] == "failed":
         return f"failed: {d['reason'] or 'no reason recorded'}"
-    return f"ready, {d['index_kind']} index"
+    source = " from the images" if d.get("from_images") else ""
+    if d["status"] == "embedding":
+        state = (
+            f"re-embedding{source}, {d['phase']} {d['progress']:.0%} "
+            f"({d['items_done']:,}/{d['items_total']:,} items read)"
+        )
+    else:
+        state = f"ready, {d['index_kind']} index"
+    if d.get("items_failed"):
+        state += f", {d['items_failed']:,} item(s) without a vector (image unavailable or changed)"
+    return state
 
 
 tenant = current_tenant()

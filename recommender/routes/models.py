@@ -170,6 +170,11 @@ class DeploymentOut(BaseModel):
     items_done: int = Field(description="Source vectors read so far")
     items_total: int = Field(description="Source vectors when the deployment started")
     items_written: int = Field(description="Vectors of this model written by the re-embed (ingest writes the rest)")
+    items_failed: int = Field(
+        description="A fine-tuned tower's items whose image could not be fetched again or had changed: they have "
+        "no vector of this model (the final sweep tried them once more)"
+    )
+    from_images: bool = Field(description="A fine-tuned tower, re-embedded from the re-fetched images")
     index_kind: str
     reason: str | None = Field(description="Why it failed (failed only)")
     created_at: datetime
@@ -187,7 +192,6 @@ _DEPLOY_STATUS = {
     "unknown_model": 404,
     "not_deployed": 404,
     "not_ready": 409,
-    "tower": 409,
     "detector": 409,
     "backbone_mismatch": 409,
     "no_previous": 409,
@@ -210,6 +214,8 @@ def _dep_out(dep) -> DeploymentOut:
         items_done=dep.items_done,
         items_total=dep.items_total,
         items_written=dep.items_written,
+        items_failed=dep.items_failed,
+        from_images=dep.needs_images,
         index_kind=dep.index_kind,
         reason=dep.reason,
         created_at=dep.created_at,
@@ -235,7 +241,7 @@ def _serving(session, tenant_id: str, embedder_key: str) -> ServingOut:
         200: {"model": DeploymentOut, "description": "Already deploying or deployed (unchanged)"},
         401: {"model": Problem},
         404: {"model": Problem},
-        409: {"model": Problem, "description": "Not ready, a tower, or a head of another backbone"},
+        409: {"model": Problem, "description": "Not ready, a detector, or a head of another backbone"},
         422: {"model": Problem},
     },
 )

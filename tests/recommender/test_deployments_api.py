@@ -17,7 +17,7 @@ from streams.reembed import ModelCache, Reembedder
 from streams.topics import INTERACTIONS
 from tests.helpers import wait_for
 from tests.recommender.helpers import rec
-from tests.streams.deployment_helpers import DIM_IN, products, ready_model
+from tests.streams.deployment_helpers import DIM_IN, products, ready_model, ready_tower, tower_artefact
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +170,21 @@ def test_an_arm_whose_model_is_not_ready_falls_back_to_the_baseline(api, session
     body = rec(c, api["shop"], "p2").json()
     assert body["arm"] == f"visual@{key}" and body["fallback"] == "model_not_ready" and body["model"] is None
     assert len(body["items"]) == 10  # the shopper still gets recommendations
+
+
+def test_a_fine_tuned_tower_is_deployed_from_the_images_and_says_so(api, sessions, tmp_path):
+    """A tower has no stored input to map: the deployment re-embeds from the images (workers fetch them again);
+    it has no code layer for the codes index."""
+    c, acme = api["client"], api["acme"]
+    with sessions.begin() as s:
+        tower = ready_tower(s, "acme", tower_artefact(tmp_path / "tower"))
+    codes = c.post(f"/v1/models/{tower}/deploy", headers=acme, json={"index_kind": "codes"})
+    assert codes.status_code == 422 and "tower without a code layer" in codes.text
+    started = c.post(f"/v1/models/{tower}/deploy", headers=acme)
+    assert started.status_code == 202, started.text
+    body = started.json()
+    state = (body["from_images"], body["status"], body["items_total"], body["items_failed"])
+    assert state == (True, "embedding", 60, 0)
+    listed = c.get("/v1/deployments", headers=acme).json()["deployments"]
+    assert [(d["model_key"], d["from_images"]) for d in listed] == [(tower, True)]
+    assert c.get("/v1/deployments", headers=api["globex"]).json()["deployments"] == []

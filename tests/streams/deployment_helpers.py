@@ -1,4 +1,5 @@
-"""Helpers of the deployment tests: a catalog of stored backbone vectors, a ready trained head on it."""
+"""Helpers of the deployment tests: a catalog of stored backbone vectors, a ready trained head on it, a small
+fine-tuned tower (a real ONNX graph) to re-embed from the images."""
 
 from __future__ import annotations
 
@@ -77,3 +78,30 @@ def products(
         image = ImageResult(f"https://x.test/p{i}.jpg", 0, "ok", content_hash=f"h{i}-{version}", items=[item])
         batch.append((event, [image]))
     catalog.upsert_products(s, batch, model_key=backbone, dim=DIM_IN, derived=derived)
+
+
+TOWER_DIM = 8
+
+
+def tower_artefact(directory: Path) -> Path:
+    """A small real ONNX tower (conv, pool) with a fine-tune's card: `vitrine model train --finetune`, in miniature."""
+    import torch
+
+    from vision.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(3, TOWER_DIM, 3, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    ).eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    export_onnx(module, torch.rand(2, 3, 64, 64), directory / "tower.onnx")
+    card = {"name": "triplet-finetune", "method": "finetune", "dim": TOWER_DIM,
+            "input": {"size": 64, "preprocessing": "imagenet"}}  # fmt: skip
+    return write_artefact(directory / "models", card, onnx=(directory / "tower.onnx").read_bytes())
+
+
+def ready_tower(s, tenant: str, path: Path) -> str:
+    """Register a finished fine-tuning job of `tenant` with the tower artefact at `path`; returns its model key."""
+    job = models_repo.start_job(s, tenant, method="triplet", finetune=True, params={})
+    models_repo.finish_job(s, tenant, job.job_id, model_key=path.stem, artefact_path=str(path), card={})
+    return path.stem

@@ -669,6 +669,29 @@ def bench_reembed(
     typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
 
 
+@bench_app.command("reembed-tower")
+def bench_reembed_tower(
+    products: int = typer.Option(300, min=10, help="Products of the tenant (1-3 images each) to re-embed"),
+    seed: int = typer.Option(0, help="Seed of the images and the catalog"),
+    interval: float = typer.Option(1.0, min=0.05, help="One live catalog event every this many seconds"),
+    baseline: float = typer.Option(30.0, min=1, help="Seconds of live events timed before the deployment"),
+    duty: float = typer.Option(None, min=0.01, max=1.0, help="VITRINE_REEMBED_IMAGE_DUTY for this run"),
+    page: int = typer.Option(None, min=1, help="VITRINE_REEMBED_IMAGE_PAGE for this run"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Deploy a fine-tuned tower on the running worker (images fetched again and cropped) while catalog events
+    keep coming; time the re-embed and the live events before and during it."""
+    from vitrine.bench.reembed_tower import format_report, run_tower_reembed_bench
+
+    setup_logging(verbose)
+    settings = load_settings()
+    changes = {"reembed_image_duty": duty, "reembed_image_page": page}
+    settings = settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
+    result = run_tower_reembed_bench(settings, products=products, seed=seed, interval_s=interval, baseline_s=baseline)
+    typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
+
+
 @bench_app.command("detector")
 def bench_detector(
     classes: int = typer.Option(8, "--classes", min=1, help="Demo catalog categories taught as classes"),

@@ -50,6 +50,8 @@ def _deployment_json(dep) -> dict:
         "items_done": dep.items_done,
         "items_total": dep.items_total,
         "items_written": dep.items_written,
+        "items_failed": dep.items_failed,
+        "from_images": dep.needs_images,
         "index_kind": dep.index_kind,
         "reason": dep.reason,
         "created_at": dep.created_at.isoformat(),
@@ -102,11 +104,12 @@ def reembed(
     as_json: bool = JSON,
     verbose: bool = VERBOSE,
 ) -> None:
-    """Deploy a head model and run its re-embed here until it is ready: read, map, write, index."""
+    """Deploy a model and run its re-embed here until it is ready: read (a tower: fetch and crop), map, write, index."""
     from db.models import ModelDeployment
     from db.reembed import count_items
     from db.session import session_factory
     from streams.reembed import SETTLE_MARGIN_S, ModelCache, Reembedder
+    from streams.tower_images import ImageCrops
 
     quiet_logging(verbose)
     settings = load_settings()
@@ -121,6 +124,9 @@ def reembed(
             page=settings.reembed_page,
             pause_s=settings.reembed_pause_s,  # a live stack's catalog events and shoppers keep their latency
             settle_s=settings.deployment_cache_ttl_s + SETTLE_MARGIN_S if settle is None else settle,
+            images=ImageCrops.from_settings(settings),
+            image_page=settings.reembed_image_page,
+            image_duty=settings.reembed_image_duty,
         )
         started = time.perf_counter()
         runner.run_until_idle()
@@ -143,7 +149,8 @@ def reembed(
     else:
         typer.echo(
             f"{tenant}: {dep.model_key} ready with {total} vectors ({dep.items_written} written from "
-            f"{dep.source_key} by this deployment, the rest by ingest) in {report['seconds']} s"
+            f"{'the images of ' if dep.needs_images else ''}{dep.source_key} by this deployment, the rest by "
+            f"ingest; {dep.items_failed} without) in {report['seconds']} s"
         )
 
 

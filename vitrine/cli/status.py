@@ -71,12 +71,17 @@ def _catalog_status(settings: Settings, only: str | None) -> tuple[list[dict], s
 def deployment_line(d: dict, *, active: str | None = None) -> str:
     """One model deployment as a status line: state, re-embed progress, and whether it is the active model."""
     mark = " (active)" if d["model_key"] == active else ""
+    source = " from the images" if d.get("from_images") else ""
     if d["status"] == "embedding":
-        state = f"re-embedding, {d['phase']} {d['progress']:.0%} ({d['items_done']:,}/{d['items_total']:,} read)"
+        state = (
+            f"re-embedding{source}, {d['phase']} {d['progress']:.0%} ({d['items_done']:,}/{d['items_total']:,} read)"
+        )
     elif d["status"] == "failed":
         state = f"failed: {clip(d['reason'] or '', 80)}"
     else:
         state = f"ready, {d['index_kind']} index"
+    if d["status"] != "failed" and d.get("items_failed"):
+        state += f", {d['items_failed']:,} item(s) without a vector (image unavailable or changed)"
     return f"model {d['model_key']}{mark}: {state}"
 
 
