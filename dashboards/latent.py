@@ -27,6 +27,7 @@ import streamlit as st
 from PIL import Image, UnidentifiedImageError
 
 from dashboards.data import LIST_TTL_S, engine
+from vision.image import pil_open
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def read_thumbnails(database_url: str, tenant_id: str, product_ids: list[str]) -
 def hover_thumbnail(webp: bytes, side: int = HOVER_SIDE) -> str | None:
     """A data URL of `webp` re-encoded with its longest side at most `side` px; None if it cannot be decoded."""
     try:
-        with Image.open(io.BytesIO(webp)) as im:
+        with pil_open(io.BytesIO(webp)) as im:
             if im.width * im.height > 4096 * 4096:  # stored thumbnails are 256 px: anything else is not one
                 return None
             im.thumbnail((side, side), Image.Resampling.LANCZOS)

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dashboards import data, model_data
 from dashboards.ui import current_tenant, database_url_or_stop
+from vision.image import pil_open
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def decode_thumbnail(thumbnail: bytes | None) -> Image.Image | None:
     if not thumbnail:
         return None
     try:
-        with Image.open(io.BytesIO(thumbnail)) as im:
+        with pil_open(io.BytesIO(thumbnail)) as im:
             return im.convert("RGB")
     except Exception as exc:  # a damaged row must not take the page down: the placeholder says enough
         log.warning("stored thumbnail does not decode: %r", exc)

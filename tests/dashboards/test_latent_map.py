@@ -146,6 +146,16 @@ def test_vectors_are_the_first_images_of_the_tenants_live_products(shop, setting
     assert latent.read_vectors(url, BARE, key).total == 0
 
 
+def test_an_undecodable_thumbnail_is_none_even_after_ultralytics_patched_pil():
+    """ultralytics replaces PIL.Image.open process-wide (an unknown format then tries to install pi-heif and
+    raises ImportError); the dashboards open thumbnails with the original opener, whatever ran before."""
+    import ultralytics  # noqa: F401  the patch happens on import, as in a worker or after a detector test
+
+    from dashboards import latent
+
+    assert latent.hover_thumbnail(b"not an image") is None
+
+
 def test_hover_thumbnails_are_the_tenants_own_and_small(shop, settings):
     from dashboards import latent
 
