@@ -42,7 +42,7 @@ from db.vector_index import _MODEL_KEY, INDEX_KINDS, codes_key
 from vision.model import VisionError
 from vision.trained import read_card
 
-STATUSES = ("embedding", "ready", "failed")
+STATUSES = ("embedding", "ready", "failed", "retiring")
 
 
 class DeploymentError(ValueError):
@@ -92,6 +92,10 @@ def request_deployment(
         raise DeploymentError("invalid_key", f"invalid model key {model_key!r}")
     dep = session.get(ModelDeployment, (tenant_id, model_key), with_for_update=True)
     now = datetime.now(UTC)
+    if dep is not None and dep.status == "retiring":
+        raise DeploymentError(
+            "retiring", f"model {model_key!r} is being retired (its vectors are being deleted): deploy it again after"
+        )
     if dep is not None and dep.status != "failed":
         if dep.index_kind != index_kind:
             dep.index_kind, dep.status, dep.phase, dep.updated_at = index_kind, "embedding", "index", now
@@ -259,6 +263,8 @@ def rollback(session: Session, tenant_id: str, *, embedder_key: str) -> Tenant:
 
 
 def _not_ready(dep: ModelDeployment) -> str:
+    if dep.status == "retiring":
+        return f"model {dep.model_key!r} is being retired"
     if dep.status == "failed":
         return f"model {dep.model_key!r} failed to deploy: {dep.reason}"
     return f"model {dep.model_key!r} is still re-embedding ({dep.phase}, {progress(dep):.0%})"
@@ -267,14 +273,21 @@ def _not_ready(dep: ModelDeployment) -> str:
 # --- the runner's steps (streams/reembed.py drives them) ---
 
 
-def claim(session: Session, owner: str, *, lease_s: float, images: bool = True) -> ModelDeployment | None:
-    """Take the oldest `embedding` deployment whose lease is free, expired or already `owner`'s, for `lease_s`
-    (without `images`, only a head's: the caller cannot fetch images for a tower)."""
+def claim(
+    session: Session, owner: str, *, lease_s: float, images: bool = True, settle_s: float = 0.0
+) -> ModelDeployment | None:
+    """Take the oldest `embedding` deployment, or `retiring` one retired at least `settle_s` ago, whose lease is
+    free, expired or already `owner`'s, for `lease_s` (without `images`, no tower's: the caller cannot fetch
+    images)."""
     now = datetime.now(UTC)
     dep = session.scalar(
         select(ModelDeployment)
         .where(
-            ModelDeployment.status == "embedding",
+            (ModelDeployment.status == "embedding")
+            | (
+                (ModelDeployment.status == "retiring")
+                & (ModelDeployment.retired_at <= now - timedelta(seconds=settle_s))
+            ),
             (ModelDeployment.lease_until.is_(None))
             | (ModelDeployment.lease_until < now)
             | (ModelDeployment.lease_owner == owner),
@@ -444,8 +457,16 @@ def read_vectors(session: Session, tenant_id: str, ids: list[int]) -> list[tuple
 
 
 def _advance(
-    session: Session, dep: ModelDeployment, owner: str, *, lease_s: float, read: int, written: int, cursor, failed=0
-):
+    session: Session,
+    dep: ModelDeployment,
+    owner: str,
+    *,
+    lease_s: float,
+    read: int,
+    written: int,
+    cursor: int,
+    failed: int = 0,
+) -> None:
     now = datetime.now(UTC)
     done = session.execute(
         update(ModelDeployment)
@@ -497,16 +518,22 @@ def mark_ready(session: Session, dep: ModelDeployment, owner: str) -> None:
             ModelDeployment.tenant_id == dep.tenant_id,
             ModelDeployment.model_key == dep.model_key,
             ModelDeployment.lease_owner == owner,
+            ModelDeployment.status == "embedding",  # retired meanwhile: it stays retiring
         )
         .values(status="ready", phase="done", ready_at=now, updated_at=now, lease_owner=None, lease_until=None)
     )
 
 
 def mark_failed(session: Session, tenant_id: str, model_key: str, reason: str) -> None:
-    """The deployment cannot complete (the reason, one sentence); it never serves. Deploy again to retry."""
+    """The deployment cannot complete (the reason, one sentence); it never serves. Deploy again to retry.
+    A deployment retired meanwhile stays retiring (its vectors are still to be deleted)."""
     now = datetime.now(UTC)
     session.execute(
         update(ModelDeployment)
-        .where(ModelDeployment.tenant_id == tenant_id, ModelDeployment.model_key == model_key)
+        .where(
+            ModelDeployment.tenant_id == tenant_id,
+            ModelDeployment.model_key == model_key,
+            ModelDeployment.status == "embedding",
+        )
         .values(status="failed", reason=reason[:1000], updated_at=now, lease_owner=None, lease_until=None)
     )

@@ -421,11 +421,13 @@ class ModelDeployment(Base):
     a vector twice. `lease_owner` / `lease_until`: the process running it; an expired lease is taken over.
     `needs_images` (0015): a fine-tuned tower, re-embedded from the re-fetched images rather than from stored
     vectors; `items_failed` counts the items whose image could not be fetched or had changed (they stay without).
+    `retiring` (0015, since `retired_at`): no longer served or written; its vectors and index are being deleted,
+    then the row.
     """
 
     __tablename__ = "model_deployments"
     __table_args__ = (
-        CheckConstraint("status IN ('embedding', 'ready', 'failed')", name="ck_model_deployments_status"),
+        CheckConstraint("status IN ('embedding', 'ready', 'failed', 'retiring')", name="ck_model_deployments_status"),
         CheckConstraint("phase IN ('scan', 'sweep', 'index', 'done')", name="ck_model_deployments_phase"),
         Index("ix_model_deployments_embedding", "created_at", postgresql_where=text("status = 'embedding'")),
     )
@@ -452,3 +454,4 @@ class ModelDeployment(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

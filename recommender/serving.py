@@ -148,5 +148,7 @@ def check_arm_models(session: Session, tenant_id: str, arm_names: list[str], *, 
             )
         if dep.status == "embedding":
             raise ValueError(f"arm {name!r}: model {key!r} is still re-embedding ({progress(dep):.0%}), try later")
+        if dep.status == "retiring":
+            raise ValueError(f"arm {name!r}: model {key!r} is being retired for this tenant")
         if dep.status != "ready":
             raise ValueError(f"arm {name!r}: model {key!r} failed to deploy: {dep.reason}")

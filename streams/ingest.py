@@ -419,8 +419,9 @@ class Indexer:
         return out
 
     def _tower_vectors(self, crops: list, owners: list[str]) -> list[dict]:
-        """Per crop, the vectors of its tenant's deployed towers ({key: vector}); a tower that fails to run
-        leaves its vectors to the deployment's sweep, and the product is indexed all the same."""
+        """Per crop, the vectors of its tenant's deployed towers ({key: vector}). A tower that fails to run is
+        logged and the product indexed all the same, without its vectors: the deployment's sweep writes them if
+        it has not passed the product yet; after that (a ready model) they stay missing."""
         extras: list[dict] = [{} for _ in crops]
         derived = self._derived() or {}
         for tenant in set(owners):
@@ -431,7 +432,7 @@ class Indexer:
                 try:
                     vectors = model.embed([crops[i] for i in idx])
                 except Exception as exc:  # a broken artefact must not stop the tenant's catalog
-                    log.error("tower %s of %s did not run (its sweep retries): %s", model.key, tenant, exc)
+                    log.error("tower %s of %s did not run, its vectors are missing: %s", model.key, tenant, exc)
                     continue
                 for i, vector in zip(idx, vectors, strict=True):
                     extras[i][model.key] = vector

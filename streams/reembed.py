@@ -30,9 +30,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import deployments as repo
+from db import retirement
 from db.catalog import DerivedModel
 from db.models import ModelDeployment
-from db.vector_index import codes_key, ensure_vector_index, index_ready
+from db.vector_index import INDEX_KINDS, codes_key, drop_vector_index, ensure_vector_index, index_ready
 from streams.tower_images import ImageCrops
 from vision.model import VisionError
 from vision.trained import TrainedEmbedder
@@ -102,12 +103,15 @@ class Reembedder:
         images: ImageCrops | None = None,
         image_page: int = 32,
         image_duty: float = 0.5,
+        retire_after_s: float | None = None,
     ):
         self.engine, self.sessions, self.models = engine, sessions, models
         self.index_memory = index_memory
         self.images, self.image_page, self.image_duty = images, image_page, image_duty
         self.page, self.pause_s, self.lease_s, self.settle_s = page, pause_s, lease_s, settle_s
         self.owner = owner or owner_name()
+        # A retired model's vectors are deleted only once no worker's deployment cache can still write them.
+        self.retire_after_s = settle_s if retire_after_s is None else retire_after_s
 
     def run_once(self, stop: threading.Event | None = None) -> ModelDeployment | None:
         """Claim one deployment and advance it as far as it can go now; returns it (None: nothing to do).
@@ -117,9 +121,13 @@ class Reembedder:
         keeps the deployment this process's until it expires).
         """
         with self.sessions.begin() as s:
-            dep = repo.claim(s, self.owner, lease_s=self.lease_s, images=self.images is not None)
+            dep = repo.claim(
+                s, self.owner, lease_s=self.lease_s, images=self.images is not None, settle_s=self.retire_after_s
+            )
         if dep is None:
             return None
+        if dep.status == "retiring":
+            return self._retire(dep, stop)
         try:
             model = self.models.get(dep.artefact_path)
             if model.dim != dep.dim or model.model_key != dep.model_key:
@@ -177,6 +185,32 @@ class Reembedder:
             return dep
         return dep
 
+    def _retire(self, dep: ModelDeployment, stop: threading.Event | None) -> ModelDeployment:
+        """Drop a retired model's indexes (unless another tenant still has vectors of it: an index covers a key),
+        delete its vectors page by page, then its row. Claimed only `retire_after_s` after the retirement."""
+        with self.sessions() as s:
+            shared = retirement.model_in_use_elsewhere(s, dep)
+        if not shared:  # first: deleting rows from an index nothing searches any more is wasted work
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for kind in INDEX_KINDS:  # whichever it had (codes included); one it never had is a no-op
+                    drop_vector_index(conn, dep.model_key, kind, concurrently=True)
+        while not (stop and stop.is_set()):
+            with self.sessions.begin() as s:
+                deleted = retirement.retire_page(s, dep, self.owner, page=self.page, lease_s=self.lease_s)
+            if not deleted:
+                break
+            if self.pause_s:
+                time.sleep(self.pause_s)
+        else:
+            return dep
+        with self.sessions.begin() as s:
+            gone = retirement.forget(s, dep, self.owner)
+        if not gone:
+            raise repo.DeploymentError("lease_lost", f"retiring {dep.model_key!r} of {dep.tenant_id!r} was taken over")
+        log.info("deployment %s of %s retired: vectors and index deleted", dep.model_key, dep.tenant_id)
+        dep.status = "retired"
+        return dep
+
     def _tower_page(self, dep: ModelDeployment, model: TrainedEmbedder) -> repo.Page:
         """Read a page of items, fetch and crop their images and run the tower (no transaction open meanwhile),
         write the vectors and move the cursor in one transaction, then rest for the duty cycle."""
@@ -191,7 +225,11 @@ class Reembedder:
                             dep.tenant_id, sum(failures.values()), dict(failures))  # fmt: skip
             if crops:
                 ids = list(crops)
-                vectors = dict(zip(ids, model.embed([crops[i] for i in ids]), strict=True))
+                try:
+                    embedded = model.embed([crops[i] for i in ids])
+                except Exception as exc:  # the graph itself fails (onnxruntime): retrying would fail forever
+                    raise repo.DeploymentError("bad_model", f"the tower did not run: {exc}") from exc
+                vectors = dict(zip(ids, embedded, strict=True))
         with self.sessions.begin() as s:
             s.add(dep)
             page = repo.write_image_page(s, dep, self.owner, read=read, vectors=vectors, lease_s=self.lease_s)

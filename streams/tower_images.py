@@ -5,8 +5,7 @@ came from: the image at the item's URL, cut at its stored box (pixels of the ori
 fetched as the worker fetches them (streams/image_fetch.py, with the tenant as the cool-down scope),
 decoded within the same limits, and checked against the stored content hash: an image whose bytes
 changed since it was indexed is not cropped (its stored boxes belong to the old picture; the product's
-next event indexes the new one). Runs in the re-embed thread, outside any transaction; each page gets
-a fetcher of its own on a short-lived event loop (an aiohttp session belongs to one loop).
+next event indexes the new one). Runs in the re-embed thread, outside any transaction.
 """
 
 from __future__ import annotations
@@ -24,7 +23,12 @@ from vision.items import crop_box
 
 
 class ImageCrops:
-    """Fetches a page's images and crops its items; `crops(items)` -> ({item id: crop}, {reason: count})."""
+    """Fetches a page's images and crops its items; `crops(items)` -> ({item id: crop}, {reason: count}).
+
+    One fetcher on one event loop of its own for the runner's lifetime (an aiohttp session belongs to one
+    loop), so a host that ran past the deadline stays cooled down for its tenant from one page to the next.
+    Each image is cropped as soon as it is decoded: a page never holds more than one full image.
+    """
 
     def __init__(
         self,
@@ -33,7 +37,9 @@ class ImageCrops:
         max_bytes: int,
         max_pixels: int,
     ):
-        self.fetcher, self.max_bytes, self.max_pixels = fetcher, max_bytes, max_pixels
+        self.make_fetcher, self.max_bytes, self.max_pixels = fetcher, max_bytes, max_pixels
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fetcher: ImageFetcher | None = None
 
     @classmethod
     def from_settings(cls, settings) -> ImageCrops:
@@ -45,41 +51,56 @@ class ImageCrops:
         )
 
     def crops(self, items: list[ImageItem]) -> tuple[dict[int, Image.Image], Counter]:
-        """The crop of every item whose image could be fetched, decoded and is unchanged; why not for the rest."""
-        images = {(it.tenant_id, it.url): it.content_hash for it in items}
-        fetched = asyncio.run(self._fetch_all(list(images)))
-        decoded: dict[tuple[str, str], Image.Image | str] = {}
-        for key, data in fetched.items():
-            if isinstance(data, FetchError):
-                decoded[key] = "fetch_failed"
-            elif images[key] is not None and content_hash(data) != images[key]:
-                decoded[key] = "image_changed"
-            else:
-                try:
-                    decoded[key] = load_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels).image
-                except ImageError:
-                    decoded[key] = "undecodable"
+        """The crop of every item whose image could be fetched, decoded and is unchanged; why not for the rest.
+
+        The hash is checked per item: two products may share an image URL and one of them have indexed an
+        older picture at it.
+        """
+        by_image: dict[tuple[str, str], list[ImageItem]] = {}
+        for it in items:
+            by_image.setdefault((it.tenant_id, it.url), []).append(it)
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        fetched = self._loop.run_until_complete(self._fetch_all(list(by_image)))
         crops: dict[int, Image.Image] = {}
         failures: Counter = Counter()
-        for it in items:
-            image = decoded[(it.tenant_id, it.url)]
-            if isinstance(image, str):
-                failures[image] += 1
-            else:
+        for key, data in zip(by_image, fetched, strict=True):
+            todo = by_image[key]
+            if isinstance(data, FetchError):
+                failures["fetch_failed"] += len(todo)
+                continue
+            digest = content_hash(data)
+            changed = [it for it in todo if it.content_hash is not None and it.content_hash != digest]
+            failures["image_changed"] += len(changed)
+            todo = [it for it in todo if it not in changed]
+            if not todo:
+                continue
+            try:
+                image = load_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels).image
+            except ImageError:
+                failures["undecodable"] += len(todo)
+                continue
+            for it in todo:
                 crops[it.id] = crop_box(image, it.box)
         return crops, failures
 
-    async def _fetch_all(self, images: list[tuple[str, str]]) -> dict[tuple[str, str], bytes | FetchError]:
-        fetcher = self.fetcher()
-        try:
+    async def _fetch_all(self, images: list[tuple[str, str]]) -> list[bytes | FetchError]:
+        if self._fetcher is None:
+            self._fetcher = self.make_fetcher()
+        fetcher = self._fetcher
 
-            async def one(tenant: str, url: str) -> bytes | FetchError:
-                try:
-                    return (await fetcher.fetch(url, scope=tenant)).content
-                except FetchError as exc:
-                    return exc
+        async def one(tenant: str, url: str) -> bytes | FetchError:
+            try:
+                return (await fetcher.fetch(url, scope=tenant)).content
+            except FetchError as exc:
+                return exc
 
-            got = await asyncio.gather(*(one(t, u) for t, u in images))
-        finally:
-            await fetcher.aclose()
-        return dict(zip(images, got, strict=True))
+        return list(await asyncio.gather(*(one(t, u) for t, u in images)))
+
+    def close(self) -> None:
+        """Close the fetcher's connections and the loop (a runner that stops for good)."""
+        if self._loop is not None:
+            if self._fetcher is not None:
+                self._loop.run_until_complete(self._fetcher.aclose())
+            self._loop.close()
+            self._loop = self._fetcher = None

@@ -142,6 +142,7 @@ def create_worker(settings: Settings) -> faust.App:
         images=ImageCrops.from_settings(settings),  # a fine-tuned tower's pages fetch their images again
         image_page=settings.reembed_image_page,
         image_duty=settings.reembed_image_duty,
+        retire_after_s=settings.deployment_cache_ttl_s + SETTLE_MARGIN_S,
     )
 
     @app.task

@@ -15,6 +15,8 @@ def deployment_state(d: dict) -> str:
     """A deployment's state as `vitrine status` words it: re-embed progress, ready with its index, or why it failed."""
     if d["status"] == "failed":
         return f"failed: {d['reason'] or 'no reason recorded'}"
+    if d["status"] == "retiring":
+        return "retiring: its vectors and index are being deleted"
     source = " from the images" if d.get("from_images") else ""
     if d["status"] == "embedding":
         state = (

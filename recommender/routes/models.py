@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from db import deployments
+from db import deployments, retirement
 from db import trained_models as repo
 from db.deployments import DeploymentError
 from db.models import Tenant
@@ -164,7 +164,7 @@ class DeployIn(BaseModel):
 
 class DeploymentOut(BaseModel):
     model_key: str
-    status: Literal["embedding", "ready", "failed"]
+    status: Literal["embedding", "ready", "failed", "retiring"]
     phase: str = Field(description="scan -> sweep -> index -> done")
     progress: float = Field(description="0..1")
     items_done: int = Field(description="Source vectors read so far")
@@ -195,6 +195,8 @@ _DEPLOY_STATUS = {
     "detector": 409,
     "backbone_mismatch": 409,
     "no_previous": 409,
+    "in_use": 409,
+    "retiring": 409,
     "artefact_missing": 409,
     "bad_index_kind": 422,
 }
@@ -291,6 +293,25 @@ def rollback(request: Request, tenant: AdminTenant, session: SessionDep) -> Serv
         raise _deployment_error(exc, "/v1/deployments/rollback") from None
     session.commit()
     return _serving(session, tenant.id, embedder_key)
+
+
+@router.post(
+    "/models/{ref}/retire",
+    status_code=202,
+    response_model=DeploymentOut,
+    responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}},
+)
+def retire(ref: ModelRef, tenant: AdminTenant, session: SessionDep) -> JSONResponse:
+    """Retire a deployed model: it stops serving and being written at once; the workers then delete its vectors
+    and index. 409 while it is the active model or an arm of a draft or running experiment."""
+    job = repo.get_model(session, tenant.id, ref)
+    key = job.model_key if job is not None and job.model_key else ref
+    try:
+        dep = retirement.retire(session, tenant.id, key)
+    except DeploymentError as exc:
+        raise _deployment_error(exc, "/v1/models/{ref}/retire") from None
+    session.commit()
+    return JSONResponse(_dep_out(dep).model_dump(mode="json"), status_code=202)
 
 
 @router.get("/deployments", response_model=ServingOut, responses={401: {"model": Problem}})

@@ -125,10 +125,20 @@ def test_activation_and_rollback_switch_the_plain_visual_arm(api, db_engine, ses
     assert r.status_code == 200 and (r.json()["active_model"], r.json()["previous_model"]) == (key, pretrained)
     c.app.state.tenant_cache.clear()  # what the lookup TTL (2 s) does on its own
     assert rec(c, api["shop"], "p1").json()["model"] == key
+    busy = c.post(f"/v1/models/{key}/retire", headers=acme)
+    assert busy.status_code == 409 and "active model" in busy.text  # retiring what serves is refused
     back = c.post("/v1/deployments/rollback", headers=acme).json()
     assert (back["active_model"], back["previous_model"]) == (pretrained, key)
     c.app.state.tenant_cache.clear()
     assert rec(c, api["shop"], "p1").json()["model"] == pretrained
+
+    assert c.post(f"/v1/models/{key}/retire", headers=api["globex"]).status_code == 404  # not globex's
+    retired = c.post(f"/v1/models/{key}/retire", headers=acme)
+    assert retired.status_code == 202 and retired.json()["status"] == "retiring"
+    state = c.get("/v1/deployments", headers=acme).json()
+    assert state["previous_model"] is None and [d["status"] for d in state["deployments"]] == ["retiring"]
+    refused = experiment(c, acme, "after", ["baseline", f"visual@{key}"])
+    assert refused.status_code == 422 and "being retired" in refused.text
 
 
 def test_refusals_are_precise_and_tenant_scoped(api, sessions):

@@ -3,6 +3,7 @@ writing anything twice, live ingest beside it, the final sweep, and what may ser
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -10,11 +11,12 @@ import pytest
 from sqlalchemy import select, text
 
 from db import deployments as repo
+from db import retirement
 from db.deployments import DeploymentError
-from db.models import Item, ModelDeployment, Product
+from db.models import Item, ModelDeployment, Product, Tenant
 from db.tenants import create_tenant
 from db.vector_index import codes_key, index_ready
-from streams.reembed import DeployedHeads, ModelCache, Reembedder
+from streams.reembed import DeployedHeads, ModelCache, Reembedder, transforms
 from tests.streams.deployment_helpers import BACKBONE, BITS, DIM_OUT, head_weights, products, ready_model
 from vision.trained import apply_head, l2_normalize
 
@@ -289,3 +291,83 @@ def test_a_model_whose_output_does_not_fit_fails_its_deployment_once(db_engine, 
         stored = s.get(ModelDeployment, ("acme", path.stem))
         assert stored.status == "failed" and "expected (50, 6)" in stored.reason and stored.items_written == 0
         assert s.scalar(text("SELECT count(*) FROM items WHERE model = :k"), {"k": path.stem}) == 0
+
+
+def test_a_retired_model_stops_serving_at_once_and_its_vectors_and_index_go_after_the_settle(
+    db_engine, sessions, tmp_path, catalog_and_model
+):
+    from db.experiments import create_experiment, start_experiment, stop_experiment
+
+    key = catalog_and_model
+    deploy(sessions, key)
+    runner(db_engine, sessions, tmp_path).run_until_idle()
+    with sessions.begin() as s:
+        repo.activate(s, "acme", key, embedder_key=BACKBONE)
+    with sessions.begin() as s, pytest.raises(DeploymentError, match="active model") as active:
+        retirement.retire(s, "acme", key)
+    assert active.value.code == "in_use"
+    with sessions.begin() as s:
+        repo.activate(s, "acme", BACKBONE, embedder_key=BACKBONE)  # key is the rollback target now
+        arms = [{"name": "baseline", "weight": 0.5}, {"name": f"visual@{key}", "weight": 0.5}]
+        create_experiment(s, "acme", "models", arms=arms, allowed_arms=[a["name"] for a in arms])
+        start_experiment(s, "acme", "models")
+    with sessions.begin() as s, pytest.raises(DeploymentError, match="experiment.*models") as in_test:
+        retirement.retire(s, "acme", key)
+    assert in_test.value.code == "in_use"
+    with sessions.begin() as s, pytest.raises(DeploymentError) as unknown:
+        retirement.retire(s, "globex", key)  # another tenant cannot retire it
+    assert unknown.value.code == "not_deployed"
+
+    with sessions.begin() as s:
+        stop_experiment(s, "acme", "models")
+        dep = retirement.retire(s, "acme", key)
+        assert dep.status == "retiring" and retirement.retire(s, "acme", key).status == "retiring"  # twice is harmless
+    with sessions.begin() as s:
+        assert s.get(Tenant, "acme").previous_model is None  # no rollback to a retired model
+        assert repo.servable_models(s, "acme") == {} and repo.writing_deployments(s) == []  # at once
+        with pytest.raises(DeploymentError) as again:
+            repo.deploy_trained(s, "acme", key, embedder_key=BACKBONE)
+        assert again.value.code == "retiring"
+
+    # Within the workers' cache time one may still write it: nothing is deleted yet.
+    assert runner(db_engine, sessions, tmp_path, retire_after_s=3600).run_once() is None
+    assert counts(sessions, key)[f"{key}/acme"] == N
+    done = runner(db_engine, sessions, tmp_path, page=70).run_once()
+    assert done.status == "retired"
+    assert counts(sessions, key) == {"duplicates": 0}  # its vectors and codes are gone
+    with sessions() as s:
+        assert s.get(ModelDeployment, ("acme", key)) is None
+        backbone = s.scalar(text("SELECT count(*) FROM items WHERE model = :b"), {"b": BACKBONE})
+    assert backbone == N + 7  # acme's and globex's backbone vectors are untouched
+    with db_engine.connect() as conn:
+        assert not index_ready(conn, key, "halfvec")
+    assert deploy(sessions, key)[1] is True  # and it can be deployed again
+
+
+def test_retiring_a_model_mid_re_embed_stops_its_runner_and_a_late_failure_does_not_undo_it(
+    db_engine, sessions, tmp_path, catalog_and_model
+):
+    key = catalog_and_model
+    deploy(sessions, key)
+    with sessions.begin() as s:
+        dep = repo.claim(s, "runner-a", lease_s=1.0)  # runner a is embedding it
+    transform, codes = transforms(ModelCache(tmp_path / "c").get(dep.artefact_path), dep)
+    with sessions.begin() as s:
+        s.add(dep)
+        repo.reembed_page(s, dep, "runner-a", transform=transform, codes=codes, page=50, lease_s=1.0)
+    with sessions.begin() as s:
+        retirement.retire(s, "acme", key)
+    with pytest.raises(DeploymentError) as stopped, sessions.begin() as s:  # the page's transaction rolls back
+        s.add(dep)
+        repo.reembed_page(s, dep, "runner-a", transform=transform, codes=codes, page=50, lease_s=1.0)
+    assert stopped.value.code == "lease_lost"  # its next page is refused: it stops
+    with sessions.begin() as s:
+        repo.mark_failed(s, "acme", key, "runner a hit an error afterwards")  # must not undo the retirement
+    with sessions() as s:
+        assert s.get(ModelDeployment, ("acme", key)).status == "retiring"
+    # Nobody deletes under runner a's lease; once it has run out, the vectors of its committed page go.
+    assert runner(db_engine, sessions, tmp_path, retire_after_s=0).run_once() is None
+    assert counts(sessions, key)[f"{key}/acme"] == 50
+    time.sleep(1.1)
+    assert runner(db_engine, sessions, tmp_path, retire_after_s=0).run_once().status == "retired"
+    assert counts(sessions, key) == {"duplicates": 0}

@@ -45,17 +45,6 @@ def tower(tmp_path_factory):
     return tower_artefact(tmp_path_factory.mktemp("tower"))
 
 
-def test_migration_0015_creates_what_the_model_declares(db_engine):
-    from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
-
-    from db.models import Base
-
-    with db_engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    assert [d for d in diffs if "model_deployments" in repr(d)] == []  # needs_images, items_failed
-
-
 def event(sample, base_url: str, tenant: str = "acme") -> CatalogEvent:
     return CatalogEvent.model_validate(
         {
@@ -87,11 +76,20 @@ def register(sessions, tenant: str, path) -> str:
         return ready_tower(s, tenant, path)
 
 
-def runner(db_engine, sessions, tmp_path, settings, **kw) -> Reembedder:
-    kw = {"pause_s": 0, "settle_s": 0, "lease_s": 30, "image_page": 3, "image_duty": 1.0} | kw
-    return Reembedder(
-        db_engine, sessions, ModelCache(tmp_path / "cache"), images=ImageCrops.from_settings(settings), **kw
-    )
+@pytest.fixture
+def runner(db_engine, sessions, tmp_path, settings):
+    """runner(**settings) -> a Reembedder that fetches images; their fetchers are closed after the test."""
+    made: list[Reembedder] = []
+
+    def make(**kw) -> Reembedder:
+        kw = {"pause_s": 0, "settle_s": 0, "lease_s": 30, "image_page": 3, "image_duty": 1.0} | kw
+        images = ImageCrops.from_settings(settings)
+        made.append(Reembedder(db_engine, sessions, ModelCache(tmp_path / "cache"), images=images, **kw))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.images.close()
 
 
 def vectors(sessions, model: str) -> dict[tuple[str, tuple], np.ndarray]:
@@ -127,7 +125,7 @@ def catalog(settings, sessions, backbone, image_server):
 
 
 def test_a_tower_is_re_embedded_from_the_images_and_new_products_get_its_vectors(
-    settings, sessions, db_engine, backbone, image_server, sample_images, tower, tmp_path, catalog
+    settings, sessions, db_engine, backbone, image_server, sample_images, tower, tmp_path, catalog, runner
 ):
     key = register(sessions, "acme", tower)
     with sessions.begin() as s:
@@ -142,14 +140,17 @@ def test_a_tower_is_re_embedded_from_the_images_and_new_products_get_its_vectors
     head_only = Reembedder(db_engine, sessions, ModelCache(tmp_path / "c0"), pause_s=0, settle_s=0)
     assert head_only.run_once() is None
 
-    runner(db_engine, sessions, tmp_path, settings).run_until_idle()
+    runner().run_until_idle()
 
     with sessions() as s:
         dep = s.get(ModelDeployment, ("acme", key))
         assert (dep.status, dep.items_done, dep.items_written, dep.items_failed) == ("ready", total, total, 0)
         assert repo.servable_models(s, "acme")[key].dim == TOWER_DIM
     got = vectors(sessions, key)
-    assert set(got) == set(vectors(sessions, backbone.model_key))  # every item, none of globex's
+    assert set(got) == set(vectors(sessions, backbone.model_key))  # every item of acme's
+    with sessions() as s:
+        others = s.scalar(text("SELECT count(*) FROM items WHERE model = :k AND tenant_id <> 'acme'"), {"k": key})
+    assert others == 0  # none for globex, whose products share the image server
     want = expected(sample_images[0], tower, tmp_path, got)
     for k, v in got.items():
         np.testing.assert_allclose(v, want[k], atol=1e-5)  # the crop of the stored box, re-fetched
@@ -168,26 +169,30 @@ def test_a_tower_is_re_embedded_from_the_images_and_new_products_get_its_vectors
         np.testing.assert_allclose(got[k], want[k], atol=1e-5)
 
 
-def test_a_crashed_tower_re_embed_resumes_and_changed_images_are_counted_not_guessed(
-    settings, sessions, db_engine, backbone, tower, tmp_path, catalog
+def test_a_crashed_tower_re_embed_resumes_and_changed_or_vanished_images_are_counted_not_guessed(
+    settings, sessions, db_engine, backbone, image_server, tower, tmp_path, catalog, runner
 ):
     key = register(sessions, "acme", tower)
-    changed = catalog[1].id
+    changed, vanished, shared = catalog[1].id, catalog[5].id, catalog[4].id
+    image_of = "(SELECT id FROM products WHERE tenant_id = 'acme' AND external_id = :p)"
     with sessions.begin() as s:
         # The image's bytes changed since it was indexed: its stored boxes belong to the old picture.
-        s.execute(
-            text("UPDATE product_images SET content_hash = 'stale' WHERE product_id = "
-                 "(SELECT id FROM products WHERE tenant_id = 'acme' AND external_id = :p)"),
-            {"p": changed},
-        )  # fmt: skip
+        s.execute(text(f"UPDATE product_images SET content_hash = 'stale' WHERE product_id = {image_of}"),
+                  {"p": changed})  # fmt: skip
+        # The image is gone from the retailer's server.
+        s.execute(text(f"UPDATE product_images SET url = :u WHERE product_id = {image_of}"),
+                  {"p": vanished, "u": f"{image_server.base_url}/gone.jpg"})  # fmt: skip
+        # Another product's URL now, whose bytes are not what this product indexed (the hash is per item).
+        s.execute(text(f"UPDATE product_images SET url = :u WHERE product_id = {image_of}"),
+                  {"p": shared, "u": f"{image_server.base_url}/{catalog[3].image}"})  # fmt: skip
         dep, _ = repo.deploy_trained(s, "acme", key, embedder_key=backbone.model_key)
         total = dep.items_total
-    stale = {k for k in vectors(sessions, backbone.model_key) if k[0] == changed}
+    stale = {k for k in vectors(sessions, backbone.model_key) if k[0] in (changed, vanished, shared)}
 
     class Crash(RuntimeError):
         pass
 
-    first = runner(db_engine, sessions, tmp_path, settings, lease_s=1, owner="a")
+    first = runner(lease_s=1, owner="a")
     real, calls = first.images.crops, []
 
     def crashing(items):
@@ -204,7 +209,7 @@ def test_a_crashed_tower_re_embed_resumes_and_changed_images_are_counted_not_gue
         done_before = dep.items_done
     assert dep.status == "embedding" and done_before == 3  # the first page was committed, the second not
     time.sleep(1.1)  # the lease of the dead runner runs out
-    runner(db_engine, sessions, tmp_path, settings, owner="b").run_until_idle()
+    runner(owner="b", image_page=100).run_until_idle()  # the rest in one page: catalog[3] and [4] share a URL
 
     with sessions() as s:
         dep = s.get(ModelDeployment, ("acme", key))
@@ -214,6 +219,34 @@ def test_a_crashed_tower_re_embed_resumes_and_changed_images_are_counted_not_gue
             {"k": key},
         )  # fmt: skip
     assert dupes == 0
-    # The sweep tried the changed image's items again; they stay without a vector, counted, and the model serves.
+    # The sweep tried those items again; they stay without a vector, counted, and the model serves.
     assert (dep.status, dep.items_written, dep.items_failed) == ("ready", total - len(stale), len(stale))
-    assert {k[0] for k in vectors(sessions, key)} == {s.id for s in catalog} - {changed}
+    assert {k[0] for k in vectors(sessions, key)} == {s.id for s in catalog} - {changed, vanished, shared}
+
+
+def test_a_tower_whose_graph_fails_on_the_crops_fails_its_deployment_once(
+    settings, sessions, backbone, tmp_path, catalog, runner
+):
+    """A graph that cannot run on its own card's input (here a fixed 64 px layer fed 32 px) fails the deployment
+    with the reason, rather than fetching the retailer's images again every few seconds forever."""
+    import torch
+
+    from vision.onnx_export import export_onnx
+    from vision.trained import write_artefact
+
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64 * 64, 4)).eval()
+    export_onnx(module, torch.rand(2, 3, 64, 64), tmp_path / "fixed.onnx")
+    card = {"name": "broken-finetune", "method": "finetune", "dim": 4,
+            "input": {"size": 32, "preprocessing": "imagenet"}}  # fmt: skip
+    key = register(sessions, "acme", write_artefact(tmp_path / "m", card, onnx=(tmp_path / "fixed.onnx").read_bytes()))
+    with sessions.begin() as s:
+        repo.deploy_trained(s, "acme", key, embedder_key=backbone.model_key)
+    r = runner()
+    fetched = []
+    real = r.images.crops
+    r.images.crops = lambda items: fetched.append(len(items)) or real(items)
+    r.run_until_idle()
+    with sessions() as s:
+        dep = s.get(ModelDeployment, ("acme", key))
+    assert dep.status == "failed" and "the tower did not run" in dep.reason
+    assert len(fetched) == 1 and r.run_once() is None  # one page fetched, then nothing more to do

@@ -127,9 +127,13 @@ def reembed(
             images=ImageCrops.from_settings(settings),
             image_page=settings.reembed_image_page,
             image_duty=settings.reembed_image_duty,
+            retire_after_s=settings.deployment_cache_ttl_s + SETTLE_MARGIN_S,  # whatever --settle-s says
         )
         started = time.perf_counter()
-        runner.run_until_idle()
+        try:
+            runner.run_until_idle()
+        finally:
+            runner.images.close()
         seconds = time.perf_counter() - started
         with sessions() as s:
             dep = s.get(ModelDeployment, (tenant, dep.model_key))
@@ -168,6 +172,31 @@ def activate(
 def rollback(tenant: str = TENANT, as_json: bool = JSON) -> None:
     """Point the tenant's `visual` arm back at the previous model (its vectors and index are still there)."""
     _switch(tenant, None, as_json)
+
+
+@model_app.command("retire")
+def retire(
+    model: str = typer.Argument(..., help="A deployed model of the tenant (key or job id; not the active one)"),
+    tenant: str = TENANT,
+    as_json: bool = JSON,
+) -> None:
+    """Stop serving and writing a deployed model; the workers then delete its vectors and index."""
+    from db import retirement
+    from db.deployments import DeploymentError
+    from db.trained_models import get_model
+
+    def action(s):
+        job = get_model(s, tenant, model)
+        return _deployment_json(retirement.retire(s, tenant, job.model_key if job and job.model_key else model))
+
+    try:
+        state = _in_transaction(action)
+    except DeploymentError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(state))
+    else:
+        typer.echo(f"{tenant}: {model} is retiring; the workers delete its vectors and index")
 
 
 def _switch(tenant: str, model: str | None, as_json: bool) -> None:

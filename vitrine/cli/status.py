@@ -78,6 +78,8 @@ def deployment_line(d: dict, *, active: str | None = None) -> str:
         )
     elif d["status"] == "failed":
         state = f"failed: {clip(d['reason'] or '', 80)}"
+    elif d["status"] == "retiring":
+        state = "retiring: its vectors and index are being deleted"
     else:
         state = f"ready, {d['index_kind']} index"
     if d["status"] != "failed" and d.get("items_failed"):
