@@ -30,6 +30,7 @@ from sqlalchemy import text
 from core.settings import Settings, StackNotRunning
 from db.session import create_db_engine, libpq_url
 from db.vector_index import (
+    EF_CONSTRUCTION,
     INDEX_KINDS,
     check_kind,
     codes_key,
@@ -425,6 +426,7 @@ def run_index_bench(
             "limit": LIMIT,
             "raw_sample": raw_sample,
             "recall_sample": recall_sample,
+            "hnsw_build": {"m": 16, "ef_construction": EF_CONSTRUCTION, "maintenance_work_mem": "1GB"},
             "exact_s_per_query": truth["seconds_per_query"] if truth else None,
             "server": server,
         },

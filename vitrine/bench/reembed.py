@@ -31,7 +31,7 @@ from db.migrate import upgrade
 from db.session import create_db_engine, session_factory
 from db.tenants import create_tenant
 from db.trained_models import finish_job, start_job
-from db.vector_index import ensure_vector_index
+from db.vector_index import EF_CONSTRUCTION, ensure_vector_index
 from db.vector_queries import similar_products
 from streams.reembed import ModelCache, Reembedder
 from vision.trained import write_artefact
@@ -91,8 +91,9 @@ def run_reembed_bench(
     return {
         "benchmark": "reembed",
         "settings": {"items": items, "source": f"{BACKBONE_KEY} (1280-d, random unit vectors)", "seed": seed,
-                     "head": "1280 -> 1024 -> 128 (numpy)", "index": "HNSW halfvec(128), m 16, ef_construction 64, "
-                     "built CONCURRENTLY", "page": page, "pause_s": pause_s, "shoppers": shoppers, "think_s": think_s,
+                     "head": "1280 -> 1024 -> 128 (numpy)",
+                     "index": f"HNSW halfvec(128), m 16, ef_construction {EF_CONSTRUCTION}, built CONCURRENTLY",
+                     "page": page, "pause_s": pause_s, "shoppers": shoppers, "think_s": think_s,
                      "baseline_s": baseline_s,
                      "shopper_query": "similar_products on the backbone's HNSW index (limit 10), from a process of "
                                       "its own, as the API's"},
