@@ -277,8 +277,8 @@ def claim(
     session: Session, owner: str, *, lease_s: float, images: bool = True, settle_s: float = 0.0
 ) -> ModelDeployment | None:
     """Take the oldest `embedding` deployment, or `retiring` one retired at least `settle_s` ago, whose lease is
-    free, expired or already `owner`'s, for `lease_s` (without `images`, no tower's: the caller cannot fetch
-    images)."""
+    free, expired or already `owner`'s, for `lease_s` (without `images`, no tower still embedding: the caller
+    cannot fetch images; retiring one needs none)."""
     now = datetime.now(UTC)
     dep = session.scalar(
         select(ModelDeployment)
@@ -291,7 +291,7 @@ def claim(
             (ModelDeployment.lease_until.is_(None))
             | (ModelDeployment.lease_until < now)
             | (ModelDeployment.lease_owner == owner),
-            ModelDeployment.needs_images.is_(False) if not images else true(),
+            true() if images else ModelDeployment.needs_images.is_(False) | (ModelDeployment.status == "retiring"),
         )
         .order_by(ModelDeployment.created_at)
         .limit(1)

@@ -14,6 +14,7 @@ from sqlalchemy import select, text
 
 from core.contracts import CatalogEvent
 from db import deployments as repo
+from db import retirement
 from db.models import Item, ModelDeployment, Product
 from db.tenants import create_tenant
 from db.vector_index import index_ready
@@ -167,6 +168,12 @@ def test_a_tower_is_re_embedded_from_the_images_and_new_products_get_its_vectors
     want = expected(sample_images[0], tower, tmp_path, new)
     for k in new:
         np.testing.assert_allclose(got[k], want[k], atol=1e-5)
+
+    # Retired, its vectors go; deleting needs no images, so a runner that cannot fetch any does it.
+    with sessions.begin() as s:
+        retirement.retire(s, "acme", key)
+    head_only = Reembedder(db_engine, sessions, ModelCache(tmp_path / "c0"), pause_s=0, settle_s=0)
+    assert head_only.run_once().status == "retired" and vectors(sessions, key) == {}
 
 
 def test_a_crashed_tower_re_embed_resumes_and_changed_or_vanished_images_are_counted_not_guessed(
