@@ -32,8 +32,8 @@ from db.catalog import vector_text
 _MODEL_KEY = re.compile(r"^[A-Za-z0-9_.:@/+-]{1,128}$")
 INDEX_KINDS = ("halfvec", "binary", "codes")
 # HNSW build effort. pgvector's default, 64, left whole clusters of the 1M-product serve benchmark unreachable
-# (recall@10 0.882, minimum 0.0, at any ef_search up to 400); 200 gave 0.998 at ef_search 64 for a build 1.6x
-# as long (docs/serving.md, "Build effort at 1M").
+# (recall@10 0.882 at ef_search 64, at most 0.921 up to 400, minimum 0.0 at every ef_search); 200 gave 0.998
+# at ef_search 64 for a build roughly 1.6x as long (docs/serving.md, "Build effort at 1M").
 EF_CONSTRUCTION = 200
 CODES_SUFFIX = "+codes"
 _PREFIX = {"halfvec": "ix_items_hnsw_", "binary": "ix_items_hnsw_bin_", "codes": "ix_items_hnsw_codes_"}
