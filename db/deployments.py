@@ -356,21 +356,14 @@ def reembed_page(
     if rows:
         live = [item_id for item_id, _ in rows]
         vectors = np.stack([vector for _, vector in rows])
-        mapped = transform(vectors)
-        if mapped.shape != (len(rows), dep.dim):
-            expected = (len(rows), dep.dim)
-            raise DeploymentError("bad_model", f"the model mapped vectors to {mapped.shape}, expected {expected}")
-        base = {"ids": live, "t": dep.tenant_id}
-        result = session.execute(
-            _COPY_ITEMS, {**base, "emb": [vector_text(v) for v in mapped], "model": dep.model_key, "dim": dep.dim}
-        )
-        written = result.rowcount
+        written = _copy_vectors(session, dep, live, transform(vectors), what="mapped vectors")
         if codes is not None and dep.bits:
             signs = codes(vectors).astype(np.float32) * 2.0 - 1.0  # 0/1 bits -> -1/+1, binary_quantize keeps > 0
             session.execute(
                 _COPY_ITEMS,
-                {**base, "emb": [vector_text(v) for v in signs], "model": codes_key(dep.model_key), "dim": dep.bits},
-            )
+                {"ids": live, "t": dep.tenant_id, "emb": [vector_text(v) for v in signs],
+                 "model": codes_key(dep.model_key), "dim": dep.bits},
+            )  # fmt: skip
     _advance(session, dep, owner, lease_s=lease_s, read=len(candidates), written=written, cursor=ids[-1])
     return Page(len(candidates), written, False)
 
@@ -426,19 +419,20 @@ def write_image_page(
         ids = sorted(vectors)
         products = sorted({item.product_id for item in read if item.id in vectors})
         session.execute(_LOCK_PRODUCTS, {"ids": products})
-        mapped = np.stack([vectors[i] for i in ids])
-        if mapped.shape != (len(ids), dep.dim):
-            expected = (len(ids), dep.dim)
-            raise DeploymentError("bad_model", f"the model embedded crops to {mapped.shape}, expected {expected}")
-        result = session.execute(
-            _COPY_ITEMS,
-            {"ids": ids, "t": dep.tenant_id, "emb": [vector_text(v) for v in mapped], "model": dep.model_key,
-             "dim": dep.dim},
-        )  # fmt: skip
-        written = result.rowcount
+        written = _copy_vectors(session, dep, ids, np.stack([vectors[i] for i in ids]), what="embedded crops")
     failed = len(read) - len(vectors)
     _advance(session, dep, owner, lease_s=lease_s, read=len(read), written=written, cursor=read[-1].id, failed=failed)
     return Page(len(read), written, False)
+
+
+def _copy_vectors(session: Session, dep: ModelDeployment, ids: list[int], mapped: np.ndarray, *, what: str) -> int:
+    """Write the model's vectors `mapped` of the tenant's source items `ids` (those still there and without
+    one); rows written. DeploymentError("bad_model") if the model's output does not have the model's shape."""
+    if mapped.shape != (len(ids), dep.dim):
+        raise DeploymentError("bad_model", f"the model {what} to {mapped.shape}, expected {(len(ids), dep.dim)}")
+    params = {"ids": ids, "t": dep.tenant_id, "emb": [vector_text(v) for v in mapped], "model": dep.model_key,
+              "dim": dep.dim}  # fmt: skip
+    return session.execute(_COPY_ITEMS, params).rowcount
 
 
 def read_vectors(session: Session, tenant_id: str, ids: list[int]) -> list[tuple[int, np.ndarray]]:
@@ -467,28 +461,37 @@ def _advance(
     cursor: int,
     failed: int = 0,
 ) -> None:
+    renew_lease(
+        session,
+        dep,
+        owner,
+        status="embedding",
+        lease_s=lease_s,
+        cursor=cursor,
+        items_done=ModelDeployment.items_done + (read if dep.phase == "scan" else 0),
+        items_written=ModelDeployment.items_written + written,
+        items_failed=ModelDeployment.items_failed + failed,
+    )
+    dep.cursor = cursor
+
+
+def renew_lease(session: Session, dep: ModelDeployment, owner: str, *, status: str, lease_s: float, **values) -> None:
+    """Extend `owner`'s lease of a deployment still in `status` by `lease_s`, setting `values` with it;
+    DeploymentError("lease_lost") if another process took it over or its status changed (a retirement)."""
     now = datetime.now(UTC)
-    done = session.execute(
+    held = session.execute(
         update(ModelDeployment)
         .where(
             ModelDeployment.tenant_id == dep.tenant_id,
             ModelDeployment.model_key == dep.model_key,
             ModelDeployment.lease_owner == owner,
-            ModelDeployment.status == "embedding",
+            ModelDeployment.status == status,
         )
-        .values(
-            cursor=cursor,
-            items_done=ModelDeployment.items_done + (read if dep.phase == "scan" else 0),
-            items_written=ModelDeployment.items_written + written,
-            items_failed=ModelDeployment.items_failed + failed,
-            lease_until=now + timedelta(seconds=lease_s),
-            updated_at=now,
-        )
-        .returning(ModelDeployment.cursor)
+        .values(**values, lease_until=now + timedelta(seconds=lease_s), updated_at=now)
+        .returning(ModelDeployment.model_key)
     ).first()
-    if done is None:
+    if held is None:
         raise DeploymentError("lease_lost", f"deployment {dep.model_key!r} of {dep.tenant_id!r} was taken over")
-    dep.cursor = cursor
 
 
 def next_phase(session: Session, dep: ModelDeployment) -> str:

@@ -10,12 +10,12 @@ runner that was still embedding it has run out), drops its indexes, deletes its 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, text
 from sqlalchemy.orm import Session
 
-from db.deployments import DeploymentError
+from db.deployments import DeploymentError, renew_lease
 from db.models import ModelDeployment, Tenant
 from db.vector_index import codes_key
 
@@ -64,20 +64,7 @@ def retire_page(session: Session, dep: ModelDeployment, owner: str, *, page: int
     """Delete a page of the retiring model's vectors (and codes) of the tenant, renewing the lease; rows deleted."""
     keys = [dep.model_key, codes_key(dep.model_key)]
     deleted = session.execute(_DELETE_PAGE, {"t": dep.tenant_id, "keys": keys, "page": page}).rowcount
-    now = datetime.now(UTC)
-    held = session.execute(
-        update(ModelDeployment)
-        .where(
-            ModelDeployment.tenant_id == dep.tenant_id,
-            ModelDeployment.model_key == dep.model_key,
-            ModelDeployment.lease_owner == owner,
-            ModelDeployment.status == "retiring",
-        )
-        .values(lease_until=now + timedelta(seconds=lease_s), updated_at=now)
-        .returning(ModelDeployment.model_key)
-    ).first()
-    if held is None:
-        raise DeploymentError("lease_lost", f"retiring {dep.model_key!r} of {dep.tenant_id!r} was taken over")
+    renew_lease(session, dep, owner, status="retiring", lease_s=lease_s)
     return deleted
 
 
