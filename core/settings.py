@@ -170,7 +170,7 @@ class Settings(BaseSettings):
     index_kind: Literal["halfvec", "binary", "codes"] = Field(
         "halfvec",
         description="Vector index the visual arm searches for the deployed embedder's model: halfvec HNSW, "
-        "binary (Hamming HNSW over binary_quantize, re-ranked on the full vectors) or codes (a head's learned "
+        "binary (Hamming IVFFlat over binary_quantize, re-ranked on the full vectors) or codes (a head's learned "
         "codes); a trained model's deployment names its own",
     )
     deployment_cache_ttl_s: float = Field(

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from db.catalog import vector_text
 from db.models import Item, ModelDeployment, Tenant
 from db.trained_models import get_model
-from db.vector_index import _MODEL_KEY, INDEX_KINDS, codes_key
+from db.vector_index import _MODEL_KEY, INDEX_KINDS, IVF_KINDS, codes_key
 from vision.model import VisionError
 from vision.trained import read_card
 
@@ -218,6 +218,17 @@ def servable_models(session: Session, tenant_id: str) -> dict[str, ServableModel
         )
     ).all()
     return {key: ServableModel(key, dim, kind) for key, dim, kind in rows}
+
+
+def ivf_indexes(session: Session) -> set[tuple[str, int, str]]:
+    """(model key, indexed dimension, kind) of every ready deployment's IVFFlat index, all tenants (the worker
+    keeps them sized to their catalog: db/vector_index.py `refresh_ivf_index`)."""
+    rows = session.execute(
+        select(ModelDeployment.model_key, ModelDeployment.dim, ModelDeployment.bits, ModelDeployment.index_kind).where(
+            ModelDeployment.status == "ready", ModelDeployment.index_kind.in_(IVF_KINDS)
+        )
+    ).all()
+    return {(key, bits if kind == "codes" else dim, kind) for key, dim, bits, kind in rows}
 
 
 def progress(dep: ModelDeployment) -> float:

@@ -1,4 +1,4 @@
-"""HNSW indexes per embedding model, of three kinds: partial expression indexes over `items.embedding`.
+"""Vector indexes per embedding model, of three kinds: partial expression indexes over `items.embedding`.
 
 `items.embedding` is an untyped `vector` so a re-embed with a new model can run beside the old
 one. pgvector indexes need a fixed dimension, so each model gets its own partial index restricted
@@ -6,19 +6,28 @@ to `model = '<name@version>'`. Queries must use the very same expression and pre
 db/vector_queries.py) or the planner cannot use the index. The kinds (docs/serving.md, "Index kinds"):
 
 - `halfvec`: cosine HNSW on `embedding::halfvec(dim)`; halves the index size at equal recall.
-- `binary`: Hamming HNSW on `binary_quantize(embedding::vector(dim))::bit(dim)`, one bit per
-  dimension (its sign): 1/16 of halfvec's vector bytes. Queries re-rank the Hamming candidates on
-  the full vectors. Only signed vectors quantize well (a trained head's output); pooled CNN
-  features are almost all >= 0 and their signs say almost nothing.
+- `binary`: Hamming IVFFlat on `binary_quantize(embedding::vector(dim))::bit(dim)`, one bit per
+  dimension (its sign). Queries re-rank the Hamming candidates on the full vectors. Only signed
+  vectors quantize well (a trained head's output); pooled CNN features are almost all >= 0 and
+  their signs say almost nothing.
 - `codes`: the learned 32/48/64-bit codes of a quantizing head (vision/trained.py
   `TrainedEmbedder.codes`), stored as items of the model `codes_key(key)` (+-1 floats, one per
-  item of `key`), with a Hamming HNSW over them; queries re-rank the candidate products on the
+  item of `key`), with a Hamming IVFFlat over them; queries re-rank the candidate products on the
   full `key` vectors.
+
+Why IVFFlat for the bit kinds and not HNSW: an HNSW element carries its neighbour lists (2 x m heap
+TIDs at level 0) whatever the vector type, so at 128 bits the graph, not the codes, is the index
+(1.8x smaller than halfvec at 1M, 298 MB); an IVFFlat entry is the bit string and one TID (14x
+smaller, 39 MB), it builds in seconds instead of minutes, and scanning a few lists of bit strings
+returns the exact Hamming order within them, without the ties that stall a graph walk. Its lists
+are k-means centres fixed at build time, sized from the rows then (`ivf_lists`);
+`refresh_ivf_index` rebuilds an index whose catalog has outgrown them (the worker checks).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Sequence
 
@@ -36,8 +45,14 @@ INDEX_KINDS = ("halfvec", "binary", "codes")
 # at ef_search 64 for a build roughly 1.6x as long (docs/serving.md, "Build effort at 1M").
 EF_CONSTRUCTION = 200
 CODES_SUFFIX = "+codes"
-_PREFIX = {"halfvec": "ix_items_hnsw_", "binary": "ix_items_hnsw_bin_", "codes": "ix_items_hnsw_codes_"}
-_MAX_DIM = {"halfvec": 4000, "binary": 64000, "codes": 64000}  # pgvector's HNSW limits per type
+# The Hamming IVFFlat indexes of the bit kinds: lists probed per query (the iterative scan probes more when a
+# filter leaves too few rows), and how far the catalog may outgrow the lists of the build before a rebuild.
+IVF_KINDS = ("binary", "codes")
+IVF_PROBES = 10
+IVF_REBUILD_GROWTH = 4
+_PREFIX = {"halfvec": "ix_items_hnsw_", "binary": "ix_items_ivf_bin_", "codes": "ix_items_ivf_codes_"}
+_MAX_DIM = {"halfvec": 4000, "binary": 64000, "codes": 64000}  # pgvector's index limits per type
+_LISTS = re.compile(r"^lists=(\d+)$")
 
 
 def check_kind(kind: str) -> str:
@@ -74,6 +89,16 @@ def bit_expr(dim: int, column: str = "embedding") -> str:
     return f"(binary_quantize({column}::vector({int(dim)}))::bit({int(dim)}))"
 
 
+def ivf_lists(rows: int) -> int:
+    """IVFFlat lists for `rows` vectors, pgvector's advice: rows / 1000 up to 1M rows, sqrt(rows) above; >= 1."""
+    return max(1, rows // 1000) if rows <= 1_000_000 else math.isqrt(rows)
+
+
+def indexed_key(model_key: str, kind: str) -> str:
+    """The items' model key that the model's index of `kind` covers (the codes key for codes)."""
+    return codes_key(model_key) if check_kind(kind) == "codes" else check_model_key(model_key)
+
+
 def ensure_vector_index(
     conn: Connection,
     model_key: str,
@@ -83,11 +108,14 @@ def ensure_vector_index(
     concurrently: bool = False,
     m: int = 16,
     ef_construction: int = EF_CONSTRUCTION,
+    lists: int | None = None,
 ) -> str:
-    """Create the model's HNSW index of `kind` if missing (idempotent); returns its name.
+    """Create the model's index of `kind` if missing (idempotent); returns its name.
 
     `dim` is the dimension of the vectors the index covers: the model's for halfvec and binary,
     the code width in bits (the dimension of the `codes_key(model_key)` items) for codes.
+    halfvec is an HNSW index (`m`, `ef_construction`); binary and codes are IVFFlat indexes with
+    `lists` lists (default: `ivf_lists` of the rows they cover now).
     With `concurrently`, the build does not block writes (`CREATE INDEX CONCURRENTLY`): `conn`
     must then be in autocommit mode (SQLAlchemy: `engine.connect().execution_options(
     isolation_level="AUTOCOMMIT")`), as Postgres refuses it inside a transaction. An INVALID
@@ -99,20 +127,75 @@ def ensure_vector_index(
         raise ValueError(f"unsupported dimension {dim} for a {kind} index")
     name = index_name(model_key, kind)
     how = "CONCURRENTLY " if concurrently else ""
-    if _validity(conn, name) is False:  # IF NOT EXISTS would keep the unusable leftover forever
+    valid = _validity(conn, name)
+    if valid:
+        return name
+    if valid is False:  # IF NOT EXISTS would keep the unusable leftover forever
         conn.execute(text(f"DROP INDEX {how}IF EXISTS {name}"))
-    if kind == "halfvec":
-        expr, ops, key = vector_expr(dim), "halfvec_cosine_ops", model_key
-    else:
-        expr, ops = bit_expr(dim), "bit_hamming_ops"
-        key = codes_key(model_key) if kind == "codes" else model_key
-    conn.execute(
-        text(
-            f"CREATE INDEX {how}IF NOT EXISTS {name} ON items USING hnsw ({expr} {ops}) "
-            f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) WHERE model = '{key}'"
-        )
-    )
+    conn.execute(text(_create_sql(conn, name, model_key, dim, kind, how, m, ef_construction, lists)))
     return name
+
+
+def _create_sql(conn, name, model_key, dim, kind, how, m, ef_construction, lists) -> str:
+    """The CREATE INDEX statement of the model's index of `kind` under `name`."""
+    key = indexed_key(model_key, kind)
+    if kind == "halfvec":
+        build = f"m = {int(m)}, ef_construction = {int(ef_construction)}"
+        method = f"hnsw ({vector_expr(dim)} halfvec_cosine_ops) WITH ({build})"
+    else:
+        lists = ivf_lists(_covered_rows(conn, key)) if lists is None else int(lists)
+        method = f"ivfflat ({bit_expr(dim)} bit_hamming_ops) WITH (lists = {lists})"
+    return f"CREATE INDEX {how}IF NOT EXISTS {name} ON items USING {method} WHERE model = '{key}'"
+
+
+def index_lists(conn: Connection, model_key: str, kind: str) -> int | None:
+    """The lists an IVFFlat index of the model was built with (None: no such index)."""
+    options = conn.scalar(
+        text("SELECT reloptions FROM pg_class WHERE oid = to_regclass(:n)"), {"n": index_name(model_key, kind)}
+    )
+    found = [int(x.group(1)) for x in map(_LISTS.match, options or []) if x]
+    return found[0] if found else None
+
+
+def refresh_ivf_index(conn: Connection, model_key: str, dim: int, kind: str) -> int | None:
+    """Rebuild the model's IVFFlat index of `kind` if its rows have outgrown the lists of its build; the new lists.
+
+    The lists are k-means centres of the rows at build time: an index built on a small or empty
+    catalog keeps scanning few, ever longer lists. When `ivf_lists(rows)` reaches
+    IVF_REBUILD_GROWTH x the built lists, a replacement is built concurrently under a second name,
+    the old one dropped and the new one renamed (queries use either meanwhile). Builds a missing
+    index. Returns the new lists, or None when nothing was done. `conn`: autocommit. Two callers
+    at once: one builds, the other returns None (an advisory lock on the index name).
+    """
+    if check_kind(kind) not in IVF_KINDS:
+        raise ValueError(f"{kind} indexes are HNSW: nothing to refresh")
+    name = index_name(model_key, kind)
+    spare = name + "_next"
+    if not conn.scalar(text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": name}):
+        return None
+    try:
+        valid = _validity(conn, name)
+        if valid is None and _validity(conn, spare):  # a crash between the drop and the rename below
+            conn.execute(text(f"ALTER INDEX {spare} RENAME TO {name}"))
+            valid = True
+        conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {spare}"))  # a build that crashed half-way
+        wanted = ivf_lists(_covered_rows(conn, indexed_key(model_key, kind)))
+        if not valid:
+            ensure_vector_index(conn, model_key, dim, kind=kind, concurrently=True, lists=wanted)
+            return wanted
+        if wanted < IVF_REBUILD_GROWTH * (index_lists(conn, model_key, kind) or 1):
+            return None
+        conn.execute(text(_create_sql(conn, spare, model_key, dim, kind, "CONCURRENTLY ", 0, 0, wanted)))
+        conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+        conn.execute(text(f"ALTER INDEX {spare} RENAME TO {name}"))
+        return wanted
+    finally:
+        conn.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), {"n": name})
+
+
+def _covered_rows(conn: Connection, key: str) -> int:
+    """Items of the model `key` (every tenant's: the partial index covers them all)."""
+    return int(conn.scalar(text("SELECT count(*) FROM items WHERE model = :m"), {"m": key}))
 
 
 def index_ready(conn: Connection, model_key: str, kind: str = "halfvec") -> bool:

@@ -7,11 +7,11 @@ sort is cheap there and gives recall 1.0), and an HNSW answer that comes back sh
 exactly. The model key and dimension are spliced in as validated literals: the HNSW indexes
 are partial (`WHERE model = '<key>'`), and a generic plan with `model = $1` could not use them.
 
-The index kind (db/vector_index.py) only changes where the HNSW candidates come from: `halfvec`
-ranks items by cosine in the index; `binary` takes the top `RERANK_FACTOR x k` items by Hamming
-distance of their sign bits and re-ranks them on the full vectors; `codes` takes the top products
-by Hamming distance of their learned codes (the viewed product's code items as queries) and
-re-ranks them on the full vectors. pgvector has no asymmetric distance (a float query against
+The index kind (db/vector_index.py) only changes where the index's candidates come from: `halfvec`
+ranks items by cosine in its HNSW index; `binary` takes the top `RERANK_FACTOR x k` items by Hamming
+distance of their sign bits (IVFFlat, IVF_PROBES lists) and re-ranks them on the full vectors;
+`codes` takes the top products by Hamming distance of their learned codes (the viewed product's
+code items as queries) and re-ranks them on the full vectors. pgvector has no asymmetric distance (a float query against
 stored bit codes), so both compare codes with codes and let the re-rank restore the order. The
 exact strategy is the same for every kind: cosine on the full vectors.
 """
@@ -24,15 +24,15 @@ from functools import lru_cache
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.vector_index import _MODEL_KEY, bit_expr, check_kind, codes_key, vector_expr
+from db.vector_index import _MODEL_KEY, IVF_KINDS, IVF_PROBES, bit_expr, check_kind, codes_key, vector_expr
 
 EXACT_THRESHOLD = 2000  # filtered items at or below which an exact scan is both cheap and exact
-# Hamming candidates per query item, as a multiple of the k items the halfvec scan keeps, without and
-# with a category filter (measured for recall@10 >= 0.95 at 100k products: docs/serving.md, "Index kinds").
-# A filtered query needs more: its in-category neighbours may lie outside its own cluster, at distances
-# that sign bits order poorly (128 sign bits, with a category: 0.947 at 4x, 0.971 at 8x, 0.989 at 16x).
-RERANK_FACTOR = {"binary": 4, "codes": 4}
-RERANK_FACTOR_FILTERED = {"binary": 16, "codes": 16}
+# Hamming candidates per query item, as a multiple of the k items the halfvec scan keeps (measured for recall@10
+# >= 0.95 at 1M products, with and without a category filter: docs/serving.md, "Index kinds"). 128 sign bits or
+# 64 learned bits order a 1M catalog's near neighbours coarsely: at 1M the binary kind needs 16 x 40 candidates
+# (4x: 0.80), the codes kind 25 x 40 (16x: 0.94-0.96). Scanning IVF lists of bit strings makes them cheap.
+RERANK_FACTOR = {"binary": 16, "codes": 25}
+MAX_CANDIDATES = 1000  # Hamming candidates per query item at most (a large limit would otherwise ask for more)
 MAX_EF_SEARCH = 1000  # pgvector's limit for hnsw.ef_search
 
 
@@ -54,7 +54,9 @@ class Neighbour:
 @dataclass(frozen=True)
 class VisualResult:
     neighbours: list[Neighbour] | None  # None: the product has no vectors (yet)
-    strategy: str  # "hnsw", "exact", "hnsw+exact" (HNSW came back short)
+    # "hnsw" (the kind's index answered: HNSW for halfvec, IVFFlat for the bit kinds), "exact", "hnsw+exact"
+    # (the index came back short)
+    strategy: str
 
 
 def _sql(
@@ -190,6 +192,10 @@ def _query(
 _HNSW_SETTINGS = text(
     "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', :ef, true)"
 )
+# IVFFlat's iterative scan probes further lists when a filter (category, stock, tenant) leaves too few rows.
+_IVF_SETTINGS = text(
+    "SELECT set_config('ivfflat.iterative_scan', 'relaxed_order', true), set_config('ivfflat.probes', :probes, true)"
+)
 
 
 def similar_products(
@@ -208,16 +214,15 @@ def similar_products(
 ) -> VisualResult:
     """Products of the same tenant nearest to any item of `external_id`, best item match first.
 
-    strategy: "auto" (exact for small filtered sets, else HNSW with an exact retry if short),
+    strategy: "auto" (exact for small filtered sets, else the kind's index with an exact retry if short),
     "hnsw" or "exact" (forced; benchmarks and tests compare them). index_kind: which of the
-    model's indexes the HNSW strategy searches (db/vector_index.py INDEX_KINDS).
+    model's indexes the "hnsw" strategy searches (db/vector_index.py INDEX_KINDS: HNSW or IVFFlat).
     """
     if not _MODEL_KEY.match(model_key):
         raise ValueError(f"invalid model key {model_key!r}")
     check_kind(index_kind)
     k = max(4 * limit, 40)
-    factors = RERANK_FACTOR if category is None else RERANK_FACTOR_FILTERED
-    kc = min(factors.get(index_kind, 1) * k, MAX_EF_SEARCH)
+    kc = min(RERANK_FACTOR.get(index_kind, 1) * k, MAX_CANDIDATES)
     params = {"tenant": tenant_id, "pid": external_id, "limit": limit, "k": k, "kc": kc, "category": category}
     if strategy == "auto":
         strategy = choose_strategy(
@@ -228,7 +233,10 @@ def similar_products(
         strategy = "exact"  # the tenant has no codes of this model (yet): exact is slow but correct
     used = strategy
     if strategy == "hnsw":
-        _hnsw_settings(session, min(max(ef_search, kc), MAX_EF_SEARCH))
+        if index_kind in IVF_KINDS:
+            session.execute(_IVF_SETTINGS, {"probes": str(IVF_PROBES)})
+        else:
+            _hnsw_settings(session, min(max(ef_search, kc), MAX_EF_SEARCH))
         query = _query(model_key, dim, exact=False, category=category is not None, kind=index_kind, bits=bits)
         rows = session.execute(query, params).all()
         if len(rows) < limit:  # filters removed too much even for the iterative scan

@@ -33,7 +33,14 @@ from db import deployments as repo
 from db import retirement
 from db.catalog import DerivedModel
 from db.models import ModelDeployment
-from db.vector_index import INDEX_KINDS, codes_key, drop_vector_index, ensure_vector_index, index_ready
+from db.vector_index import (
+    INDEX_KINDS,
+    codes_key,
+    drop_vector_index,
+    ensure_vector_index,
+    index_ready,
+    refresh_ivf_index,
+)
 from streams.tower_images import ImageCrops
 from vision.model import VisionError
 from vision.trained import TrainedEmbedder
@@ -104,8 +111,13 @@ class Reembedder:
         image_page: int = 32,
         image_duty: float = 0.5,
         retire_after_s: float | None = None,
+        embedder_index: tuple[str, int, str] | None = None,
+        index_check_s: float = 300.0,
     ):
         self.engine, self.sessions, self.models = engine, sessions, models
+        # IVFFlat indexes are re-sized to their catalog every index_check_s: every ready deployment's, and
+        # the deployed embedder's (key, dim, kind) when VITRINE_INDEX_KIND makes it serve from one.
+        self.embedder_index, self.index_check_s = embedder_index, index_check_s
         self.index_memory = index_memory
         self.images, self.image_page, self.image_duty = images, image_page, image_duty
         self.page, self.pause_s, self.lease_s, self.settle_s = page, pause_s, lease_s, settle_s
@@ -254,6 +266,25 @@ class Reembedder:
             finally:
                 conn.execute(text("RESET maintenance_work_mem"))  # the connection goes back to the pool
 
+    def refresh_indexes(self) -> dict[str, int]:
+        """Rebuild (or build) the IVFFlat indexes whose catalog outgrew their lists; {model key/kind: new lists}."""
+        with self.sessions() as s:
+            wanted = repo.ivf_indexes(s)
+        if self.embedder_index and self.embedder_index[2] != "halfvec":
+            wanted.add(self.embedder_index)
+        rebuilt = {}
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("SELECT set_config('maintenance_work_mem', :m, false)"), {"m": self.index_memory})
+            try:
+                for key, dim, kind in sorted(wanted):
+                    lists = refresh_ivf_index(conn, key, dim, kind)
+                    if lists is not None:
+                        log.info("%s index of %s rebuilt with %d lists for its catalog", kind, key, lists)
+                        rebuilt[f"{key}/{kind}"] = lists
+            finally:
+                conn.execute(text("RESET maintenance_work_mem"))
+        return rebuilt
+
     def run_until_idle(self, stop: threading.Event | None = None, *, poll_s: float = 1.0) -> None:
         """Run deployments until none is left embedding (a sweep waiting for `settle_s` is waited for)."""
         while not (stop and stop.is_set()):
@@ -265,8 +296,12 @@ class Reembedder:
 
     def run_forever(self, stop: threading.Event, *, poll_s: float = 2.0) -> None:
         """The worker's loop (in a thread of its own): run what is pending, wait, again; survives outages."""
+        checked = None
         while not stop.is_set():
             try:
+                if checked is None or time.monotonic() - checked >= self.index_check_s:
+                    checked = time.monotonic()
+                    self.refresh_indexes()
                 dep = self.run_once(stop)
             except (DBAPIError, OSError) as exc:  # Postgres restarting: the lease keeps our place
                 log.warning("re-embed paused, the database is unavailable: %s", str(exc).splitlines()[0])

@@ -143,6 +143,8 @@ def create_worker(settings: Settings) -> faust.App:
         image_page=settings.reembed_image_page,
         image_duty=settings.reembed_image_duty,
         retire_after_s=settings.deployment_cache_ttl_s + SETTLE_MARGIN_S,
+        # The visual arm's binary IVFFlat index, built at start-up maybe on few rows, follows the catalog's growth.
+        embedder_index=(embedder.model_key, embedder.dim, "binary") if settings.index_kind == "binary" else None,
     )
 
     @app.task

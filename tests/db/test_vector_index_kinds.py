@@ -11,11 +11,15 @@ from sqlalchemy import text
 from db.tenants import create_tenant
 from db.vector_index import (
     INDEX_KINDS,
+    IVF_PROBES,
     codes_key,
     ensure_vector_index,
+    index_lists,
     index_name,
     index_ready,
     index_size_mb,
+    ivf_lists,
+    refresh_ivf_index,
     write_code_items,
 )
 from db.vector_queries import _query, similar_products
@@ -23,6 +27,7 @@ from db.vector_queries import _query, similar_products
 pytestmark = pytest.mark.integration
 MODEL, DIM, BITS, N, CENTRES, CATEGORIES = "kinds@1", 64, 32, 3000, 40, 4
 QUERIES = range(0, N, N // 50)  # 50 viewed products
+LISTS = 4 * IVF_PROBES
 
 
 def clustered(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,8 +104,9 @@ def catalog(postgres):
             assert write_code_items(s, tenant, MODEL, ids, CODES) == N
         conn = s.connection()
         ensure_vector_index(conn, MODEL, DIM)
-        ensure_vector_index(conn, MODEL, DIM, kind="binary")
-        ensure_vector_index(conn, MODEL, BITS, kind="codes")
+        # More lists than a query probes (IVF_PROBES): the answers must come from a part of the index.
+        ensure_vector_index(conn, MODEL, DIM, kind="binary", lists=LISTS)
+        ensure_vector_index(conn, MODEL, BITS, kind="codes", lists=LISTS)
         s.execute(text("ANALYZE items"))
     yield sessions
     engine.dispose()
@@ -217,16 +223,52 @@ def test_an_interrupted_concurrent_build_is_not_ready_and_is_rebuilt(sessions, d
         # A build cancelled half-way (as by a crash or a timeout) leaves an INVALID index behind.
         conn.execute(text("SET statement_timeout = '5ms'"))
         with pytest.raises(Exception, match="statement timeout"):
-            ensure_vector_index(conn, MODEL, DIM, kind="binary", concurrently=True)
+            ensure_vector_index(conn, MODEL, DIM, concurrently=True)
         conn.execute(text("SET statement_timeout = 0"))
         assert conn.scalar(
             text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:n)"),
-            {"n": index_name(MODEL, "binary")},
+            {"n": index_name(MODEL, "halfvec")},
         )
-        assert not index_ready(conn, MODEL, "binary")
-        ensure_vector_index(conn, MODEL, DIM, kind="binary", concurrently=True)
-        assert index_ready(conn, MODEL, "binary")
-        assert not index_ready(conn, MODEL, "halfvec")  # never built
+        assert not index_ready(conn, MODEL, "halfvec")
+        ensure_vector_index(conn, MODEL, DIM, concurrently=True)
+        assert index_ready(conn, MODEL, "halfvec")
+        assert not index_ready(conn, MODEL, "binary")  # never built
+
+
+def test_ivf_lists_follow_pgvectors_advice():
+    assert [ivf_lists(n) for n in (0, 999, 5000, 100_000, 1_000_000, 4_000_000)] == [1, 1, 5, 100, 1000, 2000]
+
+
+def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(sessions, db_engine):
+    with sessions.begin() as s:
+        create_tenant(s, "acme", "acme")
+        add_products(s, "acme", "p", VECTORS[:500])
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        name = ensure_vector_index(conn, MODEL, DIM, kind="binary", concurrently=True)
+        assert index_lists(conn, MODEL, "binary") == 1  # 500 rows: one list, every query scans them all
+        assert refresh_ivf_index(conn, MODEL, DIM, "binary") is None  # not outgrown: nothing to do
+    with sessions.begin() as s:
+        add_products(s, "acme", "q", np.tile(VECTORS, (2, 1)))  # 6,500 rows: 6 lists wanted, >= 4 x 1
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 6
+        assert index_lists(conn, MODEL, "binary") == 6 and index_ready(conn, MODEL, "binary")
+        assert refresh_ivf_index(conn, MODEL, DIM, "binary") is None
+        # A rebuild that died between dropping the old index and renaming its replacement: the replacement serves.
+        conn.execute(text(f"ALTER INDEX {name} RENAME TO {name}_next"))
+        assert refresh_ivf_index(conn, MODEL, DIM, "binary") is None
+        assert index_ready(conn, MODEL, "binary") and index_lists(conn, MODEL, "binary") == 6
+        names = set(conn.scalars(text("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_items_ivf%'")))
+        assert names == {name}
+        # A missing index is built; HNSW kinds have nothing to refresh.
+        conn.execute(text(f"DROP INDEX {name}"))
+        assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 6 and index_ready(conn, MODEL, "binary")
+        with pytest.raises(ValueError):
+            refresh_ivf_index(conn, MODEL, DIM, "halfvec")
+    with sessions() as s:
+        got = similar_products(
+            s, tenant_id="acme", external_id="p0", model_key=MODEL, dim=DIM, strategy="hnsw", index_kind="binary"
+        )
+    assert got.strategy == "hnsw" and len(got.neighbours) == 10
 
 
 def test_unknown_kinds_and_unsafe_keys_are_refused(sessions):

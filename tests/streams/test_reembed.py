@@ -15,9 +15,10 @@ from db import retirement
 from db.deployments import DeploymentError
 from db.models import Item, ModelDeployment, Product, Tenant
 from db.tenants import create_tenant
-from db.vector_index import codes_key, index_ready
+from db.vector_index import codes_key, drop_vector_index, index_lists, index_ready
+from db.vector_queries import similar_products
 from streams.reembed import DeployedHeads, ModelCache, Reembedder, transforms
-from tests.streams.deployment_helpers import BACKBONE, BITS, DIM_OUT, head_weights, products, ready_model
+from tests.streams.deployment_helpers import BACKBONE, BITS, DIM_IN, DIM_OUT, head_weights, products, ready_model
 from vision.trained import apply_head, l2_normalize
 
 pytestmark = pytest.mark.integration
@@ -214,6 +215,31 @@ def test_activation_and_rollback_point_the_visual_arm_at_ready_models_only(
         with pytest.raises(DeploymentError) as other:  # globex never deployed it
             repo.activate(s, "globex", key, embedder_key=BACKBONE)
         assert other.value.code == "not_deployed"
+
+
+def test_a_codes_deployment_serves_from_its_ivf_index_and_workers_rebuild_missing_ones(
+    db_engine, sessions, tmp_path, catalog_and_model
+):
+    key = catalog_and_model
+    deploy(sessions, key, index_kind="codes")
+    run = runner(db_engine, sessions, tmp_path, embedder_index=(BACKBONE, DIM_IN, "binary"))
+    run.run_until_idle()
+    with db_engine.connect() as conn:
+        assert index_ready(conn, key, "codes") and index_lists(conn, key, "codes") == 1  # 240 code items
+        assert not index_ready(conn, key, "halfvec")  # the codes search, the full vectors only re-rank
+    with sessions() as s:
+        got = similar_products(
+            s, tenant_id="acme", external_id="p3", model_key=key, dim=DIM_OUT, strategy="hnsw", index_kind="codes"
+        )
+    assert got.strategy == "hnsw" and len(got.neighbours) == 10
+    # An index gone (as migration 0016 drops the old Hamming graphs) is built again by the workers' check,
+    # with the deployed embedder's binary index when VITRINE_INDEX_KIND is binary; a second check does nothing.
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        drop_vector_index(conn, key, "codes")
+    assert run.refresh_indexes() == {f"{BACKBONE}/binary": 1, f"{key}/codes": 1}
+    with db_engine.connect() as conn:
+        assert index_ready(conn, key, "codes") and index_ready(conn, BACKBONE, "binary")
+    assert run.refresh_indexes() == {}
 
 
 def test_deploying_refuses_what_cannot_be_re_embedded_from_stored_vectors(sessions, tmp_path, catalog_and_model):

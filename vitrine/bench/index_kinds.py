@@ -32,14 +32,17 @@ from db.session import create_db_engine, libpq_url
 from db.vector_index import (
     EF_CONSTRUCTION,
     INDEX_KINDS,
+    IVF_KINDS,
+    IVF_PROBES,
     check_kind,
     codes_key,
     drop_vector_index,
     ensure_vector_index,
+    index_lists,
     index_name,
     index_size_mb,
 )
-from db.vector_queries import similar_products
+from db.vector_queries import RERANK_FACTOR, similar_products
 from vitrine.bench.serve import (
     CATEGORIES,
     CENTRES,
@@ -198,7 +201,9 @@ def build_kind(system: LocalSystem, model_key: str, dim: int, bits: int, kind: s
     build_s = round(time.perf_counter() - t0, 1) if built else None
     with system.engine.connect() as conn:
         size = index_size_mb(conn, model_key, kind)
-    return {"index": index_name(model_key, kind), "build_s": build_s, "size_mb": size}
+        lists = index_lists(conn, model_key, kind) if kind in IVF_KINDS else None
+    out = {"index": index_name(model_key, kind), "build_s": build_s, "size_mb": size}
+    return out | ({"method": "ivfflat", "lists": lists} if lists else {"method": "hnsw"})
 
 
 def exact_answers(system: LocalSystem, pids: list[str], *, model_key: str, dim: int) -> dict:
@@ -427,6 +432,7 @@ def run_index_bench(
             "raw_sample": raw_sample,
             "recall_sample": recall_sample,
             "hnsw_build": {"m": 16, "ef_construction": EF_CONSTRUCTION, "maintenance_work_mem": "1GB"},
+            "ivf": {"probes": IVF_PROBES, "lists": "ivf_lists(rows) at build", "rerank_factor": dict(RERANK_FACTOR)},
             "exact_s_per_query": truth["seconds_per_query"] if truth else None,
             "server": server,
         },

@@ -237,9 +237,16 @@ def print_index_table(r: dict) -> None:
             f"{ld['head_map_s']} s), vectors and codes"
         )
     typer.echo(f"exact search (the recall reference): {s['exact_s_per_query']} s per query\n")
-    typer.echo(f"{'index':<9}{'build s':>9}{'size MB':>10}")
+    typer.echo(f"{'index':<9}{'build s':>9}{'size MB':>10}  structure")
     for kind, b in r["indexes"].items():
-        typer.echo(f"{kind:<9}{b['build_s'] if b['build_s'] is not None else 'reused'!s:>9}{b['size_mb']!s:>10}")
+        how = f"IVFFlat, {b['lists']} lists" if b.get("method") == "ivfflat" else "HNSW"
+        built = b["build_s"] if b["build_s"] is not None else "reused"
+        typer.echo(f"{kind:<9}{built!s:>9}{b['size_mb']!s:>10}  {how}")
+    if "ivf" in s:
+        typer.echo(
+            f"IVFFlat queries: {s['ivf']['probes']} probes (iterative scan), Hamming candidates re-ranked: "
+            f"{', '.join(f'{k} {v} x 40' for k, v in s['ivf']['rerank_factor'].items())}"
+        )
     typer.echo(
         f"\n{'index':<9}{'mode':<16}{'users':>6}{'req':>7}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}"
         f"{'p99 ms':>9}{'max ms':>9}{'errors':>7}"
