@@ -169,6 +169,8 @@ def _codes_sql(model_key: str, dim: int, bits: int, *, category: bool) -> str:
                         AND f.in_stock {cat.format(a="f")}
             CROSS JOIN q
             GROUP BY f.product_id
+            ORDER BY dist
+            LIMIT :k
         )
         {_PRODUCTS}
     """
