@@ -27,11 +27,14 @@ from sqlalchemy.orm import Session
 from db.vector_index import _MODEL_KEY, IVF_KINDS, IVF_PROBES, bit_expr, check_kind, codes_key, vector_expr
 
 EXACT_THRESHOLD = 2000  # filtered items at or below which an exact scan is both cheap and exact
-# Hamming candidates per query item, as a multiple of the k items the halfvec scan keeps (measured for recall@10
-# >= 0.95 at 1M products, with and without a category filter: docs/serving.md, "Index kinds"). 128 sign bits or
-# 64 learned bits order a 1M catalog's near neighbours coarsely: at 1M the binary kind needs 16 x 40 candidates
-# (4x: 0.80), the codes kind 25 x 40 (16x: 0.94-0.96). Scanning IVF lists of bit strings makes them cheap.
+# Hamming candidates per query item, as a multiple of the k items the halfvec scan keeps, without and with a
+# category filter (measured for recall@10 >= 0.95 at 100k and 1M products: docs/serving.md, "IVFFlat for the bit
+# kinds"). 128 sign bits or 64 learned bits order a 1M catalog's near neighbours coarsely: at 1M the binary kind
+# needs 16 x 40 candidates (4x: 0.80), the codes kind 25 x 40 (16x: 0.94-0.96). A filtered query needs more: the
+# IVF scan probes lists until enough candidates pass the filter, and an item whose category differs from its
+# neighbourhood's finds its in-category neighbours only in lists farther away (100k, 16x: 0.895; 25x: 0.968).
 RERANK_FACTOR = {"binary": 16, "codes": 25}
+RERANK_FACTOR_FILTERED = {"binary": 25, "codes": 25}
 MAX_CANDIDATES = 1000  # Hamming candidates per query item at most (a large limit would otherwise ask for more)
 MAX_EF_SEARCH = 1000  # pgvector's limit for hnsw.ef_search
 
@@ -224,7 +227,8 @@ def similar_products(
         raise ValueError(f"invalid model key {model_key!r}")
     check_kind(index_kind)
     k = max(4 * limit, 40)
-    kc = min(RERANK_FACTOR.get(index_kind, 1) * k, MAX_CANDIDATES)
+    factors = RERANK_FACTOR if category is None else RERANK_FACTOR_FILTERED
+    kc = min(factors.get(index_kind, 1) * k, MAX_CANDIDATES)
     params = {"tenant": tenant_id, "pid": external_id, "limit": limit, "k": k, "kc": kc, "category": category}
     if strategy == "auto":
         strategy = choose_strategy(

@@ -42,7 +42,7 @@ from db.vector_index import (
     index_name,
     index_size_mb,
 )
-from db.vector_queries import RERANK_FACTOR, similar_products
+from db.vector_queries import RERANK_FACTOR, RERANK_FACTOR_FILTERED, similar_products
 from vitrine.bench.serve import (
     CATEGORIES,
     CENTRES,
@@ -432,7 +432,12 @@ def run_index_bench(
             "raw_sample": raw_sample,
             "recall_sample": recall_sample,
             "hnsw_build": {"m": 16, "ef_construction": EF_CONSTRUCTION, "maintenance_work_mem": "1GB"},
-            "ivf": {"probes": IVF_PROBES, "lists": "ivf_lists(rows) at build", "rerank_factor": dict(RERANK_FACTOR)},
+            "ivf": {
+                "probes": IVF_PROBES,
+                "lists": "ivf_lists(rows) at build",
+                "rerank_factor": dict(RERANK_FACTOR),
+                "rerank_factor_filtered": dict(RERANK_FACTOR_FILTERED),
+            },
             "exact_s_per_query": truth["seconds_per_query"] if truth else None,
             "server": server,
         },

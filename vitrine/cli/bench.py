@@ -243,9 +243,12 @@ def print_index_table(r: dict) -> None:
         built = b["build_s"] if b["build_s"] is not None else "reused"
         typer.echo(f"{kind:<9}{built!s:>9}{b['size_mb']!s:>10}  {how}")
     if "ivf" in s:
+        ivf = s["ivf"]
+        filtered = ivf.get("rerank_factor_filtered", {})
+        factors = ", ".join(f"{k} {v} / {filtered.get(k, v)}" for k, v in ivf["rerank_factor"].items())
         typer.echo(
-            f"IVFFlat queries: {s['ivf']['probes']} probes (iterative scan), Hamming candidates re-ranked: "
-            f"{', '.join(f'{k} {v} x 40' for k, v in s['ivf']['rerank_factor'].items())}"
+            f"IVFFlat queries: {ivf['probes']} probes (iterative scan), Hamming candidates re-ranked "
+            f"(x 40) without / with a category: {factors}"
         )
     typer.echo(
         f"\n{'index':<9}{'mode':<16}{'users':>6}{'req':>7}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}"
