@@ -27,6 +27,10 @@ from sqlalchemy.orm import Session
 from db.vector_index import _MODEL_KEY, IVF_KINDS, IVF_PROBES, bit_expr, check_kind, codes_key, vector_expr
 
 EXACT_THRESHOLD = 2000  # filtered items at or below which an exact scan is both cheap and exact
+# The bit kinds: up to this many filtered items Postgres itself prefers reading them all (a B-tree on the filter,
+# then a sort by Hamming distance) to the IVF scan, and the Hamming order of a whole category re-ranks worse than
+# the IVF lists' (100k, same category: 0.95 vs 0.98). Reading them all by cosine instead costs the same and is exact.
+EXACT_THRESHOLD_BITS = 10_000
 # Hamming candidates per query item, as a multiple of the k items the halfvec scan keeps, without and with a
 # category filter (measured for recall@10 >= 0.95 at 100k and 1M products: docs/serving.md, "IVFFlat for the bit
 # kinds"). 128 sign bits or 64 learned bits order a 1M catalog's near neighbours coarsely: at 1M the binary kind
@@ -213,7 +217,7 @@ def similar_products(
     limit: int = 10,
     category: str | None = None,
     ef_search: int = 64,
-    exact_threshold: int = EXACT_THRESHOLD,
+    exact_threshold: int | None = None,
     strategy: str = "auto",
     index_kind: str = "halfvec",
 ) -> VisualResult:
@@ -232,7 +236,12 @@ def similar_products(
     params = {"tenant": tenant_id, "pid": external_id, "limit": limit, "k": k, "kc": kc, "category": category}
     if strategy == "auto":
         strategy = choose_strategy(
-            session, model_key=model_key, tenant_id=tenant_id, category=category, exact_threshold=exact_threshold
+            session,
+            model_key=model_key,
+            tenant_id=tenant_id,
+            category=category,
+            exact_threshold=exact_threshold,
+            index_kind=index_kind,
         )
     bits = _code_bits(session, model_key, tenant_id) if strategy == "hnsw" and index_kind == "codes" else None
     if strategy == "hnsw" and index_kind == "codes" and bits is None:
@@ -272,15 +281,25 @@ def similar_to_vector(
 
 
 def choose_strategy(
-    session: Session, *, model_key: str, tenant_id: str, category: str | None, exact_threshold: int = EXACT_THRESHOLD
+    session: Session,
+    *,
+    model_key: str,
+    tenant_id: str,
+    category: str | None,
+    exact_threshold: int | None = None,
+    index_kind: str = "halfvec",
 ) -> str:
     """ "exact" when at most `exact_threshold` items pass the filters, else "hnsw" (a bounded count).
+
+    The default threshold is EXACT_THRESHOLD for halfvec, EXACT_THRESHOLD_BITS for the bit kinds.
 
     Only a cost decision: either strategy returns full, correct lists (HNSW falls back to exact
     when it comes back short), so a caller may reuse the answer for a while.
     """
     if not _MODEL_KEY.match(model_key):
         raise ValueError(f"invalid model key {model_key!r}")
+    if exact_threshold is None:
+        exact_threshold = EXACT_THRESHOLD_BITS if check_kind(index_kind) in IVF_KINDS else EXACT_THRESHOLD
     return (
         "exact"
         if _filtered_items(session, model_key, tenant_id, category, exact_threshold) <= exact_threshold

@@ -79,7 +79,9 @@ class VisualArm:
 
     def _strategy(self, session: Session, tenant_id: str, category: str | None) -> str:
         def choose() -> str:
-            return choose_strategy(session, model_key=self.model_key, tenant_id=tenant_id, category=category)
+            return choose_strategy(
+                session, model_key=self.model_key, tenant_id=tenant_id, category=category, index_kind=self.index_kind
+            )
 
         if self.strategies is None:
             return choose()

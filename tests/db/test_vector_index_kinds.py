@@ -22,7 +22,7 @@ from db.vector_index import (
     refresh_ivf_index,
     write_code_items,
 )
-from db.vector_queries import _query, similar_products
+from db.vector_queries import _query, choose_strategy, similar_products
 
 pytestmark = pytest.mark.integration
 MODEL, DIM, BITS, N, CENTRES, CATEGORIES = "kinds@1", 64, 32, 3000, 40, 4
@@ -300,3 +300,19 @@ def test_codes_kind_without_codes_answers_exactly(sessions):
     sims[0] = -np.inf
     assert got.strategy == "exact"
     assert [n.product_id for n in got.neighbours] == [f"p{i}" for i in np.argsort(-sims, kind="stable")[:10]]
+
+
+def test_the_bit_kinds_read_a_mid_sized_filtered_set_exactly(catalog):
+    # 3,000 acme items: above the halfvec threshold (2,000), below the bit kinds' (10,000), where Postgres would
+    # read the whole set anyway (B-tree, then a Hamming sort): reading it by cosine costs the same and is exact.
+    with catalog() as s:
+        picks = {
+            kind: choose_strategy(s, model_key=MODEL, tenant_id="acme", category=None, index_kind=kind)
+            for kind in INDEX_KINDS
+        }
+        small = choose_strategy(
+            s, model_key=MODEL, tenant_id="acme", category=None, index_kind="binary", exact_threshold=100
+        )
+        got = similar_products(s, tenant_id="acme", external_id="p5", model_key=MODEL, dim=DIM, index_kind="binary")
+    assert picks == {"halfvec": "hnsw", "binary": "exact", "codes": "exact"} and small == "hnsw"
+    assert got.strategy == "exact" and [n.product_id for n in got.neighbours] == exact_top10(5, None)
