@@ -212,9 +212,12 @@ def index_size_mb(conn: Connection, model_key: str, kind: str = "halfvec") -> fl
 
 
 def drop_vector_index(conn: Connection, model_key: str, kind: str = "halfvec", *, concurrently: bool = False) -> None:
-    """Drop the model's index of `kind` if it exists (`concurrently` needs an autocommit connection)."""
+    """Drop the model's index of `kind` if it exists, with any replacement a rebuild left (`refresh_ivf_index`);
+    `concurrently` needs an autocommit connection."""
     how = "CONCURRENTLY " if concurrently else ""
-    conn.execute(text(f"DROP INDEX {how}IF EXISTS {index_name(check_model_key(model_key), kind)}"))
+    name = index_name(check_model_key(model_key), kind)
+    for each in (name, name + "_next") if kind in IVF_KINDS else (name,):
+        conn.execute(text(f"DROP INDEX {how}IF EXISTS {each}"))
 
 
 def _validity(conn: Connection, name: str) -> bool | None:

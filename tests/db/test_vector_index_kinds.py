@@ -13,6 +13,7 @@ from db.vector_index import (
     INDEX_KINDS,
     IVF_PROBES,
     codes_key,
+    drop_vector_index,
     ensure_vector_index,
     index_lists,
     index_name,
@@ -264,6 +265,17 @@ def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(
         assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 6 and index_ready(conn, MODEL, "binary")
         with pytest.raises(ValueError):
             refresh_ivf_index(conn, MODEL, DIM, "halfvec")
+        # Dropping the model's index (retiring it) also drops a replacement a rebuild left behind.
+        conn.execute(text(f"CREATE INDEX {name}_next ON items (id) WHERE model = '{MODEL}'"))
+        drop_vector_index(conn, MODEL, "binary", concurrently=True)
+        assert not set(conn.scalars(text("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_items_ivf%'")))
+    with sessions() as s:
+        got = similar_products(
+            s, tenant_id="acme", external_id="p0", model_key=MODEL, dim=DIM, strategy="hnsw", index_kind="binary"
+        )
+    assert got.strategy == "hnsw" and len(got.neighbours) == 10  # no index: a scan, still the full answer
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        refresh_ivf_index(conn, MODEL, DIM, "binary")
     with sessions() as s:
         got = similar_products(
             s, tenant_id="acme", external_id="p0", model_key=MODEL, dim=DIM, strategy="hnsw", index_kind="binary"
