@@ -85,4 +85,4 @@ class VisualArm:
 
         if self.strategies is None:
             return choose()
-        return self.strategies.get_or_load((tenant_id, self.model_key, category), choose)
+        return self.strategies.get_or_load((tenant_id, self.model_key, self.index_kind, category), choose)

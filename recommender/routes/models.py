@@ -157,7 +157,7 @@ class DeployIn(BaseModel):
 
     index_kind: Literal[INDEX_KINDS] = Field(
         "halfvec",
-        description="halfvec HNSW; binary (Hamming HNSW over the sign bits, re-ranked on the full vectors); "
+        description="halfvec HNSW; binary (Hamming IVFFlat over the sign bits, re-ranked on the full vectors); "
         "codes (the head's learned binary codes, re-ranked; a head trained with bits only)",
     )
 

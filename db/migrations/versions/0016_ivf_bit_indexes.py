@@ -2,8 +2,10 @@
 
 Their new names (ix_items_ivf_bin_*, ix_items_ivf_codes_*) differ, so nothing else could remove the old graphs;
 the workers build the IVFFlat indexes of ready deployments (`Reembedder.refresh_indexes`), and until then a query
-of those kinds is answered by a scan (slow, correct). Downgrade drops the IVFFlat ones the same way (the older
-code builds its HNSW indexes again at its next deployment or worker start).
+of those kinds is answered by a scan (slow, correct). Downgrade drops the IVFFlat ones the same way; the older
+code then rebuilds only the deployed embedder's binary index (at worker start) and the indexes of deployments
+made after the downgrade: ready binary/codes deployments stay without an index (each query a scan) until
+redeployed, or until their HNSW index is created by hand (`ensure_vector_index` of that older code).
 
 Revision ID: 0016
 Revises: 0015
