@@ -11,6 +11,7 @@ from sqlalchemy import text
 from db.tenants import create_tenant
 from db.vector_index import (
     INDEX_KINDS,
+    IVF_KINDS,
     IVF_PROBES,
     codes_key,
     drop_vector_index,
@@ -23,7 +24,15 @@ from db.vector_index import (
     refresh_ivf_index,
     write_code_items,
 )
-from db.vector_queries import _query, choose_strategy, similar_products
+from db.vector_queries import (
+    _HNSW_SETTINGS,
+    _IVF_SETTINGS,
+    MAX_CANDIDATES,
+    RERANK_FACTOR,
+    _query,
+    choose_strategy,
+    similar_products,
+)
 
 pytestmark = pytest.mark.integration
 MODEL, DIM, BITS, N, CENTRES, CATEGORIES = "kinds@1", 64, 32, 3000, 40, 4
@@ -177,9 +186,10 @@ def test_each_kind_plans_its_own_index(catalog, kind):
     # A query whose expression no index matches would still be right, by a sequential scan: check the plan.
     bits = BITS if kind == "codes" else None
     sql = _query(MODEL, DIM, exact=False, category=False, kind=kind, bits=bits).text
+    kc = min(RERANK_FACTOR.get(kind, 1) * 40, MAX_CANDIDATES)  # as similar_products asks at limit 10
     with catalog() as s:
-        s.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        params = {"tenant": "acme", "pid": "p0", "limit": 10, "k": 40, "kc": 160, "category": None}
+        s.execute(_IVF_SETTINGS if kind in IVF_KINDS else _HNSW_SETTINGS, {"probes": str(IVF_PROBES), "ef": "64"})
+        params = {"tenant": "acme", "pid": "p0", "limit": 10, "k": 40, "kc": kc, "category": None}
         plan = "\n".join(r[0] for r in s.execute(text("EXPLAIN " + sql), params))
     assert f"Index Scan using {index_name(MODEL, kind)}" in plan, plan
 
