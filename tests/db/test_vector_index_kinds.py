@@ -285,12 +285,20 @@ def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(
         )
     assert got.strategy == "hnsw" and len(got.neighbours) == 10  # no index: a scan, still the full answer
     with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        refresh_ivf_index(conn, MODEL, DIM, "binary")
+        assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 6
+        conn.execute(text("ANALYZE items"))  # as autovacuum would have by now: the planner sees 6,500 rows
     with sessions() as s:
         got = similar_products(
             s, tenant_id="acme", external_id="p0", model_key=MODEL, dim=DIM, strategy="hnsw", index_kind="binary"
         )
+        s.rollback()
+        # ... and the rebuilt index is the one the query plans (a scan would give the same answer).
+        s.execute(_IVF_SETTINGS, {"probes": str(IVF_PROBES)})
+        sql = _query(MODEL, DIM, exact=False, category=False, kind="binary").text
+        params = {"tenant": "acme", "pid": "p0", "limit": 10, "k": 40, "kc": RERANK_FACTOR["binary"] * 40}
+        plan = "\n".join(r[0] for r in s.execute(text("EXPLAIN " + sql), {**params, "category": None}))
     assert got.strategy == "hnsw" and len(got.neighbours) == 10
+    assert f"Index Scan using {name}" in plan, plan
 
 
 def test_unknown_kinds_and_unsafe_keys_are_refused(sessions):
