@@ -220,15 +220,16 @@ def servable_models(session: Session, tenant_id: str) -> dict[str, ServableModel
     return {key: ServableModel(key, dim, kind) for key, dim, kind in rows}
 
 
+def serving_index(dep: ModelDeployment) -> tuple[str, int, str]:
+    """(model key, indexed dimension, kind) of the index a deployment serves from: for codes, the code width."""
+    return dep.model_key, dep.bits if dep.index_kind == "codes" else dep.dim, dep.index_kind
+
+
 def ivf_indexes(session: Session) -> set[tuple[str, int, str]]:
-    """(model key, indexed dimension, kind) of every ready deployment's IVFFlat index, all tenants (the worker
-    keeps them sized to their catalog: db/vector_index.py `refresh_ivf_index`)."""
-    rows = session.execute(
-        select(ModelDeployment.model_key, ModelDeployment.dim, ModelDeployment.bits, ModelDeployment.index_kind).where(
-            ModelDeployment.status == "ready", ModelDeployment.index_kind.in_(IVF_KINDS)
-        )
-    ).all()
-    return {(key, bits if kind == "codes" else dim, kind) for key, dim, bits, kind in rows}
+    """`serving_index` of every ready deployment with an IVFFlat index, all tenants (the worker keeps them sized to
+    their catalog: db/vector_index.py `refresh_ivf_index`)."""
+    ready = select(ModelDeployment).where(ModelDeployment.status == "ready", ModelDeployment.index_kind.in_(IVF_KINDS))
+    return {serving_index(dep) for dep in session.scalars(ready)}
 
 
 def progress(dep: ModelDeployment) -> float:

@@ -132,11 +132,13 @@ def ensure_vector_index(
         return name
     if valid is False:  # IF NOT EXISTS would keep the unusable leftover forever
         conn.execute(text(f"DROP INDEX {how}IF EXISTS {name}"))
-    conn.execute(text(_create_sql(conn, name, model_key, dim, kind, how, m, ef_construction, lists)))
+    conn.execute(
+        text(_create_sql(conn, name, model_key, dim, kind, how=how, m=m, ef_construction=ef_construction, lists=lists))
+    )
     return name
 
 
-def _create_sql(conn, name, model_key, dim, kind, how, m, ef_construction, lists) -> str:
+def _create_sql(conn, name, model_key, dim, kind, *, how, lists, m=16, ef_construction=EF_CONSTRUCTION) -> str:
     """The CREATE INDEX statement of the model's index of `kind` under `name`."""
     key = indexed_key(model_key, kind)
     if kind == "halfvec":
@@ -185,7 +187,7 @@ def refresh_ivf_index(conn: Connection, model_key: str, dim: int, kind: str) -> 
             return wanted
         if wanted < IVF_REBUILD_GROWTH * (index_lists(conn, model_key, kind) or 1):
             return None
-        conn.execute(text(_create_sql(conn, spare, model_key, dim, kind, "CONCURRENTLY ", 0, 0, wanted)))
+        conn.execute(text(_create_sql(conn, spare, model_key, dim, kind, how="CONCURRENTLY ", lists=wanted)))
         conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
         conn.execute(text(f"ALTER INDEX {spare} RENAME TO {name}"))
         return wanted

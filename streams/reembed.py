@@ -21,11 +21,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -251,20 +252,13 @@ class Reembedder:
         return page
 
     def _build_indexes(self, dep: ModelDeployment) -> None:
-        """The serving index (and, for a head with codes, the codes' one), built without blocking writes."""
-        wanted = [(dep.model_key, dep.dim, dep.index_kind)]
-        if dep.index_kind == "codes":  # the codes index searches, the model's full vectors re-rank
-            wanted = [(dep.model_key, dep.bits, "codes")]
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            # The build's memory: with the 64 MB default an HNSW build takes ~2.5x longer (PLATFORM.md).
-            conn.execute(text("SELECT set_config('maintenance_work_mem', :m, false)"), {"m": self.index_memory})
-            try:
-                for key, dim, kind in wanted:
-                    ensure_vector_index(conn, key, dim, kind=kind, concurrently=True)
-                    if not index_ready(conn, key, kind):
-                        raise RuntimeError(f"the {kind} index of {key} is not valid after its build")
-            finally:
-                conn.execute(text("RESET maintenance_work_mem"))  # the connection goes back to the pool
+        """The serving index (for codes: the codes' one; the model's full vectors only re-rank), built without
+        blocking writes."""
+        key, dim, kind = repo.serving_index(dep)
+        with self._index_connection() as conn:
+            ensure_vector_index(conn, key, dim, kind=kind, concurrently=True)
+            if not index_ready(conn, key, kind):
+                raise RuntimeError(f"the {kind} index of {key} is not valid after its build")
 
     def refresh_indexes(self) -> dict[str, int]:
         """Rebuild (or build) the IVFFlat indexes whose catalog outgrew their lists; {model key/kind: new lists}."""
@@ -273,17 +267,24 @@ class Reembedder:
         if self.embedder_index and self.embedder_index[2] != "halfvec":
             wanted.add(self.embedder_index)
         rebuilt = {}
+        with self._index_connection() as conn:
+            for key, dim, kind in sorted(wanted):
+                lists = refresh_ivf_index(conn, key, dim, kind)
+                if lists is not None:
+                    log.info("%s index of %s rebuilt with %d lists for its catalog", kind, key, lists)
+                    rebuilt[f"{key}/{kind}"] = lists
+        return rebuilt
+
+    @contextmanager
+    def _index_connection(self) -> Iterator[Connection]:
+        """An autocommit connection (CREATE INDEX CONCURRENTLY) with the index builds' memory."""
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            # The build's memory: with the 64 MB default an HNSW build takes ~2.5x longer (PLATFORM.md).
             conn.execute(text("SELECT set_config('maintenance_work_mem', :m, false)"), {"m": self.index_memory})
             try:
-                for key, dim, kind in sorted(wanted):
-                    lists = refresh_ivf_index(conn, key, dim, kind)
-                    if lists is not None:
-                        log.info("%s index of %s rebuilt with %d lists for its catalog", kind, key, lists)
-                        rebuilt[f"{key}/{kind}"] = lists
+                yield conn
             finally:
-                conn.execute(text("RESET maintenance_work_mem"))
-        return rebuilt
+                conn.execute(text("RESET maintenance_work_mem"))  # the connection goes back to the pool
 
     def run_until_idle(self, stop: threading.Event | None = None, *, poll_s: float = 1.0) -> None:
         """Run deployments until none is left embedding (a sweep waiting for `settle_s` is waited for)."""
