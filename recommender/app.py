@@ -87,7 +87,9 @@ def create_app(settings: Settings) -> FastAPI:
             settings.kafka_bootstrap, client_id=f"{settings.app_id}-api", ack_timeout_s=settings.kafka_ack_timeout_s
         )
         await app.state.producer.start()
-        app.state.exposures = BufferedSender(app.state.producer, settings.topic(INTERACTIONS.name))
+        app.state.exposures = BufferedSender(
+            app.state.producer, settings.topic(INTERACTIONS.name), linger_s=settings.exposure_linger_s
+        )
         app.state.exposures.start()
         app.state.fetcher = ImageFetcher(
             timeout_s=settings.fetch_timeout_s,

@@ -35,3 +35,54 @@ def test_events_unsent_at_shutdown_are_all_counted_lost_the_batch_in_hand_includ
 
     asyncio.run(scenario())
     assert counted(topic, "lost") == 12 and counted(topic, "sent") == 0
+
+
+class _RecordingProducer:
+    """Stands in for the Kafka producer at the process edge: records each send_many batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    async def send_many(self, topic: str, events) -> None:
+        self.batches.append([key for key, _ in events])
+
+
+def test_events_within_the_linger_go_out_in_one_batch():
+    """The drainer waits `linger_s` after a batch's first event: one produce request, not one per event."""
+    topic = f"t{uuid.uuid4().hex[:8]}.storefront.interactions"
+    event = InteractionEvent(event_id="e", tenant_id="acme", type="exposure", user_id="u")
+
+    async def scenario() -> list[list[str]]:
+        producer = _RecordingProducer()
+        sender = BufferedSender(producer, topic, linger_s=0.5)
+        sender.start()
+        sender.submit("acme:u0", event)
+        await asyncio.sleep(0.05)  # the drainer has taken the first event and lingers
+        for i in range(1, 10):
+            sender.submit(f"acme:u{i}", event)
+        while counted(topic, "sent") < 10:
+            await asyncio.sleep(0.01)
+        await sender.close()
+        return producer.batches
+
+    batches = asyncio.run(scenario())
+    assert batches == [[f"acme:u{i}" for i in range(10)]]
+
+
+def test_close_sends_a_lingering_batch_at_once_and_loses_nothing():
+    """close() cuts the linger short: a 30 s linger must not turn a 2 s shutdown into lost events."""
+    topic = f"t{uuid.uuid4().hex[:8]}.storefront.interactions"
+    event = InteractionEvent(event_id="e", tenant_id="acme", type="exposure", user_id="u")
+
+    async def scenario() -> list[list[str]]:
+        producer = _RecordingProducer()
+        sender = BufferedSender(producer, topic, linger_s=30)
+        sender.start()
+        for i in range(3):
+            sender.submit(f"acme:u{i}", event)
+        await asyncio.sleep(0.05)  # lingering
+        await sender.close(timeout_s=2)
+        return producer.batches
+
+    assert asyncio.run(scenario()) == [["acme:u0", "acme:u1", "acme:u2"]]
+    assert counted(topic, "sent") == 3 and counted(topic, "lost") == 0
