@@ -536,6 +536,8 @@ def _server_settings(system: LocalSystem) -> dict:
     """What the figures depend on besides the code: Postgres memory, uvicorn's loop and parser, the caches."""
     import importlib.util
 
+    from vitrine.stack import running_broker_storage
+
     with system.engine.connect() as c:
         shared_buffers = c.scalar(text("SHOW shared_buffers"))
     st = system.settings
@@ -548,6 +550,9 @@ def _server_settings(system: LocalSystem) -> dict:
         "lookup_cache_ttl_s": st.lookup_cache_ttl_s,
         "popularity_cache_ttl_s": st.popularity_cache_ttl_s,
         "serve_concurrency": st.serve_concurrency,
+        # Every response sends an exposure through the broker, on the same cores: its storage and batching count.
+        "broker_storage": running_broker_storage(st) or st.broker_storage,
+        "exposure_linger_s": st.exposure_linger_s,
     }
 
 

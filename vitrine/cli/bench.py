@@ -17,6 +17,13 @@ def _machine_line(m: dict) -> str:
     )
 
 
+def _broker_note(server: dict) -> str:
+    """The broker's storage and the exposure batching, when the figures recorded them (older JSON did not)."""
+    if "broker_storage" not in server:
+        return ""
+    return f", broker {server['broker_storage']}, exposures linger {server['exposure_linger_s']:g} s"
+
+
 @bench_app.command("ingest")
 def bench_ingest(
     products: int = typer.Option(200, min=1, help="Products to post (1-3 images each)"),
@@ -222,7 +229,7 @@ def print_index_table(r: dict) -> None:
     sv = s["server"]
     typer.echo(
         f"server: postgres shared_buffers {sv['shared_buffers']}, uvicorn {sv['uvicorn']}, "
-        f"hnsw.ef_search {sv['hnsw_ef_search']}, serve concurrency {sv.get('serve_concurrency')}"
+        f"hnsw.ef_search {sv['hnsw_ef_search']}, serve concurrency {sv.get('serve_concurrency')}{_broker_note(sv)}"
     )
     typer.echo(f"note: {r['note']}\n")
     typer.echo(
@@ -311,7 +318,7 @@ def print_serve_table(r: dict) -> None:
             f"server: postgres shared_buffers {sv['shared_buffers']}, uvicorn {sv['uvicorn']}, "
             f"hnsw.ef_search {sv['hnsw_ef_search']}, lookup cache TTL {sv['lookup_cache_ttl_s']:g} s, "
             f"popularity list TTL {sv['popularity_cache_ttl_s']:g} s, "
-            f"serve concurrency {sv.get('serve_concurrency', 40)}"
+            f"serve concurrency {sv.get('serve_concurrency', 40)}{_broker_note(sv)}"
         )
     typer.echo(f"note: {r['note']}\n")
     if ld["reused"]:

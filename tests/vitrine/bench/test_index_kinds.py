@@ -155,3 +155,13 @@ def test_bad_index_options_are_refused_before_any_work():
     ):
         result = runner.invoke(app, ["bench", "serve", *args])
         assert result.exit_code != 0 and message in result.output, (args, result.output)
+
+
+def test_the_server_line_names_the_broker_and_the_exposure_linger_when_recorded(capsys):
+    """Exposures go through the broker on the same cores: its storage is part of what the figures measured."""
+    result = figures()
+    print_index_table(result)
+    assert "broker" not in capsys.readouterr().out.split("note:")[0]  # older JSON: nothing invented
+    result["settings"]["server"].update(broker_storage="durable", exposure_linger_s=1.0)
+    print_index_table(result)
+    assert "broker durable, exposures linger 1 s" in capsys.readouterr().out
