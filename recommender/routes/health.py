@@ -35,7 +35,8 @@ async def healthz(request: Request):
     """200 when Postgres and Kafka both answer, else 503 naming which does not (probed on each call, ~1 ms)."""
     state = request.app.state
     database = await database_state(state.engine)
-    # Exposures wait in the send buffer while the broker is down: how many shows how long it has been.
+    # Exposures wait in the send buffer: up to VITRINE_EXPOSURE_LINGER_S's worth normally, and growing while
+    # the broker is down (how many then shows how long it has been).
     broker = await broker_state(state.settings.kafka_bootstrap, buffered_events=state.exposures.queue.qsize())
     health = Health(
         status="ok" if database["ok"] and broker["ok"] else "degraded",
