@@ -3,9 +3,9 @@
 The request handler only enqueues (never waits on the broker). The drainer waits `linger_s` after
 the first event of a batch so that one produce request carries many events: a durable broker pays
 per batch it stores (the embedded Tansu writes each partition's batch as an object), not per event.
-When the broker is down the
-drainer keeps retrying the batch in hand while the buffer absorbs new events; once the buffer is
-full, further events are dropped and counted (`outcome="lost"`), never silently.
+When the broker is down the drainer keeps retrying the batch in hand while the buffer absorbs new
+events; once the buffer is full, further events are dropped and counted (`outcome="lost"`), never
+silently.
 """
 
 from __future__ import annotations
