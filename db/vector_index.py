@@ -27,9 +27,12 @@ are k-means centres fixed at build time, sized from the rows then (`ivf_lists`);
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 from sqlalchemy import text
@@ -37,6 +40,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from db.catalog import vector_text
+
+log = logging.getLogger(__name__)
 
 _MODEL_KEY = re.compile(r"^[A-Za-z0-9_.:@/+-]{1,128}$")
 INDEX_KINDS = ("halfvec", "binary", "codes")
@@ -99,6 +104,34 @@ def indexed_key(model_key: str, kind: str) -> str:
     return codes_key(model_key) if check_kind(kind) == "codes" else check_model_key(model_key)
 
 
+INDEX_LOCK_WAIT_S = 1800.0  # the longest a build or drop waits for a rebuild of the same index
+
+
+@contextmanager
+def _index_lock(conn: Connection, name: str, *, autocommit: bool) -> Iterator[bool]:
+    """The advisory lock a rebuild of the index `name` holds (refresh_ivf_index); yields whether it is held.
+
+    So a build or a drop does not land between a rebuild's drop of the old index and the rename of its
+    replacement. On an autocommit connection: wait for it, polling with no transaction open (a blocking
+    wait would hold a snapshot that the rebuild's CREATE INDEX CONCURRENTLY waits for: a deadlock), and
+    release it after (the session lock is re-entrant: a refresh's own build takes it again). Inside a
+    transaction, which may hold locks the rebuild waits for, only try: False when a rebuild is under way.
+    """
+    lock = {"n": name}
+    if not autocommit:
+        yield bool(conn.scalar(text("SELECT pg_try_advisory_xact_lock(hashtext(:n))"), lock))
+        return
+    deadline = time.monotonic() + INDEX_LOCK_WAIT_S
+    while not conn.scalar(text("SELECT pg_try_advisory_lock(hashtext(:n))"), lock):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"a rebuild of {name} held its lock for over {INDEX_LOCK_WAIT_S:.0f} s")
+        time.sleep(0.2)
+    try:
+        yield True
+    finally:
+        conn.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), lock)
+
+
 def ensure_vector_index(
     conn: Connection,
     model_key: str,
@@ -127,14 +160,22 @@ def ensure_vector_index(
         raise ValueError(f"unsupported dimension {dim} for a {kind} index")
     name = index_name(model_key, kind)
     how = "CONCURRENTLY " if concurrently else ""
-    valid = _validity(conn, name)
-    if valid:
+    if _validity(conn, name):
         return name
-    if valid is False:  # IF NOT EXISTS would keep the unusable leftover forever
-        conn.execute(text(f"DROP INDEX {how}IF EXISTS {name}"))
-    conn.execute(
-        text(_create_sql(conn, name, model_key, dim, kind, how=how, m=m, ef_construction=ef_construction, lists=lists))
-    )
+    # IVFFlat indexes are rebuilt in place (refresh_ivf_index): wait for one under way, then look again.
+    # Inside a transaction, a rebuild under way is left to finish: it leaves the index valid.
+    lock = _index_lock(conn, name, autocommit=concurrently) if kind in IVF_KINDS else nullcontext(True)
+    with lock as held:
+        if not held:
+            log.info("%s is being rebuilt: left to the rebuild", name)
+            return name
+        valid = _validity(conn, name)
+        if valid:
+            return name
+        if valid is False:  # IF NOT EXISTS would keep the unusable leftover forever
+            conn.execute(text(f"DROP INDEX {how}IF EXISTS {name}"))
+        sql = _create_sql(conn, name, model_key, dim, kind, how=how, m=m, ef_construction=ef_construction, lists=lists)
+        conn.execute(text(sql))
     return name
 
 
@@ -218,8 +259,13 @@ def drop_vector_index(conn: Connection, model_key: str, kind: str = "halfvec", *
     `concurrently` needs an autocommit connection."""
     how = "CONCURRENTLY " if concurrently else ""
     name = index_name(check_model_key(model_key), kind)
-    for each in (name, name + "_next") if kind in IVF_KINDS else (name,):
-        conn.execute(text(f"DROP INDEX {how}IF EXISTS {each}"))
+    if kind not in IVF_KINDS:
+        conn.execute(text(f"DROP INDEX {how}IF EXISTS {name}"))
+        return
+    # Not mid-rebuild: it would rename its replacement back. Inside a transaction (benchmarks) drop regardless.
+    with _index_lock(conn, name, autocommit=concurrently):
+        for each in (name, name + "_next"):
+            conn.execute(text(f"DROP INDEX {how}IF EXISTS {each}"))
 
 
 def _validity(conn: Connection, name: str) -> bool | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -299,6 +300,82 @@ def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(
         plan = "\n".join(r[0] for r in s.execute(text("EXPLAIN " + sql), {**params, "category": None}))
     assert got.strategy == "hnsw" and len(got.neighbours) == 10
     assert f"Index Scan using {name}" in plan, plan
+
+
+def _ivf_indexes(conn) -> set[str]:
+    return set(conn.scalars(text("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_items_ivf%'")))
+
+
+@pytest.mark.parametrize("call", ["ensure", "drop"])
+def test_builds_and_drops_wait_for_a_rebuild_under_way(sessions, db_engine, call):
+    """A rebuild (refresh_ivf_index) drops the old index, then renames its replacement: a build landing in
+    between made a second index (and the rename failed); a retirement's drop in between left the replacement,
+    renamed, as an index of a retired model. Both now wait for the rebuild's lock; a worker's start-up build,
+    inside a transaction, leaves the index to the rebuild instead of waiting (it could hold locks the rebuild's
+    CREATE INDEX CONCURRENTLY waits for)."""
+    with sessions.begin() as s:
+        create_tenant(s, "acme", "acme")
+        add_products(s, "acme", "p", VECTORS[:500])
+    rebuild = db_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    with rebuild:
+        name = ensure_vector_index(rebuild, MODEL, DIM, kind="binary", concurrently=True)
+        # The rebuild, stopped between its drop and its rename (as refresh_ivf_index holds the lock).
+        rebuild.execute(text(f"ALTER INDEX {name} RENAME TO {name}_next"))
+        assert rebuild.scalar(text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": name})
+        with db_engine.begin() as conn:  # the worker's start-up: its indexes in one transaction
+            assert ensure_vector_index(conn, MODEL, DIM, kind="binary") == name
+        assert _ivf_indexes(rebuild) == {f"{name}_next"}  # built nothing
+
+        def other() -> None:
+            with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                if call == "ensure":
+                    ensure_vector_index(conn, MODEL, DIM, kind="binary", concurrently=True)
+                else:
+                    drop_vector_index(conn, MODEL, "binary", concurrently=True)
+
+        worker = threading.Thread(target=other)
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive()  # waiting on the lock ...
+        assert _ivf_indexes(rebuild) == {f"{name}_next"}  # ... having built or dropped nothing
+        rebuild.execute(text(f"ALTER INDEX {name}_next RENAME TO {name}"))  # the rebuild finishes
+        rebuild.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), {"n": name})
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        # One index, the rebuilt one (ensure found it valid); or none at all after the drop.
+        assert _ivf_indexes(rebuild) == (set() if call == "drop" else {name})
+
+
+def test_a_waiting_drop_does_not_deadlock_the_rebuilds_concurrent_build(sessions, db_engine):
+    """CREATE INDEX CONCURRENTLY waits for every transaction with an older snapshot. A drop blocked in
+    pg_advisory_lock would be one, waiting on the lock the rebuild holds: Postgres aborts one of them
+    ("deadlock detected"). The drop polls with no transaction open instead."""
+    with sessions.begin() as s:
+        create_tenant(s, "acme", "acme")
+        add_products(s, "acme", "p", VECTORS[:500])
+    rebuild = db_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    with rebuild:
+        name = ensure_vector_index(rebuild, MODEL, DIM, kind="binary", concurrently=True)
+        assert rebuild.scalar(text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": name})
+        errors: list[BaseException] = []
+
+        def retire() -> None:
+            try:
+                with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    drop_vector_index(conn, MODEL, "binary", concurrently=True)
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+        worker = threading.Thread(target=retire)
+        worker.start()
+        worker.join(timeout=0.5)
+        assert worker.is_alive()
+        # The rebuild's replacement, built concurrently while the drop waits (deadlock_timeout is 1 s).
+        rebuild.execute(text(f"CREATE INDEX CONCURRENTLY {name}_next ON items (id) WHERE model = '{MODEL}'"))
+        rebuild.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), {"n": name})
+        worker.join(timeout=60)
+        assert not worker.is_alive() and not errors, errors
+        assert _ivf_indexes(rebuild) == set()
 
 
 def test_unknown_kinds_and_unsafe_keys_are_refused(sessions):
