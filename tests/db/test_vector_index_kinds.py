@@ -247,6 +247,20 @@ def test_an_interrupted_concurrent_build_is_not_ready_and_is_rebuilt(sessions, d
         assert not index_ready(conn, MODEL, "binary")  # never built
 
 
+def _ivf_indexes(conn) -> set[str]:
+    return set(conn.scalars(text("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_items_ivf%'")))
+
+
+def _binary_index_under_rebuild(sessions, rebuild) -> str:
+    """500 products, their binary index, and the rebuild's advisory lock held on `rebuild`; the index name."""
+    with sessions.begin() as s:
+        create_tenant(s, "acme", "acme")
+        add_products(s, "acme", "p", VECTORS[:500])
+    name = ensure_vector_index(rebuild, MODEL, DIM, kind="binary", concurrently=True)
+    assert rebuild.scalar(text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": name})
+    return name
+
+
 def test_ivf_lists_follow_pgvectors_advice():
     assert [ivf_lists(n) for n in (0, 999, 5000, 100_000, 1_000_000, 4_000_000)] == [1, 1, 5, 100, 1000, 2000]
 
@@ -269,8 +283,7 @@ def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(
         conn.execute(text(f"ALTER INDEX {name} RENAME TO {name}_next"))
         assert refresh_ivf_index(conn, MODEL, DIM, "binary") is None
         assert index_ready(conn, MODEL, "binary") and index_lists(conn, MODEL, "binary") == 6
-        names = set(conn.scalars(text("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_items_ivf%'")))
-        assert names == {name}
+        assert _ivf_indexes(conn) == {name}
         # A missing index is built; HNSW kinds have nothing to refresh.
         conn.execute(text(f"DROP INDEX {name}"))
         assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 6 and index_ready(conn, MODEL, "binary")
@@ -279,7 +292,7 @@ def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(
         # Dropping the model's index (retiring it) also drops a replacement a rebuild left behind.
         conn.execute(text(f"CREATE INDEX {name}_next ON items (id) WHERE model = '{MODEL}'"))
         drop_vector_index(conn, MODEL, "binary", concurrently=True)
-        assert not set(conn.scalars(text("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_items_ivf%'")))
+        assert not _ivf_indexes(conn)
     with sessions() as s:
         got = similar_products(
             s, tenant_id="acme", external_id="p0", model_key=MODEL, dim=DIM, strategy="hnsw", index_kind="binary"
@@ -302,10 +315,6 @@ def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(
     assert f"Index Scan using {name}" in plan, plan
 
 
-def _ivf_indexes(conn) -> set[str]:
-    return set(conn.scalars(text("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_items_ivf%'")))
-
-
 @pytest.mark.parametrize("call", ["ensure", "drop"])
 def test_builds_and_drops_wait_for_a_rebuild_under_way(sessions, db_engine, call):
     """A rebuild (refresh_ivf_index) drops the old index, then renames its replacement: a build landing in
@@ -313,15 +322,10 @@ def test_builds_and_drops_wait_for_a_rebuild_under_way(sessions, db_engine, call
     renamed, as an index of a retired model. Both now wait for the rebuild's lock; a worker's start-up build,
     inside a transaction, leaves the index to the rebuild instead of waiting (it could hold locks the rebuild's
     CREATE INDEX CONCURRENTLY waits for)."""
-    with sessions.begin() as s:
-        create_tenant(s, "acme", "acme")
-        add_products(s, "acme", "p", VECTORS[:500])
-    rebuild = db_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    with rebuild:
-        name = ensure_vector_index(rebuild, MODEL, DIM, kind="binary", concurrently=True)
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as rebuild:
+        name = _binary_index_under_rebuild(sessions, rebuild)
         # The rebuild, stopped between its drop and its rename (as refresh_ivf_index holds the lock).
         rebuild.execute(text(f"ALTER INDEX {name} RENAME TO {name}_next"))
-        assert rebuild.scalar(text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": name})
         with db_engine.begin() as conn:  # the worker's start-up: its indexes in one transaction
             assert ensure_vector_index(conn, MODEL, DIM, kind="binary") == name
         assert _ivf_indexes(rebuild) == {f"{name}_next"}  # built nothing
@@ -350,13 +354,8 @@ def test_a_waiting_drop_does_not_deadlock_the_rebuilds_concurrent_build(sessions
     """CREATE INDEX CONCURRENTLY waits for every transaction with an older snapshot. A drop blocked in
     pg_advisory_lock would be one, waiting on the lock the rebuild holds: Postgres aborts one of them
     ("deadlock detected"). The drop polls with no transaction open instead."""
-    with sessions.begin() as s:
-        create_tenant(s, "acme", "acme")
-        add_products(s, "acme", "p", VECTORS[:500])
-    rebuild = db_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    with rebuild:
-        name = ensure_vector_index(rebuild, MODEL, DIM, kind="binary", concurrently=True)
-        assert rebuild.scalar(text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": name})
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as rebuild:
+        name = _binary_index_under_rebuild(sessions, rebuild)
         errors: list[BaseException] = []
 
         def retire() -> None:

@@ -37,6 +37,14 @@ def test_events_unsent_at_shutdown_are_all_counted_lost_the_batch_in_hand_includ
     assert counted(topic, "lost") == 12 and counted(topic, "sent") == 0
 
 
+EVENT = InteractionEvent(event_id="e", tenant_id="acme", type="exposure", user_id="u")
+
+
+def fresh_topic() -> str:
+    """A topic name of the test's own, so the module-wide sent/lost counters start at 0 for it."""
+    return f"t{uuid.uuid4().hex[:8]}.storefront.interactions"
+
+
 class _RecordingProducer:
     """Stands in for the Kafka producer at the process edge: records each send_many batch."""
 
@@ -50,17 +58,16 @@ class _RecordingProducer:
 
 def test_events_within_the_linger_go_out_in_one_batch():
     """The drainer waits `linger_s` after a batch's first event: one produce request, not one per event."""
-    topic = f"t{uuid.uuid4().hex[:8]}.storefront.interactions"
-    event = InteractionEvent(event_id="e", tenant_id="acme", type="exposure", user_id="u")
+    topic = fresh_topic()
 
     async def scenario() -> list[list[str]]:
         producer = _RecordingProducer()
         sender = BufferedSender(producer, topic, linger_s=0.5)
         sender.start()
-        sender.submit("acme:u0", event)
+        sender.submit("acme:u0", EVENT)
         await asyncio.sleep(0.05)  # the drainer has taken the first event and lingers
         for i in range(1, 10):
-            sender.submit(f"acme:u{i}", event)
+            sender.submit(f"acme:u{i}", EVENT)
         deadline = asyncio.get_running_loop().time() + 30
         while counted(topic, "sent") < 10 and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
@@ -73,15 +80,14 @@ def test_events_within_the_linger_go_out_in_one_batch():
 
 def test_close_sends_a_lingering_batch_at_once_and_loses_nothing():
     """close() cuts the linger short: a 30 s linger must not turn a 2 s shutdown into lost events."""
-    topic = f"t{uuid.uuid4().hex[:8]}.storefront.interactions"
-    event = InteractionEvent(event_id="e", tenant_id="acme", type="exposure", user_id="u")
+    topic = fresh_topic()
 
     async def scenario() -> list[list[str]]:
         producer = _RecordingProducer()
         sender = BufferedSender(producer, topic, linger_s=30)
         sender.start()
         for i in range(3):
-            sender.submit(f"acme:u{i}", event)
+            sender.submit(f"acme:u{i}", EVENT)
         await asyncio.sleep(0.05)  # lingering
         await sender.close(timeout_s=2)
         return producer.batches
@@ -92,14 +98,13 @@ def test_close_sends_a_lingering_batch_at_once_and_loses_nothing():
 
 def test_close_sends_a_single_lingering_event_the_queue_being_empty():
     """The event the drainer lingers on is off the queue: close() must still wait for it, not report drained."""
-    topic = f"t{uuid.uuid4().hex[:8]}.storefront.interactions"
-    event = InteractionEvent(event_id="e", tenant_id="acme", type="exposure", user_id="u")
+    topic = fresh_topic()
 
     async def scenario() -> list[list[str]]:
         producer = _RecordingProducer()
         sender = BufferedSender(producer, topic, linger_s=30)
         sender.start()
-        sender.submit("acme:u0", event)
+        sender.submit("acme:u0", EVENT)
         await asyncio.sleep(0.05)  # taken off the queue, lingering
         assert sender.queue.empty()
         await sender.close(timeout_s=2)
@@ -112,14 +117,13 @@ def test_close_sends_a_single_lingering_event_the_queue_being_empty():
 
 def test_a_full_batch_waiting_goes_out_without_lingering():
     """A backlog (e.g. after an outage) is sent in full batches back to back, not one batch per linger."""
-    topic = f"t{uuid.uuid4().hex[:8]}.storefront.interactions"
-    event = InteractionEvent(event_id="e", tenant_id="acme", type="exposure", user_id="u")
+    topic = fresh_topic()
 
     async def scenario() -> list[list[str]]:
         producer = _RecordingProducer()
         sender = BufferedSender(producer, topic, batch=4, linger_s=30)
         for i in range(8):
-            sender.submit(f"acme:u{i}", event)
+            sender.submit(f"acme:u{i}", EVENT)
         sender.start()
         deadline = asyncio.get_running_loop().time() + 10
         while len(producer.batches) < 2 and asyncio.get_running_loop().time() < deadline:
