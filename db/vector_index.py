@@ -20,8 +20,9 @@ TIDs at level 0) whatever the vector type, so at 128 bits the graph, not the cod
 (1.8x smaller than halfvec at 1M, 298 MB); an IVFFlat entry is the bit string and one TID (14x
 smaller, 39 MB), it builds in seconds instead of minutes, and scanning a few lists of bit strings
 returns the exact Hamming order within them, without the ties that stall a graph walk. Its lists
-are k-means centres fixed at build time, sized from the rows then (`ivf_lists`);
-`refresh_ivf_index` rebuilds an index whose catalog has outgrown them (the worker checks).
+are k-means centres fixed at build time, sized from the rows then (`ivf_lists`: sqrt(rows), which at 100k
+scanned a third of pgvector's rows / 1000 advice for the same recall); `refresh_ivf_index` rebuilds an index
+whose catalog has outgrown them (the worker checks).
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ INDEX_KINDS = ("halfvec", "binary", "codes")
 EF_CONSTRUCTION = 200
 CODES_SUFFIX = "+codes"
 # The Hamming IVFFlat indexes of the bit kinds: lists probed per query (the iterative scan probes more when a
-# filter leaves too few rows), and how far the catalog may outgrow the lists of the build before a rebuild.
+# filter leaves too few rows), and how far the lists wanted may outgrow those of the build before a rebuild
+# (2x the lists: 4x the rows).
 IVF_KINDS = ("binary", "codes")
 IVF_PROBES = 10
-IVF_REBUILD_GROWTH = 4
+IVF_REBUILD_GROWTH = 2
 _PREFIX = {"halfvec": "ix_items_hnsw_", "binary": "ix_items_ivf_bin_", "codes": "ix_items_ivf_codes_"}
 _MAX_DIM = {"halfvec": 4000, "binary": 64000, "codes": 64000}  # pgvector's index limits per type
 _LISTS = re.compile(r"^lists=(\d+)$")
@@ -94,9 +96,45 @@ def bit_expr(dim: int, column: str = "embedding") -> str:
     return f"(binary_quantize({column}::vector({int(dim)}))::bit({int(dim)}))"
 
 
-def ivf_lists(rows: int) -> int:
-    """IVFFlat lists for `rows` vectors, pgvector's advice: rows / 1000 up to 1M rows, sqrt(rows) above; >= 1."""
-    return max(1, rows // 1000) if rows <= 1_000_000 else math.isqrt(rows)
+def ivf_lists(rows: int, memory_bytes: int | None = None, dim: int = 128) -> int:
+    """IVFFlat lists for `rows` bit strings of `dim` bits: sqrt(rows), >= 1, and no more than a build in
+    `memory_bytes` of `maintenance_work_mem` can cluster.
+
+    pgvector advises rows / 1000 up to 1M rows and sqrt(rows) above (the same 1,000 at 1M). For the
+    Hamming indexes here, sqrt is better below 1M: at 100k, 316 lists probed 10 at a time gave the
+    recall of 100 lists (0.984 binary) scanning a third of the entries, p50 2.6 instead of 3.9 ms
+    (docs/serving.md, "Lists and candidates by catalog size"). A build's memory grows with the lists
+    squared: pgvector's k-means keeps a samples x lists bound matrix, 50 samples a list, 4 bytes each
+    (~200 MB at 1,000 lists; 3,162 lists wanted 1.9 GB), and refuses to build beyond
+    `maintenance_work_mem`, so the lists are capped to fit 90 % of it (64 MB: 533 lists at 128 bits).
+    """
+    lists = max(1, math.isqrt(max(0, rows)))
+    while memory_bytes is not None and lists > 1 and _build_bytes(lists, rows, dim) > 0.9 * memory_bytes:
+        lists -= 1
+    return lists
+
+
+def _build_bytes(lists: int, rows: int, dim: int) -> int:
+    """What pgvector's IVFFlat k-means asks of `maintenance_work_mem` for bit strings of `dim` bits (ivfkmeans.c,
+    counted generously): the sample array (room for 50 rows a list, at least 10,000) and two centre arrays of
+    bit strings, the centres' float sums, a samples x lists bound matrix, two lists x lists distance matrices
+    and a few per-sample and per-list arrays."""
+    room = max(10_000, 50 * lists)
+    samples = min(rows, room)
+    item = 8 * math.ceil((8 + math.ceil(dim / 8)) / 8)  # a varbit, MAXALIGNed
+    floats = samples * lists + 2 * lists * lists + 2 * samples + 2 * lists  # 4 bytes each
+    return (room + 2 * lists) * item + lists * (8 + 4 * dim) + 4 * floats
+
+
+def set_build_memory(conn: Connection, memory: str, *, local: bool) -> None:
+    """Set `maintenance_work_mem` (e.g. "512MB") for index builds on `conn`: for its transaction (`local`) or its
+    session (reset it before the connection goes back to the pool)."""
+    conn.execute(text("SELECT set_config('maintenance_work_mem', :m, :l)"), {"m": memory, "l": local})
+
+
+def _build_memory(conn: Connection) -> int:
+    """This connection's `maintenance_work_mem`, in bytes."""
+    return int(conn.scalar(text("SELECT pg_size_bytes(current_setting('maintenance_work_mem'))")))
 
 
 def indexed_key(model_key: str, kind: str) -> str:
@@ -186,7 +224,7 @@ def _create_sql(conn, name, model_key, dim, kind, *, how, lists, m=16, ef_constr
         build = f"m = {int(m)}, ef_construction = {int(ef_construction)}"
         method = f"hnsw ({vector_expr(dim)} halfvec_cosine_ops) WITH ({build})"
     else:
-        lists = ivf_lists(_covered_rows(conn, key)) if lists is None else int(lists)
+        lists = ivf_lists(_covered_rows(conn, key), _build_memory(conn), dim) if lists is None else int(lists)
         method = f"ivfflat ({bit_expr(dim)} bit_hamming_ops) WITH (lists = {lists})"
     return f"CREATE INDEX {how}IF NOT EXISTS {name} ON items USING {method} WHERE model = '{key}'"
 
@@ -222,7 +260,7 @@ def refresh_ivf_index(conn: Connection, model_key: str, dim: int, kind: str) -> 
             conn.execute(text(f"ALTER INDEX {spare} RENAME TO {name}"))
             valid = True
         conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {spare}"))  # a build that crashed half-way
-        wanted = ivf_lists(_covered_rows(conn, indexed_key(model_key, kind)))
+        wanted = ivf_lists(_covered_rows(conn, indexed_key(model_key, kind)), _build_memory(conn), dim)
         if not valid:
             ensure_vector_index(conn, model_key, dim, kind=kind, concurrently=True, lists=wanted)
             return wanted

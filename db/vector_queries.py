@@ -8,7 +8,7 @@ exactly. The model key and dimension are spliced in as validated literals: the H
 are partial (`WHERE model = '<key>'`), and a generic plan with `model = $1` could not use them.
 
 The index kind (db/vector_index.py) only changes where the index's candidates come from: `halfvec`
-ranks items by cosine in its HNSW index; `binary` takes the top `RERANK_FACTOR x k` items by Hamming
+ranks items by cosine in its HNSW index; `binary` takes the top `rerank_factor(...) x k` items by Hamming
 distance of their sign bits (IVFFlat, IVF_PROBES lists) and re-ranks them on the full vectors;
 `codes` takes the top products by Hamming distance of their learned codes (the viewed product's
 code items as queries) and re-ranks them on the full vectors. pgvector has no asymmetric distance (a float query against
@@ -18,26 +18,45 @@ exact strategy is the same for every kind: cosine on the full vectors.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.vector_index import _MODEL_KEY, IVF_KINDS, IVF_PROBES, bit_expr, check_kind, codes_key, vector_expr
+from db.vector_index import (
+    _MODEL_KEY,
+    IVF_KINDS,
+    IVF_PROBES,
+    bit_expr,
+    check_kind,
+    codes_key,
+    index_name,
+    vector_expr,
+)
 
 EXACT_THRESHOLD = 2000  # filtered items at or below which an exact scan is both cheap and exact
 # The bit kinds: up to this many filtered items Postgres itself prefers reading them all (a B-tree on the filter,
 # then a sort by Hamming distance) to the IVF scan, and the Hamming order of a whole category re-ranks worse than
 # the IVF lists' (100k, same category: 0.95 vs 0.98). Reading them all by cosine instead costs the same and is exact.
 EXACT_THRESHOLD_BITS = 10_000
-# Hamming candidates per query item, as a multiple of the k items the halfvec scan keeps, without and with a
-# category filter (measured for recall@10 >= 0.95 at 100k and 1M products: docs/serving.md, "IVFFlat for the bit
-# kinds"). 128 sign bits or 64 learned bits order a 1M catalog's near neighbours coarsely: at 1M the binary kind
-# needs 16 x 40 candidates (4x: 0.80), the codes kind 25 x 40 (16x: 0.94-0.96). A filtered query needs more: the
-# IVF scan probes lists until enough candidates pass the filter, and an item whose category differs from its
-# neighbourhood's finds its in-category neighbours only in lists farther away (100k, 16x: 0.895; 25x: 0.968).
-RERANK_FACTOR = {"binary": 16, "codes": 25}
+# ... and with a category filter, up to this many items in the category: at 316k products a category of ~19,750
+# items through the IVF scan recalled 0.946 (binary) / 0.933 (codes), 25-30 ms a query; read exactly, 1.0 at ~38 ms
+# (docs/serving.md, "Between the two sizes: 316k"). At 1M a category (~62,500) is over it and the scan recalls 0.99.
+EXACT_THRESHOLD_BITS_FILTERED = 25_000
+# Hamming candidates per query item, as a multiple of the k items the halfvec scan keeps. Without a filter it
+# follows the entries of the kind's index (all tenants'): 128 sign bits or 64 learned bits order a large catalog's
+# near neighbours coarsely, as more items crowd each Hamming distance. Measured for recall@10 >= 0.95 on the serve
+# benchmark's catalog at two sizes (docs/serving.md, "Lists and candidates by catalog size"): at 100k the factor
+# 4 recalls what 16 or 25 do (the probed lists, not the candidates, limit it), at 1M binary needs 16 (8: 0.92),
+# codes 25 (16: 0.94-0.96). Between the two sizes the factor is interpolated geometrically in the entries; at or
+# below the smaller the smaller factor, above the larger the larger one (nothing measured there: a catalog far
+# above 1M may need more). A filtered query needs more: the IVF scan probes lists until enough candidates pass
+# the filter, and an item whose category differs from its neighbourhood's finds its in-category neighbours only
+# in lists farther away (100k, 16x: 0.895; 25x: 0.968).
+RERANK_FACTOR = {"binary": ((100_000, 4), (1_000_000, 16)), "codes": ((100_000, 4), (1_000_000, 25))}
 RERANK_FACTOR_FILTERED = {"binary": 25, "codes": 25}
 MAX_CANDIDATES = 1000  # Hamming candidates per query item at most (a large limit would otherwise ask for more)
 MAX_EF_SEARCH = 1000  # pgvector's limit for hnsw.ef_search
@@ -231,9 +250,7 @@ def similar_products(
         raise ValueError(f"invalid model key {model_key!r}")
     check_kind(index_kind)
     k = max(4 * limit, 40)
-    factors = RERANK_FACTOR if category is None else RERANK_FACTOR_FILTERED
-    kc = min(factors.get(index_kind, 1) * k, MAX_CANDIDATES)
-    params = {"tenant": tenant_id, "pid": external_id, "limit": limit, "k": k, "kc": kc, "category": category}
+    params = {"tenant": tenant_id, "pid": external_id, "limit": limit, "k": k, "kc": k, "category": category}
     if strategy == "auto":
         strategy = choose_strategy(
             session,
@@ -249,9 +266,12 @@ def similar_products(
     used = strategy
     if strategy == "hnsw":
         if index_kind in IVF_KINDS:
+            entries = None if category is not None else index_entries(session, model_key, index_kind)
+            factor = rerank_factor(index_kind, entries, filtered=category is not None)
+            params["kc"] = min(factor * k, MAX_CANDIDATES)
             session.execute(_IVF_SETTINGS, {"probes": str(IVF_PROBES)})
         else:
-            _hnsw_settings(session, min(max(ef_search, kc), MAX_EF_SEARCH))
+            _hnsw_settings(session, min(max(ef_search, k), MAX_EF_SEARCH))
         query = _query(model_key, dim, exact=False, category=category is not None, kind=index_kind, bits=bits)
         rows = session.execute(query, params).all()
         if len(rows) < limit:  # filters removed too much even for the iterative scan
@@ -291,15 +311,19 @@ def choose_strategy(
 ) -> str:
     """ "exact" when at most `exact_threshold` items pass the filters, else "hnsw" (a bounded count).
 
-    The default threshold is EXACT_THRESHOLD for halfvec, EXACT_THRESHOLD_BITS for the bit kinds.
+    The default threshold is EXACT_THRESHOLD for halfvec, EXACT_THRESHOLD_BITS for the bit kinds
+    (EXACT_THRESHOLD_BITS_FILTERED with a category: there it also buys recall the Hamming scan lacks).
 
-    Only a cost decision: either strategy returns full, correct lists (HNSW falls back to exact
-    when it comes back short), so a caller may reuse the answer for a while.
+    Either strategy returns full, correct lists (HNSW falls back to exact when it comes back short),
+    so a caller may reuse the answer for a while.
     """
     if not _MODEL_KEY.match(model_key):
         raise ValueError(f"invalid model key {model_key!r}")
     if exact_threshold is None:
-        exact_threshold = EXACT_THRESHOLD_BITS if check_kind(index_kind) in IVF_KINDS else EXACT_THRESHOLD
+        if check_kind(index_kind) not in IVF_KINDS:
+            exact_threshold = EXACT_THRESHOLD
+        else:
+            exact_threshold = EXACT_THRESHOLD_BITS if category is None else EXACT_THRESHOLD_BITS_FILTERED
     return (
         "exact"
         if _filtered_items(session, model_key, tenant_id, category, exact_threshold) <= exact_threshold
@@ -313,6 +337,45 @@ def _hnsw_settings(session: Session, ef_search: int) -> None:
     One round trip for both (set_config with is_local = true is SET LOCAL).
     """
     session.execute(_HNSW_SETTINGS, {"ef": str(int(ef_search))})
+
+
+def rerank_factor(kind: str, entries: int | None, *, filtered: bool = False) -> int:
+    """Hamming candidates per query item as a multiple of k, for a bit kind's index of `entries` entries.
+
+    RERANK_FACTOR without a filter (`entries` None, not known: the larger factor), RERANK_FACTOR_FILTERED
+    with one; 1 for halfvec (its HNSW scan ranks by cosine itself).
+    """
+    if check_kind(kind) not in IVF_KINDS:
+        return 1
+    if filtered:
+        return RERANK_FACTOR_FILTERED[kind]
+    (small, f_small), (large, f_large) = RERANK_FACTOR[kind]
+    if entries is None or entries >= large:
+        return f_large
+    if entries <= small:
+        return f_small
+    return round(f_small * (f_large / f_small) ** (math.log(entries / small) / math.log(large / small)))
+
+
+ENTRIES_TTL_S = 300.0  # how long an index's entry count is reused (it moves with the catalog, slowly)
+UNKNOWN_ENTRIES_TTL_S = 10.0  # ... and "no such index yet" (a build or a rebuild's swap under way)
+_ENTRIES: dict[str, tuple[float, int | None]] = {}  # index name -> (read at, entries; None: unknown)
+
+
+def index_entries(session: Session, model_key: str, kind: str) -> int | None:
+    """The entries of the model's index of `kind`, as Postgres last counted them (pg_class.reltuples: set by
+    the build, kept current by autovacuum and ANALYZE), read at most once per ENTRIES_TTL_S; None: unknown.
+
+    Cached per process by index name: a process serves one database (tests reset the cache between databases)."""
+    name = index_name(model_key, kind)
+    now = time.monotonic()
+    hit = _ENTRIES.get(name)
+    if hit is not None and now - hit[0] < (ENTRIES_TTL_S if hit[1] is not None else UNKNOWN_ENTRIES_TTL_S):
+        return hit[1]
+    tuples = session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:n)"), {"n": name})
+    entries = int(tuples) if tuples is not None and tuples >= 0 else None  # -1: never counted
+    _ENTRIES[name] = (now, entries)
+    return entries
 
 
 _BITS: dict[str, int] = {}  # codes key -> code width; a model key names one artefact, so it never changes

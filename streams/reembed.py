@@ -41,6 +41,7 @@ from db.vector_index import (
     ensure_vector_index,
     index_ready,
     refresh_ivf_index,
+    set_build_memory,
 )
 from streams.tower_images import ImageCrops
 from vision.model import VisionError
@@ -280,7 +281,7 @@ class Reembedder:
         """An autocommit connection (CREATE INDEX CONCURRENTLY) with the index builds' memory."""
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             # The build's memory: with the 64 MB default an HNSW build takes ~2.5x longer (PLATFORM.md).
-            conn.execute(text("SELECT set_config('maintenance_work_mem', :m, false)"), {"m": self.index_memory})
+            set_build_memory(conn, self.index_memory, local=False)
             try:
                 yield conn
             finally:

@@ -37,7 +37,7 @@ from core.machine import usable_cpus
 from core.settings import Settings
 from db.interactions import known_tenants, record_interactions
 from db.session import create_db_engine, session_factory
-from db.vector_index import ensure_vector_index
+from db.vector_index import ensure_vector_index, set_build_memory
 from streams import metrics
 from streams.detectors import TenantDetectors
 from streams.faust_transport import App
@@ -154,6 +154,9 @@ def create_worker(settings: Settings) -> faust.App:
             embedder.load()
             detector.load()
             with engine.begin() as conn:
+                # The rebuilds' memory (Reembedder.index_memory), for this transaction: faster HNSW builds, and
+                # the IVF lists a large catalog wants (ivf_lists caps them to what the build's memory can cluster).
+                set_build_memory(conn, reembedder.index_memory, local=True)
                 ensure_vector_index(conn, embedder.model_key, embedder.dim)
                 if settings.index_kind == "binary":  # the visual arm searches this one (VITRINE_INDEX_KIND)
                     ensure_vector_index(conn, embedder.model_key, embedder.dim, kind="binary")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
+from db import vector_queries
 from db.embedded import EmbeddedPostgres
 from db.migrate import upgrade
 from db.session import create_db_engine, session_factory
@@ -27,6 +28,13 @@ from vitrine.sample_catalog import write_sample_images
 
 TEMPLATE_DB = "vitrine_template"
 _db_counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_index_entries():
+    """Each test reads its own database's index sizes: the per-process cache is keyed by index name, and the
+    tests' databases hold indexes of the same names (db/vector_queries.py index_entries)."""
+    vector_queries._ENTRIES.clear()
 
 
 @pytest.fixture(scope="session")

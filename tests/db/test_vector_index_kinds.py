@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
+from db import vector_queries
 from db.tenants import create_tenant
 from db.vector_index import (
     INDEX_KINDS,
@@ -29,9 +30,10 @@ from db.vector_queries import (
     _HNSW_SETTINGS,
     _IVF_SETTINGS,
     MAX_CANDIDATES,
-    RERANK_FACTOR,
     _query,
     choose_strategy,
+    index_entries,
+    rerank_factor,
     similar_products,
 )
 
@@ -187,7 +189,7 @@ def test_each_kind_plans_its_own_index(catalog, kind):
     # A query whose expression no index matches would still be right, by a sequential scan: check the plan.
     bits = BITS if kind == "codes" else None
     sql = _query(MODEL, DIM, exact=False, category=False, kind=kind, bits=bits).text
-    kc = min(RERANK_FACTOR.get(kind, 1) * 40, MAX_CANDIDATES)  # as similar_products asks at limit 10
+    kc = min(rerank_factor(kind, 2 * N) * 40, MAX_CANDIDATES)  # as similar_products asks (2 tenants' items)
     with catalog() as s:
         s.execute(_IVF_SETTINGS if kind in IVF_KINDS else _HNSW_SETTINGS, {"probes": str(IVF_PROBES), "ef": "64"})
         params = {"tenant": "acme", "pid": "p0", "limit": 10, "k": 40, "kc": kc, "category": None}
@@ -261,8 +263,36 @@ def _binary_index_under_rebuild(sessions, rebuild) -> str:
     return name
 
 
-def test_ivf_lists_follow_pgvectors_advice():
-    assert [ivf_lists(n) for n in (0, 999, 5000, 100_000, 1_000_000, 4_000_000)] == [1, 1, 5, 100, 1000, 2000]
+def test_ivf_lists_are_the_square_root_of_the_rows():
+    assert [ivf_lists(n) for n in (0, 3, 999, 5000, 100_000, 1_000_000, 4_000_000)] == [1, 1, 31, 70, 316, 1000, 2000]
+
+
+def test_ivf_lists_fit_the_builds_memory(sessions, db_engine):
+    assert ivf_lists(1_000_000, 64 * 2**20) == 533 and ivf_lists(1_000_000, 2**30) == 1000
+    assert ivf_lists(1_000_000, 64 * 2**20, dim=1280) == 505  # wider bit strings: less room for lists
+    with sessions.begin() as s:
+        create_tenant(s, "acme", "acme")
+        add_products(s, "acme", "p", np.tile(VECTORS, (2, 1))[:5000])  # sqrt: 70 lists
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        # pgvector refuses a build whose k-means needs more than maintenance_work_mem (70 lists: ~1.4 MB).
+        conn.execute(text("SET maintenance_work_mem = '1MB'"))
+        ensure_vector_index(conn, MODEL, DIM, kind="binary", concurrently=True)
+        assert index_lists(conn, MODEL, "binary") == 36 and index_ready(conn, MODEL, "binary")
+        conn.execute(text("RESET maintenance_work_mem"))
+
+
+def test_index_entries_are_postgres_count_of_the_index(catalog):
+    with catalog() as s:
+        assert index_entries(s, MODEL, "binary") == 2 * N and index_entries(s, MODEL, "codes") == 2 * N  # 2 tenants
+        assert index_entries(s, "none@1", "binary") is None  # no such index: the larger factor
+
+
+def test_rerank_factor_follows_the_index_size_between_the_measured_sizes():
+    # Without a filter: the measured factor at and below 100k entries and at and above 1M, geometric between.
+    assert [rerank_factor("binary", n) for n in (0, 100_000, 316_228, 1_000_000, 5_000_000)] == [4, 4, 8, 16, 16]
+    assert [rerank_factor("codes", n) for n in (50_000, 100_000, 316_228, 1_000_000)] == [4, 4, 10, 25]
+    assert rerank_factor("binary", None) == 16 and rerank_factor("codes", None) == 25  # unknown: the larger
+    assert rerank_factor("binary", 1000, filtered=True) == 25 and rerank_factor("halfvec", 10**6) == 1
 
 
 def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(sessions, db_engine):
@@ -271,22 +301,26 @@ def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(
         add_products(s, "acme", "p", VECTORS[:500])
     with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         name = ensure_vector_index(conn, MODEL, DIM, kind="binary", concurrently=True)
-        assert index_lists(conn, MODEL, "binary") == 1  # 500 rows: one list, every query scans them all
+        assert index_lists(conn, MODEL, "binary") == 22  # 500 rows: sqrt
         assert refresh_ivf_index(conn, MODEL, DIM, "binary") is None  # not outgrown: nothing to do
     with sessions.begin() as s:
-        add_products(s, "acme", "q", np.tile(VECTORS, (2, 1)))  # 6,500 rows: 6 lists wanted, >= 4 x 1
+        add_products(s, "acme", "q", VECTORS[:1000])  # 1,500 rows: 38 lists wanted, < 2 x 22
     with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 6
-        assert index_lists(conn, MODEL, "binary") == 6 and index_ready(conn, MODEL, "binary")
+        assert refresh_ivf_index(conn, MODEL, DIM, "binary") is None
+    with sessions.begin() as s:
+        add_products(s, "acme", "r", VECTORS[:2000])  # 3,500 rows: 59 lists wanted, >= 2 x 22
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 59
+        assert index_lists(conn, MODEL, "binary") == 59 and index_ready(conn, MODEL, "binary")
         assert refresh_ivf_index(conn, MODEL, DIM, "binary") is None
         # A rebuild that died between dropping the old index and renaming its replacement: the replacement serves.
         conn.execute(text(f"ALTER INDEX {name} RENAME TO {name}_next"))
         assert refresh_ivf_index(conn, MODEL, DIM, "binary") is None
-        assert index_ready(conn, MODEL, "binary") and index_lists(conn, MODEL, "binary") == 6
+        assert index_ready(conn, MODEL, "binary") and index_lists(conn, MODEL, "binary") == 59
         assert _ivf_indexes(conn) == {name}
         # A missing index is built; HNSW kinds have nothing to refresh.
         conn.execute(text(f"DROP INDEX {name}"))
-        assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 6 and index_ready(conn, MODEL, "binary")
+        assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 59 and index_ready(conn, MODEL, "binary")
         with pytest.raises(ValueError):
             refresh_ivf_index(conn, MODEL, DIM, "halfvec")
         # Dropping the model's index (retiring it) also drops a replacement a rebuild left behind.
@@ -299,8 +333,8 @@ def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(
         )
     assert got.strategy == "hnsw" and len(got.neighbours) == 10  # no index: a scan, still the full answer
     with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 6
-        conn.execute(text("ANALYZE items"))  # as autovacuum would have by now: the planner sees 6,500 rows
+        assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 59
+        conn.execute(text("ANALYZE items"))  # as autovacuum would have by now: the planner sees 3,500 rows
     with sessions() as s:
         got = similar_products(
             s, tenant_id="acme", external_id="p0", model_key=MODEL, dim=DIM, strategy="hnsw", index_kind="binary"
@@ -309,7 +343,7 @@ def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(
         # ... and the rebuilt index is the one the query plans (a scan would give the same answer).
         s.execute(_IVF_SETTINGS, {"probes": str(IVF_PROBES)})
         sql = _query(MODEL, DIM, exact=False, category=False, kind="binary").text
-        params = {"tenant": "acme", "pid": "p0", "limit": 10, "k": 40, "kc": RERANK_FACTOR["binary"] * 40}
+        params = {"tenant": "acme", "pid": "p0", "limit": 10, "k": 40, "kc": rerank_factor("binary", 3500) * 40}
         plan = "\n".join(r[0] for r in s.execute(text("EXPLAIN " + sql), {**params, "category": None}))
     assert got.strategy == "hnsw" and len(got.neighbours) == 10
     assert f"Index Scan using {name}" in plan, plan
@@ -406,6 +440,28 @@ def test_codes_kind_without_codes_answers_exactly(sessions):
     sims[0] = -np.inf
     assert got.strategy == "exact"
     assert [n.product_id for n in got.neighbours] == [f"p{i}" for i in np.argsort(-sims, kind="stable")[:10]]
+
+
+def test_a_category_of_the_bit_kinds_is_read_exactly_up_to_its_own_threshold(catalog, monkeypatch):
+    # With a category the bit kinds read more items exactly than without one (the Hamming scan recalls less
+    # under a filter); scaled down here: 3,000 acme items, ~750 per category.
+    monkeypatch.setattr(vector_queries, "EXACT_THRESHOLD_BITS", 500)
+    monkeypatch.setattr(vector_queries, "EXACT_THRESHOLD_BITS_FILTERED", 1000)
+    with catalog() as s:
+        cat = s.scalar(text("SELECT category FROM products WHERE tenant_id = 'acme' AND external_id = 'p5'"))
+        size = s.scalar(text("SELECT count(*) FROM products WHERE tenant_id = 'acme' AND category = :c"), {"c": cat})
+        assert 500 < size <= 1000
+        picks = {
+            (c, kind): choose_strategy(s, model_key=MODEL, tenant_id="acme", category=c, index_kind=kind)
+            for c in (None, cat)
+            for kind in ("binary", "codes")
+        }
+    assert picks == {
+        (None, "binary"): "hnsw",
+        (None, "codes"): "hnsw",
+        (cat, "binary"): "exact",
+        (cat, "codes"): "exact",
+    }
 
 
 def test_the_bit_kinds_read_a_mid_sized_filtered_set_exactly(catalog):

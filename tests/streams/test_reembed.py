@@ -225,7 +225,7 @@ def test_a_codes_deployment_serves_from_its_ivf_index_and_workers_rebuild_missin
     run = runner(db_engine, sessions, tmp_path, embedder_index=(BACKBONE, DIM_IN, "binary"))
     run.run_until_idle()
     with db_engine.connect() as conn:
-        assert index_ready(conn, key, "codes") and index_lists(conn, key, "codes") == 1  # 240 code items
+        assert index_ready(conn, key, "codes") and index_lists(conn, key, "codes") == 15  # 240 code items: sqrt
         assert not index_ready(conn, key, "halfvec")  # the codes search, the full vectors only re-rank
     with sessions() as s:
         got = similar_products(
@@ -236,7 +236,7 @@ def test_a_codes_deployment_serves_from_its_ivf_index_and_workers_rebuild_missin
     # with the deployed embedder's binary index when VITRINE_INDEX_KIND is binary; a second check does nothing.
     with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         drop_vector_index(conn, key, "codes")
-    assert run.refresh_indexes() == {f"{BACKBONE}/binary": 1, f"{key}/codes": 1}
+    assert run.refresh_indexes() == {f"{BACKBONE}/binary": 15, f"{key}/codes": 15}
     with db_engine.connect() as conn:
         assert index_ready(conn, key, "codes") and index_ready(conn, BACKBONE, "binary")
     assert run.refresh_indexes() == {}

@@ -42,7 +42,13 @@ from db.vector_index import (
     index_name,
     index_size_mb,
 )
-from db.vector_queries import RERANK_FACTOR, RERANK_FACTOR_FILTERED, similar_products
+from db.vector_queries import (
+    RERANK_FACTOR,
+    RERANK_FACTOR_FILTERED,
+    index_entries,
+    rerank_factor,
+    similar_products,
+)
 from vitrine.bench.serve import (
     CATEGORIES,
     CENTRES,
@@ -199,11 +205,16 @@ def build_kind(system: LocalSystem, model_key: str, dim: int, bits: int, kind: s
             ensure_vector_index(conn, model_key, bits if kind == "codes" else dim, kind=kind)
             built = True
     build_s = round(time.perf_counter() - t0, 1) if built else None
-    with system.engine.connect() as conn:
+    with system.sessions() as s:
+        conn = s.connection()
         size = index_size_mb(conn, model_key, kind)
         lists = index_lists(conn, model_key, kind) if kind in IVF_KINDS else None
-    out = {"index": index_name(model_key, kind), "build_s": build_s, "size_mb": size}
-    return out | ({"method": "ivfflat", "lists": lists} if lists else {"method": "hnsw"})
+        entries = index_entries(s, model_key, kind)
+    out = {"index": index_name(model_key, kind), "build_s": build_s, "size_mb": size, "entries": entries}
+    if not lists:
+        return out | {"method": "hnsw"}
+    # The Hamming candidates the API takes per query item without a filter (db/vector_queries.py rerank_factor).
+    return out | {"method": "ivfflat", "lists": lists, "rerank_factor": rerank_factor(kind, entries)}
 
 
 def exact_answers(system: LocalSystem, pids: list[str], *, model_key: str, dim: int) -> dict:
@@ -435,7 +446,7 @@ def run_index_bench(
             "ivf": {
                 "probes": IVF_PROBES,
                 "lists": "ivf_lists(rows) at build",
-                "rerank_factor": dict(RERANK_FACTOR),
+                "rerank_factor_by_entries": dict(RERANK_FACTOR),
                 "rerank_factor_filtered": dict(RERANK_FACTOR_FILTERED),
             },
             "exact_s_per_query": truth["seconds_per_query"] if truth else None,

@@ -247,12 +247,18 @@ def print_index_table(r: dict) -> None:
     typer.echo(f"{'index':<9}{'build s':>9}{'size MB':>10}  structure")
     for kind, b in r["indexes"].items():
         how = f"IVFFlat, {b['lists']} lists" if b.get("method") == "ivfflat" else "HNSW"
+        if b.get("entries") is not None:
+            how += f", {b['entries']} entries"
         built = b["build_s"] if b["build_s"] is not None else "reused"
         typer.echo(f"{kind:<9}{built!s:>9}{b['size_mb']!s:>10}  {how}")
     if "ivf" in s:
         ivf = s["ivf"]
         filtered = ivf.get("rerank_factor_filtered", {})
-        factors = ", ".join(f"{k} {v} / {filtered.get(k, v)}" for k, v in ivf["rerank_factor"].items())
+        factors = ", ".join(
+            f"{k} {b.get('rerank_factor', '?')} / {filtered.get(k, '?')}"
+            for k, b in r["indexes"].items()
+            if b.get("method") == "ivfflat"
+        )
         typer.echo(
             f"IVFFlat queries: {ivf['probes']} probes (iterative scan), Hamming candidates re-ranked "
             f"(x 40) without / with a category: {factors}"

@@ -69,11 +69,20 @@ def figures() -> dict:
         "limit": 10,
         "exact_s_per_query": 0.05,
         "server": {"shared_buffers": "2GB", "uvicorn": "uvloop+httptools", "hnsw_ef_search": 64},
+        "ivf": {"probes": 10, "rerank_factor_filtered": {"binary": 25, "codes": 25}},
     }
     head = {"recipe": {"sample": 10000, "epochs": 3}, "train_s": 61.2, "losses": [0.2, 0.1], "reused": False}
     builds = {
         "halfvec": {"index": "ix_a", "build_s": 10.0, "size_mb": 80.0},
-        "binary": {"index": "ix_b", "build_s": 5.0, "size_mb": 40.0},
+        "binary": {
+            "index": "ix_b",
+            "build_s": 5.0,
+            "size_mb": 40.0,
+            "entries": 1000,
+            "method": "ivfflat",
+            "lists": 31,
+            "rerank_factor": 4,
+        },
     }
     return index_figures(
         {"cpu": "test"},
@@ -111,7 +120,8 @@ def test_the_most_requests_per_second_is_the_best_max_throughput_level():
 def test_the_table_names_each_kind_its_sizes_and_the_missed_goals(capsys):
     print_index_table(figures())
     out = capsys.readouterr().out
-    assert "binary         5.0      40.0" in out
+    assert "binary         5.0      40.0  IVFFlat, 31 lists, 1000 entries" in out
+    assert "Hamming candidates re-ranked (x 40) without / with a category: binary 4 / 25" in out
     assert "goal binary: recall@10 >= 0.95 with and without category: 0.99 / 0.94 -> MISSED" in out
     assert "goal binary index >= 8x smaller than halfvec: 2.0x -> MISSED" in out
 
