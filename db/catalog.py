@@ -80,7 +80,7 @@ class DerivedModel:
     """A tenant's deployed model: its vectors are written with the backbone's, in the same transaction.
 
     A head: `transform` maps backbone vectors (n, d) to the model's (n, dim); `codes`, for a head with a
-    code layer, maps them to (n, bits) 0/1 codes, stored as +-1 vectors under `codes_key`. A tower:
+    code layer, maps them to (n, bits) 0/1 codes, stored on the rows of its vectors (`items.code`). A tower:
     `embed` maps the item crops to its vectors; the worker runs it beside the backbone and hands the
     vectors over in `ItemRow.extra` (an item without one is left for the deployment's sweep).
     """
@@ -90,7 +90,6 @@ class DerivedModel:
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     codes: Callable[[np.ndarray], np.ndarray] | None = None
     bits: int | None = None
-    codes_key: str | None = None
     embed: Callable[[list], np.ndarray] | None = None
 
 
@@ -266,7 +265,8 @@ def _insert_items(
     extras: Sequence[Mapping[str, np.ndarray]] | None = None,
 ) -> None:
     """Insert the backbone's items, then each deployed model's vectors of the same items (per tenant)."""
-    session.execute(_INSERT_ITEMS, {**params, "model": model_key, "dim": dim, "emb": [vector_text(v) for v in vectors]})
+    emb = [vector_text(v) for v in vectors]
+    session.execute(_INSERT_ITEMS, {**params, "model": model_key, "dim": dim, "emb": emb, "code": [None] * len(emb)})
     if not derived:
         return
     tenants = params["t"]
@@ -278,22 +278,27 @@ def _insert_items(
             if rows:
                 sub = {name: [values[i] for i in rows] for name, values in params.items()}
                 emb = [vector_text(extras[i][model.key]) for i in rows]
-                session.execute(_INSERT_ITEMS, {**sub, "model": model.key, "dim": model.dim, "emb": emb})
+                args = {**sub, "model": model.key, "dim": model.dim, "emb": emb, "code": [None] * len(emb)}
+                session.execute(_INSERT_ITEMS, args)
             continue
         if not rows:
             continue
         sub = {name: [values[i] for i in rows] for name, values in params.items()}
         features = np.stack([np.asarray(vectors[i], dtype=np.float32) for i in rows])
         mapped = model.transform(features)
+        codes = code_texts(model.codes(features)) if model.codes is not None else [None] * len(rows)
         session.execute(
-            _INSERT_ITEMS, {**sub, "model": model.key, "dim": model.dim, "emb": [vector_text(v) for v in mapped]}
+            _INSERT_ITEMS,
+            {**sub, "model": model.key, "dim": model.dim, "emb": [vector_text(v) for v in mapped], "code": codes},
         )
-        if model.codes is not None and model.bits and model.codes_key:
-            signs = model.codes(features).astype(np.float32) * 2.0 - 1.0
-            session.execute(
-                _INSERT_ITEMS,
-                {**sub, "model": model.codes_key, "dim": model.bits, "emb": [vector_text(v) for v in signs]},
-            )
+
+
+def code_texts(codes) -> list[str]:
+    """Binary codes (n, bits): 0/1, boolean, or +-1 (a bit is set where the value is > 0), as Postgres bit strings."""
+    bits = np.asarray(codes) > 0
+    if bits.ndim != 2:
+        raise ValueError(f"codes of shape {bits.shape}: expected (n, bits)")
+    return ["".join("1" if b else "0" for b in row) for row in bits.tolist()]
 
 
 def vector_text(vector) -> str:
@@ -343,12 +348,13 @@ _UPSERT_IMAGES = text("""
 
 _INSERT_ITEMS = text("""
     INSERT INTO items (tenant_id, product_id, image_id, kind, box, label, score, model, dim, embedding, in_stock,
-                       category)
-    SELECT t, pid, img, kind, ARRAY[x0, y0, x1, y1], label, score, :model, :dim, emb, stock, cat
+                       category, code)
+    SELECT t, pid, img, kind, ARRAY[x0, y0, x1, y1], label, score, :model, :dim, emb, stock, cat, code
     FROM unnest(CAST(:t AS text[]), CAST(:pid AS bigint[]), CAST(:img AS bigint[]), CAST(:kind AS text[]),
                 CAST(:x0 AS float8[]), CAST(:y0 AS float8[]), CAST(:x1 AS float8[]), CAST(:y1 AS float8[]),
                 CAST(:label AS text[]), CAST(:score AS float8[]), CAST(:emb AS vector[]), CAST(:stock AS boolean[]),
-                CAST(:cat AS text[])) AS k(t, pid, img, kind, x0, y0, x1, y1, label, score, emb, stock, cat)
+                CAST(:cat AS text[]), CAST(:code AS varbit[]))
+         AS k(t, pid, img, kind, x0, y0, x1, y1, label, score, emb, stock, cat, code)
 """)
 
 

@@ -35,10 +35,10 @@ import numpy as np
 from sqlalchemy import func, select, text, true, update
 from sqlalchemy.orm import Session
 
-from db.catalog import vector_text
+from db.catalog import code_texts, vector_text
 from db.models import Item, ModelDeployment, Tenant
 from db.trained_models import get_model
-from db.vector_index import _MODEL_KEY, INDEX_KINDS, IVF_KINDS, codes_key
+from db.vector_index import _MODEL_KEY, INDEX_KINDS, IVF_KINDS
 from vision.model import VisionError
 from vision.trained import read_card
 
@@ -88,7 +88,7 @@ def request_deployment(
     An `embedding` or `ready` deployment is returned unchanged (asking twice is harmless). A changed
     index kind on a ready model is a new index: the deployment goes back to its index phase.
     """
-    if not _MODEL_KEY.match(model_key) or not _MODEL_KEY.match(codes_key(model_key)):
+    if not _MODEL_KEY.match(model_key):
         raise DeploymentError("invalid_key", f"invalid model key {model_key!r}")
     dep = session.get(ModelDeployment, (tenant_id, model_key), with_for_update=True)
     now = datetime.now(UTC)
@@ -329,10 +329,10 @@ _LOCK_PRODUCTS = text("SELECT id FROM products WHERE id = ANY(:ids) ORDER BY id 
 
 _COPY_ITEMS = text("""
     INSERT INTO items (tenant_id, product_id, image_id, kind, box, label, score, model, dim, embedding, in_stock,
-                       category)
+                       category, code)
     SELECT i.tenant_id, i.product_id, i.image_id, i.kind, i.box, i.label, i.score, CAST(:model AS varchar), :dim,
-           k.emb, i.in_stock, i.category
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:emb AS vector[])) AS k(id, emb)
+           k.emb, i.in_stock, i.category, k.code
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:emb AS vector[]), CAST(:code AS varbit[])) AS k(id, emb, code)
     JOIN items i ON i.id = k.id AND i.tenant_id = :t
     WHERE NOT EXISTS (SELECT 1 FROM items x WHERE x.image_id = i.image_id AND x.model = CAST(:model AS varchar)
                       AND x.kind = i.kind AND x.box = i.box)
@@ -351,7 +351,7 @@ def reembed_page(
 ) -> Page:
     """One page of the current pass (scan or sweep), in the caller's transaction: commit it as a whole.
 
-    Writes `transform(vectors)` (and, with `codes`, the +-1 codes under `codes_key`) for source items
+    Writes `transform(vectors)` (and, with `codes`, their codes on the same rows) for source items
     after the cursor that have no vector of the model yet, then moves the cursor and renews the lease.
     DeploymentError("lease_lost") if another process took the deployment over meanwhile.
     """
@@ -368,14 +368,8 @@ def reembed_page(
     if rows:
         live = [item_id for item_id, _ in rows]
         vectors = np.stack([vector for _, vector in rows])
-        written = _copy_vectors(session, dep, live, transform(vectors), what="mapped vectors")
-        if codes is not None and dep.bits:
-            signs = codes(vectors).astype(np.float32) * 2.0 - 1.0  # 0/1 bits -> -1/+1, binary_quantize keeps > 0
-            session.execute(
-                _COPY_ITEMS,
-                {"ids": live, "t": dep.tenant_id, "emb": [vector_text(v) for v in signs],
-                 "model": codes_key(dep.model_key), "dim": dep.bits},
-            )  # fmt: skip
+        coded = codes(vectors) if codes is not None and dep.bits else None
+        written = _copy_vectors(session, dep, live, transform(vectors), what="mapped vectors", codes=coded)
     _advance(session, dep, owner, lease_s=lease_s, read=len(candidates), written=written, cursor=ids[-1])
     return Page(len(candidates), written, False)
 
@@ -437,13 +431,19 @@ def write_image_page(
     return Page(len(read), written, False)
 
 
-def _copy_vectors(session: Session, dep: ModelDeployment, ids: list[int], mapped: np.ndarray, *, what: str) -> int:
-    """Write the model's vectors `mapped` of the tenant's source items `ids` (those still there and without
-    one); rows written. DeploymentError("bad_model") if the model's output does not have the model's shape."""
+def _copy_vectors(
+    session: Session, dep: ModelDeployment, ids: list[int], mapped: np.ndarray, *, what: str, codes=None
+) -> int:
+    """Write the model's vectors `mapped` (and `codes`, 0/1 (n, bits), on the same rows) of the tenant's source
+    items `ids` (those still there and without one); rows written. DeploymentError("bad_model") if the model's
+    output does not have the model's shape."""
     if mapped.shape != (len(ids), dep.dim):
         raise DeploymentError("bad_model", f"the model {what} to {mapped.shape}, expected {(len(ids), dep.dim)}")
+    if codes is not None and np.shape(codes) != (len(ids), dep.bits):
+        raise DeploymentError("bad_model", f"the model coded to {np.shape(codes)}, expected {(len(ids), dep.bits)}")
+    code = code_texts(codes) if codes is not None else [None] * len(ids)
     params = {"ids": ids, "t": dep.tenant_id, "emb": [vector_text(v) for v in mapped], "model": dep.model_key,
-              "dim": dep.dim}  # fmt: skip
+              "dim": dep.dim, "code": code}  # fmt: skip
     return session.execute(_COPY_ITEMS, params).rowcount
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, BIT, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -155,6 +155,9 @@ class Item(Base):
     in_stock: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="true")
     category: Mapped[str | None] = mapped_column(Text)
     embedding = mapped_column(Vector(), nullable=False)
+    # The learned binary code of a quantizing head (db/vector_index.py, the `codes` index kind), on the row
+    # of the head's vector it came from; NULL for models without one.
+    code = mapped_column(BIT(varying=True))
     created_at: Mapped[datetime] = _now()
 
     image: Mapped[ProductImage] = relationship(back_populates="items")

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from db.deployments import DeploymentError, renew_lease
 from db.models import ModelDeployment, Tenant
-from db.vector_index import codes_key
 
 
 def retire(session: Session, tenant_id: str, model_key: str) -> ModelDeployment:
@@ -56,14 +55,13 @@ def retire(session: Session, tenant_id: str, model_key: str) -> ModelDeployment:
 
 _DELETE_PAGE = text("""
     DELETE FROM items WHERE id IN (
-        SELECT id FROM items WHERE tenant_id = :t AND model = ANY(:keys) ORDER BY id LIMIT :page)
+        SELECT id FROM items WHERE tenant_id = :t AND model = :key ORDER BY id LIMIT :page)
 """)
 
 
 def retire_page(session: Session, dep: ModelDeployment, owner: str, *, page: int = 5000, lease_s: float = 60.0) -> int:
     """Delete a page of the retiring model's vectors (and codes) of the tenant, renewing the lease; rows deleted."""
-    keys = [dep.model_key, codes_key(dep.model_key)]
-    deleted = session.execute(_DELETE_PAGE, {"t": dep.tenant_id, "keys": keys, "page": page}).rowcount
+    deleted = session.execute(_DELETE_PAGE, {"t": dep.tenant_id, "key": dep.model_key, "page": page}).rowcount
     renew_lease(session, dep, owner, status="retiring", lease_s=lease_s)
     return deleted
 
@@ -72,8 +70,8 @@ def model_in_use_elsewhere(session: Session, dep: ModelDeployment) -> bool:
     """Whether another tenant still has vectors of the model (its index is shared, by key: keep it then)."""
     return bool(
         session.scalar(
-            text("SELECT EXISTS (SELECT 1 FROM items WHERE model = ANY(:keys) AND tenant_id <> :t)"),
-            {"keys": [dep.model_key, codes_key(dep.model_key)], "t": dep.tenant_id},
+            text("SELECT EXISTS (SELECT 1 FROM items WHERE model = :key AND tenant_id <> :t)"),
+            {"key": dep.model_key, "t": dep.tenant_id},
         )
     )
 

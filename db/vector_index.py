@@ -11,9 +11,8 @@ db/vector_queries.py) or the planner cannot use the index. The kinds (docs/servi
   vectors quantize well (a trained head's output); pooled CNN features are almost all >= 0 and
   their signs say almost nothing.
 - `codes`: the learned 32/48/64-bit codes of a quantizing head (vision/trained.py
-  `TrainedEmbedder.codes`), stored as items of the model `codes_key(key)` (+-1 floats, one per
-  item of `key`), with a Hamming IVFFlat over them; queries re-rank the candidate products on the
-  full `key` vectors.
+  `TrainedEmbedder.codes`), stored in `items.code` on the rows of the head's vectors, with a Hamming
+  IVFFlat on `code::bit(bits)`; queries re-rank the candidates on the full vectors of the same rows.
 
 Why IVFFlat for the bit kinds and not HNSW: an HNSW element carries its neighbour lists (2 x m heap
 TIDs at level 0) whatever the vector type, so at 128 bits the graph, not the codes, is the index
@@ -35,12 +34,11 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
-import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from db.catalog import vector_text
+from db.catalog import code_texts
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +48,6 @@ INDEX_KINDS = ("halfvec", "binary", "codes")
 # (recall@10 0.882 at ef_search 64, at most 0.921 up to 400, minimum 0.0 at every ef_search); 200 gave 0.998
 # at ef_search 64 for a build roughly 1.6x as long (docs/serving.md, "Build effort at 1M").
 EF_CONSTRUCTION = 200
-CODES_SUFFIX = "+codes"
 # The Hamming IVFFlat indexes of the bit kinds: lists probed per query (the iterative scan probes more when a
 # filter leaves too few rows), and how far the lists wanted may outgrow those of the build before a rebuild
 # (2x the lists: 4x the rows).
@@ -76,11 +73,6 @@ def check_model_key(model_key: str) -> str:
     return model_key
 
 
-def codes_key(model_key: str) -> str:
-    """The model key under which `model_key`'s learned binary codes are stored as items."""
-    return check_model_key(check_model_key(model_key) + CODES_SUFFIX)
-
-
 def index_name(model_key: str, kind: str = "halfvec") -> str:
     """The name of the model's index of that kind (halfvec keeps the name existing databases have)."""
     return _PREFIX[check_kind(kind)] + hashlib.sha1(model_key.encode()).hexdigest()[:12]
@@ -92,8 +84,13 @@ def vector_expr(dim: int, column: str = "embedding") -> str:
 
 
 def bit_expr(dim: int, column: str = "embedding") -> str:
-    """The binary and codes indexes' expression (sign bits); queries must order by exactly this."""
+    """The binary index's expression (the vector's sign bits); queries must order by exactly this."""
     return f"(binary_quantize({column}::vector({int(dim)}))::bit({int(dim)}))"
+
+
+def code_expr(bits: int, column: str = "code") -> str:
+    """The codes index's expression (the stored code, as pgvector's fixed-width `bit`); queries order by it."""
+    return f"({column}::bit({int(bits)}))"
 
 
 def ivf_lists(rows: int, memory_bytes: int | None = None, dim: int = 128) -> int:
@@ -137,11 +134,6 @@ def _build_memory(conn: Connection) -> int:
     return int(conn.scalar(text("SELECT pg_size_bytes(current_setting('maintenance_work_mem'))")))
 
 
-def indexed_key(model_key: str, kind: str) -> str:
-    """The items' model key that the model's index of `kind` covers (the codes key for codes)."""
-    return codes_key(model_key) if check_kind(kind) == "codes" else check_model_key(model_key)
-
-
 INDEX_LOCK_WAIT_S = 1800.0  # the longest a build or drop waits for a rebuild of the same index
 
 
@@ -183,8 +175,8 @@ def ensure_vector_index(
 ) -> str:
     """Create the model's index of `kind` if missing (idempotent); returns its name.
 
-    `dim` is the dimension of the vectors the index covers: the model's for halfvec and binary,
-    the code width in bits (the dimension of the `codes_key(model_key)` items) for codes.
+    `dim` is the dimension of what the index covers: the model's vectors for halfvec and binary,
+    the code width in bits (of `items.code`) for codes.
     halfvec is an HNSW index (`m`, `ef_construction`); binary and codes are IVFFlat indexes with
     `lists` lists (default: `ivf_lists` of the rows they cover now).
     With `concurrently`, the build does not block writes (`CREATE INDEX CONCURRENTLY`): `conn`
@@ -219,13 +211,14 @@ def ensure_vector_index(
 
 def _create_sql(conn, name, model_key, dim, kind, *, how, lists, m=16, ef_construction=EF_CONSTRUCTION) -> str:
     """The CREATE INDEX statement of the model's index of `kind` under `name`."""
-    key = indexed_key(model_key, kind)
+    key = check_model_key(model_key)
     if kind == "halfvec":
         build = f"m = {int(m)}, ef_construction = {int(ef_construction)}"
         method = f"hnsw ({vector_expr(dim)} halfvec_cosine_ops) WITH ({build})"
     else:
         lists = ivf_lists(_covered_rows(conn, key), _build_memory(conn), dim) if lists is None else int(lists)
-        method = f"ivfflat ({bit_expr(dim)} bit_hamming_ops) WITH (lists = {lists})"
+        expr = code_expr(dim) if kind == "codes" else bit_expr(dim)
+        method = f"ivfflat ({expr} bit_hamming_ops) WITH (lists = {lists})"
     return f"CREATE INDEX {how}IF NOT EXISTS {name} ON items USING {method} WHERE model = '{key}'"
 
 
@@ -260,7 +253,7 @@ def refresh_ivf_index(conn: Connection, model_key: str, dim: int, kind: str) -> 
             conn.execute(text(f"ALTER INDEX {spare} RENAME TO {name}"))
             valid = True
         conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {spare}"))  # a build that crashed half-way
-        wanted = ivf_lists(_covered_rows(conn, indexed_key(model_key, kind)), _build_memory(conn), dim)
+        wanted = ivf_lists(_covered_rows(conn, check_model_key(model_key)), _build_memory(conn), dim)
         if not valid:
             ensure_vector_index(conn, model_key, dim, kind=kind, concurrently=True, lists=wanted)
             return wanted
@@ -312,44 +305,21 @@ def _validity(conn: Connection, name: str) -> bool | None:
 
 
 _WRITE_CODES = text("""
-    INSERT INTO items (tenant_id, product_id, image_id, kind, box, label, score, model, dim, embedding, in_stock,
-                       category)
-    SELECT i.tenant_id, i.product_id, i.image_id, i.kind, i.box, i.label, i.score, :model, :dim, k.emb, i.in_stock,
-           i.category
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:emb AS vector[])) AS k(id, emb)
-    JOIN items i ON i.id = k.id AND i.tenant_id = :t AND i.model = :source
-""")
-_DELETE_CODES = text("""
-    DELETE FROM items c USING items i
-    WHERE i.id = ANY(CAST(:ids AS bigint[])) AND i.tenant_id = :t AND i.model = :source
-      AND c.tenant_id = :t AND c.model = :model AND c.image_id = i.image_id AND c.kind = i.kind
-      AND c.box = i.box AND c.label = i.label
+    UPDATE items i SET code = CAST(k.code AS varbit)
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:codes AS text[])) AS k(id, code)
+    WHERE i.id = k.id AND i.tenant_id = :t AND i.model = :model
 """)
 
 
-def code_vectors(codes: np.ndarray) -> np.ndarray:
-    """Binary codes (0/1 or boolean, or already +-1) as +-1 float32 rows: their signs are the bits."""
-    return np.where(np.asarray(codes) > 0, 1.0, -1.0).astype(np.float32)
-
-
-def write_code_items(session: Session, tenant_id: str, model_key: str, item_ids: Sequence[int], codes) -> int:
-    """Store the codes (n, bits) of the tenant's `model_key` items `item_ids` as `codes_key(model_key)` items.
-
-    Each code item copies its source item's product, image, kind, box, label, score, stock and
-    category; a code item already there for the same source item is replaced (idempotent, so a
-    resumed re-embed never writes one twice). Never commits. Returns how many were written.
-    """
-    target = codes_key(model_key)
-    vectors = code_vectors(codes)
-    if vectors.ndim != 2 or len(vectors) != len(item_ids):
-        raise ValueError(f"{len(item_ids)} item ids but codes of shape {vectors.shape}")
-    if not len(item_ids):
+def write_codes(session: Session, tenant_id: str, model_key: str, item_ids: Sequence[int], codes) -> int:
+    """Store the codes (n, bits) of the tenant's `model_key` items `item_ids` on those items (`items.code`),
+    replacing any there (so a resumed re-embed may write them again). Never commits; rows written."""
+    texts = code_texts(codes)
+    if len(texts) != len(item_ids):
+        raise ValueError(f"{len(item_ids)} item ids but {len(texts)} codes")
+    if not texts:
         return 0
-    bits = vectors.shape[1]
-    if not 1 <= bits <= _MAX_DIM["codes"]:
-        raise ValueError(f"unsupported code width {bits}")
-    ids = [int(i) for i in item_ids]
-    args = {"ids": ids, "t": tenant_id, "source": model_key, "model": target}
-    session.execute(_DELETE_CODES, args)
-    result = session.execute(_WRITE_CODES, {**args, "dim": bits, "emb": [vector_text(v) for v in vectors]})
-    return result.rowcount
+    if not 1 <= len(texts[0]) <= _MAX_DIM["codes"]:
+        raise ValueError(f"unsupported code width {len(texts[0])}")
+    args = {"ids": [int(i) for i in item_ids], "codes": texts, "t": tenant_id, "model": check_model_key(model_key)}
+    return session.execute(_WRITE_CODES, args).rowcount

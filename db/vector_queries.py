@@ -10,10 +10,10 @@ are partial (`WHERE model = '<key>'`), and a generic plan with `model = $1` coul
 The index kind (db/vector_index.py) only changes where the index's candidates come from: `halfvec`
 ranks items by cosine in its HNSW index; `binary` takes the top `rerank_factor(...) x k` items by Hamming
 distance of their sign bits (IVFFlat, IVF_PROBES lists) and re-ranks them on the full vectors;
-`codes` takes the top products by Hamming distance of their learned codes (the viewed product's
-code items as queries) and re-ranks them on the full vectors. pgvector has no asymmetric distance (a float query against
-stored bit codes), so both compare codes with codes and let the re-rank restore the order. The
-exact strategy is the same for every kind: cosine on the full vectors.
+`codes` does the same with the learned codes stored on the same rows (`items.code`). pgvector has
+no asymmetric distance (a float query against stored bit codes), so both compare codes with codes
+and let the re-rank restore the order. The exact strategy is the same for every kind: cosine on
+the full vectors.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from db.vector_index import (
     IVF_PROBES,
     bit_expr,
     check_kind,
-    codes_key,
+    code_expr,
     index_name,
     vector_expr,
 )
@@ -132,15 +132,17 @@ _PRODUCTS = """
         LIMIT :limit"""
 
 
-def _source(model_key: str, by_vector: bool) -> tuple[str, str]:
-    """The query CTEs (src, q: the query vectors) and the clause excluding the viewed product."""
+def _source(model_key: str, by_vector: bool, *, coded: bool = False) -> tuple[str, str]:
+    """The query CTEs (src, q: the query vectors; `coded`: those with a code, and the codes) and the clause
+    excluding the viewed product."""
     if by_vector:
         return "src AS (SELECT CAST(NULL AS bigint) AS id), q AS (SELECT CAST(:qvec AS vector) AS embedding)", ""
+    columns, where = ("it.embedding, it.code", " AND it.code IS NOT NULL") if coded else ("it.embedding", "")
     return (
         f"""src AS (
             SELECT id FROM products WHERE tenant_id = :tenant AND external_id = :pid AND NOT deleted
         ), q AS (
-            SELECT it.embedding FROM items it JOIN src ON it.product_id = src.id WHERE it.model = '{model_key}'
+            SELECT {columns} FROM items it JOIN src ON it.product_id = src.id WHERE it.model = '{model_key}'{where}
         )""",
         "AND i.product_id <> (SELECT id FROM src)",
     )
@@ -149,6 +151,21 @@ def _source(model_key: str, by_vector: bool) -> tuple[str, str]:
 def _binary_sql(model_key: str, dim: int, *, category: bool, by_vector: bool) -> str:
     """Per query item, the :kc nearest items by Hamming distance of their sign bits, re-ranked to :k by cosine."""
     query, exclude = _source(model_key, by_vector)
+    return _rerank_sql(
+        model_key, dim, query, exclude, category, bit_expr(dim, "i.embedding"), bit_expr(dim, "q.embedding")
+    )
+
+
+def _codes_sql(model_key: str, dim: int, bits: int, *, category: bool) -> str:
+    """Per query item with a code, the :kc nearest items by Hamming distance of their learned codes, re-ranked to
+    :k by cosine on the full vectors of the same rows."""
+    query, exclude = _source(model_key, False, coded=True)
+    return _rerank_sql(model_key, dim, query, exclude, category, code_expr(bits, "i.code"), code_expr(bits, "q.code"))
+
+
+def _rerank_sql(model_key, dim, query, exclude, category, order_i, order_q) -> str:
+    """The bit kinds' query: per query item, the :kc nearest items by `order_i <~> order_q` (the kind's IVFFlat
+    index), re-ranked to :k by cosine on their full vectors (the rows the index scan found), grouped to products."""
     expr_i, expr_q = vector_expr(dim, "i.embedding"), vector_expr(dim, "q.embedding")
     return f"""
         WITH {query}, cand AS (
@@ -159,44 +176,13 @@ def _binary_sql(model_key: str, dim: int, *, category: bool, by_vector: bool) ->
                     FROM items i
                     WHERE i.model = '{model_key}' AND i.tenant_id = :tenant AND i.in_stock
                       {exclude} {"AND i.category = :category" if category else ""}
-                    ORDER BY {bit_expr(dim, "i.embedding")} <~> {bit_expr(dim, "q.embedding")}
+                    ORDER BY {order_i} <~> {order_q}
                     LIMIT :kc
                 ) h
                 ORDER BY h.dist
                 LIMIT :k
             ) c
             GROUP BY c.product_id
-        )
-        {_PRODUCTS}
-    """
-
-
-def _codes_sql(model_key: str, dim: int, bits: int, *, category: bool) -> str:
-    """Candidate products by Hamming distance of learned codes (the viewed product's code items as queries),
-    re-ranked exactly on the full vectors of their items that pass the filters."""
-    query, exclude = _source(model_key, False)
-    ckey = codes_key(model_key)
-    cat = "AND {a}.category = :category" if category else ""
-    return f"""
-        WITH {query}, qc AS (
-            SELECT it.embedding FROM items it JOIN src ON it.product_id = src.id WHERE it.model = '{ckey}'
-        ), pc AS (
-            SELECT DISTINCT c.product_id
-            FROM qc CROSS JOIN LATERAL (
-                SELECT i.product_id FROM items i
-                WHERE i.model = '{ckey}' AND i.tenant_id = :tenant AND i.in_stock {exclude} {cat.format(a="i")}
-                ORDER BY {bit_expr(bits, "i.embedding")} <~> {bit_expr(bits, "qc.embedding")}
-                LIMIT :kc
-            ) c
-        ), cand AS (
-            SELECT f.product_id, min({vector_expr(dim, "f.embedding")} <=> {vector_expr(dim, "q.embedding")}) AS dist
-            FROM pc
-            JOIN items f ON f.tenant_id = :tenant AND f.model = '{model_key}' AND f.product_id = pc.product_id
-                        AND f.in_stock {cat.format(a="f")}
-            CROSS JOIN q
-            GROUP BY f.product_id
-            ORDER BY dist
-            LIMIT :k
         )
         {_PRODUCTS}
     """
@@ -260,9 +246,10 @@ def similar_products(
             exact_threshold=exact_threshold,
             index_kind=index_kind,
         )
-    bits = _code_bits(session, model_key, tenant_id) if strategy == "hnsw" and index_kind == "codes" else None
-    if strategy == "hnsw" and index_kind == "codes" and bits is None:
-        strategy = "exact"  # the tenant has no codes of this model (yet): exact is slow but correct
+    coded = strategy == "hnsw" and index_kind == "codes"
+    bits = _code_bits(session, model_key, tenant_id, external_id) if coded else None
+    if coded and bits is None:
+        strategy = "exact"  # the product has no codes of this model (yet): exact is slow but correct
     used = strategy
     if strategy == "hnsw":
         if index_kind in IVF_KINDS:
@@ -378,20 +365,24 @@ def index_entries(session: Session, model_key: str, kind: str) -> int | None:
     return entries
 
 
-_BITS: dict[str, int] = {}  # codes key -> code width; a model key names one artefact, so it never changes
+_BITS: dict[str, int] = {}  # model key -> code width; a model key names one artefact, so it never changes
 
 
-def _code_bits(session: Session, model_key: str, tenant_id: str) -> int | None:
-    """The width of `model_key`'s codes, from one of the tenant's code items (None: the tenant has none)."""
-    ckey = codes_key(model_key)
-    if ckey not in _BITS:
+def _code_bits(session: Session, model_key: str, tenant_id: str, external_id: str) -> int | None:
+    """The width of `model_key`'s codes, from the viewed product's (None: it has none, so no codes query)."""
+    if model_key not in _BITS:
         bits = session.scalar(
-            text("SELECT dim FROM items WHERE tenant_id = :t AND model = :m LIMIT 1"), {"t": tenant_id, "m": ckey}
+            text(
+                "SELECT bit_length(it.code) FROM items it JOIN products p ON p.id = it.product_id "
+                "WHERE p.tenant_id = :t AND p.external_id = :pid AND NOT p.deleted AND it.model = :m "
+                "AND it.code IS NOT NULL LIMIT 1"
+            ),
+            {"t": tenant_id, "pid": external_id, "m": model_key},
         )
         if bits is None:
             return None
-        _BITS[ckey] = int(bits)
-    return _BITS[ckey]
+        _BITS[model_key] = int(bits)
+    return _BITS[model_key]
 
 
 def _exact(session: Session, model_key: str, dim: int, category: str | None, params: dict) -> list:

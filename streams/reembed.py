@@ -36,7 +36,6 @@ from db.catalog import DerivedModel
 from db.models import ModelDeployment
 from db.vector_index import (
     INDEX_KINDS,
-    codes_key,
     drop_vector_index,
     ensure_vector_index,
     index_ready,
@@ -363,14 +362,5 @@ class DeployedHeads:
                 heads.setdefault(dep.tenant_id, []).append(DerivedModel(dep.model_key, dep.dim, embed=model.embed))
                 continue
             transform, codes = transforms(model, dep)
-            heads.setdefault(dep.tenant_id, []).append(
-                DerivedModel(
-                    dep.model_key,
-                    dep.dim,
-                    transform,
-                    codes,
-                    dep.bits,
-                    codes_key(dep.model_key) if dep.bits else None,
-                )
-            )
+            heads.setdefault(dep.tenant_id, []).append(DerivedModel(dep.model_key, dep.dim, transform, codes, dep.bits))
         return heads

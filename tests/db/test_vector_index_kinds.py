@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 
 import numpy as np
@@ -15,7 +14,6 @@ from db.vector_index import (
     INDEX_KINDS,
     IVF_KINDS,
     IVF_PROBES,
-    codes_key,
     drop_vector_index,
     ensure_vector_index,
     index_lists,
@@ -24,7 +22,7 @@ from db.vector_index import (
     index_size_mb,
     ivf_lists,
     refresh_ivf_index,
-    write_code_items,
+    write_codes,
 )
 from db.vector_queries import (
     _HNSW_SETTINGS,
@@ -104,7 +102,7 @@ def add_products(s, tenant: str, prefix: str, vectors: np.ndarray, model: str = 
 
 @pytest.fixture(scope="module")
 def catalog(postgres):
-    """Tenant acme: 3,000 products, their items and 32-bit code items; tenant globex: the same vectors as g<i>."""
+    """Tenant acme: 3,000 products, their items with 32-bit codes; tenant globex: the same vectors as g<i>."""
     from db.session import create_db_engine, session_factory
 
     engine = create_db_engine(postgres.create_database("index_kinds", template="vitrine_template"))
@@ -114,7 +112,7 @@ def catalog(postgres):
             create_tenant(s, t, t)
         for tenant, prefix in (("acme", "p"), ("globex", "g")):
             ids = add_products(s, tenant, prefix, VECTORS)
-            assert write_code_items(s, tenant, MODEL, ids, CODES) == N
+            assert write_codes(s, tenant, MODEL, ids, CODES) == N
         conn = s.connection()
         ensure_vector_index(conn, MODEL, DIM)
         # More lists than a query probes (IVF_PROBES): the answers must come from a part of the index.
@@ -197,36 +195,35 @@ def test_each_kind_plans_its_own_index(catalog, kind):
     assert f"Index Scan using {index_name(MODEL, kind)}" in plan, plan
 
 
-def test_binary_index_is_smaller_than_halfvec_and_codes_items_follow_their_source(catalog):
+def test_binary_index_is_smaller_than_halfvec_and_codes_sit_on_the_vectors_rows(catalog):
     with catalog() as s:
         conn = s.connection()
         sizes = {kind: index_size_mb(conn, MODEL, kind) for kind in INDEX_KINDS}
         assert sizes["binary"] < sizes["halfvec"] and sizes["codes"] < sizes["halfvec"], sizes
         assert index_size_mb(conn, "nothing@1", "binary") is None
         rows = s.execute(
-            text("""SELECT count(*) AS n, count(DISTINCT c.product_id) AS products, min(c.dim) AS dim,
-                           bool_and(c.category IS NOT DISTINCT FROM i.category AND c.image_id = i.image_id) AS same
-                    FROM items c JOIN items i ON i.product_id = c.product_id AND i.model = :m
-                    WHERE c.tenant_id = 'acme' AND c.model = :c"""),
-            {"m": MODEL, "c": codes_key(MODEL)},
+            text("""SELECT count(*) AS n, count(code) AS coded, min(bit_length(code)) AS bits,
+                           count(DISTINCT model) AS models
+                    FROM items WHERE tenant_id = 'acme'"""),
         ).one()
-    assert (rows.n, rows.products, rows.dim, rows.same) == (N, N, BITS, True)
+    assert (rows.n, rows.coded, rows.bits, rows.models) == (N, N, BITS, 1)
 
 
-def test_write_code_items_replaces_instead_of_duplicating(sessions):
+def test_write_codes_replaces_the_items_codes(sessions):
     with sessions.begin() as s:
         create_tenant(s, "acme", "acme")
         ids = add_products(s, "acme", "p", VECTORS[:50])
-        write_code_items(s, "acme", MODEL, ids, CODES[:50])
-        write_code_items(s, "acme", MODEL, ids[:10], 1 - CODES[:10])  # a resumed page writes again
-        stored = s.execute(
-            text("SELECT embedding FROM items WHERE model = :c ORDER BY product_id"), {"c": codes_key(MODEL)}
-        ).all()
-        # Another tenant's item ids write nothing for acme's model (tenant checked in the join).
-        assert write_code_items(s, "nobody", MODEL, ids[:5], CODES[:5]) == 0
+        assert write_codes(s, "acme", MODEL, ids, CODES[:50]) == 50
+        assert write_codes(s, "acme", MODEL, ids[:10], 1 - CODES[:10]) == 10  # a resumed page writes again
+        stored = s.execute(text("SELECT code FROM items WHERE model = :m ORDER BY product_id"), {"m": MODEL}).all()
+        # Another tenant's item ids, or another model's, write nothing.
+        assert write_codes(s, "nobody", MODEL, ids[:5], CODES[:5]) == 0
+        assert write_codes(s, "acme", "other@1", ids[:5], CODES[:5]) == 0
+        with pytest.raises(ValueError):
+            write_codes(s, "acme", MODEL, ids[:5], CODES[:4])
     assert len(stored) == 50
-    signs = [np.array(json.loads(r.embedding)) > 0 for r in stored]
-    assert np.array_equal(signs[0], (1 - CODES[0]) > 0) and np.array_equal(signs[20], CODES[20] > 0)
+    bits = [np.array([c == "1" for c in r.code]) for r in stored]
+    assert np.array_equal(bits[0], (1 - CODES[0]) > 0) and np.array_equal(bits[20], CODES[20] > 0)
 
 
 def test_an_interrupted_concurrent_build_is_not_ready_and_is_rebuilt(sessions, db_engine):
@@ -421,7 +418,6 @@ def test_unknown_kinds_and_unsafe_keys_are_refused(sessions):
             lambda: similar_products(s, tenant_id="acme", external_id="p0", model_key=MODEL, dim=DIM, index_kind="x"),
             lambda: ensure_vector_index(conn, "m'; DROP TABLE items; --", DIM, kind="binary"),
             lambda: ensure_vector_index(conn, MODEL, 5000),  # halfvec HNSW stops at 4,000 dimensions
-            lambda: codes_key("k" * 125),  # the codes key would not fit items.model (128)
         ):
             with pytest.raises(ValueError):
                 call()

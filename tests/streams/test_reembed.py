@@ -15,7 +15,7 @@ from db import retirement
 from db.deployments import DeploymentError
 from db.models import Item, ModelDeployment, Product, Tenant
 from db.tenants import create_tenant
-from db.vector_index import codes_key, drop_vector_index, index_lists, index_ready
+from db.vector_index import drop_vector_index, index_lists, index_ready
 from db.vector_queries import similar_products
 from streams.reembed import DeployedHeads, ModelCache, Reembedder, transforms
 from tests.streams.deployment_helpers import BACKBONE, BITS, DIM_IN, DIM_OUT, head_weights, products, ready_model
@@ -53,8 +53,7 @@ def deploy(sessions, key, **kw):
 def counts(sessions, key) -> dict[str, int]:
     with sessions() as s:
         rows = s.execute(
-            text("SELECT model, tenant_id, count(*) FROM items WHERE model IN (:k, :c) GROUP BY model, tenant_id"),
-            {"k": key, "c": codes_key(key)},
+            text("SELECT tenant_id, count(*), count(code) FROM items WHERE model = :k GROUP BY tenant_id"), {"k": key}
         ).all()
         dupes = s.scalar(
             text(
@@ -63,7 +62,7 @@ def counts(sessions, key) -> dict[str, int]:
             ),
             {"k": key},
         )
-    out = {f"{m}/{t}": n for m, t, n in rows}
+    out = {f"{key}/{t}": n for t, n, _ in rows} | {f"coded/{t}": c for t, _, c in rows if c}
     out["duplicates"] = dupes
     return out
 
@@ -80,7 +79,7 @@ def test_a_deployment_writes_the_heads_vectors_and_codes_then_serves(db_engine, 
 
     runner(db_engine, sessions, tmp_path).run_until_idle()
 
-    assert counts(sessions, key) == {f"{key}/acme": N, f"{codes_key(key)}/acme": N, "duplicates": 0}  # not globex's
+    assert counts(sessions, key) == {f"{key}/acme": N, "coded/acme": N, "duplicates": 0}  # not globex's
     with sessions() as s:
         dep = s.get(ModelDeployment, ("acme", key))
         assert (dep.status, dep.phase, dep.items_done, dep.items_written) == ("ready", "done", N, N)
@@ -88,21 +87,20 @@ def test_a_deployment_writes_the_heads_vectors_and_codes_then_serves(db_engine, 
         assert repo.servable_models(s, "acme")[key].dim == DIM_OUT
 
         # The stored vectors are the head applied to the stored backbone vectors, and the codes their signs.
-        def stored(model: str) -> np.ndarray:
-            return np.asarray(
-                s.execute(
-                    select(Item.embedding)
-                    .join(Product, Product.id == Item.product_id)
-                    .where(Product.tenant_id == "acme", Product.external_id == "p17", Item.model == model)
-                ).scalar_one(),
-                np.float32,
-            )
+        def stored(model: str, column=Item.embedding):
+            return s.execute(
+                select(column)
+                .join(Product, Product.id == Item.product_id)
+                .where(Product.tenant_id == "acme", Product.external_id == "p17", Item.model == model)
+            ).scalar_one()
 
-        src, dst, code = stored(BACKBONE), stored(key), stored(codes_key(key))
+        src, dst = np.asarray(stored(BACKBONE), np.float32), np.asarray(stored(key), np.float32)
+        code = np.array([b == "1" for b in stored(key, Item.code)])
+        assert stored(BACKBONE, Item.code) is None
         head = head_weights()
         expected = l2_normalize(apply_head(head, src[None]))[0]
         np.testing.assert_allclose(dst, expected, atol=1e-6)
-        np.testing.assert_array_equal(code > 0, (expected @ head["w3"] + head["b3"]) > 0)
+        np.testing.assert_array_equal(code, (expected @ head["w3"] + head["b3"]) > 0)
     with db_engine.connect() as conn:
         assert index_ready(conn, key, "halfvec")
 
@@ -144,7 +142,7 @@ def test_a_crashed_run_resumes_at_its_last_page_and_writes_nothing_twice(
     with sessions.begin() as s:
         s.execute(text("UPDATE model_deployments SET lease_until = now() - interval '1 second'"))
     second.run_until_idle()
-    assert counts(sessions, key) == {f"{key}/acme": N, f"{codes_key(key)}/acme": N, "duplicates": 0}
+    assert counts(sessions, key) == {f"{key}/acme": N, "coded/acme": N, "duplicates": 0}
 
     # The crashed worker comes back: it lost the lease, so it writes nothing.
     with sessions() as s:
@@ -180,7 +178,7 @@ def test_live_ingest_writes_deployed_heads_and_the_sweep_catches_what_a_stale_wo
     reembed.settle_s = 0
     reembed.run_until_idle()
     total = N + 25
-    assert counts(sessions, key) == {f"{key}/acme": total, f"{codes_key(key)}/acme": total, "duplicates": 0}
+    assert counts(sessions, key) == {f"{key}/acme": total, "coded/acme": total, "duplicates": 0}
     with sessions() as s:  # one vector per live backbone item, none left over from the replaced ones
         orphans = s.scalar(
             text(
@@ -225,7 +223,7 @@ def test_a_codes_deployment_serves_from_its_ivf_index_and_workers_rebuild_missin
     run = runner(db_engine, sessions, tmp_path, embedder_index=(BACKBONE, DIM_IN, "binary"))
     run.run_until_idle()
     with db_engine.connect() as conn:
-        assert index_ready(conn, key, "codes") and index_lists(conn, key, "codes") == 15  # 240 code items: sqrt
+        assert index_ready(conn, key, "codes") and index_lists(conn, key, "codes") == 15  # 240 coded items: sqrt
         assert not index_ready(conn, key, "halfvec")  # the codes search, the full vectors only re-rank
     with sessions() as s:
         got = similar_products(

@@ -4,7 +4,7 @@ The served model is a trained head with signed vectors, so the binary and codes 
 a triplet head with a `bits`-wide code layer (training/methods.py) is trained on a sample of the
 synthetic clustered backbone vectors (vitrine/bench/serve.py `clustered_vectors`, 1280-d, the
 pretrained embedder's), labelled by cluster; all N backbone vectors are then mapped through it and
-only the head's unit vectors and their codes are stored (items of the model and of its codes key).
+only the head's unit vectors and their codes are stored (items of the model, the code on each).
 Each index kind is built once (timed, sized), then for each kind an API and a worker are started
 with `VITRINE_EMBEDDER=trained`, `VITRINE_EMBEDDER_ARTEFACT` and `VITRINE_INDEX_KIND=<kind>`, and
 measured: recall@10 against exact search (with and without a category filter) of the index alone
@@ -35,7 +35,6 @@ from db.vector_index import (
     IVF_KINDS,
     IVF_PROBES,
     check_kind,
-    codes_key,
     drop_vector_index,
     ensure_vector_index,
     index_lists,
@@ -137,7 +136,6 @@ def load_head_catalog(
     from vision.embedder import l2_normalize
     from vision.trained import apply_head
 
-    ckey = codes_key(model_key)
     map_s = 0.0
     with psycopg.connect(libpq_url(system.settings.database_url), autocommit=True) as pg:
         register_vector(pg)
@@ -159,7 +157,7 @@ def load_head_catalog(
                     for j in range(len(z)):
                         cp.write_row((start + j, f"c{cat[j]:02d}", z[j], code[j]))
             pg.execute("SET LOCAL enable_nestloop = off")  # fresh tables have no statistics (see serve.py)
-            args = {"t": TENANT, "m": model_key, "d": dim, "c": ckey, "b": bits}
+            args = {"t": TENANT, "m": model_key, "d": dim}
             pg.execute(
                 """INSERT INTO products (tenant_id, external_id, version, title, category, price, currency,
                                          in_stock, attributes, deleted, indexed_at)
@@ -173,17 +171,16 @@ def load_head_catalog(
                    FROM products WHERE tenant_id = %(t)s::varchar""",
                 args,
             )
-            for model, d, column in (("m", "d", "embedding"), ("c", "b", "code")):
-                pg.execute(
-                    f"""INSERT INTO items (tenant_id, product_id, image_id, kind, box, label, score, model, dim,
-                                           in_stock, category, embedding)
-                        SELECT %(t)s::varchar, p.id, pi.id, 'whole', '{{0,0,320,320}}', 'whole', 1.0, %({model})s,
-                               %({d})s, true, v.category, v.{column}
-                        FROM bench_vec v
-                        JOIN products p ON p.tenant_id = %(t)s::varchar AND p.external_id = 'p' || v.n
-                        JOIN product_images pi ON pi.product_id = p.id""",
-                    args,
-                )
+            pg.execute(
+                """INSERT INTO items (tenant_id, product_id, image_id, kind, box, label, score, model, dim,
+                                      in_stock, category, embedding, code)
+                   SELECT %(t)s::varchar, p.id, pi.id, 'whole', '{0,0,320,320}', 'whole', 1.0, %(m)s, %(d)s, true,
+                          v.category, v.embedding, binary_quantize(v.code)::varbit
+                   FROM bench_vec v
+                   JOIN products p ON p.tenant_id = %(t)s::varchar AND p.external_id = 'p' || v.n
+                   JOIN product_images pi ON pi.product_id = p.id""",
+                args,
+            )
         load_s = time.perf_counter() - t0
         pg.execute("VACUUM ANALYZE products, product_images, items")
     return {
@@ -313,11 +310,14 @@ def _index_scans(system: LocalSystem, name: str) -> int:
         )
 
 
-def _items(engine, model_key: str) -> int:
+def _items(engine, model_key: str) -> tuple[int, int]:
+    """The bench tenant's items of the model, and those with a code."""
     with engine.connect() as c:
-        return c.scalar(
-            text("SELECT count(*) FROM items WHERE tenant_id = :t AND model = :m"), {"t": TENANT, "m": model_key}
-        )
+        row = c.execute(
+            text("SELECT count(*), count(code) FROM items WHERE tenant_id = :t AND model = :m"),
+            {"t": TENANT, "m": model_key},
+        ).one()
+    return int(row[0]), int(row[1])
 
 
 def run_index_bench(
@@ -375,7 +375,7 @@ def run_index_bench(
         engine = create_db_engine(resolved.database_url)
         stack.callback(engine.dispose)
         # The first system (halfvec) loads the catalog and builds every index before the others start.
-        loaded = _items(engine, model_key) == products and _items(engine, codes_key(model_key)) == products
+        loaded = _items(engine, model_key) == (products, products)
         builds: dict[str, dict] = {}
         load = {"reused": True, "rows": products}
         rng = random.Random(seed)
