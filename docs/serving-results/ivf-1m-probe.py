@@ -1,4 +1,6 @@
-"""Probe: IVFFlat over sign bits / codes at 1M vs exact. One-off; usage: python ivf_probe.py build|query"""
+"""Probe: IVFFlat over sign bits / codes at 1M vs exact. One-off; usage: python ivf_probe.py build|query
+
+Kept as it ran: it needs the code before migration 0017 (codes as `<key>+codes` items, `codes_key`)."""
 
 import json
 import os
