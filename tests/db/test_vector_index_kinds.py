@@ -474,3 +474,28 @@ def test_the_bit_kinds_read_a_mid_sized_filtered_set_exactly(catalog):
         got = similar_products(s, tenant_id="acme", external_id="p5", model_key=MODEL, dim=DIM, index_kind="binary")
     assert picks == {"halfvec": "hnsw", "binary": "exact", "codes": "exact"} and small == "hnsw"
     assert got.strategy == "exact" and [n.product_id for n in got.neighbours] == exact_top10(5, None)
+
+
+def test_index_entries_follow_the_catalog_and_an_index_under_construction_has_none(sessions, db_engine):
+    # The re-rank factor follows them: an index built on few rows must not keep reporting those, and one a
+    # concurrent build has not finished (INVALID, no entries counted yet) must not pass for an empty catalog.
+    with sessions.begin() as s:
+        create_tenant(s, "acme", "acme")
+        add_products(s, "acme", "p", VECTORS[:500])
+        add_products(s, "acme", "x", VECTORS[:500], model="other@1")
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        ensure_vector_index(conn, MODEL, DIM, kind="binary", concurrently=True)  # built on 500 rows
+    with sessions.begin() as s:
+        add_products(s, "acme", "q", VECTORS[500:])  # the catalog grows 6x
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("DELETE FROM items WHERE model = :m AND product_id % 10 = 0"), {"m": MODEL})
+        conn.execute(text("VACUUM ANALYZE items"))
+        left = conn.scalar(text("SELECT count(*) FROM items WHERE model = :m"), {"m": MODEL})
+    with sessions() as s:
+        assert abs(index_entries(s, MODEL, "binary") - left) <= 0.05 * left, (index_entries(s, MODEL, "binary"), left)
+    vector_queries._ENTRIES.clear()
+    with db_engine.begin() as conn:  # as a CREATE INDEX CONCURRENTLY under way leaves it (pg_index.indisvalid)
+        conn.execute(text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass(:n)"),
+                     {"n": index_name(MODEL, "binary")})  # fmt: skip
+    with sessions() as s:
+        assert index_entries(s, MODEL, "binary") is None  # unknown: the larger factor, asked again in 10 s

@@ -193,7 +193,11 @@ def load_head_catalog(
 
 
 def build_kind(system: LocalSystem, model_key: str, dim: int, bits: int, kind: str) -> dict:
-    """Build one kind's index with 1 GB of maintenance memory (the serve bench's setting); time and size."""
+    """Build one kind's index with 1 GB of maintenance memory (the serve bench's setting); time and size.
+
+    A worker may be building it already (its index check, `Reembedder.refresh_indexes`, finds the model's
+    index of its own `VITRINE_INDEX_KIND` missing after the load): that build is waited for and reused."""
+    _wait_for_concurrent_build(system, index_name(model_key, kind))
     t0, built = time.perf_counter(), False
     with system.engine.begin() as conn:
         exists = conn.scalar(text("SELECT to_regclass(:n) IS NOT NULL"), {"n": index_name(model_key, kind)})
@@ -212,6 +216,21 @@ def build_kind(system: LocalSystem, model_key: str, dim: int, bits: int, kind: s
         return out | {"method": "hnsw"}
     # The Hamming candidates the API takes per query item without a filter (db/vector_queries.py rerank_factor).
     return out | {"method": "ivfflat", "lists": lists, "rerank_factor": rerank_factor(kind, entries)}
+
+
+def _wait_for_concurrent_build(system: LocalSystem, name: str, timeout_s: float = 1800.0) -> None:
+    """Wait while the index `name` is INVALID: a CREATE INDEX CONCURRENTLY under way (or one that died, which the
+    timeout ends)."""
+    deadline = time.monotonic() + timeout_s
+    query = text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:n)")
+    while True:
+        with system.engine.connect() as conn:
+            if conn.scalar(query, {"n": name}) is not False:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"index {name} still INVALID after {timeout_s:.0f} s (a build that died?)")
+        log.info("index %s: a concurrent build is under way; waiting", name)
+        time.sleep(2)
 
 
 def exact_answers(system: LocalSystem, pids: list[str], *, model_key: str, dim: int) -> dict:

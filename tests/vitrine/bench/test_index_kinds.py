@@ -1,13 +1,20 @@
-"""Pure parts of `vitrine bench serve --index`: goals, table, labelled vectors, the head's arrays, bad options."""
+"""Parts of `vitrine bench serve --index`: goals, table, labelled vectors, the head's arrays, bad options, the wait for
+a worker's index build."""
 
 from __future__ import annotations
 
+import threading
+import time
+from types import SimpleNamespace
+
 import numpy as np
+import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 import vitrine.cli.bench  # noqa: F401  registers the bench commands
 from vision.trained import write_artefact
-from vitrine.bench.index_kinds import head_arrays, index_figures
+from vitrine.bench.index_kinds import _wait_for_concurrent_build, head_arrays, index_figures
 from vitrine.bench.serve import clustered_vectors
 from vitrine.cli.app import app
 from vitrine.cli.bench import print_index_table
@@ -175,3 +182,31 @@ def test_the_server_line_names_the_broker_and_the_exposure_linger_when_recorded(
     result["settings"]["server"].update(broker_storage="durable", exposure_linger_s=1.0)
     print_index_table(result)
     assert "broker durable, exposures linger 1 s" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_a_build_under_way_is_waited_for(sessions, db_engine):
+    # The bench's first system's worker may be building the index of its own kind when the bench builds each kind:
+    # an INVALID index (a CREATE INDEX CONCURRENTLY under way) is waited for, a valid or missing one is not.
+    with sessions.begin() as s:
+        s.execute(text("CREATE TABLE side (v int)"))
+        s.execute(text("CREATE INDEX ix_side ON side (v)"))
+        s.execute(text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_side'::regclass"))
+    system = SimpleNamespace(engine=db_engine)
+    flipped = threading.Timer(
+        1.0,
+        lambda: _exec(db_engine, "UPDATE pg_index SET indisvalid = true WHERE indexrelid = 'ix_side'::regclass"),
+    )
+    t0 = time.monotonic()
+    flipped.start()
+    _wait_for_concurrent_build(system, "ix_side")
+    assert time.monotonic() - t0 >= 1.0
+    _wait_for_concurrent_build(system, "ix_missing")  # returns at once
+    _exec(db_engine, "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_side'::regclass")
+    with pytest.raises(RuntimeError, match="still INVALID"):
+        _wait_for_concurrent_build(system, "ix_side", timeout_s=0.5)
+
+
+def _exec(engine, sql: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(sql))
