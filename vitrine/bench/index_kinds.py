@@ -34,6 +34,7 @@ from db.vector_index import (
     INDEX_KINDS,
     IVF_KINDS,
     IVF_PROBES,
+    _validity,
     check_kind,
     drop_vector_index,
     ensure_vector_index,
@@ -222,10 +223,9 @@ def _wait_for_concurrent_build(system: LocalSystem, name: str, timeout_s: float 
     """Wait while the index `name` is INVALID: a CREATE INDEX CONCURRENTLY under way (or one that died, which the
     timeout ends)."""
     deadline = time.monotonic() + timeout_s
-    query = text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:n)")
     while True:
         with system.engine.connect() as conn:
-            if conn.scalar(query, {"n": name}) is not False:
+            if _validity(conn, name) is not False:
                 return
         if time.monotonic() > deadline:
             raise RuntimeError(f"index {name} still INVALID after {timeout_s:.0f} s (a build that died?)")
