@@ -94,12 +94,18 @@ def _sql(
     by_vector: bool = False,
     kind: str = "halfvec",
     bits: int | None = None,
+    k: int | None = None,
+    kc: int | None = None,
 ) -> str:
-    """The kNN query; the query vectors are the product's items, or one vector (:qvec) for search."""
+    """The kNN query; the query vectors are the product's items, or one vector (:qvec) for search.
+
+    `k` / `kc` given: the index query's LIMITs as literals (see `_limits`), else the parameters :k / :kc.
+    """
+    lim_k, lim_kc = _limits(k, kc)
     if not exact and kind == "binary":
-        return _binary_sql(model_key, dim, category=category, by_vector=by_vector)
+        return _binary_sql(model_key, dim, category=category, by_vector=by_vector, limits=(lim_k, lim_kc))
     if not exact and kind == "codes":
-        return _codes_sql(model_key, dim, bits, category=category)
+        return _codes_sql(model_key, dim, bits, category=category, limits=(lim_k, lim_kc))
     expr_i, expr_q = vector_expr(dim, "i.embedding"), vector_expr(dim, "q.embedding")
     # "+ 0" makes the sort key an expression no index matches: the planner must sort exactly.
     order = f"({expr_i} <=> {expr_q}) + 0" if exact else f"{expr_i} <=> {expr_q}"
@@ -113,12 +119,26 @@ def _sql(
                 WHERE i.model = '{model_key}' AND i.tenant_id = :tenant AND i.in_stock
                   {exclude} {"AND i.category = :category" if category else ""}
                 ORDER BY {order}
-                LIMIT :k
+                LIMIT {lim_k}
             ) c
             GROUP BY c.product_id
         )
         {_PRODUCTS}
     """
+
+
+def _limits(k: int | None, kc: int | None) -> tuple[str, str]:
+    """The kNN's LIMIT clauses' values: literals where given, else the parameters :k and :kc.
+
+    With literal LIMITs Postgres can keep one plan per statement: psycopg prepares a statement on its 5th
+    run, and plan_cache_mode auto then keeps the generic plan when it costs no more than the custom ones.
+    With `LIMIT :k` the generic plan cannot see the limit, prices the index scan as reading everything,
+    and loses, so every run was planned again: ~0.4 ms of a 1.7 ms halfvec query and of a 4.4 ms binary
+    one at 1M (docs/serving.md, "Plans kept"). Callers pass literals only for the index queries without a
+    category filter, whose one sensible plan is the kind's index; a category filter keeps per-run plans,
+    which see the category's size.
+    """
+    return (":k" if k is None else str(int(k))), (":kc" if kc is None else str(int(kc)))
 
 
 # Products of the candidates (cand: product_id, dist), best first; shared by every kind.
@@ -132,12 +152,17 @@ _PRODUCTS = """
         LIMIT :limit"""
 
 
-def _source(model_key: str, by_vector: bool, *, coded: bool = False) -> tuple[str, str]:
+def _source(model_key: str, by_vector: bool, *, coded: bool = False, qbits: str | None = None) -> tuple[str, str]:
     """The query CTEs (src, q: the query vectors; `coded`: those with a code, and the codes) and the clause
-    excluding the viewed product."""
+    excluding the viewed product. `qbits`: an expression over `it` (the query's items) that q also selects,
+    as `qbits`, so that a bit kind's query computes it once per query item instead of once per candidate."""
     if by_vector:
-        return "src AS (SELECT CAST(NULL AS bigint) AS id), q AS (SELECT CAST(:qvec AS vector) AS embedding)", ""
+        vec = "CAST(:qvec AS vector)"
+        extra = f", {qbits.replace('it.embedding', vec)} AS qbits" if qbits else ""
+        return f"src AS (SELECT CAST(NULL AS bigint) AS id), q AS (SELECT {vec} AS embedding{extra})", ""
     columns, where = ("it.embedding, it.code", " AND it.code IS NOT NULL") if coded else ("it.embedding", "")
+    if qbits:
+        columns += f", {qbits} AS qbits"
     return (
         f"""src AS (
             SELECT id FROM products WHERE tenant_id = :tenant AND external_id = :pid AND NOT deleted
@@ -148,39 +173,41 @@ def _source(model_key: str, by_vector: bool, *, coded: bool = False) -> tuple[st
     )
 
 
-def _binary_sql(model_key: str, dim: int, *, category: bool, by_vector: bool) -> str:
-    """Per query item, the :kc nearest items by Hamming distance of their sign bits, re-ranked to :k by cosine."""
-    query, exclude = _source(model_key, by_vector)
-    return _rerank_sql(
-        model_key, dim, query, exclude, category, bit_expr(dim, "i.embedding"), bit_expr(dim, "q.embedding")
-    )
+def _binary_sql(model_key: str, dim: int, *, category: bool, by_vector: bool, limits=(":k", ":kc")) -> str:
+    """Per query item, the kc nearest items by Hamming distance of their sign bits, re-ranked to k by cosine."""
+    query, exclude = _source(model_key, by_vector, qbits=bit_expr(dim, "it.embedding"))
+    return _rerank_sql(model_key, query, exclude, category, bit_expr(dim, "i.embedding"), limits)
 
 
-def _codes_sql(model_key: str, dim: int, bits: int, *, category: bool) -> str:
-    """Per query item with a code, the :kc nearest items by Hamming distance of their learned codes, re-ranked to
-    :k by cosine on the full vectors of the same rows."""
-    query, exclude = _source(model_key, False, coded=True)
-    return _rerank_sql(model_key, dim, query, exclude, category, code_expr(bits, "i.code"), code_expr(bits, "q.code"))
+def _codes_sql(model_key: str, dim: int, bits: int, *, category: bool, limits=(":k", ":kc")) -> str:
+    """Per query item with a code, the kc nearest items by Hamming distance of their learned codes, re-ranked to
+    k by cosine on the full vectors of the same rows."""
+    query, exclude = _source(model_key, False, coded=True, qbits=code_expr(bits, "it.code"))
+    return _rerank_sql(model_key, query, exclude, category, code_expr(bits, "i.code"), limits)
 
 
-def _rerank_sql(model_key, dim, query, exclude, category, order_i, order_q) -> str:
-    """The bit kinds' query: per query item, the :kc nearest items by `order_i <~> order_q` (the kind's IVFFlat
-    index), re-ranked to :k by cosine on their full vectors (the rows the index scan found), grouped to products."""
-    expr_i, expr_q = vector_expr(dim, "i.embedding"), vector_expr(dim, "q.embedding")
+def _rerank_sql(model_key, query, exclude, category, order_i, limits) -> str:
+    """The bit kinds' query: per query item, the :kc nearest items by `order_i <~> q.qbits` (the kind's IVFFlat
+    index), re-ranked to :k by cosine on their full vectors (the rows the index scan found), grouped to products.
+
+    The re-rank's cosine is on the stored float32 vectors, not on the halfvec index's expression: no
+    conversion per candidate (two halfvec casts per row cost ~0.4 ms of a ~4 ms query at 1M with 640
+    candidates, docs/serving.md), and the ranking is at least as precise.
+    """
     return f"""
         WITH {query}, cand AS (
             SELECT c.product_id, min(c.dist) AS dist
             FROM q CROSS JOIN LATERAL (
                 SELECT h.product_id, h.dist FROM (
-                    SELECT i.product_id, {expr_i} <=> {expr_q} AS dist
+                    SELECT i.product_id, i.embedding <=> q.embedding AS dist
                     FROM items i
                     WHERE i.model = '{model_key}' AND i.tenant_id = :tenant AND i.in_stock
                       {exclude} {"AND i.category = :category" if category else ""}
-                    ORDER BY {order_i} <~> {order_q}
-                    LIMIT :kc
+                    ORDER BY {order_i} <~> q.qbits
+                    LIMIT {limits[1]}
                 ) h
                 ORDER BY h.dist
-                LIMIT :k
+                LIMIT {limits[0]}
             ) c
             GROUP BY c.product_id
         )
@@ -188,7 +215,7 @@ def _rerank_sql(model_key, dim, query, exclude, category, order_i, order_q) -> s
     """
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _query(
     model_key: str,
     dim: int,
@@ -198,9 +225,13 @@ def _query(
     by_vector: bool = False,
     kind: str = "halfvec",
     bits: int | None = None,
+    k: int | None = None,
+    kc: int | None = None,
 ):
     """The parsed statement, built once per shape (text() parsing showed up in the API's profile)."""
-    return text(_sql(model_key, dim, exact=exact, category=category, by_vector=by_vector, kind=kind, bits=bits))
+    return text(
+        _sql(model_key, dim, exact=exact, category=category, by_vector=by_vector, kind=kind, bits=bits, k=k, kc=kc)
+    )
 
 
 _HNSW_SETTINGS = text(
@@ -259,7 +290,9 @@ def similar_products(
             session.execute(_IVF_SETTINGS, {"probes": str(IVF_PROBES)})
         else:
             _hnsw_settings(session, min(max(ef_search, k), MAX_EF_SEARCH))
-        query = _query(model_key, dim, exact=False, category=category is not None, kind=index_kind, bits=bits)
+        filtered = category is not None
+        literal = {} if filtered else {"k": params["k"], "kc": params["kc"]}  # see _limits
+        query = _query(model_key, dim, exact=False, category=filtered, kind=index_kind, bits=bits, **literal)
         rows = session.execute(query, params).all()
         if len(rows) < limit:  # filters removed too much even for the iterative scan
             rows, used = _exact(session, model_key, dim, category, params), "hnsw+exact"
@@ -281,7 +314,8 @@ def similar_to_vector(
     vec = "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
     params = {"tenant": tenant_id, "qvec": vec, "limit": limit, "k": max(4 * limit, 40), "category": None}
     _hnsw_settings(session, max(ef_search, params["k"]))
-    rows = session.execute(_query(model_key, dim, exact=False, category=False, by_vector=True), params).all()
+    query = _query(model_key, dim, exact=False, category=False, by_vector=True, k=params["k"])
+    rows = session.execute(query, params).all()
     if len(rows) < limit:
         rows = session.execute(_query(model_key, dim, exact=True, category=False, by_vector=True), params).all()
     return [Neighbour(r.external_id, r.title, r.category, r.price, r.image_url, float(r.dist)) for r in rows]

@@ -183,16 +183,47 @@ def test_hamming_alone_would_miss_the_threshold():
 
 
 @pytest.mark.parametrize("kind", INDEX_KINDS)
-def test_each_kind_plans_its_own_index(catalog, kind):
-    # A query whose expression no index matches would still be right, by a sequential scan: check the plan.
+def test_each_kind_plans_its_own_index_also_in_the_plan_postgres_keeps(catalog, kind):
+    # A query whose expression no index matches would still be right, by a sequential scan: check the plan,
+    # for this request's values and as the generic plan a prepared statement keeps (its LIMITs are literals).
     bits = BITS if kind == "codes" else None
-    sql = _query(MODEL, DIM, exact=False, category=False, kind=kind, bits=bits).text
     kc = min(rerank_factor(kind, 2 * N) * 40, MAX_CANDIDATES)  # as similar_products asks (2 tenants' items)
+    sql = _query(MODEL, DIM, exact=False, category=False, kind=kind, bits=bits, k=40, kc=kc).text
+    assert ":k" not in sql and ":kc" not in sql
     with catalog() as s:
         s.execute(_IVF_SETTINGS if kind in IVF_KINDS else _HNSW_SETTINGS, {"probes": str(IVF_PROBES), "ef": "64"})
-        params = {"tenant": "acme", "pid": "p0", "limit": 10, "k": 40, "kc": kc, "category": None}
+        params = {"tenant": "acme", "pid": "p0", "limit": 10}
         plan = "\n".join(r[0] for r in s.execute(text("EXPLAIN " + sql), params))
+        numbered = sql.replace(":tenant", "$1").replace(":pid", "$2").replace(":limit", "$3")
+        generic = "\n".join(r[0] for r in s.execute(text("EXPLAIN (GENERIC_PLAN) " + numbered)))
     assert f"Index Scan using {index_name(MODEL, kind)}" in plan, plan
+    assert f"Index Scan using {index_name(MODEL, kind)}" in generic, generic
+
+
+def test_an_unfiltered_query_is_planned_once_per_connection(catalog):
+    # psycopg prepares a statement on its 5th run on a connection; with literal LIMITs Postgres then keeps the
+    # generic plan (with `LIMIT :k` it planned every run again, ~0.4 ms at 1M). Sessions that commit, as the
+    # API's do (a rollback makes psycopg deallocate its prepared statements).
+    from db.session import create_db_engine, session_factory
+
+    url = catalog.kw["bind"].url.render_as_string(hide_password=False)
+    engine = create_db_engine(url, pool_size=1, max_overflow=0)  # one connection: its prepared statements
+    sessions = session_factory(engine)
+    try:
+        for i in range(12):
+            with sessions() as s:
+                got = similar_products(
+                    s, tenant_id="acme", external_id=f"p{i}", model_key=MODEL, dim=DIM, strategy="hnsw"
+                )
+                assert len(got.neighbours) == 10
+                s.commit()
+        with sessions() as s:
+            plans = s.execute(
+                text("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%WITH src%'")
+            ).all()
+    finally:
+        engine.dispose()
+    assert len(plans) == 1 and plans[0].generic_plans > 0, plans
 
 
 def test_binary_index_is_smaller_than_halfvec_and_codes_sit_on_the_vectors_rows(catalog):
