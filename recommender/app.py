@@ -184,7 +184,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     def origins_by_tenant() -> dict[str, frozenset[str]]:
         with app.state.sessions() as session:
-            return tenants_by_origin(session)
+            table = tenants_by_origin(session)
+            session.commit()  # as the tenant lookup (recommender/deps.py): keeps the connection's prepared statements
+            return table
 
     # Outside the rate limit: a 429 carries CORS headers too, so a storefront's script can read its Retry-After.
     app.add_middleware(

@@ -53,7 +53,9 @@ def _tenant_by_key(
 
     def lookup(request: Request, credential: str) -> Tenant | None:
         with request.app.state.sessions() as session:
-            return find(session, credential)  # sessions do not expire on close: attributes stay loaded
+            tenant = find(session, credential)
+            session.commit()  # not the pool's rollback, which makes psycopg drop the connection's prepared statements
+            return tenant  # sessions do not expire on commit or close: attributes stay loaded
 
     async def dependency(
         request: Request,  # the parameter name must not clash with a route's path parameters

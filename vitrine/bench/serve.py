@@ -302,7 +302,8 @@ def raw_latency(
 
     `similar_products` with the exact-or-HNSW choice made once for the tenant, as the API's
     visual arm does (it caches that choice), so the floor holds exactly the statements the API
-    runs for a request: the two hnsw settings and the kNN (an exact redo if HNSW came back short).
+    runs for a request: the two hnsw settings and the kNN (an exact redo if HNSW came back short),
+    on pooled connections that keep their prepared statements and plans as the API's do.
     """
     with system.sessions() as s:
         strategy = choose_strategy(s, model_key=model_key, tenant_id=tenant, category=None)
@@ -321,7 +322,7 @@ def raw_latency(
                 index_kind=index_kind,
             )
             latencies.append(time.perf_counter() - t0)
-            s.rollback()
+            s.commit()  # as the API does: a rollback would make psycopg drop its prepared statements
         strategies[r.strategy] += 1
     out = latency_summary(latencies, sum(latencies))
     out["strategies"] = dict(strategies)
