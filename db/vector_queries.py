@@ -132,9 +132,9 @@ def _limits(k: int | None, kc: int | None) -> tuple[str, str]:
 
     With literal LIMITs Postgres can keep one plan per statement: psycopg prepares a statement on its 5th
     run, and plan_cache_mode auto then keeps the generic plan when it costs no more than the custom ones.
-    With `LIMIT :k` the generic plan cannot see the limit, prices the index scan as reading everything,
-    and loses, so every run was planned again: ~0.4 ms of a 1.7 ms halfvec query and of a 4.4 ms binary
-    one at 1M (docs/serving.md, "Plans kept"). Callers pass literals only for the index queries without a
+    With `LIMIT :k` the generic plan cannot see the limit and is a poor one (the binary query's took 119 ms
+    at 1M when forced), so Postgres planned every run again: ~0.4 ms of a 1.7 ms halfvec query and of a
+    4.4 ms binary one at 1M (docs/serving.md, "Plans kept"). Callers pass literals only for the index queries without a
     category filter, whose one sensible plan is the kind's index; a category filter keeps per-run plans,
     which see the category's size.
     """
@@ -152,14 +152,17 @@ _PRODUCTS = """
         LIMIT :limit"""
 
 
+QVEC = "CAST(:qvec AS vector)"  # the query vector of a search by vector
+
+
 def _source(model_key: str, by_vector: bool, *, coded: bool = False, qbits: str | None = None) -> tuple[str, str]:
     """The query CTEs (src, q: the query vectors; `coded`: those with a code, and the codes) and the clause
-    excluding the viewed product. `qbits`: an expression over `it` (the query's items) that q also selects,
-    as `qbits`, so that a bit kind's query computes it once per query item instead of once per candidate."""
+    excluding the viewed product. `qbits`: an expression of the query vector (`QVEC` when `by_vector`, else
+    over `it`, the query's items) that q also selects, as `qbits`, so that a bit kind's query computes it
+    once per query item instead of once per candidate."""
     if by_vector:
-        vec = "CAST(:qvec AS vector)"
-        extra = f", {qbits.replace('it.embedding', vec)} AS qbits" if qbits else ""
-        return f"src AS (SELECT CAST(NULL AS bigint) AS id), q AS (SELECT {vec} AS embedding{extra})", ""
+        extra = f", {qbits} AS qbits" if qbits else ""
+        return f"src AS (SELECT CAST(NULL AS bigint) AS id), q AS (SELECT {QVEC} AS embedding{extra})", ""
     columns, where = ("it.embedding, it.code", " AND it.code IS NOT NULL") if coded else ("it.embedding", "")
     if qbits:
         columns += f", {qbits} AS qbits"
@@ -175,7 +178,7 @@ def _source(model_key: str, by_vector: bool, *, coded: bool = False, qbits: str 
 
 def _binary_sql(model_key: str, dim: int, *, category: bool, by_vector: bool, limits=(":k", ":kc")) -> str:
     """Per query item, the kc nearest items by Hamming distance of their sign bits, re-ranked to k by cosine."""
-    query, exclude = _source(model_key, by_vector, qbits=bit_expr(dim, "it.embedding"))
+    query, exclude = _source(model_key, by_vector, qbits=bit_expr(dim, QVEC if by_vector else "it.embedding"))
     return _rerank_sql(model_key, query, exclude, category, bit_expr(dim, "i.embedding"), limits)
 
 
@@ -187,8 +190,9 @@ def _codes_sql(model_key: str, dim: int, bits: int, *, category: bool, limits=("
 
 
 def _rerank_sql(model_key, query, exclude, category, order_i, limits) -> str:
-    """The bit kinds' query: per query item, the :kc nearest items by `order_i <~> q.qbits` (the kind's IVFFlat
-    index), re-ranked to :k by cosine on their full vectors (the rows the index scan found), grouped to products.
+    """The bit kinds' query: per query item, the kc nearest items by `order_i <~> q.qbits` (the kind's IVFFlat
+    index), re-ranked to k by cosine on their full vectors (the rows the index scan found), grouped to products;
+    `limits`: the (k, kc) LIMIT values, literals or parameters (`_limits`).
 
     The re-rank's cosine is on the stored float32 vectors, not on the halfvec index's expression: no
     conversion per candidate (two halfvec casts per row cost ~0.4 ms of a ~4 ms query at 1M with 640
