@@ -253,7 +253,8 @@ def refresh_ivf_index(conn: Connection, model_key: str, dim: int, kind: str) -> 
             conn.execute(text(f"ALTER INDEX {spare} RENAME TO {name}"))
             valid = True
         conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {spare}"))  # a build that crashed half-way
-        wanted = ivf_lists(_covered_rows(conn, check_model_key(model_key)), _build_memory(conn), dim)
+        rows = _covered_rows(conn, check_model_key(model_key), name if valid else None)
+        wanted = ivf_lists(rows, _build_memory(conn), dim)
         if not valid:
             ensure_vector_index(conn, model_key, dim, kind=kind, concurrently=True, lists=wanted)
             return wanted
@@ -267,8 +268,24 @@ def refresh_ivf_index(conn: Connection, model_key: str, dim: int, kind: str) -> 
         conn.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), {"n": name})
 
 
-def _covered_rows(conn: Connection, key: str) -> int:
-    """Items of the model `key` (every tenant's: the partial index covers them all)."""
+VALID_INDEX_TUPLES = text(
+    "SELECT c.reltuples FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
+    "WHERE c.oid = to_regclass(:n) AND i.indisvalid"
+)  # a valid index's entries as Postgres last counted them; None: no such valid index; -1: never counted
+
+
+def _covered_rows(conn: Connection, key: str, index: str | None = None) -> int:
+    """Items of the model `key` (every tenant's: the partial index covers them all).
+
+    With `index` (valid), its entries as Postgres last counted them (pg_class.reltuples: set by the build,
+    kept current by autovacuum and ANALYZE), which is all a rebuild decision at IVF_REBUILD_GROWTH x needs;
+    a count otherwise. The workers call this every 5 minutes per index: a count of a model's 1M rows took
+    34-42 ms of both cores (a parallel scan), the catalog row under 1.5 ms.
+    """
+    if index is not None:
+        tuples = conn.scalar(VALID_INDEX_TUPLES, {"n": index})
+        if tuples is not None and tuples >= 0:
+            return int(tuples)
     return int(conn.scalar(text("SELECT count(*) FROM items WHERE model = :m"), {"m": key}))
 
 

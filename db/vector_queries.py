@@ -30,6 +30,7 @@ from db.vector_index import (
     _MODEL_KEY,
     IVF_KINDS,
     IVF_PROBES,
+    VALID_INDEX_TUPLES,
     bit_expr,
     check_kind,
     code_expr,
@@ -385,10 +386,6 @@ def rerank_factor(kind: str, entries: int | None, *, filtered: bool = False) -> 
 ENTRIES_TTL_S = 300.0  # how long an index's entry count is reused (it moves with the catalog, slowly)
 UNKNOWN_ENTRIES_TTL_S = 10.0  # ... and "no such index yet" (a build or a rebuild's swap under way)
 _ENTRIES: dict[str, tuple[float, int | None]] = {}  # index name -> (read at, entries; None: unknown)
-_VALID_INDEX_TUPLES = text(
-    "SELECT c.reltuples FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
-    "WHERE c.oid = to_regclass(:n) AND i.indisvalid"
-)
 
 
 def index_entries(session: Session, model_key: str, kind: str) -> int | None:
@@ -402,7 +399,7 @@ def index_entries(session: Session, model_key: str, kind: str) -> int | None:
     hit = _ENTRIES.get(name)
     if hit is not None and now - hit[0] < (ENTRIES_TTL_S if hit[1] is not None else UNKNOWN_ENTRIES_TTL_S):
         return hit[1]
-    tuples = session.scalar(_VALID_INDEX_TUPLES, {"n": name})
+    tuples = session.scalar(VALID_INDEX_TUPLES, {"n": name})
     entries = int(tuples) if tuples is not None and tuples >= 0 else None  # -1: never counted
     _ENTRIES[name] = (now, entries)
     return entries

@@ -14,6 +14,7 @@ from db.vector_index import (
     INDEX_KINDS,
     IVF_KINDS,
     IVF_PROBES,
+    _covered_rows,
     drop_vector_index,
     ensure_vector_index,
     index_lists,
@@ -334,10 +335,12 @@ def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(
     with sessions.begin() as s:
         add_products(s, "acme", "q", VECTORS[:1000])  # 1,500 rows: 38 lists wanted, < 2 x 22
     with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE items"))  # the index's entries as autovacuum would count them by now
         assert refresh_ivf_index(conn, MODEL, DIM, "binary") is None
     with sessions.begin() as s:
         add_products(s, "acme", "r", VECTORS[:2000])  # 3,500 rows: 59 lists wanted, >= 2 x 22
     with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE items"))
         assert refresh_ivf_index(conn, MODEL, DIM, "binary") == 59
         assert index_lists(conn, MODEL, "binary") == 59 and index_ready(conn, MODEL, "binary")
         assert refresh_ivf_index(conn, MODEL, DIM, "binary") is None
@@ -375,6 +378,19 @@ def test_an_ivf_index_built_on_few_rows_is_rebuilt_once_the_catalog_outgrows_it(
         plan = "\n".join(r[0] for r in s.execute(text("EXPLAIN " + sql), {**params, "category": None}))
     assert got.strategy == "hnsw" and len(got.neighbours) == 10
     assert f"Index Scan using {name}" in plan, plan
+
+
+def test_the_refresh_reads_a_valid_index_s_entries_instead_of_counting_the_rows(sessions, db_engine):
+    with sessions.begin() as s:
+        create_tenant(s, "acme", "acme")
+        add_products(s, "acme", "p", VECTORS[:500])
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        name = ensure_vector_index(conn, MODEL, DIM, kind="binary", concurrently=True)
+    with sessions.begin() as s:
+        add_products(s, "acme", "q", VECTORS[:10])  # below autovacuum's analyze threshold (50 rows + 10 %)
+    with db_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert _covered_rows(conn, MODEL, name) == 500  # as the build counted them
+        assert _covered_rows(conn, MODEL) == _covered_rows(conn, MODEL, "ix_items_ivf_bin_none") == 510  # a count
 
 
 @pytest.mark.parametrize("call", ["ensure", "drop"])
