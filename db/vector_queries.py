@@ -157,16 +157,15 @@ QVEC = "CAST(:qvec AS vector)"  # the query vector of a search by vector
 
 
 def _source(model_key: str, by_vector: bool, *, coded: bool = False, qbits: str | None = None) -> tuple[str, str]:
-    """The query CTEs (src, q: the query vectors; `coded`: those with a code, and the codes) and the clause
+    """The query CTEs (src, q: the query vectors; `coded`: only those with a code) and the clause
     excluding the viewed product. `qbits`: an expression of the query vector (`QVEC` when `by_vector`, else
     over `it`, the query's items) that q also selects, as `qbits`, so that a bit kind's query computes it
     once per query item instead of once per candidate."""
     if by_vector:
         extra = f", {qbits} AS qbits" if qbits else ""
         return f"src AS (SELECT CAST(NULL AS bigint) AS id), q AS (SELECT {QVEC} AS embedding{extra})", ""
-    columns, where = ("it.embedding, it.code", " AND it.code IS NOT NULL") if coded else ("it.embedding", "")
-    if qbits:
-        columns += f", {qbits} AS qbits"
+    columns = f"it.embedding, {qbits} AS qbits" if qbits else "it.embedding"
+    where = " AND it.code IS NOT NULL" if coded else ""
     return (
         f"""src AS (
             SELECT id FROM products WHERE tenant_id = :tenant AND external_id = :pid AND NOT deleted
