@@ -45,6 +45,9 @@ class CatalogRow:
     image_id: int
     image_url: str
     vector: np.ndarray  # float32
+    item_id: int = 0  # the stored item (its pixels are image_url cut at box)
+    box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 in pixels of the image
+    content_hash: str | None = None  # the image's hash when it was indexed
 
 
 def _scoped(stmt, tenant_id: str | None):
@@ -216,7 +219,17 @@ def catalog_training_rows(
     trains from these features without running the CNN again.
     """
     rows = session.execute(
-        select(Product.external_id, Product.category, Product.title, ProductImage.id, ProductImage.url, Item.embedding)
+        select(
+            Product.external_id,
+            Product.category,
+            Product.title,
+            ProductImage.id,
+            ProductImage.url,
+            Item.embedding,
+            Item.id,
+            Item.box,
+            ProductImage.content_hash,
+        )
         .join(ProductImage, ProductImage.id == Item.image_id)
         .join(Product, Product.id == Item.product_id)
         .where(
@@ -236,6 +249,9 @@ def catalog_training_rows(
             image_id=image_id,
             image_url=url,
             vector=np.asarray(vector, dtype=np.float32),
+            item_id=item_id,
+            box=tuple(box),
+            content_hash=digest,
         )
-        for external_id, category, title, image_id, url, vector in rows
+        for external_id, category, title, image_id, url, vector, item_id, box, digest in rows
     ]

@@ -12,7 +12,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ class TrainingSet:
     description: str = ""
     skipped: int = 0  # images that failed to load
     meta: dict = field(default_factory=dict)
+    keys: np.ndarray | None = None  # the caller's id of each entry (a catalog's item ids), aligned with products
 
     def __len__(self) -> int:
         return len(self.products)
@@ -63,7 +64,14 @@ class TrainingSet:
             features=None if self.features is None else self.features[index],
             description=self.description,
             meta=self.meta,
+            keys=None if self.keys is None else self.keys[index],
         )
+
+    def with_images(self, images: Sequence[Image.Image]) -> TrainingSet:
+        """The same entries with their images (aligned), e.g. a catalog's held-out photos fetched again."""
+        if len(images) != len(self):
+            raise ValueError(f"{len(images)} images for {len(self)} entries")
+        return replace(self, images=list(images))
 
     def summary(self) -> dict:
         """Counts for the model card."""
@@ -132,8 +140,15 @@ def image_folder(root: Path, *, sample: int | None = None, seed: int = 0, folder
     return ts
 
 
-def from_vectors(name: str, products: Sequence[str], labels: Sequence[str | None], vectors: np.ndarray) -> TrainingSet:
-    """A tenant's catalog as stored backbone vectors (rows from db/, handed up as plain values)."""
+def from_vectors(
+    name: str,
+    products: Sequence[str],
+    labels: Sequence[str | None],
+    vectors: np.ndarray,
+    keys: Sequence[int] | None = None,
+) -> TrainingSet:
+    """A tenant's catalog as stored backbone vectors (rows from db/, handed up as plain values); `keys`: the
+    item id of each row, by which a caller can find its pixels again (`train_model`'s `held_out_images`)."""
     labels = ["" if lab is None else str(lab) for lab in labels]
     ts = TrainingSet(
         name=name,
@@ -141,6 +156,7 @@ def from_vectors(name: str, products: Sequence[str], labels: Sequence[str | None
         labels=np.array(labels),
         features=np.asarray(vectors, dtype=np.float32),
         description=f"{name}: {len(labels)} stored vectors of {len(set(products))} products",
+        keys=None if keys is None else np.asarray(keys, dtype=np.int64),
     )
     check_trainable(ts, name)
     return ts

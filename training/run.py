@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from training import autoencoder as ae
-from training.data import TrainingError, TrainingSet, split_holdout
+from training.data import MIN_TEST_QUERIES, TrainingError, TrainingSet, split_holdout
 from training.evaluate import compare, index_megabytes
 from training.features import DESIGN_VIEWS, PRODUCT_VIEWS, backbone_features, view_features
 from training.finetune import FinetuneConfig, device_name, finetune
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 ALL_METHODS = (*METHODS, "autoencoder")
 Stage = Callable[[str], Callable[[int, int, float], None] | None]  # stage name -> progress callback
+# A held-out set of stored vectors -> the image of each entry (None: not available) and why not, by reason.
+HeldOutImages = Callable[[TrainingSet], tuple[list, dict[str, int]]]
 
 
 @dataclass
@@ -81,8 +83,13 @@ def train_model(
     feature_cache: Path | None = None,
     stage: Stage | None = None,
     machine: dict | None = None,
+    held_out_images: HeldOutImages | None = None,
 ) -> TrainResult:
-    """Train `request.method` on `data` (minus its held-out split, or all of it when `heldout` is given)."""
+    """Train `request.method` on `data` (minus its held-out split, or all of it when `heldout` is given).
+
+    `held_out_images`: for data of stored vectors only (a tenant's catalog), fetches the held-out entries'
+    images so that raw pixels are scored beside the trained and pretrained models (`_held_out_pixels`).
+    """
     request.check()
     stage = stage or (lambda name: None)
     started = time.perf_counter()
@@ -101,6 +108,11 @@ def train_model(
             "only stored vectors; export the catalog's images as an ImageFolder and use --dataset"
         )
     timings: dict[str, float] = {}
+    pixels = None
+    if test.images is None and held_out_images is not None:
+        t = time.perf_counter()
+        test, pixels = _held_out_pixels(test, held_out_images)
+        timings["held-out images"] = time.perf_counter() - t
     t = time.perf_counter()
     test_features = _features(backbone, test, feature_cache, stage("held-out features"))
     timings["held-out features"] = time.perf_counter() - t
@@ -198,6 +210,7 @@ def train_model(
                 "seed": request.seed,
                 "train": train.summary(),
                 "held_out": test.summary(),
+                **({"held_out_images": pixels} if pixels is not None else {}),
             },
         )
         # Evaluate exactly what will serve: the artefact's own embedder (ONNX towers) or its head function.
@@ -221,6 +234,26 @@ def train_model(
     key = path.name.removesuffix(".vtm")
     log.info("wrote %s (%s)", path, key)
     return TrainResult(path=path, key=key, card={**card, "key": key, "path": str(path)})
+
+
+def _held_out_pixels(test: TrainingSet, fetch: HeldOutImages) -> tuple[TrainingSet, dict]:
+    """The held-out set with its images, and what the card says of them.
+
+    Every candidate (trained, pretrained, raw pixels) is scored on the same entries: when some images
+    could not be had, on the entries whose image came back, if at least MIN_TEST_QUERIES did; otherwise on
+    all entries, without the raw-pixel baseline (the card says why).
+    """
+    images, failures = fetch(test)
+    keep = [i for i, im in enumerate(images) if im is not None]
+    note = {"fetched": len(keep), "of": len(test), "failed": {k: n for k, n in failures.items() if n}}
+    if len(keep) < MIN_TEST_QUERIES:
+        note["raw_pixels"] = f"not scored: {len(keep)} of {len(test)} held-out images could be fetched"
+        log.warning("held-out images: %s (%s)", note["raw_pixels"], dict(failures))
+        return test, note
+    if len(keep) < len(test):
+        note["scored_on"] = f"the {len(keep)} held-out entries whose image came back, for every candidate"
+        log.warning("held-out images: %d of %d fetched (%s)", len(keep), len(test), dict(failures))
+    return test.subset(keep).with_images([images[i] for i in keep]), note
 
 
 def _features(backbone: Embedder, ts: TrainingSet, cache: Path | None, progress) -> np.ndarray:

@@ -135,3 +135,69 @@ def test_methods_that_learn_from_images_refuse_stored_vectors_only(backbone, tmp
         train_model(catalog, TrainRequest(method="design"), backbone=backbone, out_dir=tmp_path)
     with pytest.raises(TrainingError, match="needs several photos per product"):
         train_model(catalog, TrainRequest(method="triplet"), backbone=backbone, out_dir=tmp_path)
+
+
+def _stored(products, backbone):
+    """The product folder as a tenant's catalog: stored backbone vectors, keyed by entry number, no images."""
+    from training.data import from_vectors
+
+    vectors = backbone.embed(products.images)
+    return from_vectors("tenant acme", products.products, products.labels, vectors, keys=range(len(products)))
+
+
+def test_stored_vectors_are_scored_beside_raw_pixels_on_the_held_out_entries_whose_images_came_back(
+    products, backbone, tmp_path
+):
+    catalog = _stored(products, backbone)
+    asked = []
+
+    def fetch(test):  # the catalog's image fetch, at the process edge: two held-out images are gone
+        asked.append(test.keys.tolist())
+        images = [products.images[k] for k in test.keys]
+        return [None, None, *images[2:]], {"fetch_failed": 2}
+
+    result = train_model(
+        catalog,
+        TrainRequest(method="supervised", epochs=2, batch_size=16, holdout=0.34, seed=3),
+        backbone=backbone,
+        out_dir=tmp_path / "models",
+        held_out_images=fetch,
+    )
+    (keys,) = asked  # asked once, for the held-out entries only: none of them trained
+    card = result.card
+    assert len(keys) == 12 and card["data"]["held_out"]["images"] == 10
+    assert card["data"]["held_out_images"] == {
+        "fetched": 10,
+        "of": 12,
+        "failed": {"fetch_failed": 2},
+        "scored_on": "the 10 held-out entries whose image came back, for every candidate",
+    }
+    metrics = card["metrics"]
+    assert set(metrics["models"]) == {"trained", "pretrained", "raw pixels"} and metrics["queries"] == 10
+    # The pretrained row is the stored vectors of exactly those 10 entries, ranked like the folder run ranks them.
+    from training.evaluate import compare
+
+    kept = keys[2:]
+    expected = compare(
+        {"pretrained": (catalog.features[kept], "cosine")}, catalog.products[kept], catalog.labels[kept]
+    )["models"]["pretrained"]
+    assert {k: metrics["models"]["pretrained"][k] for k in expected} == expected
+
+
+def test_without_enough_held_out_images_the_card_says_why_pixels_were_not_scored(products, backbone, tmp_path):
+    catalog = _stored(products, backbone)
+
+    def fetch(test):
+        return [None] * len(test), {"fetch_failed": len(test)}
+
+    result = train_model(
+        catalog,
+        TrainRequest(method="supervised", epochs=1, batch_size=16, holdout=0.34, seed=3),
+        backbone=backbone,
+        out_dir=tmp_path / "models",
+        held_out_images=fetch,
+    )
+    pixels = result.card["data"]["held_out_images"]
+    assert pixels["fetched"] == 0 and pixels["raw_pixels"] == "not scored: 0 of 12 held-out images could be fetched"
+    assert set(result.card["metrics"]["models"]) == {"trained", "pretrained"}
+    assert result.card["metrics"]["queries"] == 12

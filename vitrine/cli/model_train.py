@@ -87,14 +87,15 @@ def _train(settings, request, tenant, dataset, train_sample, test_sample, out_di
     from vitrine.bench.training import device_info
 
     backbone = build_embedder(settings.model_copy(update={"embedder": "efficientnet-lite0"}))
-    heldout = None
+    heldout, held_out_images = None, None
     if dataset == "fashion-mnist":
         data = fashion_mnist("train", train_sample or 60_000, request.seed, root=settings.fashion_mnist_dir)
         heldout = fashion_mnist("t10k", test_sample, request.seed, root=settings.fashion_mnist_dir)
     elif dataset:
         data = image_folder(Path(dataset), sample=train_sample, seed=request.seed)
     else:
-        data = _catalog(tenant, backbone.model_key)
+        data, rows = _catalog(tenant, backbone.model_key)
+        held_out_images = _catalog_images(settings, tenant, rows)
     started = time.perf_counter()
     result = train_model(
         data,
@@ -105,6 +106,7 @@ def _train(settings, request, tenant, dataset, train_sample, test_sample, out_di
         feature_cache=settings.data_dir / "cache" / "features",
         stage=_progress_bar,
         machine=device_info(),
+        held_out_images=held_out_images,
     )
     log.info("trained %s in %.1f s", result.key, time.perf_counter() - started)
     return result
@@ -126,7 +128,49 @@ def _catalog(tenant: str, model_key: str):
     if not rows:
         raise ValueError(f"tenant {tenant!r} has no products embedded with {model_key} to train on")
     vectors = np.stack([r.vector for r in rows]).astype(np.float32)
-    return from_vectors(f"tenant {tenant}", [r.product for r in rows], [r.category for r in rows], vectors)
+    data = from_vectors(
+        f"tenant {tenant}",
+        [r.product for r in rows],
+        [r.category for r in rows],
+        vectors,
+        keys=[r.item_id for r in rows],
+    )
+    return data, rows
+
+
+HELD_OUT_PAGE = 200  # images fetched at once
+HELD_OUT_SIDE = 256  # a held-out crop is kept at most this large: the backbone reads 224 px, raw pixels fewer
+
+
+def _catalog_images(settings, tenant: str, rows):
+    """The hook that fetches a held-out set's pixels: each item's image fetched again as the worker fetches it
+    (SSRF-safe, the worker's size limits, the stored content hash checked), cut at the item's box and shrunk
+    to HELD_OUT_SIDE, a page at a time, so a large held-out set never holds its full-size images."""
+    from collections import Counter
+
+    from db.deployments import ImageItem
+    from streams.tower_images import ImageCrops
+
+    by_item = {r.item_id: r for r in rows}
+
+    def fetch(test):
+        items = [by_item[int(k)] for k in test.keys]
+        crops, got, failures = ImageCrops.from_settings(settings), {}, Counter()
+        try:
+            for start in range(0, len(items), HELD_OUT_PAGE):
+                page = items[start : start + HELD_OUT_PAGE]
+                cut, failed = crops.crops(
+                    [ImageItem(r.item_id, 0, tenant, r.image_url, r.content_hash, r.box) for r in page]
+                )
+                for item_id, crop in cut.items():
+                    crop.thumbnail((HELD_OUT_SIDE, HELD_OUT_SIDE))
+                    got[item_id] = crop
+                failures.update(failed)
+        finally:
+            crops.close()
+        return [got.get(r.item_id) for r in items], dict(failures)
+
+    return fetch
 
 
 class _Registry:

@@ -4,6 +4,7 @@ Postgres (registered ready or failed with the reason), and from the admin API in
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -19,7 +20,9 @@ from tests.helpers import settings_env, wait_for
 from tests.training.helpers import write_product_folder
 from training.data import image_folder
 from vision.embedder import create_embedder
+from vision.image import content_hash
 from vitrine.cli import app
+from vitrine.image_server import ImageServer
 
 runner = CliRunner()
 
@@ -80,38 +83,63 @@ def test_eval_with_an_unknown_model_names_what_to_give(env):
 # --- a tenant's catalog in the real Postgres -------------------------------------------------------------------
 
 
-def _store(s, tenant: str, product: str, category: str, vector: np.ndarray, model_key: str) -> None:
-    """A product with one image whose whole-image item carries the backbone's real vector."""
+def _store(
+    s, tenant: str, product: str, category: str, vector: np.ndarray, model_key: str, photo: Photo | None = None
+) -> None:
+    """A product with one image whose whole-image item carries the backbone's real vector (of `photo`, served)."""
+    url = photo.url if photo else f"https://x.test/{product}.jpg"
     event = CatalogEvent.model_validate(
         {
             "event_id": f"{tenant}-{product}",
             "tenant_id": tenant,
             "type": "product.upserted",
-            "product": {"id": product, "version": 1, "title": product, "category": category,
-                        "image_urls": [f"https://x.test/{product}.jpg"]},
+            "product": {"id": product, "version": 1, "title": product, "category": category, "image_urls": [url]},
         }
-    )  # fmt: skip
-    items = [ItemRow("whole", (0, 0, 1, 1), "product", 1.0, vector)]
-    image = ImageResult(f"https://x.test/{product}.jpg", 0, "ok", content_hash=product, items=items)
+    )
+    items = [ItemRow("whole", photo.box if photo else (0, 0, 1, 1), "product", 1.0, vector)]
+    image = ImageResult(url, 0, "ok", content_hash=photo.digest if photo else product, items=items)
     catalog.upsert_product(s, event, [image], model_key=model_key, dim=len(vector))
+
+
+@dataclass(frozen=True)
+class Photo:
+    url: str
+    digest: str  # the content hash the worker stored when it indexed the image
+    box: tuple[float, float, float, float]
+
+
+def _serve(image, folder, name: str, server) -> Photo:
+    """`image` as a PNG on the test's image server."""
+    path = folder / f"{name}.png"
+    image.save(path)
+    return Photo(server.url(path.name), content_hash(path.read_bytes()), (0, 0, *image.size))
 
 
 @pytest.fixture
 def tenant_catalog(settings, sessions, tmp_path, monkeypatch):
-    """acme: 18 products of 3 categories, each stored with the real backbone's vector of its photo; tiny: 3."""
+    """acme: 18 products of 3 categories, each stored with the real backbone's vector of its photo, which a
+    local server serves (as a retailer's CDN would); gone: the same, with every image gone from the server;
+    tiny: 3 products."""
     for k, v in settings_env(settings).items():
         monkeypatch.setenv(k, v)
     data = image_folder(write_product_folder(tmp_path / "photos", categories=3, products=6, photos=1))
     backbone = create_embedder("efficientnet-lite0", cache_dir=settings.data_dir / "models")
     vectors = backbone.embed(data.images)
-    with sessions.begin() as s:
-        create_tenant(s, "Acme", "acme")
-        create_tenant(s, "Tiny", "tiny")
-        for product, category, vector in zip(data.products, data.labels, vectors):
-            _store(s, "acme", str(product), str(category), vector, backbone.model_key)
-        for product, category, vector in list(zip(data.products, data.labels, vectors))[:3]:
-            _store(s, "tiny", str(product), str(category), vector, backbone.model_key)
-    return backbone
+    served = tmp_path / "served"
+    served.mkdir()
+    with ImageServer(served) as server:
+        with sessions.begin() as s:
+            create_tenant(s, "Acme", "acme")
+            create_tenant(s, "Gone", "gone")
+            create_tenant(s, "Tiny", "tiny")
+            for i, (product, category, vector) in enumerate(zip(data.products, data.labels, vectors)):
+                photo = _serve(data.images[i], served, f"acme-{i}", server)
+                _store(s, "acme", str(product), str(category), vector, backbone.model_key, photo)
+                gone = Photo(server.url(f"gone-{i}.png"), photo.digest, photo.box)  # never written: a 404
+                _store(s, "gone", str(product), str(category), vector, backbone.model_key, gone)
+            for product, category, vector in list(zip(data.products, data.labels, vectors))[:3]:
+                _store(s, "tiny", str(product), str(category), vector, backbone.model_key)
+        yield backbone
 
 
 @pytest.mark.integration
@@ -122,11 +150,33 @@ def test_train_on_a_tenant_catalog_registers_the_model_ready_with_its_card(tenan
     assert code == 0, out
     card = json.loads(out)
     assert card["data"]["source"] == "tenant acme" and card["data"]["split"].startswith("by image")
-    assert set(card["metrics"]["models"]) == {"trained", "pretrained"}  # no images stored: no pixel baseline
+    # The held-out photos were fetched again from their URLs, so raw pixels are scored on the same 6 images.
+    assert set(card["metrics"]["models"]) == {"trained", "pretrained", "raw pixels"}
+    assert card["data"]["held_out_images"] == {"fetched": 6, "of": 6, "failed": {}}
+    assert card["metrics"]["queries"] == 6 and card["embed_images_per_s"]["pretrained"] > 0
     with sessions.begin() as s:
         (job,) = repo.list_models(s, "acme")
         assert (job.status, job.model_key, job.method) == ("ready", card["key"], "supervised")
         assert job.card["metrics"] == card["metrics"] and job.pid is not None
+
+
+@pytest.mark.integration
+def test_a_catalog_whose_images_are_gone_trains_and_says_why_pixels_were_not_scored(tenant_catalog, sessions):
+    code, out = invoke(
+        "model", "train", "--tenant", "gone", "--method", "supervised", "--epochs", "1", "--holdout", "0.34", "--json"
+    )
+    assert code == 0, out
+    card = json.loads(out)
+    assert card["data"]["held_out_images"] == {
+        "fetched": 0,
+        "of": 6,
+        "failed": {"fetch_failed": 6},
+        "raw_pixels": "not scored: 0 of 6 held-out images could be fetched",
+    }
+    assert set(card["metrics"]["models"]) == {"trained", "pretrained"} and card["metrics"]["queries"] == 6
+    with sessions.begin() as s:
+        (job,) = repo.list_models(s, "gone")
+        assert job.status == "ready" and job.card["data"]["held_out_images"]["fetched"] == 0
 
 
 @pytest.mark.integration
