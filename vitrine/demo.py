@@ -330,6 +330,11 @@ def _print_card(model: dict) -> None:
         f"held out: {held} never trained on (seed {card.get('data', {}).get('seed')}); "
         f"a hit = same {metrics.get('relevance')}"
     )
+    images = card.get("data", {}).get("held_out_images")
+    if isinstance(images, dict) and images.get("fetched") != images.get("of"):
+        from vitrine.cli.model_train import held_out_images_line
+
+        typer.echo(f"held-out images fetched again for the raw-pixel baseline: {held_out_images_line(images)}")
     columns = [*METRIC_COLUMNS, *sorted({c for row in rows.values() for c in row} - set(METRIC_COLUMNS))]
     typer.echo(f"  {'':<12}" + "".join(f"{c:>16}" for c in columns))
     for name, row in rows.items():

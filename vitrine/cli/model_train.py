@@ -259,6 +259,7 @@ def format_card(card: dict) -> str:
         f"data: {data['description']}",
         f"split: {data['split']}, seed {data['seed']}; train {data['train']}, held out {data['held_out']}",
         f"held-out relevance: same {metrics['relevance']} ({metrics['queries']} queries)",
+        *([f"held-out images: {held_out_images_line(data['held_out_images'])}"] if "held_out_images" in data else []),
         f"training: {card['training_seconds']} s on {m.get('cpu')} ({m.get('usable_cpus')} cpus"
         + (f", GPU {m['gpu']}" if m.get("gpu") else "")
         + f", load {m.get('load_average_1m')})",
@@ -273,3 +274,12 @@ def format_card(card: dict) -> str:
             + "".join(f"{row[c]:>16.3f}" if c in row else f"{'':>16}" for c in extra)
         )
     return "\n".join(lines)
+
+
+def held_out_images_line(note: dict) -> str:
+    """A tenant run's held-out images fetched again for the raw-pixel baseline, in one line."""
+    failed = ", ".join(f"{reason} {n}" for reason, n in sorted(note.get("failed", {}).items()))
+    line = f"{note['fetched']} of {note['of']} fetched" + (f" ({failed})" if failed else "")
+    if "raw_pixels" in note:
+        return f"{line}; raw pixels {note['raw_pixels']}"
+    return line + ("; every model scored on those" if note["fetched"] < note["of"] else "")

@@ -177,6 +177,23 @@ def test_a_catalog_whose_images_are_gone_trains_and_says_why_pixels_were_not_sco
     with sessions.begin() as s:
         (job,) = repo.list_models(s, "gone")
         assert job.status == "ready" and job.card["data"]["held_out_images"]["fetched"] == 0
+    code, out = invoke(
+        "model", "train", "--tenant", "gone", "--method", "supervised", "--epochs", "1", "--holdout", "0.34"
+    )
+    assert code == 0 and (
+        "held-out images: 0 of 6 fetched (fetch_failed 6); raw pixels not scored: 0 of 6 held-out images could be "
+        "fetched" in out
+    )
+
+
+def test_the_held_out_images_line_says_what_every_model_was_scored_on():
+    from vitrine.cli.model_train import held_out_images_line
+
+    assert held_out_images_line({"fetched": 6, "of": 6, "failed": {}}) == "6 of 6 fetched"
+    partial = {"fetched": 10, "of": 12, "failed": {"image_changed": 1, "fetch_failed": 1}}
+    assert held_out_images_line(partial) == (
+        "10 of 12 fetched (fetch_failed 1, image_changed 1); every model scored on those"
+    )
 
 
 @pytest.mark.integration
