@@ -30,12 +30,13 @@ def products(tmp_path_factory):
     return image_folder(root)
 
 
-def _train(products, backbone, tmp_path, **request):
+def _train(products, backbone, tmp_path, held_out_images=None, **request):
     return train_model(
         products,
         TrainRequest(**{"epochs": 2, "batch_size": 16, **request}),
         backbone=backbone,
         out_dir=tmp_path / "models",
+        held_out_images=held_out_images,
     )
 
 
@@ -156,13 +157,7 @@ def test_stored_vectors_are_scored_beside_raw_pixels_on_the_held_out_entries_who
         images = [products.images[k] for k in test.keys]
         return [None, None, *images[2:]], {"fetch_failed": 2}
 
-    result = train_model(
-        catalog,
-        TrainRequest(method="supervised", epochs=2, batch_size=16, holdout=0.34, seed=3),
-        backbone=backbone,
-        out_dir=tmp_path / "models",
-        held_out_images=fetch,
-    )
+    result = _train(catalog, backbone, tmp_path, fetch, method="supervised", holdout=0.34, seed=3)
     (keys,) = asked  # asked once, for the held-out entries only: none of them trained
     card = result.card
     assert len(keys) == 12 and card["data"]["held_out"]["images"] == 10
@@ -190,13 +185,7 @@ def test_without_enough_held_out_images_the_card_says_why_pixels_were_not_scored
     def fetch(test):
         return [None] * len(test), {"fetch_failed": len(test)}
 
-    result = train_model(
-        catalog,
-        TrainRequest(method="supervised", epochs=1, batch_size=16, holdout=0.34, seed=3),
-        backbone=backbone,
-        out_dir=tmp_path / "models",
-        held_out_images=fetch,
-    )
+    result = _train(catalog, backbone, tmp_path, fetch, method="supervised", epochs=1, holdout=0.34, seed=3)
     pixels = result.card["data"]["held_out_images"]
     assert pixels["fetched"] == 0 and pixels["raw_pixels"] == "not scored: 0 of 12 held-out images could be fetched"
     assert set(result.card["metrics"]["models"]) == {"trained", "pretrained"}

@@ -115,6 +115,14 @@ def _serve(image, folder, name: str, server) -> Photo:
     return Photo(server.url(path.name), content_hash(path.read_bytes()), (0, 0, *image.size))
 
 
+def _train_tenant(tenant: str, epochs: int, *extra: str):
+    """`vitrine model train --tenant` with the supervised method, a third of the catalog held out."""
+    return invoke(
+        "model", "train", "--tenant", tenant, "--method", "supervised", "--epochs", str(epochs), "--holdout", "0.34",
+        *extra,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def tenant_catalog(settings, sessions, tmp_path, monkeypatch):
     """acme: 18 products of 3 categories, each stored with the real backbone's vector of its photo, which a
@@ -144,9 +152,7 @@ def tenant_catalog(settings, sessions, tmp_path, monkeypatch):
 
 @pytest.mark.integration
 def test_train_on_a_tenant_catalog_registers_the_model_ready_with_its_card(tenant_catalog, sessions):
-    code, out = invoke(
-        "model", "train", "--tenant", "acme", "--method", "supervised", "--epochs", "2", "--holdout", "0.34", "--json"
-    )
+    code, out = _train_tenant("acme", 2, "--json")
     assert code == 0, out
     card = json.loads(out)
     assert card["data"]["source"] == "tenant acme" and card["data"]["split"].startswith("by image")
@@ -162,9 +168,7 @@ def test_train_on_a_tenant_catalog_registers_the_model_ready_with_its_card(tenan
 
 @pytest.mark.integration
 def test_a_catalog_whose_images_are_gone_trains_and_says_why_pixels_were_not_scored(tenant_catalog, sessions):
-    code, out = invoke(
-        "model", "train", "--tenant", "gone", "--method", "supervised", "--epochs", "1", "--holdout", "0.34", "--json"
-    )
+    code, out = _train_tenant("gone", 1, "--json")
     assert code == 0, out
     card = json.loads(out)
     assert card["data"]["held_out_images"] == {
@@ -177,9 +181,7 @@ def test_a_catalog_whose_images_are_gone_trains_and_says_why_pixels_were_not_sco
     with sessions.begin() as s:
         (job,) = repo.list_models(s, "gone")
         assert job.status == "ready" and job.card["data"]["held_out_images"]["fetched"] == 0
-    code, out = invoke(
-        "model", "train", "--tenant", "gone", "--method", "supervised", "--epochs", "1", "--holdout", "0.34"
-    )
+    code, out = _train_tenant("gone", 1)
     assert code == 0 and (
         "held-out images: 0 of 6 fetched (fetch_failed 6); raw pixels not scored: 0 of 6 held-out images could be "
         "fetched" in out
@@ -247,9 +249,7 @@ def test_reembed_maps_the_stored_vectors_through_the_head_and_indexes_them(tenan
     from db.vector_index import index_name
     from vision.trained import TrainedEmbedder
 
-    code, out = invoke(
-        "model", "train", "--tenant", "acme", "--method", "supervised", "--epochs", "1", "--holdout", "0.34", "--json"
-    )
+    code, out = _train_tenant("acme", 1, "--json")
     assert code == 0, out
     card = json.loads(out)
     for written in (18, 18):  # a second run finds the model deployed: nothing is written again
