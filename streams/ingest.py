@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,6 +43,9 @@ from streams.image_fetch import FetchError, ImageFetcher
 from vision.detector import Detector
 from vision.image import ImageError, content_hash, load_image, make_thumbnail
 from vision.items import extract_items
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -419,9 +423,14 @@ class Indexer:
         return out
 
     def _tower_vectors(self, crops: list, owners: list[str]) -> list[dict]:
-        """Per crop, the vectors of its tenant's deployed towers ({key: vector}). A tower that fails to run is
-        logged and the product indexed all the same, without its vectors: the deployment's sweep writes them if
-        it has not passed the product yet; after that (a ready model) they stay missing."""
+        """Per crop, the vectors of its tenant's deployed towers ({key: vector}).
+
+        A tower that fails on the batch is run again crop by crop, so one crop it cannot take costs only that
+        crop's vector, not those of the other products in the chunk. A crop that fails alone is logged and
+        counted (`vitrine_worker_tower_failures_total`), and its product indexed all the same, without the
+        tower's vector: the deployment's sweep writes it if it has not passed the product yet; after that (a
+        ready model) it stays missing until the model is deployed again.
+        """
         extras: list[dict] = [{} for _ in crops]
         derived = self._derived() or {}
         for tenant in set(owners):
@@ -429,14 +438,33 @@ class Indexer:
                 if model.embed is None:
                     continue
                 idx = [i for i, t in enumerate(owners) if t == tenant]
-                try:
-                    vectors = model.embed([crops[i] for i in idx])
-                except Exception as exc:  # a broken artefact must not stop the tenant's catalog
-                    log.error("tower %s of %s did not run, its vectors are missing: %s", model.key, tenant, exc)
-                    continue
-                for i, vector in zip(idx, vectors, strict=True):
+                for i, vector in self._run_tower(model, tenant, idx, crops):
                     extras[i][model.key] = vector
         return extras
+
+    @staticmethod
+    def _run_tower(model: DerivedModel, tenant: str, idx: list[int], crops: list) -> list[tuple[int, np.ndarray]]:
+        """(crop index, vector) of the crops `idx` the tower embeds: all at once, else one by one."""
+        try:
+            return list(zip(idx, model.embed([crops[i] for i in idx]), strict=True))
+        except Exception as exc:  # a broken artefact or one odd crop must not stop the tenant's catalog
+            if len(idx) == 1:
+                failed, done = [(idx[0], exc)], []
+            else:
+                log.warning("tower %s of %s failed on %d crops (%s); running them one by one", model.key, tenant,
+                            len(idx), exc)  # fmt: skip
+                failed, done = [], []
+                for i in idx:
+                    try:
+                        done.append((i, model.embed([crops[i]])[0]))
+                    except Exception as one:
+                        failed.append((i, one))
+        for _, exc in failed:
+            metrics.TOWER_FAILURES.labels(type(exc).__name__).inc()
+        if failed:
+            log.error("tower %s of %s did not run on %d of %d crops, their vectors are missing: %s", model.key,
+                      tenant, len(failed), len(idx), failed[0][1])  # fmt: skip
+        return done
 
     def _thumbnail(self, data: bytes) -> bytes | None:
         """The thumbnail of an unchanged image stored without one; None if it no longer decodes within the limits."""

@@ -9,6 +9,9 @@ DEAD_LETTERS = Counter(
 IMAGES = Counter("vitrine_worker_images_total", "Fetched images, by what happened to them", ["outcome"])
 IMAGE_FAILURES = Counter("vitrine_worker_image_failures_total", "Images that could not be used, by reason", ["reason"])
 ITEMS_EMBEDDED = Counter("vitrine_worker_items_embedded_total", "Item crops embedded")
+TOWER_FAILURES = Counter(
+    "vitrine_worker_tower_failures_total", "Item crops a deployed tower could not embed at ingest, by error", ["error"]
+)
 STAGE_SECONDS = Histogram(
     "vitrine_worker_stage_seconds",
     "Time per batch in each stage",

@@ -257,3 +257,56 @@ def test_a_tower_whose_graph_fails_on_the_crops_fails_its_deployment_once(
         dep = s.get(ModelDeployment, ("acme", key))
     assert dep.status == "failed" and "the tower did not run" in dep.reason
     assert len(fetched) == 1 and r.run_once() is None  # one page fetched, then nothing more to do
+
+
+def test_a_crop_the_tower_cannot_embed_at_ingest_costs_only_its_own_vector(
+    settings, sessions, backbone, image_server, sample_images, tower, tmp_path, catalog
+):
+    """Before: the tower ran once per tenant and chunk, and one crop it failed on left every product of that
+    chunk without the tower's vectors. Now the chunk is run again crop by crop; the failing crop is counted."""
+    from PIL import Image
+
+    from db.catalog import DerivedModel
+    from streams import metrics
+
+    real = TrainedEmbedder(artefact=tower, cache_dir=tmp_path / "tower")
+    poison_size = Image.open(sample_images[0] / SAMPLES[7].image).size  # the portrait's whole-image crop
+    calls = []
+
+    def embed(crops):  # the real tower, except on crops of the portrait's size (the fault injected)
+        calls.append(len(crops))
+        if any(c.size == poison_size for c in crops):
+            raise ValueError("the graph cannot take this crop")
+        return real.embed(crops)
+
+    key = "acme-tower@fault"
+    heads = {"acme": [DerivedModel(key, TOWER_DIM, embed=embed)]}
+    events = [event(SAMPLES[7], image_server.base_url)]
+    for sample in (SAMPLES[0], SAMPLES[3]):  # two more products in the same chunk, on photos of the catalog's
+        body = event(sample, image_server.base_url).model_dump(mode="json")
+        body["event_id"], body["product"]["id"] = f"acme-new-{sample.id}", f"new-{sample.id}"
+        events.append(CatalogEvent.model_validate(body))
+    failures = metrics.TOWER_FAILURES.labels("ValueError")
+    before = failures._value.get()
+
+    async def main():
+        fetcher = ImageFetcher(timeout_s=3.0, allow_hosts=frozenset({"127.0.0.1"}), deadline_s=5.0)
+        indexer = Indexer(sessions=sessions, embedder=backbone, detector=build_detector(settings), fetcher=fetcher,
+                          heads=lambda: heads)  # fmt: skip
+        try:
+            return await indexer.handle_batch(events)
+        finally:
+            await fetcher.aclose()
+
+    results = asyncio.run(main())
+    assert [r.status for r in results] == ["indexed"] * 3  # every product indexed, with its backbone vectors
+    assert calls[0] > 1 and len(calls) == 1 + calls[0]  # the chunk at once, then each of its crops alone
+    got, backbone_items = vectors(sessions, key), vectors(sessions, backbone.model_key)
+    new = {k for k in backbone_items if k[0] in {e.product.id for e in events}}
+    with Image.open(sample_images[0] / SAMPLES[7].image) as im:
+        poisoned = {k for k in new if k[0] == SAMPLES[7].id and (k[1][2] - k[1][0], k[1][3] - k[1][1]) == im.size}
+    assert poisoned and set(got) == new - poisoned  # every other crop of the chunk has its tower vector
+    assert failures._value.get() - before == len(poisoned)
+    want = expected(sample_images[0], tower, tmp_path, {k for k in got if not k[0].startswith("new-")})
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, atol=1e-5)
