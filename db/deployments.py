@@ -18,6 +18,10 @@ their image URLs (`read_image_page`), the runner re-fetches and crops the images
 and `write_image_page` writes the vectors and moves the cursor in one; an item whose image cannot be
 fetched or has changed is counted in `items_failed` and left for the sweep.
 
+A `ready` tower goes through one more phase, **repair**, when ingest could not embed some crops (it marks
+`repair_from` first, migration 0018): `claim_repair` takes it, the same tower pages write what the items after
+the mark lack, and `end_repair` sets it `done` again; it serves throughout.
+
 Live ingest writes every `embedding` or `ready` model's vectors in the same transaction as the
 backbone's (db/catalog.py `DerivedModel`; a tower embeds the same crops). Both writers lock the product
 rows first (ingest updates them; a page takes them FOR SHARE), and a page writes only the items that
@@ -477,7 +481,7 @@ def _advance(
         session,
         dep,
         owner,
-        status="embedding",
+        status=dep.status,  # `embedding`, or `ready` in a tower's repair pass
         lease_s=lease_s,
         cursor=cursor,
         items_done=ModelDeployment.items_done + (read if dep.phase == "scan" else 0),
@@ -536,6 +540,68 @@ def mark_ready(session: Session, dep: ModelDeployment, owner: str) -> None:
             ModelDeployment.status == "embedding",  # retired meanwhile: it stays retiring
         )
         .values(status="ready", phase="done", ready_at=now, updated_at=now, lease_owner=None, lease_until=None)
+    )
+
+
+_MARK_REPAIR = text("""
+    UPDATE model_deployments SET repair_from = least(coalesce(repair_from, s.v), s.v)
+    FROM (SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('items', 'id')::regclass), 0) AS v) s
+    WHERE tenant_id = :t AND model_key = :k AND needs_images AND status IN ('embedding', 'ready')
+""")
+
+
+def mark_repair(session: Session, tenant_id: str, model_key: str) -> None:
+    """A tower could not embed some crops at ingest, whose items are still to be written: note where they lie.
+
+    The item id sequence's value now: the items this ingest writes afterwards get larger ids (ids taken by
+    other transactions before it need no repair of this mark's). A lower mark already there is kept. Call it
+    in a transaction of its own, committed before the ingest writes its items, so no repair pass can miss them.
+    """
+    session.execute(_MARK_REPAIR, {"t": tenant_id, "k": model_key})
+
+
+def claim_repair(session: Session, owner: str, *, lease_s: float) -> ModelDeployment | None:
+    """Take a `ready` tower with a repair mark, or with a repair pass a crashed process left (phase `repair`),
+    whose lease is free, expired or already `owner`'s, for `lease_s`. Its cursor goes to the mark (the lower
+    of it and a pass's cursor) and the mark is cleared: a failure while the pass runs marks it again."""
+    now = datetime.now(UTC)
+    dep = session.scalar(
+        select(ModelDeployment)
+        .where(
+            ModelDeployment.status == "ready",
+            ModelDeployment.needs_images.is_(True),
+            ModelDeployment.repair_from.is_not(None) | (ModelDeployment.phase == "repair"),
+            (ModelDeployment.lease_until.is_(None))
+            | (ModelDeployment.lease_until < now)
+            | (ModelDeployment.lease_owner == owner),
+        )
+        .order_by(ModelDeployment.updated_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if dep is None:
+        return None
+    if dep.repair_from is not None:
+        dep.cursor = dep.repair_from if dep.phase != "repair" else min(dep.cursor, dep.repair_from)
+    dep.phase, dep.repair_from = "repair", None
+    dep.lease_owner, dep.lease_until, dep.updated_at = owner, now + timedelta(seconds=lease_s), now
+    session.flush()
+    return dep
+
+
+def end_repair(session: Session, dep: ModelDeployment, owner: str) -> None:
+    """The repair pass reached the end: phase `done`, lease released (a mark set meanwhile stays for the next)."""
+    now = datetime.now(UTC)
+    session.execute(
+        update(ModelDeployment)
+        .where(
+            ModelDeployment.tenant_id == dep.tenant_id,
+            ModelDeployment.model_key == dep.model_key,
+            ModelDeployment.lease_owner == owner,
+            ModelDeployment.status == "ready",
+            ModelDeployment.phase == "repair",
+        )
+        .values(phase="done", updated_at=now, lease_owner=None, lease_until=None)
     )
 
 

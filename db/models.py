@@ -425,13 +425,14 @@ class ModelDeployment(Base):
     `needs_images` (0015): a fine-tuned tower, re-embedded from the re-fetched images rather than from stored
     vectors; `items_failed` counts the items whose image could not be fetched or had changed (they stay without).
     `retiring` (0015, since `retired_at`): no longer served or written; its vectors and index are being deleted,
-    then the row.
+    then the row. `repair_from` (0018): a tower could not embed some crops at ingest; the items after this id
+    may lack its vector. A `ready` tower with a mark goes through phase `repair` (still serving), then `done`.
     """
 
     __tablename__ = "model_deployments"
     __table_args__ = (
         CheckConstraint("status IN ('embedding', 'ready', 'failed', 'retiring')", name="ck_model_deployments_status"),
-        CheckConstraint("phase IN ('scan', 'sweep', 'index', 'done')", name="ck_model_deployments_phase"),
+        CheckConstraint("phase IN ('scan', 'sweep', 'index', 'done', 'repair')", name="ck_model_deployments_phase"),
         Index("ix_model_deployments_embedding", "created_at", postgresql_where=text("status = 'embedding'")),
     )
 
@@ -458,3 +459,4 @@ class ModelDeployment(Base):
     updated_at: Mapped[datetime] = _now()
     ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    repair_from: Mapped[int | None] = mapped_column(BigInteger)  # towers: items after it may lack a vector

@@ -40,6 +40,7 @@ def catalog_status(session: Session, only_tenant: str | None = None) -> list[dic
                 "items_done": d.items_done,
                 "items_total": d.items_total,
                 "items_failed": d.items_failed,
+                "repairing": d.status == "ready" and (d.phase == "repair" or d.repair_from is not None),
                 "from_images": d.needs_images,
                 "index_kind": d.index_kind,
                 "reason": d.reason,

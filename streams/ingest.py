@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.contracts import CatalogEvent, ProductIndexed
-from db import catalog
+from db import catalog, deployments
 from db.catalog import DerivedModel, ImageResult, ItemRow, KnownImage, PendingImage
 from db.product_queries import indexed_item_counts
 from streams import metrics
@@ -46,6 +46,8 @@ from vision.items import extract_items
 
 if TYPE_CHECKING:
     import numpy as np
+
+    Vector = np.ndarray
 
 log = logging.getLogger(__name__)
 
@@ -425,11 +427,11 @@ class Indexer:
     def _tower_vectors(self, crops: list, owners: list[str]) -> list[dict]:
         """Per crop, the vectors of its tenant's deployed towers ({key: vector}).
 
-        A tower that fails on the batch is run again crop by crop, so one crop it cannot take costs only that
+        A tower that fails on the chunk is run again crop by crop, so one crop it cannot take costs only that
         crop's vector, not those of the other products in the chunk. A crop that fails alone is logged and
-        counted (`vitrine_worker_tower_failures_total`), and its product indexed all the same, without the
-        tower's vector: the deployment's sweep writes it if it has not passed the product yet; after that (a
-        ready model) it stays missing until the model is deployed again.
+        counted (`vitrine_worker_tower_failures_total`), its product indexed all the same without the tower's
+        vector, and the deployment marked for repair (`repair_from`, committed before these items are written):
+        its sweep, or for a ready model a repair pass of the re-embed runner, writes the vector from the image.
         """
         extras: list[dict] = [{} for _ in crops]
         derived = self._derived() or {}
@@ -438,33 +440,13 @@ class Indexer:
                 if model.embed is None:
                     continue
                 idx = [i for i, t in enumerate(owners) if t == tenant]
-                for i, vector in self._run_tower(model, tenant, idx, crops):
+                done, failed = _run_tower(model, tenant, idx, crops)
+                if failed:
+                    with self.sessions.begin() as s:  # an outage raises: the chunk's events are tried again
+                        deployments.mark_repair(s, tenant, model.key)
+                for i, vector in done:
                     extras[i][model.key] = vector
         return extras
-
-    @staticmethod
-    def _run_tower(model: DerivedModel, tenant: str, idx: list[int], crops: list) -> list[tuple[int, np.ndarray]]:
-        """(crop index, vector) of the crops `idx` the tower embeds: all at once, else one by one."""
-        try:
-            return list(zip(idx, model.embed([crops[i] for i in idx]), strict=True))
-        except Exception as exc:  # a broken artefact or one odd crop must not stop the tenant's catalog
-            if len(idx) == 1:
-                failed, done = [(idx[0], exc)], []
-            else:
-                log.warning("tower %s of %s failed on %d crops (%s); running them one by one", model.key, tenant,
-                            len(idx), exc)  # fmt: skip
-                failed, done = [], []
-                for i in idx:
-                    try:
-                        done.append((i, model.embed([crops[i]])[0]))
-                    except Exception as one:
-                        failed.append((i, one))
-        for _, exc in failed:
-            metrics.TOWER_FAILURES.labels(type(exc).__name__).inc()
-        if failed:
-            log.error("tower %s of %s did not run on %d of %d crops, their vectors are missing: %s", model.key,
-                      tenant, len(failed), len(idx), failed[0][1])  # fmt: skip
-        return done
 
     def _thumbnail(self, data: bytes) -> bytes | None:
         """The thumbnail of an unchanged image stored without one; None if it no longer decodes within the limits."""
@@ -641,6 +623,30 @@ class Indexer:
 
     def _derived(self) -> Mapping[str, Sequence[DerivedModel]] | None:
         return self.heads() if self.heads is not None else None
+
+
+def _run_tower(model: DerivedModel, tenant: str, idx: list[int], crops: list) -> tuple[list[tuple[int, Vector]], int]:
+    """(crop index, vector) of the crops `idx` the tower embeds (all at once, else one by one), and how many failed."""
+    try:
+        return list(zip(idx, model.embed([crops[i] for i in idx]), strict=True)), 0
+    except Exception as exc:  # a broken artefact or one odd crop must not stop the tenant's catalog
+        if len(idx) == 1:
+            failed, done = [exc], []
+        else:
+            log.warning("tower %s of %s failed on %d crops (%s); running them one by one", model.key, tenant,
+                        len(idx), exc)  # fmt: skip
+            failed, done = [], []
+            for i in idx:
+                try:
+                    done.append((i, model.embed([crops[i]])[0]))
+                except Exception as one:
+                    failed.append(one)
+    for exc in failed:
+        metrics.TOWER_FAILURES.labels(type(exc).__name__).inc()
+    if failed:
+        log.error("tower %s of %s did not run on %d of %d crops, their vectors are left for a repair: %s",
+                  model.key, tenant, len(failed), len(idx), failed[0])  # fmt: skip
+    return done, len(failed)
 
 
 def _done() -> asyncio.Future:

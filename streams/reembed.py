@@ -138,7 +138,7 @@ class Reembedder:
                 s, self.owner, lease_s=self.lease_s, images=self.images is not None, settle_s=self.retire_after_s
             )
         if dep is None:
-            return None
+            return self._repair(stop) if self.images is not None else None
         if dep.status == "retiring":
             return self._retire(dep, stop)
         try:
@@ -224,9 +224,33 @@ class Reembedder:
         dep.status = "retired"
         return dep
 
-    def _tower_page(self, dep: ModelDeployment, model: TrainedEmbedder) -> repo.Page:
+    def _repair(self, stop: threading.Event | None) -> ModelDeployment | None:
+        """Claim a ready tower marked for repair (ingest could not embed some crops) and write the vectors its
+        items lack, from the images, in pages as a scan's; it serves throughout. None: nothing to repair."""
+        with self.sessions.begin() as s:
+            dep = repo.claim_repair(s, self.owner, lease_s=self.lease_s)
+        if dep is None:
+            return None
+        log.info("repairing %s of %s from item %d", dep.model_key, dep.tenant_id, dep.cursor)
+        try:
+            model = self.models.get(dep.artefact_path)
+        except VisionError as exc:  # the artefact is gone: nothing can write its vectors, say so once
+            log.error("cannot repair %s of %s, its items stay without vectors: %s", dep.model_key, dep.tenant_id, exc)
+        else:
+            while not self._tower_page(dep, model, strict=False).finished:
+                if stop and stop.is_set():
+                    return dep  # the lease expires; the next claim resumes at the cursor
+        with self.sessions.begin() as s:
+            repo.end_repair(s, dep, self.owner)
+        dep.phase = "done"
+        return dep
+
+    def _tower_page(self, dep: ModelDeployment, model: TrainedEmbedder, *, strict: bool = True) -> repo.Page:
         """Read a page of items, fetch and crop their images and run the tower (no transaction open meanwhile),
-        write the vectors and move the cursor in one transaction, then rest for the duty cycle."""
+        write the vectors and move the cursor in one transaction, then rest for the duty cycle.
+
+        A tower that fails on the page runs again crop by crop; the crops it cannot take count as failed. If it
+        takes none, the graph itself is at fault: with `strict` (a deployment) that fails the deployment."""
         started = time.perf_counter()
         with self.sessions() as s:
             read = repo.read_image_page(s, dep, page=self.image_page)
@@ -234,15 +258,18 @@ class Reembedder:
         if read:
             crops, failures = self.images.crops(read)
             if failures:
-                log.warning("deployment %s of %s: %d item(s) left for the sweep: %s", dep.model_key,
+                log.warning("deployment %s of %s: %d item(s) without a usable image: %s", dep.model_key,
                             dep.tenant_id, sum(failures.values()), dict(failures))  # fmt: skip
             if crops:
                 ids = list(crops)
                 try:
-                    embedded = model.embed([crops[i] for i in ids])
-                except Exception as exc:  # the graph itself fails (onnxruntime): retrying would fail forever
-                    raise repo.DeploymentError("bad_model", f"the tower did not run: {exc}") from exc
-                vectors = dict(zip(ids, embedded, strict=True))
+                    vectors = dict(zip(ids, model.embed([crops[i] for i in ids]), strict=True))
+                except Exception as exc:  # onnxruntime: the graph, or one crop it cannot take
+                    vectors = _one_by_one(model, crops, ids)
+                    if not vectors and strict:  # retrying would fail forever
+                        raise repo.DeploymentError("bad_model", f"the tower did not run: {exc}") from exc
+                    log.warning("deployment %s of %s: the tower did not run on %d of %d crop(s): %s", dep.model_key,
+                                dep.tenant_id, len(ids) - len(vectors), len(ids), exc)  # fmt: skip
         with self.sessions.begin() as s:
             s.add(dep)
             page = repo.write_image_page(s, dep, self.owner, read=read, vectors=vectors, lease_s=self.lease_s)
@@ -315,6 +342,17 @@ class Reembedder:
                 dep = None
             if dep is None or dep.status != "embedding":
                 stop.wait(poll_s)
+
+
+def _one_by_one(model: TrainedEmbedder, crops: dict, ids: list[int]) -> dict:
+    """{item id: vector} of the crops the tower embeds when run on each alone."""
+    out = {}
+    for i in ids:
+        try:
+            out[i] = model.embed([crops[i]])[0]
+        except Exception:  # counted by the caller, as failed items
+            continue
+    return out
 
 
 class DeployedHeads:

@@ -165,7 +165,9 @@ class DeployIn(BaseModel):
 class DeploymentOut(BaseModel):
     model_key: str
     status: Literal["embedding", "ready", "failed", "retiring"]
-    phase: str = Field(description="scan -> sweep -> index -> done")
+    phase: str = Field(
+        description="scan -> sweep -> index -> done; a ready tower goes through repair (what ingest could not write)"
+    )
     progress: float = Field(description="0..1")
     items_done: int = Field(description="Source vectors read so far")
     items_total: int = Field(description="Source vectors when the deployment started")

@@ -27,6 +27,7 @@ from vision.components import build_detector, build_embedder
 from vision.image import pil_open
 from vision.items import crop_box
 from vision.trained import TrainedEmbedder
+from vitrine.cli.status import deployment_line
 from vitrine.sample_catalog import SAMPLES
 
 pytestmark = pytest.mark.integration
@@ -310,3 +311,64 @@ def test_a_crop_the_tower_cannot_embed_at_ingest_costs_only_its_own_vector(
     want = expected(sample_images[0], tower, tmp_path, {k for k in got if not k[0].startswith("new-")})
     for k, v in want.items():
         np.testing.assert_allclose(got[k], v, atol=1e-5)
+
+
+def status_of(session, key: str) -> dict:
+    """The deployment's entry in `vitrine status` (tenant acme)."""
+    from db.status import catalog_status
+
+    [tenant] = catalog_status(session, "acme")
+    return next(d for d in tenant["deployments"] if d["model_key"] == key)
+
+
+def test_a_ready_tower_gets_the_vectors_ingest_could_not_write_from_a_repair_pass(
+    settings, sessions, backbone, image_server, sample_images, tower, tmp_path, catalog, runner
+):
+    """Before: a crop the tower failed on at ingest after the model was ready stayed without its vector for good.
+    Now ingest marks the deployment, and the runner's repair pass writes it from the image, serving throughout;
+    a pass whose process died is resumed by the next claim."""
+    from PIL import Image
+
+    from db.catalog import DerivedModel
+
+    key = register(sessions, "acme", tower)
+    with sessions.begin() as s:
+        repo.deploy_trained(s, "acme", key, embedder_key=backbone.model_key)
+    runner().run_until_idle()
+    with sessions() as s:
+        assert s.get(ModelDeployment, ("acme", key)).status == "ready"
+
+    real = TrainedEmbedder(artefact=tower, cache_dir=tmp_path / "tower")
+    poison_size = Image.open(sample_images[0] / SAMPLES[7].image).size
+
+    def embed(crops):  # the real tower, failing on crops of the portrait's size (the fault injected)
+        if any(c.size == poison_size for c in crops):
+            raise ValueError("the graph cannot take this crop")
+        return real.embed(crops)
+
+    heads = {"acme": [DerivedModel(key, TOWER_DIM, embed=embed)]}
+    ingest(settings, sessions, backbone, [event(SAMPLES[7], image_server.base_url)], heads=lambda: heads)
+    portrait = {k for k in vectors(sessions, backbone.model_key) if k[0] == SAMPLES[7].id}
+    missing = portrait - set(vectors(sessions, key))
+    assert missing  # the crop the tower failed on
+    with sessions.begin() as s:
+        dep = s.get(ModelDeployment, ("acme", key))
+        assert dep.status == "ready" and dep.phase == "done" and dep.repair_from is not None
+        assert key in repo.servable_models(s, "acme")
+        assert deployment_line(status_of(s, key)).endswith("writing the vectors ingest could not (repair)")
+        crashed = repo.claim_repair(s, "a-worker-that-dies", lease_s=0)  # claimed, then its process died
+        assert crashed.phase == "repair" and crashed.repair_from is None
+
+    dep = runner().run_once()  # nothing embedding: the expired repair pass is claimed and finished
+    assert (dep.model_key, dep.phase) == (key, "done")
+    got = vectors(sessions, key)
+    assert set(got) == set(vectors(sessions, backbone.model_key))  # every item, none written twice
+    want = expected(sample_images[0], tower, tmp_path, missing)
+    for k in missing:
+        np.testing.assert_allclose(got[k], want[k], atol=1e-5)
+    with sessions() as s:
+        dep = s.get(ModelDeployment, ("acme", key))
+        assert (dep.status, dep.phase, dep.repair_from, dep.lease_owner, dep.items_failed) == ("ready", "done", None,
+                                                                                               None, 0)  # fmt: skip
+        assert deployment_line(status_of(s, key)) == f"model {key}: ready, halfvec index"
+    assert runner().run_once() is None  # nothing left to repair

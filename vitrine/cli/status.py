@@ -82,6 +82,8 @@ def deployment_line(d: dict, *, active: str | None = None) -> str:
         state = "retiring: its vectors and index are being deleted"
     else:
         state = f"ready, {d['index_kind']} index"
+        if d.get("repairing"):
+            state += ", writing the vectors ingest could not (repair)"
     if d["status"] != "failed" and d.get("items_failed"):
         state += f", {d['items_failed']:,} item(s) without a vector (image unavailable or changed)"
     return f"model {d['model_key']}{mark}: {state}"
