@@ -264,7 +264,13 @@ def _insert_items(
     derived: Mapping[str, Sequence[DerivedModel]] | None,
     extras: Sequence[Mapping[str, np.ndarray]] | None = None,
 ) -> None:
-    """Insert the backbone's items, then each deployed model's vectors of the same items (per tenant)."""
+    """Insert the backbone's items, then each deployed model's vectors of the same items (per tenant).
+
+    A tower's vector missing from `extras` (the worker could not embed the crop) marks the tower's deployment
+    for repair first, in this transaction: the items inserted after the mark get larger ids, so the deployment's
+    sweep or repair pass (db/deployments.py) finds them once this commits, and not before."""
+    for tenant, key in _tower_gaps(params["t"], derived, extras):
+        session.execute(_MARK_REPAIR, {"t": tenant, "k": key})
     emb = [vector_text(v) for v in vectors]
     session.execute(_INSERT_ITEMS, {**params, "model": model_key, "dim": dim, "emb": emb, "code": [None] * len(emb)})
     if not derived:
@@ -291,6 +297,28 @@ def _insert_items(
             _INSERT_ITEMS,
             {**sub, "model": model.key, "dim": model.dim, "emb": [vector_text(v) for v in mapped], "code": codes},
         )
+
+
+# The item id sequence's value now: every item inserted afterwards has a larger id. A lower mark is kept.
+_MARK_REPAIR = text("""
+    UPDATE model_deployments SET repair_from = least(coalesce(repair_from, s.v), s.v)
+    FROM (SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('items', 'id')::regclass), 0) AS v) s
+    WHERE tenant_id = :t AND model_key = :k AND needs_images AND status IN ('embedding', 'ready')
+""")
+
+
+def _tower_gaps(
+    tenants: list[str],
+    derived: Mapping[str, Sequence[DerivedModel]] | None,
+    extras: Sequence[Mapping[str, np.ndarray]] | None,
+) -> set[tuple[str, str]]:
+    """(tenant, tower key) of each deployed tower with a crop among these rows that has no vector of it."""
+    return {
+        (tenant, model.key)
+        for i, tenant in enumerate(tenants)
+        for model in (derived or {}).get(tenant, ())
+        if model.transform is None and (extras is None or model.key not in extras[i])
+    }
 
 
 def code_texts(codes) -> list[str]:

@@ -18,9 +18,9 @@ their image URLs (`read_image_page`), the runner re-fetches and crops the images
 and `write_image_page` writes the vectors and moves the cursor in one; an item whose image cannot be
 fetched or has changed is counted in `items_failed` and left for the sweep.
 
-A `ready` tower goes through one more phase, **repair**, when ingest could not embed some crops (it marks
-`repair_from` first, migration 0018): `claim_repair` takes it, the same tower pages write what the items after
-the mark lack, and `end_repair` sets it `done` again; it serves throughout.
+A `ready` tower goes through one more phase, **repair**, when ingest could not embed some crops (the write
+of those items marks `repair_from`, migration 0018: db/catalog.py): `claim_repair` takes it, the same tower
+pages write what the items after the mark lack, and `end_repair` sets it `done` again; it serves throughout.
 
 Live ingest writes every `embedding` or `ready` model's vectors in the same transaction as the
 backbone's (db/catalog.py `DerivedModel`; a tower embeds the same crops). Both writers lock the product
@@ -516,6 +516,8 @@ def next_phase(session: Session, dep: ModelDeployment) -> str:
     if dep.phase == "scan":
         # The sweep tries the scan's failed items again: what it cannot write either is what stays without.
         dep.phase, dep.cursor, dep.scan_done_at, dep.items_failed = "sweep", 0, now, 0
+        # It also reads every item a repair mark committed so far points at; a later mark outlives it.
+        dep.repair_from = None
     elif dep.phase == "sweep":
         dep.phase = "index"
     dep.updated_at = now
@@ -541,23 +543,6 @@ def mark_ready(session: Session, dep: ModelDeployment, owner: str) -> None:
         )
         .values(status="ready", phase="done", ready_at=now, updated_at=now, lease_owner=None, lease_until=None)
     )
-
-
-_MARK_REPAIR = text("""
-    UPDATE model_deployments SET repair_from = least(coalesce(repair_from, s.v), s.v)
-    FROM (SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('items', 'id')::regclass), 0) AS v) s
-    WHERE tenant_id = :t AND model_key = :k AND needs_images AND status IN ('embedding', 'ready')
-""")
-
-
-def mark_repair(session: Session, tenant_id: str, model_key: str) -> None:
-    """A tower could not embed some crops at ingest, whose items are still to be written: note where they lie.
-
-    The item id sequence's value now: the items this ingest writes afterwards get larger ids (ids taken by
-    other transactions before it need no repair of this mark's). A lower mark already there is kept. Call it
-    in a transaction of its own, committed before the ingest writes its items, so no repair pass can miss them.
-    """
-    session.execute(_MARK_REPAIR, {"t": tenant_id, "k": model_key})
 
 
 def claim_repair(session: Session, owner: str, *, lease_s: float) -> ModelDeployment | None:

@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.contracts import CatalogEvent, ProductIndexed
-from db import catalog, deployments
+from db import catalog
 from db.catalog import DerivedModel, ImageResult, ItemRow, KnownImage, PendingImage
 from db.product_queries import indexed_item_counts
 from streams import metrics
@@ -429,9 +429,9 @@ class Indexer:
 
         A tower that fails on the chunk is run again crop by crop, so one crop it cannot take costs only that
         crop's vector, not those of the other products in the chunk. A crop that fails alone is logged and
-        counted (`vitrine_worker_tower_failures_total`), its product indexed all the same without the tower's
-        vector, and the deployment marked for repair (`repair_from`, committed before these items are written):
-        its sweep, or for a ready model a repair pass of the re-embed runner, writes the vector from the image.
+        counted (`vitrine_worker_tower_failures_total`) and its product indexed all the same without the tower's
+        vector; the write marks the deployment for repair (db/catalog.py `_insert_items`), and its sweep, or for
+        a ready model a repair pass of the re-embed runner, writes the vector from the image.
         """
         extras: list[dict] = [{} for _ in crops]
         derived = self._derived() or {}
@@ -440,10 +440,7 @@ class Indexer:
                 if model.embed is None:
                     continue
                 idx = [i for i, t in enumerate(owners) if t == tenant]
-                done, failed = _run_tower(model, tenant, idx, crops)
-                if failed:
-                    with self.sessions.begin() as s:  # an outage raises: the chunk's events are tried again
-                        deployments.mark_repair(s, tenant, model.key)
+                done, _ = _run_tower(model, tenant, idx, crops)
                 for i, vector in done:
                     extras[i][model.key] = vector
         return extras
