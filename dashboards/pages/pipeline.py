@@ -25,6 +25,8 @@ def deployment_state(d: dict) -> str:
         )
     else:
         state = f"ready, {d['index_kind']} index"
+        if d.get("repairing"):
+            state += ", writing the vectors ingest could not (repair)"
     if d.get("items_failed"):
         state += f", {d['items_failed']:,} item(s) without a vector (image unavailable or changed)"
     return state
