@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,14 +39,10 @@ from db.catalog import DerivedModel, ImageResult, ItemRow, KnownImage, PendingIm
 from db.product_queries import indexed_item_counts
 from streams import metrics
 from streams.image_fetch import FetchError, ImageFetcher
+from streams.tower_images import embed_each
 from vision.detector import Detector
 from vision.image import ImageError, content_hash, load_image, make_thumbnail
 from vision.items import extract_items
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    Vector = np.ndarray
 
 log = logging.getLogger(__name__)
 
@@ -440,9 +435,15 @@ class Indexer:
                 if model.embed is None:
                     continue
                 idx = [i for i, t in enumerate(owners) if t == tenant]
-                done, _ = _run_tower(model, tenant, idx, crops)
-                for i, vector in done:
-                    extras[i][model.key] = vector
+                vectors, errors = embed_each(model.embed, [crops[i] for i in idx])
+                for error in errors:
+                    metrics.TOWER_FAILURES.labels(type(error).__name__).inc()
+                if errors:
+                    log.error("tower %s of %s did not run on %d of %d crops, their vectors are left for a repair: %s",
+                              model.key, tenant, len(errors), len(idx), errors[0])  # fmt: skip
+                for i, vector in zip(idx, vectors, strict=True):
+                    if vector is not None:
+                        extras[i][model.key] = vector
         return extras
 
     def _thumbnail(self, data: bytes) -> bytes | None:
@@ -620,30 +621,6 @@ class Indexer:
 
     def _derived(self) -> Mapping[str, Sequence[DerivedModel]] | None:
         return self.heads() if self.heads is not None else None
-
-
-def _run_tower(model: DerivedModel, tenant: str, idx: list[int], crops: list) -> tuple[list[tuple[int, Vector]], int]:
-    """(crop index, vector) of the crops `idx` the tower embeds (all at once, else one by one), and how many failed."""
-    try:
-        return list(zip(idx, model.embed([crops[i] for i in idx]), strict=True)), 0
-    except Exception as exc:  # a broken artefact or one odd crop must not stop the tenant's catalog
-        if len(idx) == 1:
-            failed, done = [exc], []
-        else:
-            log.warning("tower %s of %s failed on %d crops (%s); running them one by one", model.key, tenant,
-                        len(idx), exc)  # fmt: skip
-            failed, done = [], []
-            for i in idx:
-                try:
-                    done.append((i, model.embed([crops[i]])[0]))
-                except Exception as one:
-                    failed.append(one)
-    for exc in failed:
-        metrics.TOWER_FAILURES.labels(type(exc).__name__).inc()
-    if failed:
-        log.error("tower %s of %s did not run on %d of %d crops, their vectors are left for a repair: %s",
-                  model.key, tenant, len(failed), len(idx), failed[0])  # fmt: skip
-    return done, len(failed)
 
 
 def _done() -> asyncio.Future:

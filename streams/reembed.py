@@ -42,7 +42,7 @@ from db.vector_index import (
     refresh_ivf_index,
     set_build_memory,
 )
-from streams.tower_images import ImageCrops
+from streams.tower_images import ImageCrops, embed_each
 from vision.model import VisionError
 from vision.trained import TrainedEmbedder
 
@@ -262,14 +262,13 @@ class Reembedder:
                             dep.tenant_id, sum(failures.values()), dict(failures))  # fmt: skip
             if crops:
                 ids = list(crops)
-                try:
-                    vectors = dict(zip(ids, model.embed([crops[i] for i in ids]), strict=True))
-                except Exception as exc:  # onnxruntime: the graph, or one crop it cannot take
-                    vectors = _one_by_one(model, crops, ids)
-                    if not vectors and strict:  # retrying would fail forever
-                        raise repo.DeploymentError("bad_model", f"the tower did not run: {exc}") from exc
+                embedded, errors = embed_each(model.embed, [crops[i] for i in ids])
+                vectors = {i: v for i, v in zip(ids, embedded, strict=True) if v is not None}
+                if errors and not vectors and strict:  # the graph itself: retrying would fail forever
+                    raise repo.DeploymentError("bad_model", f"the tower did not run: {errors[0]}") from errors[0]
+                if errors:
                     log.warning("deployment %s of %s: the tower did not run on %d of %d crop(s): %s", dep.model_key,
-                                dep.tenant_id, len(ids) - len(vectors), len(ids), exc)  # fmt: skip
+                                dep.tenant_id, len(errors), len(ids), errors[0])  # fmt: skip
         with self.sessions.begin() as s:
             s.add(dep)
             page = repo.write_image_page(s, dep, self.owner, read=read, vectors=vectors, lease_s=self.lease_s)
@@ -342,17 +341,6 @@ class Reembedder:
                 dep = None
             if dep is None or dep.status != "embedding":
                 stop.wait(poll_s)
-
-
-def _one_by_one(model: TrainedEmbedder, crops: dict, ids: list[int]) -> dict:
-    """{item id: vector} of the crops the tower embeds when run on each alone."""
-    out = {}
-    for i in ids:
-        try:
-            out[i] = model.embed([crops[i]])[0]
-        except Exception:  # counted by the caller, as failed items
-            continue
-    return out
 
 
 class DeployedHeads:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 
@@ -104,3 +104,24 @@ class ImageCrops:
                 self._loop.run_until_complete(self._fetcher.aclose())
             self._loop.close()
             self._loop = self._fetcher = None
+
+
+def embed_each(embed: Callable[[list], Sequence], crops: list) -> tuple[list, list[Exception]]:
+    """A tower's vectors of `crops` (None where it failed) and its errors: all crops at once, else, if that
+    raised, each crop alone, so a crop the tower cannot take costs only its own vector."""
+    try:
+        vectors = list(embed(crops))
+        if len(vectors) != len(crops):
+            raise ValueError(f"the tower gave {len(vectors)} vectors for {len(crops)} crops")
+        return vectors, []
+    except Exception as exc:  # onnxruntime: the graph itself, or one crop it cannot take
+        if len(crops) == 1:
+            return [None], [exc]
+    vectors, errors = [], []
+    for crop in crops:
+        try:
+            vectors.append(embed([crop])[0])
+        except Exception as exc:
+            vectors.append(None)
+            errors.append(exc)
+    return vectors, errors
