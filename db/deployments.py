@@ -289,6 +289,29 @@ def _not_ready(dep: ModelDeployment) -> str:
 # --- the runner's steps (streams/reembed.py drives them) ---
 
 
+def _lease_free(owner: str, now: datetime):
+    """A deployment's lease is free, expired or already `owner`'s."""
+    return (
+        ModelDeployment.lease_until.is_(None)
+        | (ModelDeployment.lease_until < now)
+        | (ModelDeployment.lease_owner == owner)
+    )
+
+
+def _take(session: Session, dep: ModelDeployment, owner: str, now: datetime, lease_s: float) -> None:
+    dep.lease_owner, dep.lease_until, dep.updated_at = owner, now + timedelta(seconds=lease_s), now
+    session.flush()
+
+
+def _held(dep: ModelDeployment, owner: str) -> tuple:
+    """This deployment's row, while `owner` holds its lease."""
+    return (
+        ModelDeployment.tenant_id == dep.tenant_id,
+        ModelDeployment.model_key == dep.model_key,
+        ModelDeployment.lease_owner == owner,
+    )
+
+
 def claim(
     session: Session, owner: str, *, lease_s: float, images: bool = True, settle_s: float = 0.0
 ) -> ModelDeployment | None:
@@ -304,9 +327,7 @@ def claim(
                 (ModelDeployment.status == "retiring")
                 & (ModelDeployment.retired_at <= now - timedelta(seconds=settle_s))
             ),
-            (ModelDeployment.lease_until.is_(None))
-            | (ModelDeployment.lease_until < now)
-            | (ModelDeployment.lease_owner == owner),
+            _lease_free(owner, now),
             true() if images else ModelDeployment.needs_images.is_(False) | (ModelDeployment.status == "retiring"),
         )
         .order_by(ModelDeployment.created_at)
@@ -314,8 +335,7 @@ def claim(
         .with_for_update(skip_locked=True)
     )
     if dep is not None:
-        dep.lease_owner, dep.lease_until, dep.updated_at = owner, now + timedelta(seconds=lease_s), now
-        session.flush()
+        _take(session, dep, owner, now, lease_s)
     return dep
 
 
@@ -497,12 +517,7 @@ def renew_lease(session: Session, dep: ModelDeployment, owner: str, *, status: s
     now = datetime.now(UTC)
     held = session.execute(
         update(ModelDeployment)
-        .where(
-            ModelDeployment.tenant_id == dep.tenant_id,
-            ModelDeployment.model_key == dep.model_key,
-            ModelDeployment.lease_owner == owner,
-            ModelDeployment.status == status,
-        )
+        .where(*_held(dep, owner), ModelDeployment.status == status)
         .values(**values, lease_until=now + timedelta(seconds=lease_s), updated_at=now)
         .returning(ModelDeployment.model_key)
     ).first()
@@ -535,12 +550,7 @@ def mark_ready(session: Session, dep: ModelDeployment, owner: str) -> None:
     now = datetime.now(UTC)
     session.execute(
         update(ModelDeployment)
-        .where(
-            ModelDeployment.tenant_id == dep.tenant_id,
-            ModelDeployment.model_key == dep.model_key,
-            ModelDeployment.lease_owner == owner,
-            ModelDeployment.status == "embedding",  # retired meanwhile: it stays retiring
-        )
+        .where(*_held(dep, owner), ModelDeployment.status == "embedding")  # retired meanwhile: it stays retiring
         .values(status="ready", phase="done", ready_at=now, updated_at=now, lease_owner=None, lease_until=None)
     )
 
@@ -556,9 +566,7 @@ def claim_repair(session: Session, owner: str, *, lease_s: float) -> ModelDeploy
             ModelDeployment.status == "ready",
             ModelDeployment.needs_images.is_(True),
             ModelDeployment.repair_from.is_not(None) | (ModelDeployment.phase == "repair"),
-            (ModelDeployment.lease_until.is_(None))
-            | (ModelDeployment.lease_until < now)
-            | (ModelDeployment.lease_owner == owner),
+            _lease_free(owner, now),
         )
         .order_by(ModelDeployment.updated_at)
         .limit(1)
@@ -569,8 +577,7 @@ def claim_repair(session: Session, owner: str, *, lease_s: float) -> ModelDeploy
     if dep.repair_from is not None:
         dep.cursor = dep.repair_from if dep.phase != "repair" else min(dep.cursor, dep.repair_from)
     dep.phase, dep.repair_from = "repair", None
-    dep.lease_owner, dep.lease_until, dep.updated_at = owner, now + timedelta(seconds=lease_s), now
-    session.flush()
+    _take(session, dep, owner, now, lease_s)
     return dep
 
 
@@ -579,13 +586,7 @@ def end_repair(session: Session, dep: ModelDeployment, owner: str) -> None:
     now = datetime.now(UTC)
     session.execute(
         update(ModelDeployment)
-        .where(
-            ModelDeployment.tenant_id == dep.tenant_id,
-            ModelDeployment.model_key == dep.model_key,
-            ModelDeployment.lease_owner == owner,
-            ModelDeployment.status == "ready",
-            ModelDeployment.phase == "repair",
-        )
+        .where(*_held(dep, owner), ModelDeployment.status == "ready", ModelDeployment.phase == "repair")
         .values(phase="done", updated_at=now, lease_owner=None, lease_until=None)
     )
 

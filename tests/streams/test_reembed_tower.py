@@ -260,6 +260,26 @@ def test_a_tower_whose_graph_fails_on_the_crops_fails_its_deployment_once(
     assert len(fetched) == 1 and r.run_once() is None  # one page fetched, then nothing more to do
 
 
+def failing_on_the_portrait(key: str, tower, sample_images, tmp_path, calls: list | None = None):
+    """The real tower as ingest runs it, except that it raises on crops of the portrait's size (the whole image
+    of SAMPLES[7]: the fault injected); `calls` gets the number of crops of each call."""
+    from PIL import Image
+
+    from db.catalog import DerivedModel
+
+    real = TrainedEmbedder(artefact=tower, cache_dir=tmp_path / "tower")
+    poison_size = Image.open(sample_images[0] / SAMPLES[7].image).size
+
+    def embed(crops):
+        if calls is not None:
+            calls.append(len(crops))
+        if any(c.size == poison_size for c in crops):
+            raise ValueError("the graph cannot take this crop")
+        return real.embed(crops)
+
+    return DerivedModel(key, TOWER_DIM, embed=embed)
+
+
 def test_a_crop_the_tower_cannot_embed_at_ingest_costs_only_its_own_vector(
     settings, sessions, backbone, image_server, sample_images, tower, tmp_path, catalog
 ):
@@ -267,21 +287,11 @@ def test_a_crop_the_tower_cannot_embed_at_ingest_costs_only_its_own_vector(
     chunk without the tower's vectors. Now the chunk is run again crop by crop; the failing crop is counted."""
     from PIL import Image
 
-    from db.catalog import DerivedModel
     from streams import metrics
 
-    real = TrainedEmbedder(artefact=tower, cache_dir=tmp_path / "tower")
-    poison_size = Image.open(sample_images[0] / SAMPLES[7].image).size  # the portrait's whole-image crop
     calls = []
-
-    def embed(crops):  # the real tower, except on crops of the portrait's size (the fault injected)
-        calls.append(len(crops))
-        if any(c.size == poison_size for c in crops):
-            raise ValueError("the graph cannot take this crop")
-        return real.embed(crops)
-
     key = "acme-tower@fault"
-    heads = {"acme": [DerivedModel(key, TOWER_DIM, embed=embed)]}
+    heads = {"acme": [failing_on_the_portrait(key, tower, sample_images, tmp_path, calls)]}
     events = [event(SAMPLES[7], image_server.base_url)]
     for sample in (SAMPLES[0], SAMPLES[3]):  # two more products in the same chunk, on photos of the catalog's
         body = event(sample, image_server.base_url).model_dump(mode="json")
@@ -327,9 +337,6 @@ def test_a_ready_tower_gets_the_vectors_ingest_could_not_write_from_a_repair_pas
     """Before: a crop the tower failed on at ingest after the model was ready stayed without its vector for good.
     Now ingest marks the deployment, and the runner's repair pass writes it from the image, serving throughout;
     a pass whose process died is resumed by the next claim."""
-    from PIL import Image
-
-    from db.catalog import DerivedModel
 
     key = register(sessions, "acme", tower)
     with sessions.begin() as s:
@@ -338,15 +345,7 @@ def test_a_ready_tower_gets_the_vectors_ingest_could_not_write_from_a_repair_pas
     with sessions() as s:
         assert s.get(ModelDeployment, ("acme", key)).status == "ready"
 
-    real = TrainedEmbedder(artefact=tower, cache_dir=tmp_path / "tower")
-    poison_size = Image.open(sample_images[0] / SAMPLES[7].image).size
-
-    def embed(crops):  # the real tower, failing on crops of the portrait's size (the fault injected)
-        if any(c.size == poison_size for c in crops):
-            raise ValueError("the graph cannot take this crop")
-        return real.embed(crops)
-
-    heads = {"acme": [DerivedModel(key, TOWER_DIM, embed=embed)]}
+    heads = {"acme": [failing_on_the_portrait(key, tower, sample_images, tmp_path)]}
     ingest(settings, sessions, backbone, [event(SAMPLES[7], image_server.base_url)], heads=lambda: heads)
     portrait = {k for k in vectors(sessions, backbone.model_key) if k[0] == SAMPLES[7].id}
     missing = portrait - set(vectors(sessions, key))
