@@ -27,12 +27,14 @@ whose catalog has outgrown them (the worker checks).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -268,10 +270,67 @@ def refresh_ivf_index(conn: Connection, model_key: str, dim: int, kind: str) -> 
         conn.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), {"n": name})
 
 
+@dataclass(frozen=True)
+class IvfTuning:
+    """The probes and re-rank factor chosen for one IVFFlat index on its own catalog (db/ivf_tuning.py), and what
+    they were measured at: recall@10 against exact search over `sample` products, with the index's `entries` and
+    `lists` then. Kept as the index's comment (COMMENT ON INDEX), so a rebuild, which makes a new index, starts
+    untuned."""
+
+    probes: int
+    factor: int
+    recall: float
+    target: float
+    sample: int
+    entries: int
+    lists: int
+    met: bool = True  # False: no setting tried reached `target`; these recalled the most
+    seconds: float | None = None  # how long the tuning took
+
+    def comment(self) -> str:
+        return json.dumps({"ivf_tuning": asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def parse(cls, comment: str | None) -> IvfTuning | None:
+        """The tuning a comment records; None for no comment or any other text."""
+        try:
+            fields = json.loads(comment)["ivf_tuning"]
+            tuning = cls(**fields)
+        except (TypeError, ValueError, KeyError):
+            return None
+        if min(tuning.probes, tuning.factor) < 1:
+            return None
+        return tuning
+
+
+def read_tuning(conn: Connection, model_key: str, kind: str) -> IvfTuning | None:
+    """The tuning recorded on the model's valid index of `kind` (None: not tuned, or no such index)."""
+    row = conn.execute(INDEX_STATE, {"n": index_name(check_model_key(model_key), kind)}).first()
+    return IvfTuning.parse(row.comment) if row is not None else None
+
+
+def write_tuning(conn: Connection, model_key: str, kind: str, tuning: IvfTuning, oid: int) -> bool:
+    """Record `tuning` on the model's index of `kind` if it is still the index `oid` that was tuned (a rebuild
+    under way or done since replaces it: nothing is written); whether it was written. `conn`: in a transaction."""
+    name = index_name(check_model_key(model_key), kind)
+    if not conn.scalar(text("SELECT pg_try_advisory_xact_lock(hashtext(:n))"), {"n": name}):
+        return False  # refresh_ivf_index holds it for a whole rebuild
+    if conn.scalar(text("SELECT to_regclass(:n)::oid"), {"n": name}) != oid:
+        return False
+    comment = tuning.comment().replace("'", "''")  # numbers and fixed keys only; quoted all the same
+    conn.execute(text(f"COMMENT ON INDEX {name} IS '{comment}'"))
+    return True
+
+
 VALID_INDEX_TUPLES = text(
     "SELECT c.reltuples FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
     "WHERE c.oid = to_regclass(:n) AND i.indisvalid"
 )  # a valid index's entries as Postgres last counted them; None: no such valid index; -1: never counted
+# ... with its oid and comment (an IVFFlat index's tuning, IvfTuning); no row: no such valid index
+INDEX_STATE = text(
+    "SELECT c.oid, c.reltuples, obj_description(c.oid, 'pg_class') AS comment FROM pg_class c "
+    "JOIN pg_index i ON i.indexrelid = c.oid WHERE c.oid = to_regclass(:n) AND i.indisvalid"
+)
 
 
 def _covered_rows(conn: Connection, key: str, index: str | None = None) -> int:

@@ -28,9 +28,10 @@ from sqlalchemy.orm import Session
 
 from db.vector_index import (
     _MODEL_KEY,
+    INDEX_STATE,
     IVF_KINDS,
     IVF_PROBES,
-    VALID_INDEX_TUPLES,
+    IvfTuning,
     bit_expr,
     check_kind,
     code_expr,
@@ -260,12 +261,14 @@ def similar_products(
     exact_threshold: int | None = None,
     strategy: str = "auto",
     index_kind: str = "halfvec",
+    ivf: tuple[int, int] | None = None,
 ) -> VisualResult:
     """Products of the same tenant nearest to any item of `external_id`, best item match first.
 
     strategy: "auto" (exact for small filtered sets, else the kind's index with an exact retry if short),
     "hnsw" or "exact" (forced; benchmarks and tests compare them). index_kind: which of the
     model's indexes the "hnsw" strategy searches (db/vector_index.py INDEX_KINDS: HNSW or IVFFlat).
+    ivf: the bit kinds' (probes, re-rank factor), instead of `ivf_settings` (the tuning tries them).
     """
     if not _MODEL_KEY.match(model_key):
         raise ValueError(f"invalid model key {model_key!r}")
@@ -288,10 +291,9 @@ def similar_products(
     used = strategy
     if strategy == "hnsw":
         if index_kind in IVF_KINDS:
-            entries = None if category is not None else index_entries(session, model_key, index_kind)
-            factor = rerank_factor(index_kind, entries, filtered=category is not None)
+            probes, factor = ivf or ivf_settings(session, model_key, index_kind, filtered=category is not None)
             params["kc"] = min(factor * k, MAX_CANDIDATES)
-            session.execute(_IVF_SETTINGS, {"probes": str(IVF_PROBES)})
+            session.execute(_IVF_SETTINGS, {"probes": str(probes)})
         else:
             _hnsw_settings(session, min(max(ef_search, k), MAX_EF_SEARCH))
         filtered = category is not None
@@ -382,26 +384,47 @@ def rerank_factor(kind: str, entries: int | None, *, filtered: bool = False) -> 
     return round(f_small * (f_large / f_small) ** (math.log(entries / small) / math.log(large / small)))
 
 
-ENTRIES_TTL_S = 300.0  # how long an index's entry count is reused (it moves with the catalog, slowly)
+ENTRIES_TTL_S = 300.0  # how long an index's entry count and tuning are reused (they move with the catalog, slowly)
 UNKNOWN_ENTRIES_TTL_S = 10.0  # ... and "no such index yet" (a build or a rebuild's swap under way)
-_ENTRIES: dict[str, tuple[float, int | None]] = {}  # index name -> (read at, entries; None: unknown)
+# index name -> (read at, entries (None: unknown), tuning (None: not tuned))
+_ENTRIES: dict[str, tuple[float, int | None, IvfTuning | None]] = {}
 
 
-def index_entries(session: Session, model_key: str, kind: str) -> int | None:
+def _index_state(session: Session, model_key: str, kind: str) -> tuple[int | None, IvfTuning | None]:
     """The entries of the model's index of `kind`, as Postgres last counted them (pg_class.reltuples: set by
-    the build, kept current by autovacuum and ANALYZE), read at most once per ENTRIES_TTL_S; None: unknown
-    (no such index, or one a concurrent build has not finished: its count is 0 until then).
+    the build, kept current by autovacuum and ANALYZE; None: unknown, no such index or one a concurrent build has
+    not finished, whose count is 0 until then), and its tuning (db/ivf_tuning.py), read at most once per
+    ENTRIES_TTL_S.
 
     Cached per process by index name: a process serves one database (tests reset the cache between databases)."""
     name = index_name(model_key, kind)
     now = time.monotonic()
     hit = _ENTRIES.get(name)
     if hit is not None and now - hit[0] < (ENTRIES_TTL_S if hit[1] is not None else UNKNOWN_ENTRIES_TTL_S):
-        return hit[1]
-    tuples = session.scalar(VALID_INDEX_TUPLES, {"n": name})
-    entries = int(tuples) if tuples is not None and tuples >= 0 else None  # -1: never counted
-    _ENTRIES[name] = (now, entries)
-    return entries
+        return hit[1], hit[2]
+    row = session.execute(INDEX_STATE, {"n": name}).first()
+    entries = int(row.reltuples) if row is not None and row.reltuples >= 0 else None  # -1: never counted
+    tuning = IvfTuning.parse(row.comment) if row is not None else None
+    _ENTRIES[name] = (now, entries, tuning)
+    return entries, tuning
+
+
+def index_entries(session: Session, model_key: str, kind: str) -> int | None:
+    """The entries of the model's index of `kind` as Postgres last counted them; None: unknown (`_index_state`)."""
+    return _index_state(session, model_key, kind)[0]
+
+
+def ivf_settings(session: Session, model_key: str, kind: str, *, filtered: bool) -> tuple[int, int]:
+    """(probes, re-rank factor) of a bit kind's query: the index's own tuning (db/ivf_tuning.py) without a filter
+    when it has one, else IVF_PROBES and `rerank_factor`. A filtered query keeps IVF_PROBES and
+    RERANK_FACTOR_FILTERED: the tuning measures unfiltered queries, and the iterative scan goes on from those
+    probes until enough candidates pass the filter."""
+    if filtered:
+        return IVF_PROBES, rerank_factor(kind, None, filtered=True)
+    entries, tuning = _index_state(session, model_key, kind)
+    if tuning is not None:
+        return tuning.probes, tuning.factor
+    return IVF_PROBES, rerank_factor(kind, entries)
 
 
 _BITS: dict[str, int] = {}  # model key -> code width; a model key names one artefact, so it never changes

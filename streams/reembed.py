@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import deployments as repo
 from db import retirement
 from db.catalog import DerivedModel
+from db.ivf_tuning import TUNE_MIN_ENTRIES, needs_tuning, tune_ivf_index
 from db.models import ModelDeployment
 from db.vector_index import (
     INDEX_KINDS,
@@ -114,11 +115,15 @@ class Reembedder:
         retire_after_s: float | None = None,
         embedder_index: tuple[str, int, str] | None = None,
         index_check_s: float = 300.0,
+        tune_min_entries: int = TUNE_MIN_ENTRIES,
+        tune_options: Mapping[str, object] | None = None,
     ):
         self.engine, self.sessions, self.models = engine, sessions, models
-        # IVFFlat indexes are re-sized to their catalog every index_check_s: every ready deployment's, and
-        # the deployed embedder's (key, dim, kind) when VITRINE_INDEX_KIND makes it serve from one.
+        # IVFFlat indexes are re-sized to their catalog every index_check_s, and tuned to it (db/ivf_tuning.py)
+        # once they hold tune_min_entries: every ready deployment's, and the deployed embedder's (key, dim, kind)
+        # when VITRINE_INDEX_KIND makes it serve from one.
         self.embedder_index, self.index_check_s = embedder_index, index_check_s
+        self.tune_min_entries, self.tune_options = tune_min_entries, dict(tune_options or {})  # tune_ivf_index's
         self.index_memory = index_memory
         self.images, self.image_page, self.image_duty = images, image_page, image_duty
         self.page, self.pause_s, self.lease_s, self.settle_s = page, pause_s, lease_s, settle_s
@@ -286,20 +291,35 @@ class Reembedder:
             if not index_ready(conn, key, kind):
                 raise RuntimeError(f"the {kind} index of {key} is not valid after its build")
 
-    def refresh_indexes(self) -> dict[str, int]:
-        """Rebuild (or build) the IVFFlat indexes whose catalog outgrew their lists; {model key/kind: new lists}."""
+    def _ivf_indexes(self) -> list[tuple[str, int, str]]:
+        """(model key, dim, kind) of the IVFFlat indexes this worker keeps: every ready deployment's, the embedder's."""
         with self.sessions() as s:
             wanted = repo.ivf_indexes(s)
         if self.embedder_index and self.embedder_index[2] != "halfvec":
             wanted.add(self.embedder_index)
+        return sorted(wanted)
+
+    def refresh_indexes(self) -> dict[str, int]:
+        """Rebuild (or build) the IVFFlat indexes whose catalog outgrew their lists; {model key/kind: new lists}."""
+        wanted = self._ivf_indexes()
         rebuilt = {}
         with self._index_connection() as conn:
-            for key, dim, kind in sorted(wanted):
+            for key, dim, kind in wanted:
                 lists = refresh_ivf_index(conn, key, dim, kind)
                 if lists is not None:
                     log.info("%s index of %s rebuilt with %d lists for its catalog", kind, key, lists)
                     rebuilt[f"{key}/{kind}"] = lists
         return rebuilt
+
+    def tune_next_index(self) -> str | None:
+        """Tune one IVFFlat index that is large enough and untuned, or tuned at a catalog RETUNE_GROWTH x smaller or
+        larger (db/ivf_tuning.py; minutes of queries at 1M, so one per check); the index tuned, or None."""
+        for key, _dim, kind in self._ivf_indexes():
+            with self.sessions() as s:
+                due = needs_tuning(s, key, kind, min_entries=self.tune_min_entries)
+            if due and tune_ivf_index(self.sessions, key, kind, **self.tune_options) is not None:
+                return f"{key}/{kind}"
+        return None
 
     @contextmanager
     def _index_connection(self) -> Iterator[Connection]:
@@ -329,6 +349,7 @@ class Reembedder:
                 if checked is None or time.monotonic() - checked >= self.index_check_s:
                     checked = time.monotonic()
                     self.refresh_indexes()
+                    self.tune_next_index()
                 dep = self.run_once(stop)
             except (DBAPIError, OSError) as exc:  # Postgres restarting: the lease keeps our place
                 log.warning("re-embed paused, the database is unavailable: %s", str(exc).splitlines()[0])

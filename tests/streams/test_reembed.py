@@ -15,7 +15,7 @@ from db import retirement
 from db.deployments import DeploymentError
 from db.models import Item, ModelDeployment, Product, Tenant
 from db.tenants import create_tenant
-from db.vector_index import drop_vector_index, index_lists, index_ready
+from db.vector_index import drop_vector_index, index_lists, index_ready, read_tuning
 from db.vector_queries import similar_products
 from streams.reembed import DeployedHeads, ModelCache, Reembedder, transforms
 from tests.streams.deployment_helpers import BACKBONE, BITS, DIM_IN, DIM_OUT, head_weights, products, ready_model
@@ -238,6 +238,15 @@ def test_a_codes_deployment_serves_from_its_ivf_index_and_workers_rebuild_missin
     with db_engine.connect() as conn:
         assert index_ready(conn, key, "codes") and index_ready(conn, BACKBONE, "binary")
     assert run.refresh_indexes() == {}
+    # Tuned one index a check, once it holds tune_min_entries (the default, 50,000, leaves these untuned).
+    assert run.tune_next_index() is None
+    run.tune_min_entries, run.tune_options = 100, {"min_tenant_items": 100, "sample": 10, "factors": (4, 8)}
+    assert run.tune_next_index() == f"{BACKBONE}/binary"
+    assert run.tune_next_index() == f"{key}/codes"
+    assert run.tune_next_index() is None
+    with db_engine.connect() as conn:
+        tunings = [read_tuning(conn, BACKBONE, "binary"), read_tuning(conn, key, "codes")]
+    assert all(t is not None and t.sample == 10 and t.factor in (4, 8) for t in tunings), tunings
 
 
 def test_deploying_refuses_what_cannot_be_re_embedded_from_stored_vectors(sessions, tmp_path, catalog_and_model):

@@ -5,10 +5,12 @@ a triplet head with a `bits`-wide code layer (training/methods.py) is trained on
 synthetic clustered backbone vectors (vitrine/bench/serve.py `clustered_vectors`, 1280-d, the
 pretrained embedder's), labelled by cluster; all N backbone vectors are then mapped through it and
 only the head's unit vectors and their codes are stored (items of the model, the code on each).
-Each index kind is built once (timed, sized), then for each kind an API and a worker are started
-with `VITRINE_EMBEDDER=trained`, `VITRINE_EMBEDDER_ARTEFACT` and `VITRINE_INDEX_KIND=<kind>`, and
-measured: recall@10 against exact search (with and without a category filter) of the index alone
-and of the API's answers, the raw query, closed-loop shoppers at each level, and the index's scan
+Each index kind is built once (timed, sized; the IVFFlat ones then tuned to the catalog as the workers
+would, db/ivf_tuning.py, on a sample of their own: the recall below is measured on the bench's), then for
+each kind an API and a worker are started with `VITRINE_EMBEDDER=trained`, `VITRINE_EMBEDDER_ARTEFACT` and
+`VITRINE_INDEX_KIND=<kind>`, and measured: recall@10 against exact search (with and without a category
+filter) of the index alone and of the API's answers, the raw query, closed-loop shoppers at each level,
+and the index's scan
 count (so a kind that silently fell back to a sequential scan would show).
 """
 
@@ -28,6 +30,7 @@ import numpy as np
 from sqlalchemy import text
 
 from core.settings import Settings, StackNotRunning
+from db.ivf_tuning import TUNE_MIN_ENTRIES, TUNE_TARGET, needs_tuning, tune_ivf_index
 from db.session import create_db_engine, libpq_url
 from db.vector_index import (
     EF_CONSTRUCTION,
@@ -41,12 +44,13 @@ from db.vector_index import (
     index_lists,
     index_name,
     index_size_mb,
+    read_tuning,
 )
 from db.vector_queries import (
     RERANK_FACTOR,
     RERANK_FACTOR_FILTERED,
     index_entries,
-    rerank_factor,
+    ivf_settings,
     similar_products,
 )
 from vitrine.bench.serve import (
@@ -215,8 +219,26 @@ def build_kind(system: LocalSystem, model_key: str, dim: int, bits: int, kind: s
     out = {"index": index_name(model_key, kind), "build_s": build_s, "size_mb": size, "entries": entries}
     if not lists:
         return out | {"method": "hnsw"}
-    # The Hamming candidates the API takes per query item without a filter (db/vector_queries.py rerank_factor).
-    return out | {"method": "ivfflat", "lists": lists, "rerank_factor": rerank_factor(kind, entries)}
+    return out | {"method": "ivfflat", "lists": lists} | tune_kind(system, model_key, kind)
+
+
+def tune_kind(system: LocalSystem, model_key: str, kind: str) -> dict:
+    """Tune the kind's IVFFlat index as the workers would (db/ivf_tuning.py) unless it is tuned for its size; the
+    probes and Hamming candidates (x k) the API then uses without a filter, and the tuning."""
+    with system.sessions() as s:
+        due = needs_tuning(s, model_key, kind, min_entries=TUNE_MIN_ENTRIES)
+    tuned = tune_ivf_index(system.sessions, model_key, kind) if due else None
+    with system.sessions() as s:
+        tuning = read_tuning(s.connection(), model_key, kind)
+        probes, factor = ivf_settings(s, model_key, kind, filtered=False)
+    trials = [t.__dict__ for t in tuned[1] if t.recall is not None] if tuned else None
+    return {
+        "probes": probes,
+        "rerank_factor": factor,
+        "tuning": tuning.__dict__ if tuning else None,
+        "tuned_now": tuned is not None,
+        "tuning_trials": trials,
+    }
 
 
 def _wait_for_concurrent_build(system: LocalSystem, name: str, timeout_s: float = 1800.0) -> None:
@@ -464,6 +486,7 @@ def run_index_bench(
             "hnsw_build": {"m": 16, "ef_construction": EF_CONSTRUCTION, "maintenance_work_mem": "1GB"},
             "ivf": {
                 "probes": IVF_PROBES,
+                "tuned": f"from {TUNE_MIN_ENTRIES} entries, recall@10 target {TUNE_TARGET} (db/ivf_tuning.py)",
                 "lists": "ivf_lists(rows) at build",
                 "rerank_factor_by_entries": dict(RERANK_FACTOR),
                 "rerank_factor_filtered": dict(RERANK_FACTOR_FILTERED),

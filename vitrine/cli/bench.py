@@ -254,15 +254,20 @@ def print_index_table(r: dict) -> None:
     if "ivf" in s:
         ivf = s["ivf"]
         filtered = ivf.get("rerank_factor_filtered", {})
-        factors = ", ".join(
-            f"{k} {b.get('rerank_factor', '?')} / {filtered.get(k, '?')}"
-            for k, b in r["indexes"].items()
-            if b.get("method") == "ivfflat"
-        )
-        typer.echo(
-            f"IVFFlat queries: {ivf['probes']} probes (iterative scan), Hamming candidates re-ranked "
-            f"(x 40) without / with a category: {factors}"
-        )
+        for k, b in r["indexes"].items():
+            if b.get("method") != "ivfflat":
+                continue
+            t = b.get("tuning")
+            how = (
+                f"tuned on {t['sample']} products in {t['seconds']} s, recall@10 {t['recall']} "
+                f"(target {t['target']}{'' if t['met'] else ', not met'})"
+                if t
+                else "not tuned (the defaults)"
+            )
+            typer.echo(
+                f"IVFFlat {k}: without a category {b.get('probes', '?')} probes x {b.get('rerank_factor', '?')} "
+                f"Hamming candidates (x 40), {how}; with one {ivf['probes']} probes x {filtered.get(k, '?')}"
+            )
     typer.echo(
         f"\n{'index':<9}{'mode':<16}{'users':>6}{'req':>7}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}"
         f"{'p99 ms':>9}{'max ms':>9}{'errors':>7}"
