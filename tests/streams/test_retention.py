@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -93,6 +94,8 @@ def _earliest(bootstrap: str, topic: str) -> int:
 def test_a_pass_deletes_below_every_groups_commit_and_tansu_reads_on_and_restarts(tmp_path):
     broker = ManagedBroker(tmp_path / "broker", storage="durable").start()
     try:
+        # The S3 server's Go code runs on one core (streams/embedded_s3.py: it shares the machine with serving).
+        assert "GOMAXPROCS=1" in (Path("/proc") / str(broker.s3.proc.pid) / "environ").read_text().split("\0")
         bootstrap = broker.bootstrap
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         admin.create_topics([NewTopic("events", 1, 1), NewTopic("unread", 1, 1)])
