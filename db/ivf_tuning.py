@@ -107,17 +107,37 @@ def tune_ivf_index(
     min_tenant_items: int = EXACT_THRESHOLD_BITS,
     probes: tuple[int, ...] = TUNE_PROBES,
     factors: tuple[int, ...] = TUNE_FACTORS,
+    duty: float = 1.0,
+    parallel: bool = True,
 ) -> tuple[IvfTuning, list[Trial]] | None:
     """Choose and record the probes and re-rank factor of the model's IVFFlat index of `kind`; the tuning and
     every setting tried, or None when there is nothing to tune (no valid index, no tenant above
     `min_tenant_items` items, or a rebuild replaced the index meanwhile: the next check tunes the new one).
 
     `sessions`: a session factory (each query runs in a short session of its own, as the API's do).
+    Beside live traffic (the workers' check): `duty` < 1 pauses after each query so that querying takes at most
+    that share of the wall time, and `parallel=False` keeps each exact answer on one core (no parallel workers).
     """
     if check_kind(kind) not in IVF_KINDS:
         raise ValueError(f"{kind} indexes are HNSW: nothing to tune")
-    started = time.perf_counter()
+    started, pace = time.perf_counter(), _Pace(duty, parallel)
     name = index_name(check_model_key(model_key), kind)
+    # One tuning of an index at a time (each worker checks on its own): a session lock of its own name, on a
+    # connection in autocommit, so that no transaction (and no snapshot, which a concurrent index build would wait
+    # for) stays open for the minutes a tuning takes.
+    with sessions() as held:
+        conn, lock = held.connection(execution_options={"isolation_level": "AUTOCOMMIT"}), {"n": f"{name}:tuning"}
+        if not conn.scalar(text("SELECT pg_try_advisory_lock(hashtext(:n))"), lock):
+            log.info("%s is being tuned by another worker", name)
+            return None
+        try:
+            return _tune(sessions, name, model_key, kind, pace, started, sample=sample, target=target, seed=seed,
+                         min_tenant_items=min_tenant_items, probes=probes, factors=factors)  # fmt: skip
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), lock)
+
+
+def _tune(sessions, name, model_key, kind, pace, started, *, sample, target, seed, min_tenant_items, probes, factors):
     with sessions() as s:
         state = s.execute(INDEX_STATE, {"n": name}).first()
         lists = index_lists(s.connection(), model_key, kind)
@@ -127,7 +147,7 @@ def tune_ivf_index(
     if state is None or not lists or not queries:
         return None
     entries = max(int(state.reltuples), 1)
-    truth = {q: _answer(sessions, q, model_key, dim, strategy="exact") for q in queries}
+    truth = {q: pace(sessions, q, model_key, dim, strategy="exact") for q in queries}
     grid = sorted(
         (Trial(p, f, setting_cost(p, f, entries=entries, lists=lists)) for p in probes for f in factors),
         key=lambda t: (t.cost, t.probes),
@@ -138,7 +158,7 @@ def tune_ivf_index(
             trials.append(trial)  # dearer than a setting that met the target: not measured
             continue
         how = {"strategy": "hnsw", "index_kind": kind, "ivf": (trial.probes, trial.factor)}
-        found = [_recall(_answer(sessions, q, model_key, dim, **how), truth[q]) for q in queries]
+        found = [_recall(pace(sessions, q, model_key, dim, **how), truth[q]) for q in queries]
         trials.append(Trial(trial.probes, trial.factor, trial.cost, round(sum(found) / len(found), 4)))
     best, met = choose(trials, target)
     tuning = IvfTuning(
@@ -182,13 +202,25 @@ def tuning_sample(
     return [(r.tenant_id, r.external_id) for r in rows]
 
 
-def _answer(sessions, query: tuple[str, str], model_key: str, dim: int, **how) -> list[str]:
-    """The ids `similar_products` serves for one (tenant, product), in a session of its own."""
-    tenant, pid = query
-    with sessions() as s:
-        r = similar_products(s, tenant_id=tenant, external_id=pid, model_key=model_key, dim=dim, limit=LIMIT, **how)
-        s.commit()  # not a rollback: that would drop the connection's prepared statements
-    return [n.product_id for n in r.neighbours or []]
+class _Pace:
+    """Runs one `similar_products` call at a time for the tuning: (tenant, product) -> the ids served."""
+
+    def __init__(self, duty: float, parallel: bool):
+        if not 0 < duty <= 1:
+            raise ValueError(f"duty must be in (0, 1], not {duty}")
+        self.duty, self.parallel = duty, parallel
+
+    def __call__(self, sessions, query: tuple[str, str], model_key: str, dim: int, **how) -> list[str]:
+        tenant, pid = query
+        started = time.perf_counter()
+        with sessions() as s:
+            if not self.parallel:
+                s.execute(text("SELECT set_config('max_parallel_workers_per_gather', '0', true)"))
+            r = similar_products(s, tenant_id=tenant, external_id=pid, model_key=model_key, dim=dim, limit=LIMIT, **how)
+            s.commit()  # not a rollback: that would drop the connection's prepared statements
+        if self.duty < 1:
+            time.sleep((time.perf_counter() - started) * (1 - self.duty) / self.duty)
+        return [n.product_id for n in r.neighbours or []]
 
 
 def _recall(served: list[str], exact: list[str]) -> float:

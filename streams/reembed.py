@@ -123,7 +123,9 @@ class Reembedder:
         # once they hold tune_min_entries: every ready deployment's, and the deployed embedder's (key, dim, kind)
         # when VITRINE_INDEX_KIND makes it serve from one.
         self.embedder_index, self.index_check_s = embedder_index, index_check_s
-        self.tune_min_entries, self.tune_options = tune_min_entries, dict(tune_options or {})  # tune_ivf_index's
+        # tune_ivf_index's options: beside live traffic, querying at most half the time, each query on one core.
+        self.tune_min_entries = tune_min_entries
+        self.tune_options = {"duty": 0.5, "parallel": False} | dict(tune_options or {})
         self.index_memory = index_memory
         self.images, self.image_page, self.image_duty = images, image_page, image_duty
         self.page, self.pause_s, self.lease_s, self.settle_s = page, pause_s, lease_s, settle_s

@@ -217,3 +217,35 @@ def test_no_tenant_large_enough_for_the_index_means_nothing_to_tune(sessions):
     assert tune_ivf_index(sessions, TIGHT, "binary", **(SMALL | {"min_tenant_items": N})) is None
     with pytest.raises(ValueError):
         tune_ivf_index(sessions, TIGHT, "halfvec")
+
+
+def test_beside_live_traffic_each_query_runs_on_one_core(sessions):
+    seen: list[str] = []
+    engine = sessions.kw["bind"]
+
+    def spy(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", spy)
+    try:
+        options = SMALL | {"sample": 5, "probes": (1,), "factors": (4,), "duty": 0.5, "parallel": False}
+        tuning, trials = tune_ivf_index(sessions, TIGHT, "binary", target=0.5, **options)
+    finally:
+        event.remove(engine, "before_cursor_execute", spy)
+    assert (tuning.sample, len(trials)) == (5, 1)
+    # 5 exact answers and 5 through the index, each in a session that turned parallel workers off first
+    assert sum("max_parallel_workers_per_gather" in q for q in seen) == 10
+    with pytest.raises(ValueError):
+        tune_ivf_index(sessions, TIGHT, "binary", duty=0)
+
+
+def test_one_tuning_of_an_index_at_a_time(sessions):
+    engine = sessions.kw["bind"]
+    lock = {"n": index_name(TIGHT, "binary") + ":tuning"}
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as other:  # another worker's tuning
+        assert other.scalar(text("SELECT pg_try_advisory_lock(hashtext(:n))"), lock)
+        assert tune_ivf_index(sessions, TIGHT, "binary", **SMALL) is None
+        other.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), lock)
+    assert tune_ivf_index(sessions, TIGHT, "binary", **SMALL) is not None
+    with engine.connect() as c:  # and released after it
+        assert c.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")) == 0
