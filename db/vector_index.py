@@ -294,13 +294,11 @@ class IvfTuning:
     def parse(cls, comment: str | None) -> IvfTuning | None:
         """The tuning a comment records; None for no comment or any other text."""
         try:
-            fields = json.loads(comment)["ivf_tuning"]
-            tuning = cls(**fields)
+            tuning = cls(**json.loads(comment)["ivf_tuning"])
+            usable = isinstance(tuning.probes, int) and isinstance(tuning.factor, int) and tuning.probes >= 1
+            return tuning if usable and tuning.factor >= 1 else None
         except (TypeError, ValueError, KeyError):
             return None
-        if min(tuning.probes, tuning.factor) < 1:
-            return None
-        return tuning
 
 
 def read_tuning(conn: Connection, model_key: str, kind: str) -> IvfTuning | None:

@@ -59,9 +59,10 @@ def test_the_cheapest_setting_that_meets_the_target_is_chosen_else_the_best():
 def test_a_tuning_round_trips_through_its_comment_and_other_comments_are_not_tunings():
     t = IvfTuning(probes=2, factor=12, recall=0.97, target=0.97, sample=200, entries=10**6, lists=1000, seconds=3.5)
     assert IvfTuning.parse(t.comment()) == t
-    for other in (None, "", "built by hand", "{}", '{"ivf_tuning": {"probes": 0}}', '{"ivf_tuning": 3}'):
+    for other in (None, "", "built by hand", "{}", '{"ivf_tuning": {"probes": 0}}', '{"ivf_tuning": 3}', "[1]"):
         assert IvfTuning.parse(other) is None
     assert IvfTuning.parse(t.comment().replace('"probes": 2', '"probes": 0')) is None
+    assert IvfTuning.parse(t.comment().replace('"factor": 12', '"factor": "12"')) is None
 
 
 @pytest.fixture(scope="module")
