@@ -38,7 +38,7 @@ from db.vector_index import (
     index_name,
     write_tuning,
 )
-from db.vector_queries import EXACT_THRESHOLD_BITS, MAX_CANDIDATES, similar_products
+from db.vector_queries import EXACT_THRESHOLD_BITS, MAX_CANDIDATES, forget_index_state, similar_products
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ def _tune(sessions, name, model_key, kind, pace, started, *, sample, target, see
         if not write_tuning(s.connection(), model_key, kind, tuning, state.oid):
             log.info("%s was rebuilt while it was tuned: left to the next check", name)
             return None
+    forget_index_state(model_key, kind)  # this process serves the tuning at once (the bench measures right after)
     (log.info if met else log.warning)("%s tuned: %s", name, tuning)
     return tuning, trials
 

@@ -409,6 +409,12 @@ def _index_state(session: Session, model_key: str, kind: str) -> tuple[int | Non
     return entries, tuning
 
 
+def forget_index_state(model_key: str, kind: str) -> None:
+    """Drop this process's cached entries and tuning of the model's index of `kind` (a tuning just written here);
+    other processes read the new state within ENTRIES_TTL_S."""
+    _ENTRIES.pop(index_name(model_key, kind), None)
+
+
 def index_entries(session: Session, model_key: str, kind: str) -> int | None:
     """The entries of the model's index of `kind` as Postgres last counted them; None: unknown (`_index_state`)."""
     return _index_state(session, model_key, kind)[0]

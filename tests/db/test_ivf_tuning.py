@@ -126,7 +126,14 @@ def _tune(sessions, model: str, kind: str, **options):
 
 
 def test_where_the_lists_hold_the_neighbours_the_tuning_scans_less_than_the_defaults(sessions):
+    with sessions() as s:
+        untuned = ivf_settings(s, TIGHT, "binary", filtered=False)  # now cached in this process
     tuning, _, chosen, sampled = _tune(sessions, TIGHT, "binary")
+    with sessions() as s:  # served at once by the process that tuned (the bench measures right after its tuning)
+        assert untuned == (IVF_PROBES, 4) and ivf_settings(s, TIGHT, "binary", filtered=False) == (
+            tuning.probes,
+            tuning.factor,
+        )
     assert tuning.met
     assert chosen.cost < setting_cost(IVF_PROBES, rerank_factor("binary", 2 * N), entries=2 * N, lists=LISTS)
     assert _held_out_recall(sessions, TIGHT, "binary", (tuning.probes, tuning.factor), sampled) >= 0.9
