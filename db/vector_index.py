@@ -320,11 +320,8 @@ def write_tuning(conn: Connection, model_key: str, kind: str, tuning: IvfTuning,
     return True
 
 
-VALID_INDEX_TUPLES = text(
-    "SELECT c.reltuples FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid "
-    "WHERE c.oid = to_regclass(:n) AND i.indisvalid"
-)  # a valid index's entries as Postgres last counted them; None: no such valid index; -1: never counted
-# ... with its oid and comment (an IVFFlat index's tuning, IvfTuning); no row: no such valid index
+# A valid index's oid, its entries as Postgres last counted them (reltuples; -1: never counted) and its comment (an
+# IVFFlat index's tuning, IvfTuning); no row: no such valid index
 INDEX_STATE = text(
     "SELECT c.oid, c.reltuples, obj_description(c.oid, 'pg_class') AS comment FROM pg_class c "
     "JOIN pg_index i ON i.indexrelid = c.oid WHERE c.oid = to_regclass(:n) AND i.indisvalid"
@@ -340,9 +337,9 @@ def _covered_rows(conn: Connection, key: str, index: str | None = None) -> int:
     34-42 ms of both cores (a parallel scan), the catalog row under 1.5 ms.
     """
     if index is not None:
-        tuples = conn.scalar(VALID_INDEX_TUPLES, {"n": index})
-        if tuples is not None and tuples >= 0:
-            return int(tuples)
+        row = conn.execute(INDEX_STATE, {"n": index}).first()
+        if row is not None and row.reltuples >= 0:
+            return int(row.reltuples)
     return int(conn.scalar(text("SELECT count(*) FROM items WHERE model = :m"), {"m": key}))
 
 
