@@ -21,6 +21,7 @@ recall is measured with that, the cost is not.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ def tune_ivf_index(
     factors: tuple[int, ...] = TUNE_FACTORS,
     duty: float = 1.0,
     parallel: bool = True,
+    stop: threading.Event | None = None,
 ) -> tuple[IvfTuning, list[Trial]] | None:
     """Choose and record the probes and re-rank factor of the model's IVFFlat index of `kind`; the tuning and
     every setting tried, or None when there is nothing to tune (no valid index, no tenant above
@@ -117,10 +119,11 @@ def tune_ivf_index(
     `sessions`: a session factory (each query runs in a short session of its own, as the API's do).
     Beside live traffic (the workers' check): `duty` < 1 pauses after each query so that querying takes at most
     that share of the wall time, and `parallel=False` keeps each exact answer on one core (no parallel workers).
+    `stop` set: the tuning ends before its next query, records nothing and returns None (a worker stopping).
     """
     if check_kind(kind) not in IVF_KINDS:
         raise ValueError(f"{kind} indexes are HNSW: nothing to tune")
-    started, pace = time.perf_counter(), _Pace(duty, parallel)
+    started, pace = time.perf_counter(), _Pace(duty, parallel, stop)
     name = index_name(check_model_key(model_key), kind)
     # One tuning of an index at a time (each worker checks on its own): a session lock of its own name, on a
     # connection in autocommit, so that no transaction (and no snapshot, which a concurrent index build would wait
@@ -133,6 +136,9 @@ def tune_ivf_index(
         try:
             return _tune(sessions, name, model_key, kind, pace, started, sample=sample, target=target, seed=seed,
                          min_tenant_items=min_tenant_items, probes=probes, factors=factors)  # fmt: skip
+        except _Stopped:
+            log.info("tuning of %s stopped before it ended: nothing recorded", name)
+            return None
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), lock)
 
@@ -203,15 +209,21 @@ def tuning_sample(
     return [(r.tenant_id, r.external_id) for r in rows]
 
 
+class _Stopped(Exception):
+    """The tuning's stop event was set."""
+
+
 class _Pace:
     """Runs one `similar_products` call at a time for the tuning: (tenant, product) -> the ids served."""
 
-    def __init__(self, duty: float, parallel: bool):
+    def __init__(self, duty: float, parallel: bool, stop: threading.Event | None = None):
         if not 0 < duty <= 1:
             raise ValueError(f"duty must be in (0, 1], not {duty}")
-        self.duty, self.parallel = duty, parallel
+        self.duty, self.parallel, self.stop = duty, parallel, stop or threading.Event()
 
     def __call__(self, sessions, query: tuple[str, str], model_key: str, dim: int, **how) -> list[str]:
+        if self.stop.is_set():
+            raise _Stopped
         tenant, pid = query
         started = time.perf_counter()
         with sessions() as s:
@@ -220,7 +232,7 @@ class _Pace:
             r = similar_products(s, tenant_id=tenant, external_id=pid, model_key=model_key, dim=dim, limit=LIMIT, **how)
             s.commit()  # not a rollback: that would drop the connection's prepared statements
         if self.duty < 1:
-            time.sleep((time.perf_counter() - started) * (1 - self.duty) / self.duty)
+            self.stop.wait((time.perf_counter() - started) * (1 - self.duty) / self.duty)
         return [n.product_id for n in r.neighbours or []]
 
 

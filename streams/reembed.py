@@ -1,7 +1,8 @@
 """The background re-embed: run the tenants' pending model deployments page by page (db/deployments.py).
 
-Every worker runs `Reembedder.run_forever` beside its agents; `vitrine model reembed` runs `run_until_idle`
-in the foreground. A deployment is leased to one process at a time; a process that dies loses its lease
+Every worker runs `Reembedder.run_forever` beside its agents, and `maintain_indexes_forever` in a thread of its
+own (an IVF tuning takes minutes at 1M: a deployment does not wait behind it); `vitrine model reembed` runs
+`run_until_idle` in the foreground. A deployment is leased to one process at a time; a process that dies loses its lease
 after `lease_s` and the next one resumes at the last committed page. Pages are short transactions with a
 pause between them (`reembed_pause_s`), so catalog events and storefront queries keep their latency.
 
@@ -313,13 +314,16 @@ class Reembedder:
                     rebuilt[f"{key}/{kind}"] = lists
         return rebuilt
 
-    def tune_next_index(self) -> str | None:
+    def tune_next_index(self, stop: threading.Event | None = None) -> str | None:
         """Tune one IVFFlat index that is large enough and untuned, or tuned at a catalog RETUNE_GROWTH x smaller or
-        larger (db/ivf_tuning.py; minutes of queries at 1M, so one per check); the index tuned, or None."""
+        larger (db/ivf_tuning.py; minutes of queries at 1M, so one per check); the index tuned, or None (also when
+        `stop` ended the tuning)."""
         for key, _dim, kind in self._ivf_indexes():
+            if stop is not None and stop.is_set():
+                return None
             with self.sessions() as s:
                 due = needs_tuning(s, key, kind, min_entries=self.tune_min_entries)
-            if due and tune_ivf_index(self.sessions, key, kind, **self.tune_options) is not None:
+            if due and tune_ivf_index(self.sessions, key, kind, stop=stop, **self.tune_options) is not None:
                 return f"{key}/{kind}"
         return None
 
@@ -344,14 +348,9 @@ class Reembedder:
                 time.sleep(poll_s)
 
     def run_forever(self, stop: threading.Event, *, poll_s: float = 2.0) -> None:
-        """The worker's loop (in a thread of its own): run what is pending, wait, again; survives outages."""
-        checked = None
+        """The worker's deployment loop (in a thread of its own): run what is pending, wait, again; survives outages."""
         while not stop.is_set():
             try:
-                if checked is None or time.monotonic() - checked >= self.index_check_s:
-                    checked = time.monotonic()
-                    self.refresh_indexes()
-                    self.tune_next_index()
                 dep = self.run_once(stop)
             except (DBAPIError, OSError) as exc:  # Postgres restarting: the lease keeps our place
                 log.warning("re-embed paused, the database is unavailable: %s", str(exc).splitlines()[0])
@@ -364,6 +363,20 @@ class Reembedder:
                 dep = None
             if dep is None or dep.status != "embedding":
                 stop.wait(poll_s)
+
+    def maintain_indexes_forever(self, stop: threading.Event) -> None:
+        """The worker's index loop (in another thread): every `index_check_s`, rebuild the IVFFlat indexes whose
+        catalog outgrew their lists and tune one that is due; survives outages. Apart from `run_forever`, so a
+        deployment's re-embed and its index build go on while an index is tuned (minutes at 1M)."""
+        while not stop.is_set():
+            try:
+                self.refresh_indexes()
+                self.tune_next_index(stop)
+            except (DBAPIError, OSError) as exc:
+                log.warning("index check skipped, the database is unavailable: %s", str(exc).splitlines()[0])
+            except Exception:
+                log.exception("index check failed; trying again at the next")
+            stop.wait(self.index_check_s)
 
 
 class DeployedHeads:

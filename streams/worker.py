@@ -163,10 +163,13 @@ def create_worker(settings: Settings) -> faust.App:
 
         await wait_out_outages(lambda: asyncio.to_thread(_prepare))  # a worker started during an outage waits
         log.info("worker ready: embedder %s (dim %d), detector %s", embedder.model_key, embedder.dim, detector.name)
-        # A daemon thread: its pages are transactions, so the process may end in the middle of one.
-        threading.Thread(
-            target=reembedder.run_forever, args=(threading.Event(),), name="vitrine-reembed", daemon=True
-        ).start()
+        # Daemon threads: their pages and queries are transactions, so the process may end in the middle of one.
+        # The index check (rebuilds, IVF tunings of minutes) runs apart from the deployments, which do not wait on it.
+        for target, name in (
+            (reembedder.run_forever, "vitrine-reembed"),
+            (reembedder.maintain_indexes_forever, "vitrine-indexes"),
+        ):
+            threading.Thread(target=target, args=(threading.Event(),), name=name, daemon=True).start()
 
     async def send_dead_letter(
         key: bytes | None, value: bytes, error: str, attempts: int, topic: str | None = None

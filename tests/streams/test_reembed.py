@@ -3,6 +3,7 @@ writing anything twice, live ingest beside it, the final sweep, and what may ser
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -247,6 +248,56 @@ def test_a_codes_deployment_serves_from_its_ivf_index_and_workers_rebuild_missin
     with db_engine.connect() as conn:
         tunings = [read_tuning(conn, BACKBONE, "binary"), read_tuning(conn, key, "codes")]
     assert all(t is not None and t.sample == 10 and t.factor in (4, 8) for t in tunings), tunings
+
+
+def _tuning_under_way(db_engine) -> bool:
+    """A tuning holds its index's session advisory lock (db/ivf_tuning.py) for as long as it runs."""
+    with db_engine.connect() as conn:
+        return conn.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")) > 0
+
+
+def test_a_deployment_is_re_embedded_while_the_workers_tune_an_index(db_engine, sessions, tmp_path, catalog_and_model):
+    """The worker's index loop runs apart from its deployments: a tuning of minutes (slowed here, as one at 1M
+    takes them) does not hold a deployment back, and a stop ends the tuning without recording it."""
+    key = catalog_and_model
+    run = runner(
+        db_engine,
+        sessions,
+        tmp_path,
+        embedder_index=(BACKBONE, DIM_IN, "binary"),
+        index_check_s=3600,
+        tune_min_entries=100,
+        # Querying 0.1 % of the time: each query is followed by a rest of ~1,000 times its duration.
+        tune_options={"min_tenant_items": 100, "sample": 10, "factors": (4, 8), "duty": 0.001},
+    )
+    stop = threading.Event()
+    indexes = threading.Thread(target=run.maintain_indexes_forever, args=(stop,), daemon=True)
+    indexes.start()
+    deadline = time.monotonic() + 30
+    while not _tuning_under_way(db_engine):  # the check built the backbone's binary index and tunes it
+        assert indexes.is_alive() and time.monotonic() < deadline, "the index loop never started a tuning"
+        time.sleep(0.05)
+    deploy(sessions, key)
+    deployments = threading.Thread(target=run.run_forever, args=(stop,), kwargs={"poll_s": 0.1}, daemon=True)
+    deployments.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with sessions() as s:
+                status = s.get(ModelDeployment, ("acme", key)).status
+            if status != "embedding" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert status == "ready"
+        assert _tuning_under_way(db_engine)  # the deployment did not wait for the tuning to end
+    finally:
+        stop.set()
+        indexes.join(15)
+        deployments.join(15)
+    assert not indexes.is_alive() and not deployments.is_alive()
+    assert not _tuning_under_way(db_engine)
+    with db_engine.connect() as conn:
+        assert index_ready(conn, BACKBONE, "binary") and read_tuning(conn, BACKBONE, "binary") is None  # stopped
 
 
 def test_deploying_refuses_what_cannot_be_re_embedded_from_stored_vectors(sessions, tmp_path, catalog_and_model):
