@@ -23,6 +23,9 @@ serves, under /buckets/BUCKET/): its HTTP API needs no request signing, and it l
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -100,6 +103,7 @@ class TansuBucket:
     """Tansu's objects in one bucket of the embedded SeaweedFS, through its filer's HTTP API."""
 
     def __init__(self, filer_url: str, bucket: str, cluster: str, *, timeout_s: float = 10.0):
+        self.where = (filer_url, bucket, cluster)  # for a process of its own to open the same (RetentionProcess)
         self.root = f"/buckets/{bucket}/clusters/{quote(cluster)}/topics"
         self.client = httpx.Client(base_url=filer_url, headers={"Accept": "application/json"}, timeout=timeout_s)
 
@@ -241,3 +245,66 @@ class BrokerRetention:
             self._thread.join(timeout_s)
             self._thread = None
         self.bucket.close()
+
+
+def _run_retention(where: tuple[str, str, str], bootstrap: str, interval_s: float, min_age_s: float, level: int):
+    """The child process of `RetentionProcess`: the retention's thread until SIGTERM, or until its parent is gone."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the parent's: it stops us in order
+    parent = os.getppid()
+    retention = BrokerRetention(TansuBucket(*where), bootstrap, interval_s=interval_s, min_age_s=min_age_s).start()
+    while not stop.wait(1.0) and os.getppid() == parent:  # a parent killed outright leaves us to the init process
+        pass
+    retention.stop()
+
+
+class RetentionProcess:
+    """`BrokerRetention` in a process of its own, as the embedded stack runs it.
+
+    A pass is Python work (filer listings, up to a few thousand DELETEs from 4 threads, a Kafka admin client). In a
+    thread it took the GIL, in bursts of ~0.5 s of CPU a pass, from whatever else the process ran: `vitrine up`
+    runs nothing else, but a benchmark or the demo embeds the same stack beside its load generator, whose
+    requests in flight then all looked slow (docs/serving.md, "The broker's retention in a process of its own").
+    """
+
+    def __init__(self, bucket: TansuBucket, bootstrap: str, *, interval_s: float, min_age_s: float):
+        self.args = (bucket.where, bootstrap, interval_s, min_age_s)
+        bucket.close()  # the child opens its own
+        self.interval_s, self.min_age_s = interval_s, min_age_s
+        self._proc: multiprocessing.process.BaseProcess | None = None
+
+    def start(self) -> RetentionProcess:
+        """Start the child (a fresh interpreter: nothing of this process's threads or locks is inherited)."""
+        ctx = multiprocessing.get_context("spawn")
+        self._proc = ctx.Process(
+            target=_run_retention, args=(*self.args, log.getEffectiveLevel()), name="broker-retention", daemon=True
+        )
+        self._proc.start()
+        log.info("broker retention in process %d", self._proc.pid)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the child is alive."""
+        return self._proc is not None and self._proc.is_alive()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (a pass in progress finishes first), wait, kill it if it hangs."""
+        if self._proc is None:
+            return
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout_s)
+            if self._proc.is_alive():
+                log.warning("broker retention ignored SIGTERM for %.0f s, killing it", timeout_s)
+                self._proc.kill()
+                self._proc.join()
+        self._proc = None

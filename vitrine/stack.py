@@ -18,7 +18,7 @@ from db.embedded import EmbeddedPostgres
 from db.migrate import upgrade
 from db.session import create_db_engine
 from streams.embedded_broker import ManagedBroker, port_open
-from streams.retention import BrokerRetention
+from streams.retention import RetentionProcess
 from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class EmbeddedStack:
     settings: Settings
     broker: ManagedBroker | None = None
     postgres: EmbeddedPostgres | None = None
-    retention: BrokerRetention | None = None
+    retention: RetentionProcess | None = None
     resolved: Settings | None = None
     wrote_stack_file: bool = field(default=False)
 
@@ -58,8 +58,9 @@ class EmbeddedStack:
             prepare(self.resolved)
             if self.broker and self.broker.storage == "durable" and s.broker_retention_interval_s > 0:
                 # Tansu lists every stored batch of a partition on each fetch and never deletes one: without
-                # this a partition's readers slow down, then stall, after a few thousand batches.
-                self.retention = BrokerRetention(
+                # this a partition's readers slow down, then stall, after a few thousand batches. In a process of
+                # its own: a bench or the demo that embeds this stack runs its load in this one.
+                self.retention = RetentionProcess(
                     self.broker.bucket(),
                     kafka,
                     interval_s=s.broker_retention_interval_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -107,7 +108,8 @@ def test_up_trims_the_durable_broker_below_the_committed_offsets(database_url, t
     stack = EmbeddedStack(settings)
     resolved = stack.start()
     try:
-        assert stack.retention is not None
+        assert stack.retention is not None and stack.retention.running
+        assert stack.retention.pid != os.getpid()  # a process of its own: its passes take no GIL from this one
         topic = resolved.topic("catalog.product-events")
         producer = KafkaProducer(bootstrap_servers=resolved.kafka_bootstrap, acks="all", linger_ms=0)
         for i in range(6):
