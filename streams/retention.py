@@ -268,7 +268,8 @@ class RetentionProcess:
     A pass is Python work (filer listings, up to a few thousand DELETEs from 4 threads, a Kafka admin client). In a
     thread it took the GIL, in bursts of ~0.5 s of CPU a pass, from whatever else the process ran: `vitrine up`
     runs nothing else, but a benchmark or the demo embeds the same stack beside its load generator, whose
-    requests in flight then all looked slow (docs/serving.md, "The broker's retention in a process of its own").
+    requests in flight then all looked slow (docs/serving.md, "The codes' tail at 1M, and the broker retention in a
+    process of its own").
     """
 
     def __init__(self, bucket: TansuBucket, bootstrap: str, *, interval_s: float, min_age_s: float):
