@@ -22,10 +22,12 @@ serves, under /buckets/BUCKET/): its HTTP API needs no request signing, and it l
 
 from __future__ import annotations
 
+import json
 import logging
-import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +38,8 @@ from urllib.parse import quote
 
 import httpx
 from kafka.admin import KafkaAdminClient
+
+from streams.child import stop_child
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +251,7 @@ class BrokerRetention:
         self.bucket.close()
 
 
-def _run_retention(where: tuple[str, str, str], bootstrap: str, interval_s: float, min_age_s: float, level: int):
+def _run_retention(where: list[str], bootstrap: str, interval_s: float, min_age_s: float, level: int) -> None:
     """The child process of `RetentionProcess`: the retention's thread until SIGTERM, or until its parent is gone."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "httpx"):
@@ -263,28 +267,27 @@ def _run_retention(where: tuple[str, str, str], bootstrap: str, interval_s: floa
 
 
 class RetentionProcess:
-    """`BrokerRetention` in a process of its own, as the embedded stack runs it.
+    """`BrokerRetention` in a process of its own (`python -m streams.retention`), as the embedded stack runs it.
 
     A pass is Python work (filer listings, up to a few thousand DELETEs from 4 threads, a Kafka admin client). In a
     thread it took the GIL, in bursts of ~0.5 s of CPU a pass, from whatever else the process ran: `vitrine up`
     runs nothing else, but a benchmark or the demo embeds the same stack beside its load generator, whose
     requests in flight then all looked slow (docs/serving.md, "The codes' tail at 1M, and the broker retention in a
-    process of its own").
+    process of its own"). A plain child interpreter, not multiprocessing's spawn: that re-imports the parent's main
+    module, which in a test run may be a Streamlit page a test left as `__main__`.
     """
 
     def __init__(self, bucket: TansuBucket, bootstrap: str, *, interval_s: float, min_age_s: float):
-        self.args = (bucket.where, bootstrap, interval_s, min_age_s)
+        self.args = {"where": list(bucket.where), "bootstrap": bootstrap, "interval_s": interval_s}
+        self.args["min_age_s"] = min_age_s
         bucket.close()  # the child opens its own
         self.interval_s, self.min_age_s = interval_s, min_age_s
-        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._proc: subprocess.Popen | None = None
 
     def start(self) -> RetentionProcess:
-        """Start the child (a fresh interpreter: nothing of this process's threads or locks is inherited)."""
-        ctx = multiprocessing.get_context("spawn")
-        self._proc = ctx.Process(
-            target=_run_retention, args=(*self.args, log.getEffectiveLevel()), name="broker-retention", daemon=True
-        )
-        self._proc.start()
+        """Start the child; its log lines go where this process's stderr goes."""
+        args = json.dumps(self.args | {"level": log.getEffectiveLevel()})
+        self._proc = subprocess.Popen([sys.executable, "-m", "streams.retention", args], stdin=subprocess.DEVNULL)
         log.info("broker retention in process %d", self._proc.pid)
         return self
 
@@ -295,17 +298,13 @@ class RetentionProcess:
     @property
     def running(self) -> bool:
         """Whether the child is alive."""
-        return self._proc is not None and self._proc.is_alive()
+        return self._proc is not None and self._proc.poll() is None
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM (a pass in progress finishes first), wait, kill it if it hangs."""
-        if self._proc is None:
-            return
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(timeout_s)
-            if self._proc.is_alive():
-                log.warning("broker retention ignored SIGTERM for %.0f s, killing it", timeout_s)
-                self._proc.kill()
-                self._proc.join()
+        stop_child(self._proc, "broker retention", timeout_s)
         self._proc = None
+
+
+if __name__ == "__main__":
+    _run_retention(**json.loads(sys.argv[1]))
