@@ -278,10 +278,9 @@ class RetentionProcess:
     """
 
     def __init__(self, bucket: TansuBucket, bootstrap: str, *, interval_s: float, min_age_s: float):
-        self.args = {"where": list(bucket.where), "bootstrap": bootstrap, "interval_s": interval_s}
-        self.args["min_age_s"] = min_age_s
+        where = list(bucket.where)
+        self.args = {"where": where, "bootstrap": bootstrap, "interval_s": interval_s, "min_age_s": min_age_s}
         bucket.close()  # the child opens its own
-        self.interval_s, self.min_age_s = interval_s, min_age_s
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> RetentionProcess:
