@@ -59,6 +59,34 @@ def latency_summary(latencies_s: list[float], elapsed_s: float, errors: int = 0)
     }
 
 
+SLOW_MS = 50.0  # the p99 goal at 100 shoppers: a request over it is part of the tail `tail_seconds` places
+
+
+def tail_seconds(starts_s: list[float], latencies_s: list[float], t0_wall: float, *, top: int = 3) -> dict:
+    """Where a level's slow requests sat in time: how many took over SLOW_MS, in how many of the level's
+    seconds (by when they were sent), and the `top` seconds with the most of them (wall clock, UTC, to set beside
+    a CPU or I/O probe). A tail spread over many seconds is load; one packed into a few is a stall of something
+    the requests wait on."""
+    per_second: dict[int, list[float]] = {}
+    for start, latency in zip(starts_s, latencies_s, strict=True):
+        per_second.setdefault(int(start), []).append(latency)
+    slow = {s: sum(lat * 1000 > SLOW_MS for lat in lats) for s, lats in per_second.items()}
+    worst = sorted((s for s in slow if slow[s]), key=lambda s: (-slow[s], s))[:top]
+    return {
+        "over_50ms": sum(slow.values()),
+        "seconds_over_50ms": sum(1 for n in slow.values() if n),
+        "worst_seconds": [
+            {
+                "at": time.strftime("%H:%M:%S", time.gmtime(t0_wall + s)),
+                "requests": len(per_second[s]),
+                "over_50ms": slow[s],
+                "max_ms": round(max(per_second[s]) * 1000, 1),
+            }
+            for s in worst
+        ],
+    }
+
+
 def recall_at_k(served: list[str], exact: list[str], k: int = LIMIT) -> float:
     """Share of the exact top-k found in the served top-k (1.0 when exact search finds nothing)."""
     truth = set(exact[:k])
@@ -214,9 +242,11 @@ async def _closed_loop(
 
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
+    starts: list[float] = []  # when each successful request was sent, seconds into the level
     errors: Counter[str] = Counter()
     sent = 0
     stop_at = loop.time() + duration_s
+    level_t0, level_wall = time.perf_counter(), time.time()
     params_extra = {"same_category": "true"} if same_category else {}
 
     async def shopper(u: int, http: aiohttp.ClientSession) -> None:
@@ -239,6 +269,7 @@ async def _closed_loop(
                 status = type(exc).__name__
             if status == 200:
                 latencies.append(time.perf_counter() - t0)
+                starts.append(t0 - level_t0)
             else:
                 errors[str(status)] += 1
             if think_s:
@@ -252,7 +283,7 @@ async def _closed_loop(
         await asyncio.gather(*(shopper(u, http) for u in range(users)))
         elapsed = time.perf_counter() - t0
     out = latency_summary(latencies, elapsed, sum(errors.values()))
-    out.update(users=users, think_s=think_s, error_kinds=dict(errors))
+    out.update(users=users, think_s=think_s, error_kinds=dict(errors), tail=tail_seconds(starts, latencies, level_wall))
     return out
 
 

@@ -214,6 +214,13 @@ def bench_serve(
     (print_index_table if kinds else print_serve_table)(r)
 
 
+def _tail(level: dict) -> str:
+    """Requests over 50 ms and in how many seconds of the level they were sent (vitrine.bench.serve.tail_seconds);
+    "-" for figures recorded before the level kept it."""
+    t = level.get("tail")
+    return f"{t['over_50ms']} ({t['seconds_over_50ms']})" if t else "-"
+
+
 def print_index_table(r: dict) -> None:
     """The `bench serve --index` figures as a table (also renders a saved `--json` result)."""
     s, ld, h, g = r["settings"], r["load"], r["head"], r["goals"]
@@ -270,7 +277,7 @@ def print_index_table(r: dict) -> None:
             )
     typer.echo(
         f"\n{'index':<9}{'mode':<16}{'users':>6}{'req':>7}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}"
-        f"{'p99 ms':>9}{'max ms':>9}{'errors':>7}"
+        f"{'p99 ms':>9}{'max ms':>9}{'errors':>7}{'>50 ms (in s)':>15}"
     )
     for kind, k in r["kinds"].items():
         for mode, label in (("think", f"think {s['think_s']:g} s"), ("max_throughput", "think 0 (max)")):
@@ -280,7 +287,7 @@ def print_index_table(r: dict) -> None:
                     continue
                 typer.echo(
                     f"{kind:<9}{label:<16}{x['users']:>6}{x['requests']:>7}{x['qps']:>8}{x['p50_ms']!s:>9}"
-                    f"{x['p95_ms']!s:>9}{x['p99_ms']!s:>9}{x['max_ms']!s:>9}{x['errors']:>7}"
+                    f"{x['p95_ms']!s:>9}{x['p99_ms']!s:>9}{x['max_ms']!s:>9}{x['errors']:>7}{_tail(x):>15}"
                 )
         raw = k["raw_query"]
         typer.echo(
@@ -341,7 +348,7 @@ def print_serve_table(r: dict) -> None:
         )
     typer.echo(
         f"\n{'arm':<9}{'mode':<16}{'users':>6}{'req':>7}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}"
-        f"{'p99 ms':>9}{'max ms':>9}{'errors':>7}"
+        f"{'p99 ms':>9}{'max ms':>9}{'errors':>7}{'>50 ms (in s)':>15}"
     )
     for arm, modes in r["arms"].items():
         for mode, label in (("think", f"think {s['think_s']:g} s"), ("max_throughput", "think 0 (max)")):
@@ -351,7 +358,7 @@ def print_serve_table(r: dict) -> None:
                     continue
                 typer.echo(
                     f"{arm:<9}{label:<16}{x['users']:>6}{x['requests']:>7}{x['qps']:>8}{x['p50_ms']!s:>9}"
-                    f"{x['p95_ms']!s:>9}{x['p99_ms']!s:>9}{x['max_ms']!s:>9}{x['errors']:>7}"
+                    f"{x['p95_ms']!s:>9}{x['p99_ms']!s:>9}{x['max_ms']!s:>9}{x['errors']:>7}{_tail(x):>15}"
                 )
     typer.echo(
         f"{'raw':<9}{'sequential':<16}{1:>6}{raw['requests']:>7}{raw['qps']:>8}{raw['p50_ms']!s:>9}"

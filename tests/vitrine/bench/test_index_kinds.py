@@ -51,7 +51,10 @@ def kind_result(recall_all: float, recall_cat: float, p99_top: float | None, sca
         "recall_index": {name: {**x, "exact_redos": 0} for name, x in recall.items()},
         "recall": recall,
         "levels": {
-            "think": [level(1, 5.0, 1.0), level(100, p99_top, 99.0)],
+            "think": [
+                level(1, 5.0, 1.0),
+                {**level(100, p99_top, 99.0), "tail": {"over_50ms": 7, "seconds_over_50ms": 3}},
+            ],
             "max_throughput": [level(1, 4.0, 250.0), level(100, 300.0, 310.5)],
         },
         "api_index_scans": scans,
@@ -146,6 +149,10 @@ def test_the_table_names_each_kind_its_sizes_and_the_missed_goals(capsys):
     )
     assert "goal binary: recall@10 >= 0.95 with and without category: 0.99 / 0.94 -> MISSED" in out
     assert "goal binary index >= 8x smaller than halfvec: 2.0x -> MISSED" in out
+    # The 100-shopper level says how its slow requests spread over its seconds; a level recorded without it, "-".
+    assert "binary   think 1 s          100    100    99.0      1.0      2.0" in out
+    lines = [x for x in out.splitlines() if x.startswith("binary   think 1 s")]
+    assert [x.split()[-2:] for x in lines] == [["0", "-"], ["7", "(3)"]]
 
 
 def test_labelled_vectors_are_the_catalogs_own():

@@ -9,6 +9,7 @@ from vitrine.bench.serve import (
     clustered_vectors,
     latency_summary,
     recall_at_k,
+    tail_seconds,
 )
 
 
@@ -23,6 +24,19 @@ def test_latency_summary_percentiles_interpolate_between_ranks():
     # Unsorted input. Sorted, ranks 0..6: p50 is rank 3 (11 ms); p95 is rank 5.7, 20 + 0.7 * (50 - 20) = 41 ms;
     # p99 is rank 5.94, 20 + 0.94 * 30 = 48.2 ms (the linear definition, numpy's default).
     assert (s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"]) == (11.0, 41.0, 48.2, 50.0)
+
+
+def test_tail_seconds_places_the_slow_requests_in_the_seconds_they_were_sent():
+    # Second 0: two fast; second 3: three slow of four (a stall); second 7: one slow; 50 ms itself is not over.
+    starts = [0.1, 0.5, 3.0, 3.2, 3.4, 3.9, 7.5, 8.0]
+    lat = [0.005, 0.05, 0.2, 0.12, 0.09, 0.004, 0.061, 0.01]
+    t = tail_seconds(starts, lat, t0_wall=86_400 * 365 + 3600, top=2)  # 1971-01-01 01:00:00 UTC
+    assert (t["over_50ms"], t["seconds_over_50ms"]) == (4, 2)
+    assert t["worst_seconds"] == [
+        {"at": "01:00:03", "requests": 4, "over_50ms": 3, "max_ms": 200.0},
+        {"at": "01:00:07", "requests": 1, "over_50ms": 1, "max_ms": 61.0},
+    ]
+    assert tail_seconds([], [], t0_wall=0.0) == {"over_50ms": 0, "seconds_over_50ms": 0, "worst_seconds": []}
 
 
 def test_latency_summary_of_no_success_has_no_percentiles():
