@@ -18,6 +18,12 @@ by `vitrine status`), keep everything.
 
 The objects are listed and deleted through SeaweedFS's filer (the same entries the S3 gateway
 serves, under /buckets/BUCKET/): its HTTP API needs no request signing, and it listens on 127.0.0.1 only.
+
+A pass is background work on the machine that serves: it rests after each filer request for as long as
+the request took times (1 - duty) / duty, so it and the filer's share of the cores stay near `duty` (the
+re-embed's and the IVF tuning's rule). Unpaced, a pass of ~1,000 DELETEs from 4 threads took ~0.5-0.9 s of
+CPU in its process and ~0.3-0.5 s in the S3 server within one or two seconds, once a minute, and the
+requests served in those seconds were the slowest of a benchmark level (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -30,8 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -44,7 +49,8 @@ from streams.child import stop_child
 log = logging.getLogger(__name__)
 
 LIST_PAGE = 1000  # entries per filer listing request
-DELETE_CONCURRENCY = 4  # filer DELETEs in flight at once (~1 ms each; one pass rarely deletes more than a few thousand)
+RETENTION_DUTY = 0.2  # the share of a pass's wall time it works (filer requests); it rests the rest
+RETENTION_NICE = 10  # the child process's niceness: serving gets the cores first
 _DIRECTORY = 1 << 31  # Go's os.ModeDir, as the filer reports an entry's Mode
 
 
@@ -68,6 +74,11 @@ def deletable(batches: Sequence[BatchObject], floor: int, written_before: dateti
         for batch, after in zip(batches, batches[1:], strict=False)
         if after.base_offset <= floor and batch.modified <= written_before
     ]
+
+
+def rest_after(busy_s: float, duty: float) -> float:
+    """Seconds to rest after `busy_s` of work so that work is `duty` of the time."""
+    return busy_s * (1 - duty) / duty
 
 
 def partition_floor(committed: dict[str, dict[int, int]], partition: int) -> tuple[int, str] | None:
@@ -110,6 +121,14 @@ class TansuBucket:
         self.where = (filer_url, bucket, cluster)  # for a process of its own to open the same (RetentionProcess)
         self.root = f"/buckets/{bucket}/clusters/{quote(cluster)}/topics"
         self.client = httpx.Client(base_url=filer_url, headers={"Accept": "application/json"}, timeout=timeout_s)
+        self.pace: Callable[[float], None] | None = None  # called with each request's seconds (BrokerRetention)
+
+    def _request(self, method: str, url: str, **kwargs) -> httpx.Response:
+        started = time.perf_counter()
+        r = self.client.request(method, url, **kwargs)
+        if self.pace is not None:
+            self.pace(time.perf_counter() - started)
+        return r
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -119,7 +138,7 @@ class TansuBucket:
         """The entries of `directory` in name order, a page at a time; none if it does not exist."""
         last = ""
         while True:
-            r = self.client.get(f"{directory}/", params={"limit": LIST_PAGE, "lastFileName": last})
+            r = self._request("GET", f"{directory}/", params={"limit": LIST_PAGE, "lastFileName": last})
             if r.status_code == 404:
                 return
             r.raise_for_status()
@@ -150,7 +169,7 @@ class TansuBucket:
 
     def delete(self, path: str) -> None:
         """Delete one object (gone already is fine)."""
-        r = self.client.delete(path)
+        r = self._request("DELETE", path)
         if r.status_code != 404:
             r.raise_for_status()
 
@@ -163,17 +182,31 @@ class RetentionReport:
     trimmed: int = 0  # partitions with a committed floor (whether or not anything was old enough to go)
     kept_whole: int = 0  # partitions some group of their topic has not committed on, or that no group reads
     seconds: float = 0.0
+    rested_s: float = 0.0  # of `seconds`, the rests after filer requests (RETENTION_DUTY)
     floors: dict[str, tuple[int, str]] = field(default_factory=dict)  # "topic/partition" -> (floor, group)
 
 
 class BrokerRetention:
     """Every `interval_s`, delete the batches all consumer groups are past (`run_once`), in a thread of its own."""
 
-    def __init__(self, bucket: TansuBucket, bootstrap: str, *, interval_s: float, min_age_s: float):
-        self.bucket, self.bootstrap = bucket, bootstrap
-        self.interval_s, self.min_age_s = interval_s, min_age_s
+    def __init__(
+        self, bucket: TansuBucket, bootstrap: str, *, interval_s: float, min_age_s: float, duty: float = RETENTION_DUTY
+    ):
+        """`duty`: the share of a pass's time it works, in (0, 1]; 1 = no rests."""
+        if not 0 < duty <= 1:
+            raise ValueError(f"duty must be in (0, 1], not {duty}")
+        self.bootstrap, self.interval_s, self.min_age_s, self.duty = bootstrap, interval_s, min_age_s, duty
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.bucket = bucket
+        self._rested = 0.0  # the current pass's rests
+
+    def _rest(self, busy_s: float) -> None:
+        """After a filer request that took `busy_s`: rest so that work is `duty` of the time (none once stopping)."""
+        if self.duty < 1 and not self._stop.is_set():
+            rest = rest_after(busy_s, self.duty)
+            self._rested += rest
+            self._stop.wait(rest)
 
     def run_once(self, now: datetime | None = None) -> RetentionReport:
         """One pass over every stored partition; raises if the committed offsets cannot be read (nothing deleted)."""
@@ -181,6 +214,7 @@ class BrokerRetention:
         cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.min_age_s)
         committed = committed_offsets(self.bootstrap)
         report = RetentionReport()
+        self.bucket.pace, self._rested = self._rest, 0.0
         for topic in self.bucket.topics():
             for partition in self.bucket.partitions(topic):
                 floor = partition_floor(committed.get(topic, {}), partition)
@@ -190,18 +224,21 @@ class BrokerRetention:
                 report.trimmed += 1
                 report.floors[f"{topic}/{partition}"] = floor
                 report.deleted += self._trim(topic, partition, floor[0], cutoff)
-        report.seconds = time.perf_counter() - started
+        report.seconds, report.rested_s = time.perf_counter() - started, self._rested
         return report
 
     def _trim(self, topic: str, partition: int, floor: int, cutoff: datetime) -> int:
         batches: list[BatchObject] = []
         for batch in self.bucket.batches(topic, partition):
             batches.append(batch)
-            if batch.base_offset >= floor:  # the first batch at or past the floor ends the candidates
+            # The first batch at or past the floor, or written after the cutoff, ends the candidates: a partition's
+            # batches are written in offset order, so every later one is younger still. A pass lists what it may
+            # delete and one batch more, not the partition's last minutes.
+            if batch.base_offset >= floor or batch.modified > cutoff:
                 break
         doomed = deletable(batches, floor, cutoff)
-        with ThreadPoolExecutor(DELETE_CONCURRENCY) as pool:
-            list(pool.map(lambda b: self.bucket.delete(b.path), doomed))
+        for b in doomed:  # one at a time, each followed by its rest
+            self.bucket.delete(b.path)
         return len(doomed)
 
     def _loop(self) -> None:
@@ -215,10 +252,12 @@ class BrokerRetention:
                 holders = sorted({group for _, group in report.floors.values()})
                 log.log(
                     logging.INFO if report.deleted else logging.DEBUG,
-                    "broker retention: deleted %d batches in %.1f s (%d partitions with a committed floor, held "
-                    "by %s; %d kept whole: some group has not committed there, or none reads them)",
+                    "broker retention: deleted %d batches in %.1f s, %.1f s of it resting (%d partitions with a "
+                    "committed floor, held by %s; %d kept whole: some group has not committed there, or none "
+                    "reads them)",
                     report.deleted,
                     report.seconds,
+                    report.rested_s,
                     report.trimmed,
                     ", ".join(holders) or "no group",
                     report.kept_whole,
@@ -259,6 +298,7 @@ def _run_retention(where: list[str], bootstrap: str, interval_s: float, min_age_
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the parent's: it stops us in order
+    os.nice(RETENTION_NICE)
     parent = os.getppid()
     retention = BrokerRetention(TansuBucket(*where), bootstrap, interval_s=interval_s, min_age_s=min_age_s).start()
     while not stop.wait(1.0) and os.getppid() == parent:  # a parent killed outright leaves us to the init process
@@ -269,12 +309,13 @@ def _run_retention(where: list[str], bootstrap: str, interval_s: float, min_age_
 class RetentionProcess:
     """`BrokerRetention` in a process of its own (`python -m streams.retention`), as the embedded stack runs it.
 
-    A pass is Python work (filer listings, up to a few thousand DELETEs from 4 threads, a Kafka admin client). In a
+    A pass is Python work (filer listings, up to a few thousand DELETEs, a Kafka admin client). In a
     thread it took the GIL, in bursts of ~0.5 s of CPU a pass, from whatever else the process ran: `vitrine up`
     runs nothing else, but a benchmark or the demo embeds the same stack beside its load generator, whose
     requests in flight then all looked slow (docs/serving.md, "The codes' tail at 1M, and the broker retention in a
     process of its own"). A plain child interpreter, not multiprocessing's spawn: that re-imports the parent's main
-    module, which in a test run may be a Streamlit page a test left as `__main__`.
+    module, which in a test run may be a Streamlit page a test left as `__main__`. The child runs at niceness
+    RETENTION_NICE and paces its passes (RETENTION_DUTY).
     """
 
     def __init__(self, bucket: TansuBucket, bootstrap: str, *, interval_s: float, min_age_s: float):

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from streams.embedded_broker import ManagedBroker
-from streams.retention import BatchObject, BrokerRetention, deletable, partition_floor
+from streams.retention import BatchObject, BrokerRetention, deletable, partition_floor, rest_after
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -46,6 +46,38 @@ def test_the_floor_is_the_lowest_group_and_a_group_missing_a_partition_keeps_it_
     assert partition_floor(committed, 1) is None  # bench reads the topic but never committed on partition 1
     assert partition_floor({}, 0) is None  # nobody reads the topic
     assert partition_floor({"worker": {0: -1}}, 0) is None
+
+
+def test_a_pass_rests_after_each_request_so_that_it_works_its_duty():
+    assert rest_after(0.010, 0.2) == pytest.approx(0.040)  # 10 ms of work, 40 ms of rest: 20 %
+    assert rest_after(0.010, 0.5) == pytest.approx(0.010)
+    assert rest_after(0.010, 1.0) == 0.0
+    with pytest.raises(ValueError, match="duty"):
+        BrokerRetention(None, "x:1", interval_s=60, min_age_s=0, duty=0)
+
+
+class _Listing:
+    """The bucket's listing of one partition at the process edge (the filer): which batches a pass read."""
+
+    def __init__(self, batches: list[BatchObject]):
+        self.all, self.read, self.deleted, self.pace = batches, [], [], None
+
+    def batches(self, topic: str, partition: int):
+        for b in self.all:
+            self.read.append(b.base_offset)
+            yield b
+
+    def delete(self, path: str) -> None:
+        self.deleted.append(path)
+
+
+def test_a_pass_lists_no_further_than_the_first_batch_too_young_to_go():
+    # Offsets 0-9 written an hour ago, 10-19 a second ago; every group is past offset 100.
+    bucket = _Listing([batch(i) for i in range(10)] + [batch(i, age_s=1) for i in range(10, 20)])
+    retention = BrokerRetention(bucket, "x:1", interval_s=60, min_age_s=600, duty=1.0)
+    assert retention._trim("events", 0, 100, T0 - timedelta(seconds=600)) == 10
+    assert bucket.read == list(range(11))  # batch 10 ends the candidates; 11-19 are never listed
+    assert bucket.deleted == [batch(i).path for i in range(10)]
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> list[int]:
@@ -107,11 +139,13 @@ def test_a_pass_deletes_below_every_groups_commit_and_tansu_reads_on_and_restart
         assert len(_read(bootstrap, "slow", "events", 25)) == 25  # commits 25: the floor
 
         bucket = broker.bucket()
-        retention = BrokerRetention(bucket, bootstrap, interval_s=60, min_age_s=3600)
+        retention = BrokerRetention(bucket, bootstrap, interval_s=60, min_age_s=3600, duty=0.5)
         assert retention.run_once().deleted == 0  # every batch is younger than an hour
         retention.min_age_s = 0
         report = retention.run_once()
         assert report.deleted == 25
+        # Paced: after each filer request (listings, 25 DELETEs) a rest as long as it took (duty 0.5).
+        assert 0 < report.rested_s < report.seconds
         assert report.floors["events/0"] == (25, "slow")
         assert report.kept_whole == 1  # `unread`: no group committed there
         left = [b.base_offset for b in bucket.batches("events", 0)]
