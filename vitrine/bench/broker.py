@@ -56,10 +56,10 @@ def run_broker_bench(
             total += step
             stored = total - deleted
             read_s, read = _group_read(broker.bootstrap, tp, step, read_timeout_s)
-            pass_s = pass_deleted = None
+            pass_s = pass_rested = pass_deleted = None
             if trimmer is not None:
                 report = trimmer.run_once()
-                pass_s, pass_deleted = round(report.seconds, 2), report.deleted
+                pass_s, pass_rested, pass_deleted = round(report.seconds, 2), round(report.rested_s, 2), report.deleted
                 deleted += report.deleted
             rows.append(
                 {
@@ -70,6 +70,7 @@ def run_broker_bench(
                     "worker_records": read,
                     "retention_deleted": pass_deleted,
                     "retention_s": pass_s,
+                    "retention_rested_s": pass_rested,  # of retention_s: the pass's rests (RETENTION_DUTY)
                     "fetch_last_ms": _fetch_last_ms(broker.bootstrap, tp, total - 1, read_timeout_s),
                     "stored_after": total - deleted,
                 }

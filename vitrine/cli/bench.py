@@ -129,11 +129,13 @@ def bench_broker(
         f"storage {r['storage']}, retention {'on' if r['retention'] else 'off'}, "
         f"consumer fetch wait {r['fetch_max_wait_ms']} ms (the worker's)\n"
     )
-    head = ("batches", "stored", "produce ms", "group read s", "records", "deleted", "pass s", "fetch last ms", "left")
+    head = ("batches", "stored", "produce ms", "group read s", "records", "deleted", "pass s", "resting s")
+    head += ("fetch last ms", "left")
     typer.echo("  ".join(f"{h:>13}" for h in head))
     for row in r["steps"]:
         cells = [row[k] for k in ("batches", "stored_when_read", "produce_ms", "worker_read_s", "worker_records")]
-        cells += [row["retention_deleted"], row["retention_s"], row["fetch_last_ms"], row["stored_after"]]
+        cells += [row["retention_deleted"], row["retention_s"], row.get("retention_rested_s")]
+        cells += [row["fetch_last_ms"], row["stored_after"]]
         typer.echo("  ".join(f"{'-' if c is None else c:>13}" for c in cells))
 
 

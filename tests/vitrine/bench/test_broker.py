@@ -24,3 +24,4 @@ def test_bench_broker_with_retention_keeps_the_partition_at_about_one_step(tmp_p
     assert [(s["stored_when_read"], s["worker_records"]) for s in r["steps"]] == [(10, 10), (11, 10)]
     assert [(s["retention_deleted"], s["stored_after"]) for s in r["steps"]] == [(9, 1), (10, 1)]
     assert all(s["fetch_last_ms"] is not None for s in r["steps"])
+    assert all(0 < s["retention_rested_s"] < s["retention_s"] for s in r["steps"])  # the pass is paced
