@@ -146,6 +146,7 @@ def test_a_pass_deletes_below_every_groups_commit_and_tansu_reads_on_and_restart
         assert report.deleted == 25
         # Paced: after each filer request (listings, 25 DELETEs) a rest as long as it took (duty 0.5).
         assert 0 < report.rested_s < report.seconds
+        assert bucket.pace is None  # only the pass rests: the listings below do not
         assert report.floors["events/0"] == (25, "slow")
         assert report.kept_whole == 1  # `unread`: no group committed there
         left = [b.base_offset for b in bucket.batches("events", 0)]
