@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from core.pace import check_duty, rest_after
 from db.vector_index import (
     INDEX_STATE,
     IVF_KINDS,
@@ -217,9 +218,7 @@ class _Pace:
     """Runs one `similar_products` call at a time for the tuning: (tenant, product) -> the ids served."""
 
     def __init__(self, duty: float, parallel: bool, stop: threading.Event | None = None):
-        if not 0 < duty <= 1:
-            raise ValueError(f"duty must be in (0, 1], not {duty}")
-        self.duty, self.parallel, self.stop = duty, parallel, stop or threading.Event()
+        self.duty, self.parallel, self.stop = check_duty(duty), parallel, stop or threading.Event()
 
     def __call__(self, sessions, query: tuple[str, str], model_key: str, dim: int, **how) -> list[str]:
         if self.stop.is_set():
@@ -232,7 +231,7 @@ class _Pace:
             r = similar_products(s, tenant_id=tenant, external_id=pid, model_key=model_key, dim=dim, limit=LIMIT, **how)
             s.commit()  # not a rollback: that would drop the connection's prepared statements
         if self.duty < 1:
-            self.stop.wait((time.perf_counter() - started) * (1 - self.duty) / self.duty)
+            self.stop.wait(rest_after(time.perf_counter() - started, self.duty))
         return [n.product_id for n in r.neighbours or []]
 
 

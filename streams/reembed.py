@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.pace import rest_after
 from db import deployments as repo
 from db import retirement
 from db.catalog import DerivedModel
@@ -282,7 +283,7 @@ class Reembedder:
             page = repo.write_image_page(s, dep, self.owner, read=read, vectors=vectors, lease_s=self.lease_s)
         if not page.finished:
             busy = time.perf_counter() - started
-            time.sleep(max(self.pause_s, busy * (1.0 - self.image_duty) / self.image_duty))
+            time.sleep(max(self.pause_s, rest_after(busy, self.image_duty)))
         return page
 
     def _build_indexes(self, dep: ModelDeployment) -> None:

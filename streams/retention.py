@@ -44,6 +44,7 @@ from urllib.parse import quote
 import httpx
 from kafka.admin import KafkaAdminClient
 
+from core.pace import check_duty, rest_after
 from streams.child import stop_child
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,6 @@ def deletable(batches: Sequence[BatchObject], floor: int, written_before: dateti
         for batch, after in zip(batches, batches[1:], strict=False)
         if after.base_offset <= floor and batch.modified <= written_before
     ]
-
-
-def rest_after(busy_s: float, duty: float) -> float:
-    """Seconds to rest after `busy_s` of work so that work is `duty` of the time."""
-    return busy_s * (1 - duty) / duty
 
 
 def partition_floor(committed: dict[str, dict[int, int]], partition: int) -> tuple[int, str] | None:
@@ -193,9 +189,8 @@ class BrokerRetention:
         self, bucket: TansuBucket, bootstrap: str, *, interval_s: float, min_age_s: float, duty: float = RETENTION_DUTY
     ):
         """`duty`: the share of a pass's time it works, in (0, 1]; 1 = no rests."""
-        if not 0 < duty <= 1:
-            raise ValueError(f"duty must be in (0, 1], not {duty}")
-        self.bootstrap, self.interval_s, self.min_age_s, self.duty = bootstrap, interval_s, min_age_s, duty
+        self.bootstrap, self.interval_s, self.min_age_s = bootstrap, interval_s, min_age_s
+        self.duty = check_duty(duty)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.bucket = bucket

@@ -14,8 +14,9 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from core.pace import rest_after
 from streams.embedded_broker import ManagedBroker
-from streams.retention import BatchObject, BrokerRetention, deletable, partition_floor, rest_after
+from streams.retention import BatchObject, BrokerRetention, deletable, partition_floor
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

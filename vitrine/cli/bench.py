@@ -134,7 +134,7 @@ def bench_broker(
     typer.echo("  ".join(f"{h:>13}" for h in head))
     for row in r["steps"]:
         cells = [row[k] for k in ("batches", "stored_when_read", "produce_ms", "worker_read_s", "worker_records")]
-        cells += [row["retention_deleted"], row["retention_s"], row.get("retention_rested_s")]
+        cells += [row["retention_deleted"], row["retention_s"], row["retention_rested_s"]]
         cells += [row["fetch_last_ms"], row["stored_after"]]
         typer.echo("  ".join(f"{'-' if c is None else c:>13}" for c in cells))
 
