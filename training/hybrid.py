@@ -104,13 +104,24 @@ def fit_class_head(
 
 
 class HybridStudent(Detector):
-    """YOLO boxes (any class), each named by the class head over the embedder; score = box conf x class prob."""
+    """YOLO boxes (any class), each named by the class head over the embedder; score = box conf x class prob.
+
+    Serving names each box once (its most probable class). `labels_per_box` > 1 emits a box once for each
+    of its k most probable classes, each with its own score: the COCO evaluation protocol, where a
+    detector scores every box for every class (ultralytics' val does the same with multi-label NMS),
+    so a box whose class the head ranked second still counts for that class, below the confident ones.
+    """
 
     name = "student+head"
 
-    def __init__(self, boxes: Detector, embedder: Embedder, head: ClassHead, *, iou: float = 0.6):
+    def __init__(
+        self, boxes: Detector, embedder: Embedder, head: ClassHead, *, iou: float = 0.6, labels_per_box: int = 1
+    ):
         super().__init__()
+        if labels_per_box < 1:
+            raise ValueError(f"labels_per_box must be at least 1, got {labels_per_box}")
         self.boxes, self.embedder, self.head, self.iou = boxes, embedder, head, iou
+        self.labels_per_box = labels_per_box
 
     def describe(self) -> str:
         return (
@@ -134,8 +145,8 @@ class HybridStudent(Detector):
             probs = self.head.probabilities(self.embedder.embed([crop_box(image, d.box) for d in items]))
             dets = [d for d in found if d.kind != "item"]
             for d, p in zip(items, probs, strict=True):
-                k = int(np.argmax(p))
-                dets.append(Detection(d.box, self.head.names[k], float(d.score * p[k]), "item"))
+                for k in np.argsort(-p, kind="stable")[: self.labels_per_box]:
+                    dets.append(Detection(d.box, self.head.names[k], float(d.score * p[k]), "item"))
             out.append(dets)
         return out
 

@@ -431,8 +431,15 @@ def shop_the_look_scenes(
     return out
 
 
-def demo_catalog_photos(catalog_dir: Path, *, all_photos: bool = False) -> list[tuple[str, str, Image.Image]]:
-    """(product id, category, RGB photo) from a built demo catalog's catalog.jsonl and images/ (first photo each)."""
+def demo_catalog_photos(
+    catalog_dir: Path, *, all_photos: bool = False, by_design: bool = False
+) -> list[tuple[str, str, Image.Image]]:
+    """(product id, category, RGB photo) from a built demo catalog's catalog.jsonl and images/ (first photo each).
+
+    With `by_design`, the id is the product's design (`attributes.design`, else its id): the demo's
+    colour variants of one drawing are then one product with several photos, so a split by product
+    puts them on the same side (a held-out test must not hold a recoloured training product).
+    """
     catalog_dir = Path(catalog_dir)
     listing = catalog_dir / "catalog.jsonl"
     if not listing.is_file():
@@ -445,6 +452,8 @@ def demo_catalog_photos(catalog_dir: Path, *, all_photos: bool = False) -> list[
         try:
             row = json.loads(line)
             pid, category, names = str(row["id"]), str(row["category"]), list(row.get("image_urls") or [])
+            if by_design:
+                pid = str((row.get("attributes") or {}).get("design") or pid)
         except (ValueError, KeyError, TypeError):
             skipped["bad_line"] += 1
             log.warning("catalog.jsonl line %d is not a product (needs id, category, image_urls)", n)

@@ -108,6 +108,14 @@ def test_the_hybrid_names_every_box_with_the_head_and_serving_uses_it_when_the_c
     (found,) = HybridStudent(boxes, embedder, head).detect([image])
     assert len(found) == 1 and found[0].label in head.names  # class-agnostic NMS kept one box
     assert 0 < found[0].score <= 0.8
+    # Scored for both classes (the COCO protocol): the same box twice, the served label first and higher.
+    boxes = Given([[Detection((0, 0, 128, 128), "anything", 0.8), Detection((1, 1, 127, 127), "else", 0.5)]])
+    both = HybridStudent(boxes, embedder, head, labels_per_box=2).detect([image])[0]
+    assert [d.box for d in both] == [found[0].box] * 2 and {d.label for d in both} == set(head.names)
+    assert both[0] == found[0] and both[1].score <= both[0].score
+    assert sum(d.score for d in both) == pytest.approx(0.8)  # conf x p over every class: the whole conf
+    with pytest.raises(ValueError, match="labels_per_box"):
+        HybridStudent(boxes, embedder, head, labels_per_box=0)
 
     artefact = tmp_path / "detector-x"
     artefact.mkdir()

@@ -281,6 +281,12 @@ def test_demo_catalog_photos_reads_first_or_all_photos(tmp_path):
     first = demo_catalog_photos(tmp_path)
     assert [(pid, cat, im.size, im.mode) for pid, cat, im in first] == [("a", "cups", (40, 30), "RGB")]
     assert len(demo_catalog_photos(tmp_path, all_photos=True)) == 2
+    # By design: a drawing's colour variants are one product, so a split by product keeps them together.
+    rows += [{"id": "a--green", "category": "cups", "image_urls": ["a-0.jpg"], "attributes": {"design": "a"}}]
+    rows[0]["attributes"] = {"design": "a"}
+    (tmp_path / "catalog.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert [pid for pid, _, _ in demo_catalog_photos(tmp_path)] == ["a", "a--green"]
+    assert [pid for pid, _, _ in demo_catalog_photos(tmp_path, by_design=True)] == ["a", "a"]
     with pytest.raises(SceneSetError, match="catalog.jsonl"):
         demo_catalog_photos(tmp_path / "nowhere")
 

@@ -746,6 +746,9 @@ def bench_detector(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | 0"),
     seed: int = typer.Option(0, "--seed"),
     work_dir: str = typer.Option(None, "--work-dir", help="Keep label sets, scenes and students here"),
+    reuse: bool = typer.Option(
+        False, "--reuse", help="Students in --work-dir trained on the same scenes and settings are not trained again"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -755,6 +758,8 @@ def bench_detector(
     from vitrine.bench.detector import format_table, run_detector_bench
 
     setup_logging(verbose)
+    if reuse and not work_dir:
+        fail("--reuse needs --work-dir (the folder whose students to reuse)")
     settings = load_settings()
     try:
         result = run_detector_bench(
@@ -769,6 +774,7 @@ def bench_detector(
             seed=seed,
             device=device,
             work_dir=Path(work_dir) if work_dir else None,
+            reuse=reuse,
         )
     except (ValueError, OSError, RuntimeError) as exc:  # no catalog, too few categories, a student error
         fail(str(exc))

@@ -25,7 +25,11 @@ def test_the_detector_bench_teaches_classes_adds_one_and_reports_every_figure(tm
     assert set(r["added"]["per_class"]) == {*chosen, added}
     assert r["added"]["fine_tuned_from"].endswith(f"{r['first']['key']}/student.pt")
     for run in ("first", "added"):  # both students, on the same held-out scenes by the same rule
-        assert set(r[run]["students"]) == {"yolo", "yolo+head"} and r[run]["serve"] in r[run]["students"]
+        assert set(r[run]["students"]) == {"yolo", "yolo+head", "yolo+head top-3"}
+        assert r[run]["serve"] in ("yolo", "yolo+head") and r[run]["student_reused"] is False
+        # Scoring a box for more classes only adds detections: a class's AP cannot fall.
+        multi, single = r[run]["students"]["yolo+head top-3"], r[run]["students"]["yolo+head"]
+        assert all(multi["per_class"][c] >= single["per_class"][c] for c in single["per_class"])
     assert set(r["added"]["students"]["yolo+head"]["per_class"]) == {*chosen, added}
     for f in r["forgetting"].values():
         assert f["change"] == round(f["old_classes_map50_after"] - f["old_classes_map50_before"], 4)
@@ -34,6 +38,16 @@ def test_the_detector_bench_teaches_classes_adds_one_and_reports_every_figure(tm
     json.dumps(r)
     table = format_table(r)
     assert "mAP50" in table and "(new)" in table and "cores" in table and str(tmp_path / "work") in table
+    assert "top-3" in table
+
+    # Again with --reuse: the same scenes and settings, so neither student trains again; same figures.
+    again = run_detector_bench(
+        data_dir=tmp_path / "data", catalog_dir=catalog.out_dir, classes=2, epochs=1, imgsz=64,
+        train_scenes=12, test_scenes=10, speed_images=2, work_dir=tmp_path / "work", reuse=True,
+    )  # fmt: skip
+    for run in ("first", "added"):
+        assert again[run]["student_reused"] is True and again[run]["key"] == r[run]["key"]
+        assert again[run]["students"] == r[run]["students"]
 
 
 def test_a_hit_needs_the_product_in_the_top_k_of_the_item_detected_on_it():
