@@ -37,27 +37,37 @@ HEAD_FILE = "head.npz"
 
 @dataclass(frozen=True)
 class ClassHead:
-    """Multinomial logistic regression on unit embedding vectors: probabilities over `names`."""
+    """Multinomial logistic regression on unit embedding vectors: probabilities over `names`.
 
-    coef: np.ndarray  # (classes, dim)
-    intercept: np.ndarray  # (classes,)
+    With `background`, the last row of coef is a "not one of the classes" class, fitted on the YOLO's
+    own false boxes (a distractor product, a box that cuts an item in two): its probability is left
+    out, so such a box scores low for every class.
+    """
+
+    coef: np.ndarray  # (classes [+ background], dim)
+    intercept: np.ndarray  # (classes [+ background],)
     names: list[str]
     embedder_key: str
+    background: bool = False
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         logits = vectors @ self.coef.T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
+        return (p / p.sum(axis=1, keepdims=True))[:, : len(self.names)]
 
     def save(self, path: Path) -> Path:
-        np.savez(path, coef=self.coef, intercept=self.intercept, names=np.array(self.names), key=self.embedder_key)
+        np.savez(
+            path, coef=self.coef, intercept=self.intercept, names=np.array(self.names), key=self.embedder_key,
+            background=np.array(self.background),
+        )  # fmt: skip
         return path
 
     @classmethod
     def load(cls, path: Path) -> ClassHead:
         with np.load(path, allow_pickle=False) as z:
-            return cls(z["coef"], z["intercept"], [str(n) for n in z["names"]], str(z["key"]))
+            background = bool(z["background"]) if "background" in z else False  # heads saved before it
+            return cls(z["coef"], z["intercept"], [str(n) for n in z["names"]], str(z["key"]), background)
 
 
 def truth(scene_dir: Path, split: str) -> list[tuple[Path, list[tuple[int, tuple[float, float, float, float]]]]]:
@@ -76,9 +86,21 @@ def truth(scene_dir: Path, split: str) -> list[tuple[Path, list[tuple[int, tuple
 
 
 def fit_class_head(
-    embedder: Embedder, scene_dir: Path, *, splits: Sequence[str] = ("train",), c: float = 10.0, seed: int = 0
+    embedder: Embedder,
+    scene_dir: Path,
+    *,
+    splits: Sequence[str] = ("train",),
+    c: float = 10.0,
+    seed: int = 0,
+    negatives: Detector | None = None,
+    negatives_per_image: int = 3,
+    negative_iou: float = 0.4,
 ) -> ClassHead:
-    """Embed the crop of every labelled box of the scenes' splits and fit the head (scikit-learn)."""
+    """Embed the crop of every labelled box of the scenes' splits and fit the head (scikit-learn).
+
+    With `negatives` (the YOLO student), its most confident boxes on the same images that overlap no
+    labelled box by `negative_iou` or more (at most `negatives_per_image` an image) are a background class.
+    """
     from sklearn.linear_model import LogisticRegression
 
     names = read_card(scene_dir)["names"]
@@ -90,17 +112,31 @@ def fit_class_head(
             for cls, box in boxes:
                 crops.append(crop_box(image, box))
                 labels.append(cls)
-    if len(set(labels)) < 2:
+            if negatives is not None:
+                false = _false_boxes(negatives, image, [b for _, b in boxes], negative_iou)
+                crops += [crop_box(image, d.box) for d in false[:negatives_per_image]]
+                labels += [len(names)] * len(false[:negatives_per_image])
+    if len({x for x in labels if x < len(names)}) < 2:
         raise ValueError(f"a class head needs boxes of at least 2 classes, got {sorted(set(labels))}")
+    background = len(names) in labels
+    rows = len(names) + background
     vectors = embedder.embed(crops)
     model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(vectors, labels)
-    coef = np.zeros((len(names), vectors.shape[1]), np.float32)
-    intercept = np.full(len(names), -1e4, np.float32)  # a class with no box in training is never chosen
+    coef = np.zeros((rows, vectors.shape[1]), np.float32)
+    intercept = np.full(rows, -1e4, np.float32)  # a class with no box in training is never chosen
     coef[model.classes_] = model.coef_ if len(model.classes_) > 2 else np.vstack([-model.coef_, model.coef_])
     intercept[model.classes_] = (
         model.intercept_ if len(model.classes_) > 2 else np.array([-model.intercept_[0], model.intercept_[0]])
     )
-    return ClassHead(coef, intercept, names, embedder.model_key)
+    return ClassHead(coef, intercept, names, embedder.model_key, background)
+
+
+def _false_boxes(detector: Detector, image: Image.Image, truth_boxes, max_iou: float) -> list[Detection]:
+    """The detector's item boxes on an image that overlap no true box by max_iou, most confident first."""
+    from vision.items import iou
+
+    found = nms([Detection(d.box, "box", d.score) for d in detector.detect([image])[0] if d.kind == "item"], 0.6)
+    return [d for d in found if all(iou(d.box, t) < max_iou for t in truth_boxes)]
 
 
 class HybridStudent(Detector):

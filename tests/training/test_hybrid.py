@@ -87,6 +87,36 @@ def test_the_evaluation_rule_scores_right_and_wrong_labels(scenes):
     assert evaluate_detector(wrong, scenes, "test")["map50"] == 0.0
 
 
+class Corner(Detector):
+    """A YOLO's false box: the scene's bottom-right corner (plain background), and a box on no object."""
+
+    name = "corner"
+
+    def _load(self):
+        pass
+
+    def _detect(self, images):
+        return [[Detection((104, 104, 127, 127), "x", 0.6), Detection((0, 0, 4, 4), "x", 0.1)] for _ in images]
+
+
+def test_a_background_class_fitted_on_the_yolos_false_boxes_scores_them_low_for_every_class(scenes, embedder, tmp_path):
+    head = fit_class_head(embedder, scenes, splits=("train",), negatives=Corner(), negatives_per_image=1)
+    assert head.background and head.coef.shape == (3, embedder.dim) and head.names == ["red", "blue"]
+    crops, labels, corners = [], [], []
+    for path, boxes in truth(scenes, "test"):
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+        crops += [image.crop(tuple(map(int, b))) for _, b in boxes]
+        labels += [c for c, _ in boxes]
+        corners.append(image.crop((104, 104, 127, 127)))
+    p = head.probabilities(embedder.embed(crops))
+    assert p.shape == (len(crops), 2) and (p.argmax(axis=1) == np.array(labels)).mean() == 1.0
+    assert (p.max(axis=1) > 0.5).all()  # the classes keep their probability
+    assert (head.probabilities(embedder.embed(corners)).sum(axis=1) < 0.5).all()  # the background's is left out
+    again = ClassHead.load(head.save(tmp_path / HEAD_FILE))
+    assert again.background and np.allclose(again.coef, head.coef)
+
+
 def test_the_operating_threshold_is_the_score_with_the_best_f1_on_the_split(scenes):
     items = truth(scenes, "test")
     # Every true box at 0.08 (a student's low scores) plus one false box per image at 0.02.

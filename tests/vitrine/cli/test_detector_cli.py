@@ -148,3 +148,5 @@ def test_train_registers_a_student_that_activates_evaluates_and_keeps_its_classe
     assert second["card"]["student"]["config"]["base"].endswith(f"detectors/acme/{key}/student.pt")
     table = cli("eval", second["key"], "--tenant", "acme")
     assert table.exit_code == 0 and "yolo+head" in table.stdout and "served:" in table.stdout
+    multi = second["card"]["heldout_labels_per_box"]
+    assert f"mAP50 {multi['yolo+head']['map50']:.3f}; serving names a box once" in table.stdout
