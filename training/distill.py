@@ -301,15 +301,17 @@ def attach_class_head(artefact: Path, embedder: Embedder, *, seed: int = 0) -> d
     card = json.loads((artefact / "card.json").read_text())
     imgsz = int(card["student"]["config"]["imgsz"])
     scenes = artefact / "scenes"
-    started = time.perf_counter()
-    head = fit_class_head(embedder, scenes, splits=("train", "val"), seed=seed)
-    head.save(artefact / HEAD_FILE)
-    fit_s = time.perf_counter() - started
     configured = os.environ.get("YOLO_CONFIG_DIR")  # where this process's ultralytics is configured, if it is
     cache = Path(configured).parent if configured else Path(tempfile.gettempdir()) / "vitrine-models"
 
     def boxes():  # every box down to 0.001, as for mAP; serving filters by VITRINE_DETECT_MIN_SCORE
         return student_detector(artefact / "student.pt", cache_dir=cache, imgsz=imgsz, conf=0.001)
+
+    started = time.perf_counter()
+    # The YOLO's own false boxes on the training scenes are the head's background class.
+    head = fit_class_head(embedder, scenes, splits=("train", "val"), seed=seed, negatives=boxes())
+    head.save(artefact / HEAD_FILE)
+    fit_s = time.perf_counter() - started
 
     same_rule = {
         "yolo": evaluate_detector(boxes(), scenes, "test"),
@@ -328,7 +330,9 @@ def attach_class_head(artefact: Path, embedder: Embedder, *, seed: int = 0) -> d
         "yolo": calibrate_min_score(boxes(), scenes, "val"),
         "yolo+head": calibrate_min_score(HybridStudent(boxes(), embedder, head), scenes, "val"),
     }
-    card["class_head"] = {"file": HEAD_FILE, "embedder": head.embedder_key, "fit_seconds": round(fit_s, 1)}
+    card["class_head"] = {
+        "file": HEAD_FILE, "embedder": head.embedder_key, "fit_seconds": round(fit_s, 1), "background": head.background,
+    }  # fmt: skip
     card["serve"] = max(same_rule, key=lambda k: same_rule[k]["map50"])
     (artefact / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
     return card
