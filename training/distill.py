@@ -203,6 +203,7 @@ def train_detector(
     onnx: bool = True,
     embedder: Embedder | None = None,
     reuse: bool = False,
+    background_class: bool = False,
 ) -> DetectorRun:
     """Scenes from every class's label set, the student trained on them, evaluated on held-out products, saved.
 
@@ -211,6 +212,8 @@ def train_detector(
     With `reuse`, a student in `out_root` already trained on byte-identical scenes with the same
     configuration (`training_inputs_digest`) is not trained again: only its head is refitted and
     both students re-evaluated (the card keeps the first training's time and machine).
+    `background_class`: the head also learns the YOLO's false boxes as "none of the classes"
+    (`attach_class_head`).
     """
     if not class_dirs:
         raise DistillError("no classes to train on: add one with `vitrine detector add-class`")
@@ -248,7 +251,7 @@ def train_detector(
         trained = _trained_on(out_root, inputs) if reuse else None
         if trained is not None and embedder is not None:  # these exact inputs were trained on: refit the head only
             shutil.rmtree(work, ignore_errors=True)
-            card = attach_class_head(trained, embedder, seed=seed)
+            card = attach_class_head(trained, embedder, seed=seed, background_class=background_class)
             return DetectorRun(card["key"], trained, card, reused=True)
         result = train_student(data / "data.yaml", work / "train", config, progress)
         held = evaluate_student(result.weights, scene_dir / "data.yaml", "test", imgsz=config.imgsz)
@@ -285,15 +288,21 @@ def train_detector(
         card["scenes"].pop("products", None)  # product ids: long, and in the scene set's own card
         (final_tmp / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
         if embedder is not None:
-            card = attach_class_head(final_tmp, embedder, seed=seed)
+            card = attach_class_head(final_tmp, embedder, seed=seed, background_class=background_class)
         final_tmp.rename(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return DetectorRun(key, final, card)
 
 
-def attach_class_head(artefact: Path, embedder: Embedder, *, seed: int = 0) -> dict:
-    """Fit the class head on an artefact's training scenes, evaluate both students on its test scenes (card)."""
+def attach_class_head(artefact: Path, embedder: Embedder, *, seed: int = 0, background_class: bool = False) -> dict:
+    """Fit the class head on an artefact's training scenes, evaluate both students on its test scenes (card).
+
+    With `background_class`, the YOLO's own false boxes on the training scenes are a background class.
+    On the demo catalog that named boxes better (held-out mAP50 0.288 -> 0.316) but, since most of those
+    false boxes are other categories' products, shop the look then located fewer products of other
+    categories (hit rate 0.587 -> 0.468): it is off by default (docs/detector.md).
+    """
     from training.hybrid import HEAD_FILE, HybridStudent, calibrate_min_score, evaluate_detector, fit_class_head
     from training.student import student_detector
 
@@ -308,8 +317,8 @@ def attach_class_head(artefact: Path, embedder: Embedder, *, seed: int = 0) -> d
         return student_detector(artefact / "student.pt", cache_dir=cache, imgsz=imgsz, conf=0.001)
 
     started = time.perf_counter()
-    # The YOLO's own false boxes on the training scenes are the head's background class.
-    head = fit_class_head(embedder, scenes, splits=("train", "val"), seed=seed, negatives=boxes())
+    negatives = boxes() if background_class else None
+    head = fit_class_head(embedder, scenes, splits=("train", "val"), seed=seed, negatives=negatives)
     head.save(artefact / HEAD_FILE)
     fit_s = time.perf_counter() - started
 

@@ -5,9 +5,9 @@ what they are: telling "animals" from "toys & games" across drawings it never sa
 that a 2.6M-parameter network does not learn from 20 products a class. The embedder every image
 already goes through (EfficientNet-Lite0, ImageNet-pretrained) has them. So this student keeps the
 YOLO's boxes (class-agnostic: the best class score is the box's confidence) and names each box with
-a logistic-regression head trained on the embeddings of the teacher's boxes in the training scenes,
-plus a background class fitted on the YOLO's own false boxes there (a distractor product, half an
-item), which lowers such a box's score for every class.
+a logistic-regression head trained on the embeddings of the teacher's boxes in the training scenes
+(optionally with a background class fitted on the YOLO's own false boxes there: a distractor product,
+half an item; such a box then scores low for every class).
 Both students are evaluated the same way on the same held-out scenes (`evaluate_detector`).
 
 The head is a small .npz beside the student's weights (`head.npz`: coef, intercept, names, the

@@ -38,6 +38,7 @@ def run_detector_bench(
     work_dir: Path | None = None,
     catalog_dir: Path | None = None,
     reuse: bool = False,
+    background_class: bool = False,
 ) -> dict:
     """Run the whole offline pipeline; returns the figures as one JSON-able dict."""
     from training.distill import distractor_cutouts, teach_class, train_detector
@@ -72,6 +73,7 @@ def run_detector_bench(
     first = train_detector(
         [class_dirs[c] for c in chosen], distractors, work / "students", config=config, scenes=scenes, seed=seed,
         machine=device_info(), embedder=embedder, reuse=reuse,
+        background_class=background_class,
     )  # fmt: skip
     result = {
         "settings": {
@@ -87,6 +89,7 @@ def run_detector_bench(
             "architecture": config.architecture,
             "held_out_products": 0.3,
             "split_by": "design (a drawing's colour variants are one product)",
+            "class_head_background": background_class,
             "catalog": str(catalog_dir),
         },
         "first": _summary(first),
@@ -98,6 +101,7 @@ def run_detector_bench(
         second = train_detector(
             [class_dirs[c] for c in [*chosen, extra]], distractors, work / "students", config=added_config,
             scenes=scenes, seed=seed, machine=device_info(), embedder=embedder, reuse=reuse,
+        background_class=background_class,
         )  # fmt: skip
         result["added"] = _summary(second)
         result["forgetting"] = {}

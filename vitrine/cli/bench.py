@@ -749,6 +749,9 @@ def bench_detector(
     reuse: bool = typer.Option(
         False, "--reuse", help="Students in --work-dir trained on the same scenes and settings are not trained again"
     ),
+    background_class: bool = typer.Option(
+        False, "--background-class", help="The class head also learns the YOLO's false boxes (docs/detector.md)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -775,6 +778,7 @@ def bench_detector(
             device=device,
             work_dir=Path(work_dir) if work_dir else None,
             reuse=reuse,
+            background_class=background_class,
         )
     except (ValueError, OSError, RuntimeError) as exc:  # no catalog, too few categories, a student error
         fail(str(exc))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from tests.vitrine.helpers import TOPICS, write_drawings
+from training.hybrid import HEAD_FILE, ClassHead
 from training.labelsets import Box
 from vitrine.bench.detector import format_table, run_detector_bench
 from vitrine.bench.shop_the_look import score_answer
@@ -39,14 +40,18 @@ def test_the_detector_bench_teaches_classes_adds_one_and_reports_every_figure(tm
     assert "mAP50" in table and "(new)" in table and "cores" in table and str(tmp_path / "work") in table
     assert "top-3" in table
 
-    # Again with --reuse: the same scenes and settings, so neither student trains again; same figures.
+    # Again with --reuse: the same scenes and settings, so neither student trains again; only the heads
+    # are fitted again, here with the background class.
     again = run_detector_bench(
         data_dir=tmp_path / "data", catalog_dir=catalog.out_dir, classes=2, epochs=1, imgsz=64,
         train_scenes=12, test_scenes=10, speed_images=2, work_dir=tmp_path / "work", reuse=True,
+        background_class=True,
     )  # fmt: skip
+    assert again["settings"]["class_head_background"] is True and r["settings"]["class_head_background"] is False
     for run in ("first", "added"):
         assert again[run]["student_reused"] is True and again[run]["key"] == r[run]["key"]
-        assert again[run]["students"] == r[run]["students"]
+        assert again[run]["students"]["yolo"] == r[run]["students"]["yolo"]  # the same YOLO, the same figures
+        assert ClassHead.load(tmp_path / "work" / "students" / r[run]["key"] / HEAD_FILE).background
 
 
 def test_a_hit_needs_the_product_in_the_top_k_of_the_item_detected_on_it():
