@@ -248,7 +248,8 @@ def train_detector(
         taught = [d for d in class_dirs if read_card(d).get("teacher") != CATALOG_TEACHER]
         data = merge_label_sets([scene_dir, *taught], work / "data", names=classes) if taught else scene_dir
         inputs = training_inputs_digest(data, config)
-        trained = _trained_on(out_root, inputs) if reuse else None
+        tested = _files_digest(scene_dir, ["test"])  # a reused student is evaluated on its own stored test scenes
+        trained = _trained_on(out_root, inputs, tested) if reuse else None
         if trained is not None and embedder is not None:  # these exact inputs were trained on: refit the head only
             shutil.rmtree(work, ignore_errors=True)
             card = attach_class_head(trained, embedder, seed=seed, background_class=background_class)
@@ -279,6 +280,7 @@ def train_detector(
             },
             "heldout": held,
             "training_inputs": inputs,
+            "test_scenes": tested,
             "scenes": read_card(final_tmp / "scenes"),
             "seconds": round(time.perf_counter() - started, 1),
             "machine": machine or {},
@@ -356,8 +358,13 @@ def training_inputs_digest(data_root: Path, config: StudentConfig) -> str:
         "base": _digest(config.base) if config.base else None,
         "device": config.resolved_device(),
     }
-    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    for split in ("train", "val"):
+    return _files_digest(data_root, ["train", "val"], json.dumps(spec, sort_keys=True))
+
+
+def _files_digest(data_root: Path, splits: Sequence[str], prefix: str = "") -> str:
+    """sha256 of a label set's images and labels (names and bytes) in the given splits."""
+    h = hashlib.sha256(prefix.encode())
+    for split in splits:
         for kind in ("images", "labels"):
             for path in sorted((Path(data_root) / kind / split).glob("*")):
                 h.update(f"{kind}/{split}/{path.name}".encode())
@@ -365,10 +372,11 @@ def training_inputs_digest(data_root: Path, config: StudentConfig) -> str:
     return h.hexdigest()[:24]
 
 
-def _trained_on(out_root: Path, inputs: str) -> Path | None:
-    """An artefact in out_root whose student was trained on exactly these inputs, if there is one."""
+def _trained_on(out_root: Path, inputs: str, tested: str) -> Path | None:
+    """An artefact in out_root trained on exactly these inputs, with the same test scenes, if there is one."""
     for card_path in sorted(Path(out_root).glob("*/card.json")):
-        if json.loads(card_path.read_text()).get("training_inputs") == inputs:
+        card = json.loads(card_path.read_text())
+        if card.get("training_inputs") == inputs and card.get("test_scenes") == tested:
             return card_path.parent
     return None
 

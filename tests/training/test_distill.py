@@ -3,6 +3,8 @@ photos included, train beside the catalog teacher's scenes; the held-out test st
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -74,3 +76,23 @@ def test_a_class_whose_photos_do_not_cut_out_is_refused_with_the_reasons(tmp_pat
     with pytest.raises(DistillError, match="0 products whose photos cut out.*8 no_plain_background"):
         teach_class("ball", "balls", busy, tmp_path / "ball")
     assert not (tmp_path / "ball").exists()
+
+
+def test_a_student_is_reused_only_for_the_same_training_inputs_and_test_scenes(tmp_path):
+    from training.distill import _files_digest, _trained_on
+
+    scenes = tmp_path / "scenes"
+    for split in ("train", "test"):
+        (scenes / "images" / split).mkdir(parents=True)
+        (scenes / "labels" / split).mkdir(parents=True)
+        (scenes / "images" / split / "a.jpg").write_bytes(b"pixels " + split.encode())
+        (scenes / "labels" / split / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    trained, tested = _files_digest(scenes, ["train", "val"]), _files_digest(scenes, ["test"])
+    art = tmp_path / "students" / "detector-x"
+    art.mkdir(parents=True)
+    (art / "card.json").write_text(json.dumps({"training_inputs": trained, "test_scenes": tested}))
+    assert _trained_on(tmp_path / "students", trained, tested) == art
+    (scenes / "labels" / "test" / "a.txt").write_text("0 0.4 0.5 0.2 0.2\n")  # other test scenes: evaluate anew
+    assert _trained_on(tmp_path / "students", trained, _files_digest(scenes, ["test"])) is None
+    (scenes / "images" / "train" / "a.jpg").write_bytes(b"other pixels")  # other training scenes: train anew
+    assert _trained_on(tmp_path / "students", _files_digest(scenes, ["train", "val"]), tested) is None

@@ -196,7 +196,14 @@ def format_table(r: dict) -> str:
         f"student detector taught by the catalog teacher: {len(s['classes'])} classes, "
         f"{s['architecture']} at {s['imgsz']} px, {s['epochs']} epochs on {s['device']}, seed {s['seed']}",
         f"scenes train/val/test {s['scenes']['train']}/{s['scenes']['val']}/{s['scenes']['test']}; "
-        f"test scenes hold only products never trained on ({s['held_out_products']:.0%} of each category)",
+        f"test scenes hold only products never trained on ({s['held_out_products']:.0%} of each category, "
+        f"split by {s.get('split_by', 'product')})",
+        f"class head: {'with' if s.get('class_head_background') else 'no'} background class"
+        + (
+            "; students reused from an earlier run in the work dir (its train times)"
+            if r["first"].get("student_reused")
+            else ""
+        ),
         "AP50 on the held-out test scenes (COCO 101-point); yolo = the YOLO student alone, "
         "yolo+head = its boxes named by the class head over the pretrained embedder",
         "",
