@@ -30,7 +30,7 @@ from training.labelsets import read_boxes, read_card
 from vision.detector import Detection, Detector
 from vision.embedder import Embedder
 from vision.image import pil_open
-from vision.items import crop_box
+from vision.items import crop_box, iou
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,9 @@ def fit_class_head(
                 crops.append(crop_box(image, box))
                 labels.append(cls)
             if negatives is not None:
-                false = _false_boxes(negatives, image, [b for _, b in boxes], negative_iou)
-                crops += [crop_box(image, d.box) for d in false[:negatives_per_image]]
-                labels += [len(names)] * len(false[:negatives_per_image])
+                false = _false_boxes(negatives, image, [b for _, b in boxes], negative_iou)[:negatives_per_image]
+                crops += [crop_box(image, d.box) for d in false]
+                labels += [len(names)] * len(false)
     if len({x for x in labels if x < len(names)}) < 2:
         raise ValueError(f"a class head needs boxes of at least 2 classes, got {sorted(set(labels))}")
     background = len(names) in labels
@@ -135,8 +135,6 @@ def fit_class_head(
 
 def _false_boxes(detector: Detector, image: Image.Image, truth_boxes, max_iou: float) -> list[Detection]:
     """The detector's item boxes on an image that overlap no true box by max_iou, most confident first."""
-    from vision.items import iou
-
     found = nms([Detection(d.box, "box", d.score) for d in detector.detect([image])[0] if d.kind == "item"], 0.6)
     return [d for d in found if all(iou(d.box, t) < max_iou for t in truth_boxes)]
 

@@ -72,8 +72,7 @@ def run_detector_bench(
     embedder = create_embedder("efficientnet-lite0", cache_dir=data_dir / "models")
     first = train_detector(
         [class_dirs[c] for c in chosen], distractors, work / "students", config=config, scenes=scenes, seed=seed,
-        machine=device_info(), embedder=embedder, reuse=reuse,
-        background_class=background_class,
+        machine=device_info(), embedder=embedder, reuse=reuse, background_class=background_class,
     )  # fmt: skip
     result = {
         "settings": {
@@ -101,7 +100,7 @@ def run_detector_bench(
         second = train_detector(
             [class_dirs[c] for c in [*chosen, extra]], distractors, work / "students", config=added_config,
             scenes=scenes, seed=seed, machine=device_info(), embedder=embedder, reuse=reuse,
-        background_class=background_class,
+            background_class=background_class,
         )  # fmt: skip
         result["added"] = _summary(second)
         result["forgetting"] = {}
@@ -217,18 +216,21 @@ def format_table(r: dict) -> str:
         + (" | after adding: " + " ".join(f"{k:>{width[k]}}" for k in kinds) if added else "")
     )  # fmt: skip
     names = list(first.get("yolo", {}).get("per_class", {}))
-    for c in [*names, *([s["added_class"]] if added else []), "mAP50"]:
-        new = c not in names and c != "mAP50"
 
-        def cell(students, k, c=c, new=new):
-            if c == "mAP50":
-                return students[k]["map50"]
-            return None if new and students is first else students[k]["per_class"].get(c)
-
-        row = f"{(c + ' (new)') if new else c:<22} " + " ".join(f"{_f(cell(first, k)):>{width[k]}}" for k in kinds)
+    def row(label: str, before: list, later: list) -> str:
+        line = f"{label:<22} " + " ".join(f"{_f(v):>{width[k]}}" for k, v in zip(kinds, before, strict=True))
         if added:
-            row += f" | {'':>13} " + " ".join(f"{_f(cell(after, k)):>{width[k]}}" for k in kinds)
-        lines.append(row)
+            line += f" | {'':>13} " + " ".join(f"{_f(v):>{width[k]}}" for k, v in zip(kinds, later, strict=True))
+        return line
+
+    def ap(students: dict, c: str) -> list:
+        return [students[k]["per_class"].get(c) for k in kinds] if students else []
+
+    for c in names:
+        lines.append(row(c, ap(first, c), ap(after, c)))
+    if added:
+        lines.append(row(f"{s['added_class']} (new)", [None] * len(kinds), ap(after, s["added_class"])))
+    lines.append(row("mAP50", [first[k]["map50"] for k in kinds], [after[k]["map50"] for k in kinds] if added else []))
     if any(k.startswith("yolo+head top-") for k in kinds):
         lines.append(
             "yolo+head top-k: each box scored for its k most probable classes (the COCO protocol, as "
