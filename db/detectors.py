@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from db.models import Product, ProductImage, Tenant, TrainedModel
 
 DETECTOR_METHOD = "detector"
+# Attributes that name the item a product is a variant of (Google Merchant feeds' item_group_id; the demo
+# catalog's design, one drawing sold in two colourways): variants are one product for the held-out split,
+# so a recoloured training product is never a "product the student never saw".
+VARIANT_GROUP_ATTRIBUTES = ("item_group_id", "design")
 
 
 class DetectorError(ValueError):
@@ -33,7 +37,7 @@ class DetectorError(ValueError):
 class CatalogPhoto:
     """The stored thumbnail of one image of a live product (what a teacher cuts out or labels)."""
 
-    product: str  # the tenant's external product id
+    product: str  # the product as the held-out split groups it: a VARIANT_GROUP_ATTRIBUTES value, else its id
     category: str | None
     image_id: int
     thumbnail: bytes
@@ -47,9 +51,12 @@ def catalog_photos(
     exclude: list[str] | None = None,
     limit: int = 5000,
 ) -> list[CatalogPhoto]:
-    """Thumbnails of the tenant's live products, in `categories` (None: any) and not in `exclude`, by product."""
+    """Thumbnails of the tenant's live products, in `categories` (None: any) and not in `exclude`, by product.
+
+    A photo's `product` is its product's variant group when the product names one (VARIANT_GROUP_ATTRIBUTES)."""
+    groups = [func.nullif(Product.attributes[key].astext, "") for key in VARIANT_GROUP_ATTRIBUTES]
     stmt = (
-        select(Product.external_id, Product.category, ProductImage.id, ProductImage.thumbnail)
+        select(func.coalesce(*groups, Product.external_id), Product.category, ProductImage.id, ProductImage.thumbnail)
         .join(ProductImage, ProductImage.product_id == Product.id)
         .where(
             Product.tenant_id == tenant_id,

@@ -29,7 +29,7 @@ def s(sessions):
         yield session
 
 
-def put(s, tenant, pid, category, *, thumbnail=b"webp", deleted=False):
+def put(s, tenant, pid, category, *, thumbnail=b"webp", deleted=False, attributes=None):
     event = CatalogEvent.model_validate(
         {
             "event_id": f"{tenant}-{pid}-{deleted}",
@@ -41,6 +41,7 @@ def put(s, tenant, pid, category, *, thumbnail=b"webp", deleted=False):
                 "title": pid,
                 "category": category,
                 "image_urls": [f"https://x.test/{pid}.jpg"],
+                "attributes": attributes or {},
             },
         }
     )
@@ -82,6 +83,17 @@ def test_catalog_photos_are_the_tenants_live_thumbnails_by_category(s):
     assert [p.product for p in others] == ["tote"]
     assert repo.category_counts(s, "acme") == {"shoes": 2, "bags": 1}
     assert [p.product for p in repo.catalog_photos(s, "globex")] == ["clog"]
+
+
+def test_a_products_variants_are_one_product_for_the_held_out_split(s):
+    put(s, "acme", "boot-red", "shoes", attributes={"item_group_id": "boot"})
+    put(s, "acme", "boot-blue", "shoes", attributes={"item_group_id": "boot"})
+    put(s, "acme", "clog-1", "shoes", attributes={"design": "clog"})  # the demo catalog's colourways
+    put(s, "acme", "mule", "shoes", attributes={"item_group_id": "", "colour": "red"})  # no group: its own id
+    put(s, "globex", "boot-green", "shoes", attributes={"item_group_id": "boot"})
+    shoes = repo.catalog_photos(s, "acme", categories=["shoes"])
+    assert [p.product for p in shoes] == ["boot", "boot", "clog", "mule"]
+    assert [p.product for p in repo.catalog_photos(s, "globex")] == ["boot"]
 
 
 def test_only_a_ready_detector_of_the_tenant_activates_and_rollback_returns(s):
