@@ -259,8 +259,10 @@ def train_detector(
         key = f"detector-{Path(config.architecture).stem}@{_digest(result.weights)}"
         final = out_root / key
         if final.exists():  # the same weights again (same data, seed and schedule): keep the first copy
-            shutil.rmtree(work, ignore_errors=True)
-            return DetectorRun(key, final, json.loads((final / "card.json").read_text()))
+            card = _adopt_test_scenes(final, scene_dir, tested, held, classes)  # evaluated on the scenes asked for
+            if embedder is not None:
+                card = attach_class_head(final, embedder, seed=seed, background_class=background_class)
+            return DetectorRun(key, final, card)
         final_tmp = work / "artefact"
         final_tmp.mkdir()
         shutil.copyfile(result.weights, final_tmp / "student.pt")
@@ -281,13 +283,12 @@ def train_detector(
             "heldout": held,
             "training_inputs": inputs,
             "test_scenes": tested,
-            "scenes": read_card(final_tmp / "scenes"),
+            "scenes": _scene_card(final_tmp / "scenes"),
             "seconds": round(time.perf_counter() - started, 1),
             "machine": machine or {},
             "seed": seed,
             "created_at": datetime.now(UTC).isoformat(),
         }
-        card["scenes"].pop("products", None)  # product ids: long, and in the scene set's own card
         (final_tmp / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
         if embedder is not None:
             card = attach_class_head(final_tmp, embedder, seed=seed, background_class=background_class)
@@ -370,6 +371,31 @@ def _files_digest(data_root: Path, splits: Sequence[str], prefix: str = "") -> s
                 h.update(f"{kind}/{split}/{path.name}".encode())
                 h.update(path.read_bytes())
     return h.hexdigest()[:24]
+
+
+def _scene_card(scene_dir: Path) -> dict:
+    """A scene set's card for the detector's card: without the product ids (long, and in its own card)."""
+    card = read_card(scene_dir)
+    card.pop("products", None)
+    return card
+
+
+def _adopt_test_scenes(artefact: Path, scene_dir: Path, tested: str, held: dict, classes: list[str]) -> dict:
+    """The card of an artefact whose weights were trained again: when this run's test scenes are not the
+    ones it stores, they replace them (with the YOLO's held-out figures on them), so it is evaluated on
+    what was asked for, not on an earlier run's scenes."""
+    card = json.loads((artefact / "card.json").read_text())
+    if card.get("test_scenes") == tested:
+        return card
+    stored = artefact / "scenes"
+    shutil.rmtree(stored, ignore_errors=True)
+    shutil.move(str(scene_dir), stored)
+    write_data_yaml(stored, classes, root=stored)
+    card |= {"heldout": held, "test_scenes": tested, "scenes": _scene_card(stored)}
+    tmp = artefact / "card.json.tmp"
+    tmp.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    tmp.replace(artefact / "card.json")
+    return card
 
 
 def _trained_on(out_root: Path, inputs: str, tested: str) -> Path | None:

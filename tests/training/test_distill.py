@@ -96,3 +96,33 @@ def test_a_student_is_reused_only_for_the_same_training_inputs_and_test_scenes(t
     assert _trained_on(tmp_path / "students", trained, _files_digest(scenes, ["test"])) is None
     (scenes / "images" / "train" / "a.jpg").write_bytes(b"other pixels")  # other training scenes: train anew
     assert _trained_on(tmp_path / "students", _files_digest(scenes, ["train", "val"]), tested) is None
+
+
+def test_the_same_weights_trained_again_are_evaluated_on_this_runs_test_scenes(tmp_path):
+    from training.distill import _adopt_test_scenes, _files_digest
+
+    def scene_set(root, label):
+        for split in ("train", "test"):
+            (root / "images" / split).mkdir(parents=True)
+            (root / "labels" / split).mkdir(parents=True)
+            (root / "images" / split / "a.jpg").write_bytes(b"pixels " + split.encode())
+            (root / "labels" / split / "a.txt").write_text(label)
+        (root / "card.json").write_text(json.dumps({"names": ["ball"], "products": {"test": ["p1"]}}))
+        return root
+
+    art = tmp_path / "detector-x"
+    stored = scene_set(art / "scenes", "0 0.5 0.5 0.2 0.2\n")
+    card = {"key": "detector-x", "heldout": {"map50": 0.1}, "test_scenes": _files_digest(stored, ["test"])}
+    (art / "card.json").write_text(json.dumps(card))
+
+    same = scene_set(tmp_path / "same", "0 0.5 0.5 0.2 0.2\n")
+    assert _adopt_test_scenes(art, same, _files_digest(same, ["test"]), {"map50": 0.9}, ["ball"]) == card
+    assert same.is_dir()  # the same scenes: nothing moved, the stored figures kept
+
+    other = scene_set(tmp_path / "other", "0 0.4 0.4 0.2 0.2\n")
+    tested = _files_digest(other, ["test"])
+    new = _adopt_test_scenes(art, other, tested, {"map50": 0.9}, ["ball"])
+    assert new["test_scenes"] == tested and new["heldout"] == {"map50": 0.9}
+    assert json.loads((art / "card.json").read_text()) == new and "products" not in new["scenes"]
+    assert (art / "scenes" / "labels" / "test" / "a.txt").read_text() == "0 0.4 0.4 0.2 0.2\n"
+    assert f"path: {json.dumps(str((art / 'scenes').resolve()))}" in (art / "scenes" / "data.yaml").read_text()
