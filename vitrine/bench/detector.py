@@ -39,8 +39,14 @@ def run_detector_bench(
     catalog_dir: Path | None = None,
     reuse: bool = False,
     background_class: bool = False,
+    embedder=None,
 ) -> dict:
-    """Run the whole offline pipeline; returns the figures as one JSON-able dict."""
+    """Run the whole offline pipeline; returns the figures as one JSON-able dict.
+
+    `embedder`: what the class head is fitted over (default the pretrained EfficientNet-Lite0, the one
+    pretrained model installable offline; the configured one, e.g. CLIP with local weights, where it is
+    stronger). With `reuse`, only the heads are fitted again: students trained once serve every embedder.
+    """
     from training.distill import distractor_cutouts, teach_class, train_detector
     from training.scenes import demo_catalog_photos
     from training.student import StudentConfig, inference_speed
@@ -69,7 +75,7 @@ def run_detector_bench(
     distractors = distractor_cutouts(photos, [*chosen, *([extra] if extra else [])])
     scenes = {"train": train_scenes, "val": max(10, train_scenes // 6), "test": test_scenes}
     config = StudentConfig(epochs=epochs, imgsz=imgsz, seed=seed, device=device)
-    embedder = create_embedder("efficientnet-lite0", cache_dir=data_dir / "models")
+    embedder = embedder or create_embedder("efficientnet-lite0", cache_dir=data_dir / "models")
     first = train_detector(
         [class_dirs[c] for c in chosen], distractors, work / "students", config=config, scenes=scenes, seed=seed,
         machine=device_info(), embedder=embedder, reuse=reuse, background_class=background_class,
@@ -93,6 +99,7 @@ def run_detector_bench(
         },
         "first": _summary(first),
     }
+    result["settings"]["class_head_embedder"] = embedder.model_key  # loaded by now: its key names its weights
     if extra:
         added_config = StudentConfig(
             epochs=add_epochs or epochs, imgsz=imgsz, seed=seed, device=device, base=first.weights
@@ -197,14 +204,15 @@ def format_table(r: dict) -> str:
         f"scenes train/val/test {s['scenes']['train']}/{s['scenes']['val']}/{s['scenes']['test']}; "
         f"test scenes hold only products never trained on ({s['held_out_products']:.0%} of each category, "
         f"split by {s.get('split_by', 'product')})",
-        f"class head: {'with' if s.get('class_head_background') else 'no'} background class"
+        f"class head over {s.get('class_head_embedder', 'the pretrained embedder')}: "
+        f"{'with' if s.get('class_head_background') else 'no'} background class"
         + (
             "; students reused from an earlier run in the work dir (its train times)"
             if r["first"].get("student_reused")
             else ""
         ),
         "AP50 on the held-out test scenes (COCO 101-point); yolo = the YOLO student alone, "
-        "yolo+head = its boxes named by the class head over the pretrained embedder",
+        "yolo+head = its boxes named by the class head",
         "",
     ]
     first = r["first"]["students"]

@@ -7,7 +7,7 @@ import json
 import typer
 
 from vitrine.cli import vision as vision_cli
-from vitrine.cli.app import bench_app, database_engine, fail, load_settings, setup_logging
+from vitrine.cli.app import USAGE, bench_app, database_engine, fail, load_settings, setup_logging
 
 
 def _machine_line(m: dict) -> str:
@@ -752,6 +752,12 @@ def bench_detector(
     background_class: bool = typer.Option(
         False, "--background-class", help="The class head also learns the YOLO's false boxes (docs/detector.md)"
     ),
+    head_embedder: str = typer.Option(
+        "efficientnet-lite0",
+        "--head-embedder",
+        help="What the class head is fitted over: efficientnet-lite0 | configured (VITRINE_EMBEDDER, e.g. CLIP "
+        "with VITRINE_CLIP_PRETRAINED=a local weights file)",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -763,7 +769,19 @@ def bench_detector(
     setup_logging(verbose)
     if reuse and not work_dir:
         fail("--reuse needs --work-dir (the folder whose students to reuse)")
+    if head_embedder not in ("efficientnet-lite0", "configured"):
+        fail(f"--head-embedder must be efficientnet-lite0 or configured, not {head_embedder!r}", USAGE)
     settings = load_settings()
+    embedder = None
+    if head_embedder == "configured":
+        from vision.components import build_embedder
+        from vision.model import ModelLoadError
+
+        embedder = build_embedder(settings)
+        try:  # weights that cannot load fail here, in seconds, not after the students have trained
+            embedder.load()
+        except ModelLoadError as exc:
+            fail(f"--head-embedder configured: {exc}")
     try:
         result = run_detector_bench(
             data_dir=settings.data_dir,
@@ -779,6 +797,7 @@ def bench_detector(
             work_dir=Path(work_dir) if work_dir else None,
             reuse=reuse,
             background_class=background_class,
+            embedder=embedder,
         )
     except (ValueError, OSError, RuntimeError) as exc:  # no catalog, too few categories, a student error
         fail(str(exc))

@@ -8,6 +8,7 @@ import json
 from tests.vitrine.helpers import TOPICS, write_drawings
 from training.hybrid import HEAD_FILE, ClassHead
 from training.labelsets import Box
+from vision.embedder import create_embedder
 from vitrine.bench.detector import format_table, run_detector_bench
 from vitrine.bench.shop_the_look import score_answer
 from vitrine.demo_catalog import build_demo_catalog
@@ -41,17 +42,23 @@ def test_the_detector_bench_teaches_classes_adds_one_and_reports_every_figure(tm
     assert "top-3" in table
 
     # Again with --reuse: the same scenes and settings, so neither student trains again; only the heads
-    # are fitted again, here with the background class.
+    # are fitted again, here with the background class and over another embedder (a CLIP of random
+    # weights: none is installable offline; where they exist, `--head-embedder configured`).
+    clip = create_embedder("clip", cache_dir=tmp_path / "data" / "models", pretrained=None, use_onnx=False)
     again = run_detector_bench(
         data_dir=tmp_path / "data", catalog_dir=catalog.out_dir, classes=2, epochs=1, imgsz=64,
         train_scenes=12, test_scenes=10, speed_images=2, work_dir=tmp_path / "work", reuse=True,
-        background_class=True,
+        background_class=True, embedder=clip,
     )  # fmt: skip
     assert again["settings"]["class_head_background"] is True and r["settings"]["class_head_background"] is False
+    assert r["settings"]["class_head_embedder"].startswith("efficientnet-lite0@")
+    assert again["settings"]["class_head_embedder"] == clip.model_key and clip.model_key.startswith("clip")
+    assert f"class head over {clip.model_key}" in format_table(again)
     for run in ("first", "added"):
         assert again[run]["student_reused"] is True and again[run]["key"] == r[run]["key"]
         assert again[run]["students"]["yolo"] == r[run]["students"]["yolo"]  # the same YOLO, the same figures
-        assert ClassHead.load(tmp_path / "work" / "students" / r[run]["key"] / HEAD_FILE).background
+        head = ClassHead.load(tmp_path / "work" / "students" / r[run]["key"] / HEAD_FILE)
+        assert head.background and head.embedder_key == clip.model_key
 
 
 def test_a_hit_needs_the_product_in_the_top_k_of_the_item_detected_on_it():
@@ -63,3 +70,20 @@ def test_a_hit_needs_the_product_in_the_top_k_of_the_item_detected_on_it():
     ]
     assert score_answer(placed, items, top=5) == {"placed": 2, "located": 1, "hits": 1, "any_item_hits": 2}
     assert score_answer(placed, items, top=1)["hits"] == 0  # boot is second in its item's list
+
+
+def test_the_head_embedder_option_refuses_an_unknown_one_and_weights_that_do_not_load(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from vitrine.cli import app
+
+    runner = CliRunner()
+    monkeypatch.setenv("VITRINE_DATA_DIR", str(tmp_path))
+    out = runner.invoke(app, ["bench", "detector", "--head-embedder", "clip"])
+    assert out.exit_code == 2 and "--head-embedder must be efficientnet-lite0 or configured" in out.output
+    # The configured CLIP's weights do not load: refused before any catalog is built or student trained.
+    monkeypatch.setenv("VITRINE_EMBEDDER", "clip")
+    monkeypatch.setenv("VITRINE_CLIP_PRETRAINED", str(tmp_path / "missing" / "open_clip_model.safetensors"))
+    out = runner.invoke(app, ["bench", "detector", "--head-embedder", "configured"])
+    assert out.exit_code == 1 and "--head-embedder configured:" in out.output
+    assert not (tmp_path / "demo").exists()
