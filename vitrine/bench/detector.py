@@ -75,7 +75,8 @@ def run_detector_bench(
     distractors = distractor_cutouts(photos, [*chosen, *([extra] if extra else [])])
     scenes = {"train": train_scenes, "val": max(10, train_scenes // 6), "test": test_scenes}
     config = StudentConfig(epochs=epochs, imgsz=imgsz, seed=seed, device=device)
-    embedder = embedder or create_embedder("efficientnet-lite0", cache_dir=data_dir / "models")
+    if embedder is None:
+        embedder = create_embedder("efficientnet-lite0", cache_dir=data_dir / "models")
     first = train_detector(
         [class_dirs[c] for c in chosen], distractors, work / "students", config=config, scenes=scenes, seed=seed,
         machine=device_info(), embedder=embedder, reuse=reuse, background_class=background_class,
