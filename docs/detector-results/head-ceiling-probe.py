@@ -10,7 +10,7 @@ catalog sells): does more data lift it?
 
     .venv/bin/python docs/detector-results/head-ceiling-probe.py \
         --scenes /tmp/bench/detector/students/detector-yolo11n@5978814ca891/scenes \
-        --source ~/.vitrine/openclipart/usr/share/openclipart/png --finetune-epochs 6 --json
+        --source .vitrine/openclipart/usr/share/openclipart/png --finetune-epochs 6 --json
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--scenes", type=Path, required=True, help="a scene set (train, val, test) of the bench")
     ap.add_argument("--source", type=Path, help="openclipart's png folder, for the learning curve")
     ap.add_argument("--finetune-epochs", type=int, default=6, help="0: no fine-tuned row")
-    ap.add_argument("--models", type=Path, default=Path.home() / ".vitrine" / "models")
+    ap.add_argument("--models", type=Path, default=Path(".vitrine") / "models", help="model cache (DATA_DIR/models)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
