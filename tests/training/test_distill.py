@@ -78,15 +78,21 @@ def test_a_class_whose_photos_do_not_cut_out_is_refused_with_the_reasons(tmp_pat
     assert not (tmp_path / "ball").exists()
 
 
+def scene_set(root, label="0 0.5 0.5 0.2 0.2\n"):
+    """A one-image train and test scene set on disk (bytes only: what the digests read)."""
+    for split in ("train", "test"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        (root / "images" / split / "a.jpg").write_bytes(b"pixels " + split.encode())
+        (root / "labels" / split / "a.txt").write_text(label)
+    (root / "card.json").write_text(json.dumps({"names": ["ball"], "products": {"test": ["p1"]}}))
+    return root
+
+
 def test_a_student_is_reused_only_for_the_same_training_inputs_and_test_scenes(tmp_path):
     from training.distill import _files_digest, _trained_on
 
-    scenes = tmp_path / "scenes"
-    for split in ("train", "test"):
-        (scenes / "images" / split).mkdir(parents=True)
-        (scenes / "labels" / split).mkdir(parents=True)
-        (scenes / "images" / split / "a.jpg").write_bytes(b"pixels " + split.encode())
-        (scenes / "labels" / split / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    scenes = scene_set(tmp_path / "scenes")
     trained, tested = _files_digest(scenes, ["train", "val"]), _files_digest(scenes, ["test"])
     art = tmp_path / "students" / "detector-x"
     art.mkdir(parents=True)
@@ -100,15 +106,6 @@ def test_a_student_is_reused_only_for_the_same_training_inputs_and_test_scenes(t
 
 def test_the_same_weights_trained_again_are_evaluated_on_this_runs_test_scenes(tmp_path):
     from training.distill import _adopt_test_scenes, _files_digest
-
-    def scene_set(root, label):
-        for split in ("train", "test"):
-            (root / "images" / split).mkdir(parents=True)
-            (root / "labels" / split).mkdir(parents=True)
-            (root / "images" / split / "a.jpg").write_bytes(b"pixels " + split.encode())
-            (root / "labels" / split / "a.txt").write_text(label)
-        (root / "card.json").write_text(json.dumps({"names": ["ball"], "products": {"test": ["p1"]}}))
-        return root
 
     art = tmp_path / "detector-x"
     stored = scene_set(art / "scenes", "0 0.5 0.5 0.2 0.2\n")

@@ -96,11 +96,11 @@ def run_detector_bench(
             "held_out_products": 0.3,
             "split_by": "design (a drawing's colour variants are one product)",
             "class_head_background": background_class,
+            "class_head_embedder": embedder.model_key,  # loaded by training: its key names its weights
             "catalog": str(catalog_dir),
         },
         "first": _summary(first),
     }
-    result["settings"]["class_head_embedder"] = embedder.model_key  # loaded by now: its key names its weights
     if extra:
         added_config = StudentConfig(
             epochs=add_epochs or epochs, imgsz=imgsz, seed=seed, device=device, base=first.weights
